@@ -1,0 +1,1 @@
+"""psframework's built-in model plugins (registered through entry points)."""

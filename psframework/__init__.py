@@ -1,0 +1,27 @@
+"""psframework: a parameter server in pure Python on asyncio.
+
+The public API. Model plugins use only what is exported here.
+"""
+
+from psframework import errors, storage
+from psframework.client import AsyncClient, BigMatrix, BigVector, Client, ModelInfo, get_client
+from psframework.cluster import LocalCluster
+from psframework.config import Settings, load_settings
+from psframework.errors import (
+    AuthError, ConfigError, ConnectionLostError, DTypeError, ModelExistsError, ProtocolError,
+    PSError, RemoteError, RequestTimeoutError, ShapeError, StorageError, UnknownModelError,
+)
+from psframework.model import Model, ShardView, udf
+from psframework.storage import Partition, Partitioner, TableSpec
+from psframework.storage import init
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient", "Client", "ModelInfo", "BigMatrix", "BigVector", "get_client",
+    "LocalCluster", "Settings", "load_settings",
+    "Model", "ShardView", "udf", "TableSpec", "Partition", "Partitioner", "init",
+    "PSError", "ConfigError", "ProtocolError", "AuthError", "ConnectionLostError",
+    "RequestTimeoutError", "RemoteError", "UnknownModelError", "ModelExistsError",
+    "ShapeError", "DTypeError", "StorageError", "errors", "storage", "__version__",
+]

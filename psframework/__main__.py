@@ -1,0 +1,5 @@
+import sys
+
+from psframework.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""`psframework serve master|shard|local` and `psframework status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Sequence
+
+from psframework.config import load_settings
+from psframework.errors import PSError
+
+__all__ = ["main"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (master default 13370; 0: any)")
+    p.add_argument("--advertise", help="host clients should use to reach this server")
+    p.add_argument("--master", help="the master's HOST:PORT")
+    p.add_argument("--secret", help="shared secret (better: set PSF_SECRET)")
+    p.add_argument("--config", help="TOML file with settings (keys as in PSF_* without prefix)")
+    p.add_argument("--log-level", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="psframework", description="Parameter server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a master, a shard, or a whole local cluster")
+    serve.add_argument("role", choices=["master", "shard", "local"])
+    _common(serve)
+    serve.add_argument("--shards", type=int, default=2, help="shards for `local` (default 2)")
+    serve.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
+    status = sub.add_parser("status", help="print servers, models, partitions and memory")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    return load_settings(args.config, host=args.host, port=args.port, advertise=args.advertise,
+                         master=args.master, secret=args.secret, log_level=args.log_level)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from psframework.runner import configure_logging, serve_forever
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    if args.role == "shard" and not settings.master:
+        raise PSError("a shard needs --master HOST:PORT (or PSF_MASTER)")
+    if args.role in ("master", "shard"):
+        serve_forever(args.role, settings, watch_stdin=args.watch_stdin)
+        return 0
+    from psframework.cluster import LocalCluster
+    secret = settings.secret.get_secret_value() if settings.secret else None
+    port = 13370 if settings.port is None else settings.port
+    with LocalCluster(args.shards, secret=secret, host=settings.host, port=port,
+                      log_level=settings.log_level) as cluster:
+        print(f"psframework cluster ready: master at {cluster.address} with {args.shards} "
+              "shards (Ctrl-C stops it)", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while all(p.poll() is None for p in [cluster.master_process]):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    print("psframework cluster stopped", flush=True)
+    return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def format_status(st: dict) -> str:
+    servers = st["servers"]
+    lines = [f"master {st['address']}",
+             f"servers: {sum(s['alive'] for s in servers)} alive of {len(servers)}"]
+    for s in servers:
+        lines.append(f"  {s['name']:<10} {s['address']:<22} {'alive' if s['alive'] else 'DEAD':<5} "
+                     f"seen {s['last_seen']:.1f}s ago  {_mib(s['bytes'])}  "
+                     f"{sum(s['ops'].values())} ops")
+    lines.append(f"models: {len(st['models'])}")
+    for m in st["models"]:
+        lines.append(f"  {m['name']} (type {m['type']}, {len(m['placement'])} partitions)")
+        for t in m["tables"]:
+            shape = "x".join(map(str, t["shape"]))
+            lines.append(f"    {t['name']}: {t['dtype']}[{shape}] by {t['partition_by']} "
+                         f"({t['partitioner']}, {t['parts']} parts, aggregate {t['aggregate']})")
+        lines.append("    partitions: " + ", ".join(f"{p}->{s}" for p, s in enumerate(m["placement"])))
+    return "\n".join(lines)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from psframework.client import AsyncClient
+    from psframework.transport import run
+    settings = _settings(args)
+    if not settings.master:
+        raise PSError("status needs --master HOST:PORT (or PSF_MASTER)")
+
+    async def fetch() -> dict:
+        async with AsyncClient(settings.master, settings) as c:
+            return await c.status()
+    st = run(fetch())
+    print(json.dumps(st, indent=2) if args.json else format_status(st))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _serve(args) if args.command == "serve" else _status(args)
+    except PSError as e:
+        print(f"psframework: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

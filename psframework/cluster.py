@@ -1,0 +1,134 @@
+"""LocalCluster: a master and N shards as real processes on loopback, for notebooks,
+tests, examples and `psframework serve local`.
+
+    with LocalCluster(shards=2) as cluster:
+        client = cluster.client()
+
+Each server is a `python -m psframework serve ...` process. They watch their stdin, so
+they exit when this process does, even if it is killed without cleaning up.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from psframework.errors import ConfigError, ConnectionLostError
+
+__all__ = ["LocalCluster"]
+
+
+class LocalCluster:
+    def __init__(self, shards: int = 2, *, secret: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0, log_level: str = "WARNING", env: dict[str, str] | None = None,
+                 startup_timeout: float = 60.0, **settings: Any) -> None:
+        """`settings` are extra server settings (e.g. heartbeat_timeout=1), passed as
+        PSF_* variables; `env` adds environment variables for the server processes."""
+        if shards < 1:
+            raise ConfigError("a LocalCluster needs at least one shard")
+        self.num_shards = shards
+        self.secret = secret
+        self.host = host
+        self.port = port
+        self.log_level = log_level
+        self.startup_timeout = startup_timeout
+        self.env = {**os.environ, **(env or {})}
+        self.env.update({f"PSF_{k.upper()}": str(v) for k, v in settings.items()})
+        if secret is not None:
+            self.env["PSF_SECRET"] = secret
+        else:
+            self.env.pop("PSF_SECRET", None)
+        self.master_process: subprocess.Popen | None = None
+        self.shard_processes: list[subprocess.Popen] = []
+        self.address = ""
+        self._clients: list = []
+
+    # -- processes -------------------------------------------------------------------
+    def _launch(self, *args: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "psframework", "serve", *args, "--host", self.host,
+               "--log-level", self.log_level, "--watch-stdin"]
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
+
+    def _ready_line(self, proc: subprocess.Popen) -> str:
+        deadline = time.monotonic() + self.startup_timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if sel.select(timeout=0.1):
+                    line = proc.stdout.readline().decode().strip()
+                    if line.startswith("psframework ") and " listening on " in line:
+                        return line
+                    if not line and proc.poll() is not None:
+                        break
+        proc.kill()
+        raise ConnectionLostError(
+            f"server `{' '.join(proc.args[2:])}` did not start within {self.startup_timeout:g}s "
+            f"(exit code {proc.poll()}); its log is on stderr")
+
+    def start(self) -> "LocalCluster":
+        try:
+            self.master_process = self._launch("master", "--port", str(self.port))
+            self.address = self._ready_line(self.master_process).rsplit(" ", 1)[-1]
+            self.add_shards(self.num_shards)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_shards(self, n: int = 1) -> list[subprocess.Popen]:
+        """Start `n` more shards, concurrently; all have registered when this returns."""
+        procs = [self._launch("shard", "--master", self.address) for _ in range(n)]
+        self.shard_processes.extend(procs)
+        for p in procs:
+            self._ready_line(p)
+        return procs
+
+    def kill_shard(self, index: int) -> None:
+        """Kill shard `index` with SIGKILL, as a crash would (for failure tests)."""
+        proc = self.shard_processes[index]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        procs = [*self.shard_processes, self.master_process]
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in procs:
+            if p is None:
+                continue
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            for f in (p.stdin, p.stdout):
+                if f is not None:
+                    f.close()
+        self.shard_processes.clear()
+        self.master_process = None
+
+    # -- clients ---------------------------------------------------------------------
+    def client(self, **kwargs: Any):
+        """A new synchronous Client for this cluster (closed when the cluster stops)."""
+        from psframework.client import Client
+        c = Client(self.address, secret=self.secret, **kwargs)
+        self._clients.append(c)
+        return c
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalCluster({self.address or 'stopped'}, shards={len(self.shard_processes)})"

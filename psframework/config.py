@@ -1,0 +1,96 @@
+"""Settings, from (highest first) explicit flags, `PSF_*` environment variables, an
+optional TOML file, and the defaults below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+from psframework.errors import ConfigError
+from psframework.protocol import Limits
+
+__all__ = ["Settings", "load_settings", "parse_address", "DEFAULT_MASTER_PORT"]
+
+DEFAULT_MASTER_PORT = 13370
+
+
+class Settings(BaseSettings):
+    """Every knob of a master, shard or client. Environment: PSF_<NAME>, e.g. PSF_SECRET."""
+
+    model_config = SettingsConfigDict(env_prefix="PSF_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int | None = Field(None, ge=0, le=65535, description="port to listen on (0: any "
+                             f"free port; default {DEFAULT_MASTER_PORT} for a master, 0 otherwise)")
+    advertise: str | None = Field(None, description="host that clients should use to reach "
+                                  "this server (default: --host, or the hostname for 0.0.0.0)")
+    master: str | None = Field(None, description="the master's HOST:PORT")
+    secret: SecretStr | None = Field(None, description="shared secret every connection proves")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_frame_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    max_header_bytes: int = Field(1024 * 1024, ge=4096)
+    request_timeout: float = Field(30.0, gt=0, description="seconds to wait for one reply")
+    connect_timeout: float = Field(5.0, gt=0)
+    retry_deadline: float = Field(10.0, ge=0, description="seconds to keep retrying a request "
+                                  "whose connection failed")
+    heartbeat_interval: float = Field(0.5, gt=0)
+    heartbeat_timeout: float = Field(3.0, gt=0, description="a shard silent this long is dead")
+    master_grace: float = Field(10.0, gt=0, description="a shard exits when the master is "
+                                "unreachable this long")
+    dedup_window: int = Field(100_000, ge=1, description="once-only request ids a shard remembers")
+    threads: int = Field(2, ge=1, description="shard threads for GIL-free UDFs")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_frame_bytes, self.max_header_bytes)
+
+    @property
+    def secret_bytes(self) -> bytes | None:
+        return self.secret.get_secret_value().encode() if self.secret else None
+
+
+def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:
+    """Settings with `flags` (None values ignored) over env over the TOML file."""
+    flags = {k: v for k, v in flags.items() if v is not None}
+    cls = Settings
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        cls = type("FileSettings", (Settings,), {
+            "model_config": SettingsConfigDict(**Settings.model_config, toml_file=config_file)})
+    try:
+        return cls(**flags)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}"
+                             for err in e.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def parse_address(address: str, default_port: int = DEFAULT_MASTER_PORT) -> tuple[str, int]:
+    """'host:port' (or 'host', or '[v6]:port') -> (host, port)."""
+    if not isinstance(address, str) or not address:
+        raise ConfigError(f"expected an address HOST:PORT, got {address!r}")
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:
+        host, port = address, str(default_port)
+    host = host.strip("[]")
+    try:
+        p = int(port)
+        if not 0 < p < 65536:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"bad port in address {address!r}; expected HOST:PORT") from None
+    return host, p

@@ -1,0 +1,135 @@
+"""Every error psframework raises, in one hierarchy.
+
+    PSError                      base: carries model, op and shard when known
+    ├── ConfigError              a setting or argument is wrong before anything is sent
+    ├── ProtocolError            truncated, oversized or garbage frames; version mismatch
+    ├── AuthError                the shared secret is missing or wrong (either side)
+    ├── ConnectionLostError      a peer went away or could not be reached
+    ├── RequestTimeoutError      no answer within the request timeout (also a TimeoutError)
+    └── RemoteError              the server failed the request
+        ├── UnknownModelError    no such model, table or op on the cluster
+        ├── ModelExistsError     a model of that name is already in the catalog
+        ├── ShapeError           wrong shape or out-of-range index
+        ├── DTypeError           wrong dtype
+        └── StorageError         saving or loading partitions failed
+
+Errors raised on a server travel back as an ERROR reply with the class name, and the
+client re-raises the same class, so `except ShapeError` works whether the check happened
+locally or on a shard. Messages read like advice: what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "PSError",
+    "ConfigError",
+    "ProtocolError",
+    "AuthError",
+    "ConnectionLostError",
+    "RequestTimeoutError",
+    "RemoteError",
+    "UnknownModelError",
+    "ModelExistsError",
+    "ShapeError",
+    "DTypeError",
+    "StorageError",
+    "error_from_wire",
+]
+
+
+class PSError(Exception):
+    """Base class. `model`, `op` and `shard` say where it happened, when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        op: str | None = None,
+        shard: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.model = model
+        self.op = op
+        self.shard = shard
+
+    def __str__(self) -> str:
+        where = ", ".join(
+            f"{k}={v}" for k, v in (("model", self.model), ("op", self.op), ("shard", self.shard)) if v
+        )
+        return f"{self.message} [{where}]" if where else self.message
+
+    def __reduce__(self):  # keep context fields through pickling (Spark ships exceptions)
+        return (_rebuild, (type(self), self.message, self.model, self.op, self.shard))
+
+    def to_wire(self) -> dict:
+        return {"type": type(self).__name__, "message": self.message, "model": self.model,
+                "op": self.op, "shard": self.shard}
+
+
+def _rebuild(cls, message, model, op, shard):
+    return cls(message, model=model, op=op, shard=shard)
+
+
+class ConfigError(PSError):
+    """A setting or argument is invalid; nothing was sent."""
+
+
+class ProtocolError(PSError):
+    """A frame is truncated, oversized or not a psframework frame, or versions differ."""
+
+
+class AuthError(PSError):
+    """The shared secret is missing or wrong."""
+
+
+class ConnectionLostError(PSError, ConnectionError):
+    """The peer closed the connection, died, or refused to connect."""
+
+
+class RequestTimeoutError(PSError, builtins.TimeoutError):
+    """No reply arrived within the request timeout."""
+
+
+class RemoteError(PSError):
+    """The server could not carry out the request; the server itself keeps running."""
+
+
+class UnknownModelError(RemoteError):
+    """The model, table, op or plugin does not exist on the cluster."""
+
+
+class ModelExistsError(RemoteError):
+    """A model of that name is already in the catalog."""
+
+
+class ShapeError(RemoteError, ValueError):
+    """An array has the wrong shape or an index is out of range."""
+
+
+class DTypeError(RemoteError, TypeError):
+    """An array has the wrong dtype."""
+
+
+class StorageError(RemoteError):
+    """Saving or loading partitions failed."""
+
+
+_BY_NAME = {cls.__name__: cls for cls in (
+    ConfigError, ProtocolError, AuthError, ConnectionLostError, RequestTimeoutError,
+    RemoteError, UnknownModelError, ModelExistsError, ShapeError, DTypeError, StorageError,
+)}
+
+
+def error_from_wire(fields: dict) -> PSError:
+    """Rebuild the typed error a server sent; unknown types become RemoteError."""
+    cls = _BY_NAME.get(str(fields.get("type")), RemoteError)
+    return cls(
+        str(fields.get("message", "remote error")),
+        model=fields.get("model"),
+        op=fields.get("op"),
+        shard=fields.get("shard"),
+    )

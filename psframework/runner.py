@@ -1,0 +1,55 @@
+"""Run a master or a shard in this process until it is told to stop: SIGINT/SIGTERM,
+the master going away (shards), or — with `watch_stdin` — the parent closing our stdin,
+so that servers started by a LocalCluster never outlive the program that started them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from psframework.config import Settings
+from psframework.master import Master
+from psframework.shard import Shard
+from psframework.transport import run
+
+__all__ = ["serve_forever", "configure_logging"]
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+
+
+async def _serve(role: str, settings: Settings, watch_stdin: bool) -> None:
+    server = Master(settings) if role == "master" else Shard(settings)
+    address = await server.start()
+    name = "master" if role == "master" else f"shard {server.name}"
+    print(f"psframework {name} listening on {address}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if watch_stdin:
+        fd = sys.stdin.fileno()
+
+        def on_stdin() -> None:
+            if not os.read(fd, 65536):  # EOF: the parent is gone
+                loop.remove_reader(fd)
+                stop.set()
+        loop.add_reader(fd, on_stdin)
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if isinstance(server, Shard):
+        waiters.append(asyncio.ensure_future(server.wait_stopped()))
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+    await server.stop()
+    logging.getLogger("psframework").info("%s stopped", name)
+
+
+def serve_forever(role: str, settings: Settings, *, watch_stdin: bool = False) -> None:
+    """Block serving as `role` ('master' or 'shard')."""
+    run(_serve(role, settings, watch_stdin))

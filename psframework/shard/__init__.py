@@ -1,0 +1,5 @@
+"""The shard server."""
+
+from psframework.shard.server import Shard
+
+__all__ = ["Shard"]

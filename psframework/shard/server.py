@@ -1,0 +1,342 @@
+"""The shard server: hosts partitions, answers pulls, pushes and model UDF ops.
+
+Guarantees:
+- A request tagged `once=[client, seq]` is applied at most once per dedup window (see
+  pushlog); together with client retries that makes pushes exactly-once.
+- A bad request (unknown model, wrong shape or dtype, out-of-range index, a UDF raising)
+  fails only that request; the shard keeps serving.
+- Built-in ops and ordinary UDFs run on the event loop; UDFs marked `threaded=True` run on
+  a thread pool, where GIL-free numba kernels use more cores.
+- Saved partitions are `.npy` files, one per partition, so a load is bit-for-bit.
+- The shard registers with the master, heartbeats, and exits by itself when the master
+  has been unreachable for `master_grace` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from psframework.config import Settings, parse_address
+from psframework.errors import (
+    ConfigError, ModelExistsError, PSError, ShapeError, StorageError, UnknownModelError,
+)
+from psframework.model import Model, ShardView, model_type
+from psframework.protocol import Message
+from psframework.shard.pushlog import PushLog
+from psframework.storage import aggregate
+from psframework.storage.table import Partition, TableSpec
+from psframework.transport import ClientConnection, connect, serve
+
+log = logging.getLogger("psframework.shard")
+
+__all__ = ["Shard", "partition_file"]
+
+
+def partition_file(directory: str | Path, table: str, part: int) -> Path:
+    return Path(directory) / f"{table}.part{part}.npy"
+
+
+@dataclass
+class HostedModel:
+    name: str
+    plugin: Model
+    specs: dict[str, TableSpec]
+    parts: dict[int, dict[str, Partition]] = field(default_factory=dict)
+
+    def view(self, shard: str, part: int) -> ShardView:
+        try:
+            return ShardView(self.name, shard, part, self.parts[part])
+        except KeyError:
+            raise UnknownModelError(f"partition {part} of model {self.name!r} is not on this "
+                                    "shard; look the model up again", model=self.name) from None
+
+    def partition(self, table: str, part: int) -> Partition:
+        try:
+            return self.parts[part][table]
+        except KeyError:
+            raise UnknownModelError(f"model {self.name!r} has no partition {part} of table "
+                                    f"{table!r} on this shard", model=self.name) from None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.data.nbytes for tables in self.parts.values() for p in tables.values())
+
+
+class Shard:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = "shard"
+        self.models: dict[str, HostedModel] = {}
+        self.pushlog = PushLog(settings.dedup_window)
+        self.ops_served: dict[str, int] = {}
+        self.address = ""
+        self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="psf-udf")
+        self._server: asyncio.AbstractServer | None = None
+        self._master: ClientConnection | None = None
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._builtin = {
+            "ping": self._ping, "create": self._create, "destroy": self._destroy,
+            "pull_rows": self._pull_rows, "pull_elems": self._pull_elems,
+            "push_rows": self._push_rows, "push_elems": self._push_elems,
+            "save": self._save, "load": self._load, "stats": self._stats,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> str:
+        s = self.settings
+        self._server, _ = await serve(self.handle, s.host, s.port or 0, limits=s.limits,
+                                      secret=s.secret_bytes, name=self.name)
+        port = self._server.sockets[0].getsockname()[1]
+        host = s.advertise or (socket.gethostname() if s.host in ("0.0.0.0", "::") else s.host)
+        self.address = f"{host}:{port}"
+        if s.master:
+            await self._register()
+            self._tasks.append(asyncio.ensure_future(self._heartbeat()))
+        return self.address
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
+        if self._master is not None:
+            self._master.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+
+    async def _register(self) -> None:
+        host, port = parse_address(self.settings.master)
+        s = self.settings
+        self._master = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
+                                     timeout=s.connect_timeout)
+        reply = await self._master.request("register", args={"address": self.address},
+                                           timeout=s.request_timeout)
+        self.name = reply.args["name"]
+        log.info("registered with master %s as %s", s.master, self.name)
+
+    async def _heartbeat(self) -> None:
+        s = self.settings
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(s.heartbeat_interval)
+            try:
+                if self._master is None or not self._master.is_open:
+                    await self._register()
+                await self._master.request("heartbeat", args={"name": self.name,
+                                                              "stats": self._stats_args()},
+                                           timeout=s.heartbeat_timeout)
+                last_ok = time.monotonic()
+            except UnknownModelError:  # the master forgot us (restarted): register again
+                self._master.close()
+            except PSError as e:
+                if time.monotonic() - last_ok > s.master_grace:
+                    log.warning("master %s unreachable for %.0fs (%s); shard %s exits",
+                                s.master, s.master_grace, e, self.name)
+                    await self.stop()
+                    return
+
+    # -- dispatch ------------------------------------------------------------------------
+    def handle(self, msg: Message):
+        self.ops_served[msg.op] = self.ops_served.get(msg.op, 0) + 1
+        once = msg.args.get("once")
+        if once is not None:
+            key = (bytes(once[0]), int(once[1]))
+            if key in self.pushlog:
+                return self._replay(self.pushlog.get(key))
+        result = self._dispatch(msg)
+        if once is not None:
+            if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                result = asyncio.ensure_future(result)
+                result.add_done_callback(lambda f, k=key: self._settle(k, f))
+            self.pushlog.put(key, result)
+        return result
+
+    def _settle(self, key, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self.pushlog.discard(key)  # a failed attempt may be retried for real
+        elif key in self.pushlog:
+            self.pushlog.put(key, fut.result())
+
+    @staticmethod
+    def _replay(remembered):
+        if asyncio.isfuture(remembered):
+            return asyncio.shield(remembered)
+        return remembered
+
+    def _dispatch(self, msg: Message):
+        op = self._builtin.get(msg.op)
+        if op is not None:
+            return op(msg)
+        hosted = self._hosted(msg.model)
+        fn = hosted.plugin.udfs.get(msg.op)
+        if fn is None:
+            raise UnknownModelError(
+                f"unknown op {msg.op!r} for model {msg.model!r} (a {type(hosted.plugin).__name__}); "
+                f"it offers {sorted(hosted.plugin.udfs)}", model=msg.model, op=msg.op)
+        view = hosted.view(self.name, self._part(msg))
+        if getattr(fn, "_psf_threaded", False):
+            loop = asyncio.get_running_loop()
+            return loop.run_in_executor(self._pool, _call_udf, fn, hosted.plugin, view, msg)
+        return _call_udf(fn, hosted.plugin, view, msg)
+
+    def _hosted(self, name: str) -> HostedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModelError(f"model {name!r} is not hosted on shard {self.name}; "
+                                    "create it first, or look it up again if it was moved",
+                                    model=name) from None
+
+    @staticmethod
+    def _part(msg: Message) -> int:
+        part = msg.args.get("part", 0)
+        if not isinstance(part, int):
+            raise ShapeError("args.part must be an integer partition index")
+        return part
+
+    def _partition(self, msg: Message) -> Partition:
+        return self._hosted(msg.model).partition(str(msg.args.get("table")), self._part(msg))
+
+    @staticmethod
+    def _arrays(msg: Message, n: int) -> tuple[np.ndarray, ...]:
+        if len(msg.arrays) != n:
+            raise ShapeError(f"op {msg.op} takes {n} arrays, got {len(msg.arrays)}")
+        return msg.arrays
+
+    # -- built-in ops --------------------------------------------------------------------
+    def _ping(self, msg: Message):
+        return {"name": self.name}, ()
+
+    def _pull_rows(self, msg: Message):
+        (rows,) = self._arrays(msg, 1)
+        return {}, (self._partition(msg).pull_rows(rows),)
+
+    def _pull_elems(self, msg: Message):
+        rows, cols = self._arrays(msg, 2)
+        return {}, (self._partition(msg).pull_elems(rows, cols),)
+
+    def _push_rows(self, msg: Message):
+        rows, values = self._arrays(msg, 2)
+        self._partition(msg).push_rows(rows, values)
+        return {}, ()
+
+    def _push_elems(self, msg: Message):
+        rows, cols, values = self._arrays(msg, 3)
+        self._partition(msg).push_elems(rows, cols, values)
+        return {}, ()
+
+    def _new_model(self, msg: Message) -> tuple[type[Model], Model, dict[str, TableSpec], list[int]]:
+        cls = model_type(str(msg.args.get("type")))
+        plugin = cls(msg.args.get("config") or {})
+        specs = {t["name"]: TableSpec.from_wire(t) for t in msg.args.get("tables", [])}
+        for spec in specs.values():
+            spec.validate(cls.aggregators)
+        parts = [int(p) for p in msg.args.get("parts", [])]
+        return cls, plugin, specs, parts
+
+    def _install(self, name: str, cls: type[Model], plugin: Model, specs: dict[str, TableSpec],
+                 parts: list[int], make) -> None:
+        combiners = {**aggregate.BUILTIN, **cls.aggregators}
+        hosted = HostedModel(name, plugin, specs)
+        for p in parts:
+            hosted.parts[p] = {t.name: make(t, p, combiners[t.aggregate])
+                               for t in specs.values() if p < t.parts}
+        self.models[name] = hosted
+        for p in parts:
+            plugin.on_partition(hosted.view(self.name, p))
+
+    def _create(self, msg: Message):
+        existing = self.models.get(msg.model)
+        if existing is not None:
+            if msg.args.get("exists_ok"):
+                return {"created": False}, ()
+            raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}",
+                                   model=msg.model)
+        cls, plugin, specs, parts = self._new_model(msg)
+        self._install(msg.model, cls, plugin, specs, parts, Partition.create)
+        return {"created": True}, ()
+
+    def _destroy(self, msg: Message):
+        hosted = self.models.pop(msg.model, None)
+        if hosted is not None:
+            hosted.plugin.on_destroy()
+        return {"destroyed": hosted is not None}, ()
+
+    def _save(self, msg: Message):
+        hosted = self._hosted(msg.model)
+        directory = Path(str(msg.args.get("path")))
+        files = []
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for part, tables in hosted.parts.items():
+                for table, partition in tables.items():
+                    target = partition_file(directory, table, part)
+                    tmp = target.with_suffix(f".tmp{os.getpid()}")
+                    with open(tmp, "wb") as f:
+                        np.save(f, partition.data, allow_pickle=False)
+                    os.replace(tmp, target)
+                    files.append(target.name)
+        except OSError as e:
+            raise StorageError(f"cannot save model {msg.model!r} to {directory}: {e}",
+                               model=msg.model) from None
+        return {"files": files}, ()
+
+    def _load(self, msg: Message):
+        if msg.model in self.models:
+            raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
+                                   "destroy it before loading", model=msg.model)
+        cls, plugin, specs, parts = self._new_model(msg)
+        directory = Path(str(msg.args.get("path")))
+
+        def read(spec: TableSpec, part: int, combine) -> Partition:
+            path = partition_file(directory, spec.name, part)
+            try:
+                data = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise StorageError(f"cannot load {path}: {e}", model=msg.model) from None
+            expected = list(spec.shape)
+            expected[spec.axis] = spec.split().size(part)
+            if list(data.shape) != expected or data.dtype.name != spec.dtype:
+                raise StorageError(f"{path} holds {data.dtype}{list(data.shape)}, expected "
+                                   f"{spec.dtype}{expected}", model=msg.model)
+            return Partition(spec, part, np.ascontiguousarray(data), combine)
+
+        self._install(msg.model, cls, plugin, specs, parts, read)
+        return {"loaded": True}, ()
+
+    def _stats_args(self) -> dict:
+        return {
+            "name": self.name, "address": self.address, "pid": os.getpid(),
+            "bytes": sum(m.nbytes for m in self.models.values()),
+            "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
+            "ops": dict(self.ops_served), "duplicates": self.pushlog.duplicates,
+        }
+
+    def _stats(self, msg: Message):
+        return self._stats_args(), ()
+
+
+def _call_udf(fn, plugin: Model, view: ShardView, msg: Message):
+    out = fn(plugin, view, msg.args, msg.arrays)
+    if out is None:
+        return {}, ()
+    if isinstance(out, dict):
+        return out, ()
+    args, arrays = out
+    if not isinstance(args, dict):
+        raise ConfigError(f"UDF {msg.op!r} must return (dict, arrays), a dict or None")
+    return args, tuple(arrays)

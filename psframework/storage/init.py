@@ -1,0 +1,76 @@
+"""Initializers: how a new table's values are made.
+
+A seeded initializer fills value (row, col) identically however the table is partitioned:
+rows are drawn in fixed blocks of BLOCK_ROWS full-width rows, each block from its own
+generator seeded by (seed, block), and every partition takes its own rows and columns
+out of the blocks it touches. So a model over 3 shards starts where it would over one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from psframework.errors import ConfigError
+from psframework.storage.partitioner import Partitioner
+
+__all__ = ["zeros", "constant", "uniform", "normal", "validate", "materialize", "BLOCK_ROWS"]
+
+BLOCK_ROWS = 1024
+KINDS = ("zeros", "constant", "uniform", "normal")
+
+
+def zeros() -> dict:
+    return {"kind": "zeros"}
+
+
+def constant(value: float) -> dict:
+    return {"kind": "constant", "value": float(value)}
+
+
+def uniform(low: float = -0.5, high: float = 0.5, seed: int = 0) -> dict:
+    return {"kind": "uniform", "low": float(low), "high": float(high), "seed": int(seed)}
+
+
+def normal(mean: float = 0.0, std: float = 0.01, seed: int = 0) -> dict:
+    return {"kind": "normal", "mean": float(mean), "std": float(std), "seed": int(seed)}
+
+
+def validate(spec: dict) -> dict:
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind not in KINDS:
+        raise ConfigError(f"initializer must be one of {KINDS} (see psframework.init), got {spec!r}")
+    return spec
+
+
+def _block(spec: dict, block: int, rows: int, cols: int) -> np.ndarray:
+    rng = np.random.default_rng([int(spec.get("seed", 0)), block])
+    if spec["kind"] == "uniform":
+        return rng.uniform(spec["low"], spec["high"], size=(rows, cols))
+    return rng.normal(spec["mean"], spec["std"], size=(rows, cols))
+
+
+def materialize(spec: dict, shape: tuple[int, ...], dtype: np.dtype, axis: int,
+                partitioner: Partitioner, part: int) -> np.ndarray:
+    """The array partition `part` holds. `axis` 0 partitions rows, 1 columns."""
+    nrows = shape[0]
+    ncols = shape[1] if len(shape) == 2 else 1
+    held = partitioner.indices(part)
+    local_shape = list(shape)
+    local_shape[axis] = partitioner.size(part)
+    kind = spec["kind"]
+    if kind == "zeros":
+        return np.zeros(local_shape, dtype=dtype)
+    if kind == "constant":
+        return np.full(local_shape, spec["value"], dtype=dtype)
+    out = np.empty((local_shape[0], ncols if axis == 0 else local_shape[1]), dtype=dtype)
+    global_rows = np.arange(nrows)[held] if axis == 0 else np.arange(nrows)
+    col_sel = slice(None) if axis == 0 else held
+    if global_rows.size:
+        blocks = np.unique(global_rows // BLOCK_ROWS)
+        for b in blocks:
+            lo = b * BLOCK_ROWS
+            hi = min(lo + BLOCK_ROWS, nrows)
+            values = _block(spec, int(b), hi - lo, ncols)
+            mask = (global_rows >= lo) & (global_rows < hi)
+            out[mask] = values[global_rows[mask] - lo][:, col_sel]
+    return out.reshape(local_shape)

@@ -1,0 +1,75 @@
+"""Which partition holds which index along the partitioned axis, and where inside it.
+
+`range` gives each partition one contiguous block (balanced to within one index);
+`cyclic` deals indices out round-robin (index i lives in partition i % P at i // P).
+Both are pure functions of (kind, length, parts), so every client and shard computes
+the same answer without asking anyone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+__all__ = ["Partitioner", "PARTITIONERS"]
+
+PARTITIONERS = ("range", "cyclic")
+
+
+@dataclass(frozen=True)
+class Partitioner:
+    kind: str
+    length: int
+    parts: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in PARTITIONERS:
+            raise ValueError(f"partitioner must be one of {PARTITIONERS}, not {self.kind!r}")
+        if self.parts < 1 or self.length < 0:
+            raise ValueError("need parts >= 1 and length >= 0")
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Range partitioning: partition p holds [starts[p], starts[p + 1])."""
+        return np.array([p * self.length // self.parts for p in range(self.parts + 1)],
+                        dtype=np.int64)
+
+    def size(self, part: int) -> int:
+        if self.kind == "range":
+            return int(self.starts[part + 1] - self.starts[part])
+        return (self.length - part + self.parts - 1) // self.parts
+
+    def indices(self, part: int) -> np.ndarray | slice:
+        """The global indices partition `part` holds, in local order (a slice if regular)."""
+        if self.kind == "range":
+            return slice(int(self.starts[part]), int(self.starts[part + 1]))
+        return slice(part, self.length, self.parts)
+
+    def split(self, idx: np.ndarray) -> list[tuple[int, np.ndarray | slice, np.ndarray]]:
+        """Group global indices by partition: [(part, positions in idx, local indices)].
+
+        `positions` is a slice when the whole request goes to one partition, so the
+        common cases (one partition, or a sorted range request) avoid index arrays."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.parts == 1:
+            return [(0, slice(None), idx)]
+        if self.kind == "range":
+            owner = np.searchsorted(self.starts, idx, side="right") - 1
+            local = idx - self.starts[owner]
+        else:
+            owner = idx % self.parts
+            local = idx // self.parts
+        if owner.size and owner[0] == owner[-1] and (owner == owner[0]).all():
+            return [(int(owner[0]), slice(None), local)]
+        order = np.argsort(owner, kind="stable")
+        counts = np.bincount(owner, minlength=self.parts)
+        out = []
+        begin = 0
+        for part, count in enumerate(counts):
+            if count:
+                pos = order[begin:begin + count]
+                out.append((part, pos, local[pos]))
+                begin += count
+        return out

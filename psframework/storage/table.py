@@ -1,0 +1,159 @@
+"""Tables and the partitions a shard holds of them.
+
+A `TableSpec` is the cheap, serializable description of a dense matrix (rows × cols) or
+vector (n,): dtype, how it is split (by rows or by columns, range or cyclic, into how many
+partitions), how it starts (an initializer) and how pushes combine (an aggregator name).
+A `Partition` is one piece of a table as a numpy array, with bounds- and dtype-checked
+pulls and pushes in local coordinates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from psframework.errors import ConfigError, DTypeError, ShapeError
+from psframework.storage import aggregate, init
+from psframework.storage.partitioner import PARTITIONERS, Partitioner
+
+__all__ = ["TableSpec", "Partition", "TABLE_DTYPES"]
+
+TABLE_DTYPES = ("float32", "float64", "int32", "int64")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    partition_by: str = "rows"
+    partitioner: str = "range"
+    parts: int = 0  # 0: one partition per shard, decided when the model is placed
+    init: dict = field(default_factory=init.zeros)
+    aggregate: str = "add"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+
+    def validate(self, aggregators: dict[str, Callable] | None = None) -> "TableSpec":
+        """Raise ConfigError naming what is wrong; return self when all is well."""
+        where = f"table {self.name!r}"
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigError("a table needs a non-empty name")
+        if len(self.shape) not in (1, 2) or any(s < 1 for s in self.shape):
+            raise ConfigError(f"{where}: shape must be (rows,) or (rows, cols) of positive sizes, "
+                              f"got {self.shape}")
+        if self.dtype not in TABLE_DTYPES:
+            raise ConfigError(f"{where}: dtype must be one of {TABLE_DTYPES}, got {self.dtype}")
+        if self.partition_by not in ("rows", "cols"):
+            raise ConfigError(f"{where}: partition_by must be 'rows' or 'cols'")
+        if self.partition_by == "cols" and len(self.shape) != 2:
+            raise ConfigError(f"{where}: only matrices can be partitioned by columns")
+        if self.partitioner not in PARTITIONERS:
+            raise ConfigError(f"{where}: partitioner must be one of {PARTITIONERS}")
+        if self.parts < 0 or self.parts > self.shape[self.axis]:
+            raise ConfigError(f"{where}: parts must be between 1 and {self.shape[self.axis]} "
+                              f"(0 for one per shard), got {self.parts}")
+        init.validate(self.init)
+        known = {**aggregate.BUILTIN, **(aggregators or {})}
+        if self.aggregate not in known:
+            raise ConfigError(f"{where}: unknown aggregator {self.aggregate!r}; "
+                              f"choose one of {sorted(known)}")
+        return self
+
+    @property
+    def axis(self) -> int:
+        return 0 if self.partition_by == "rows" else 1
+
+    @property
+    def is_vector(self) -> bool:
+        return len(self.shape) == 1
+
+    @property
+    def cols(self) -> int:
+        return self.shape[1] if len(self.shape) == 2 else 1
+
+    def placed(self, parts: int) -> "TableSpec":
+        return self if self.parts else replace(self, parts=min(parts, self.shape[self.axis]))
+
+    def split(self) -> Partitioner:
+        return Partitioner(self.partitioner, self.shape[self.axis], self.parts)
+
+    def to_wire(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_wire(cls, d: dict) -> "TableSpec":
+        try:
+            return cls(**{**d, "shape": tuple(d["shape"])})
+        except (TypeError, KeyError, ValueError) as e:
+            raise ConfigError(f"invalid table description {d!r}: {e}") from None
+
+
+class Partition:
+    """Partition `part` of a table on this shard, addressed in local coordinates:
+    local rows for a row partition, local columns for a column partition."""
+
+    __slots__ = ("spec", "part", "data", "combine")
+
+    def __init__(self, spec: TableSpec, part: int, data: np.ndarray, combine: Callable) -> None:
+        self.spec = spec
+        self.part = part
+        self.data = data
+        self.combine = combine
+
+    @classmethod
+    def create(cls, spec: TableSpec, part: int, combine: Callable) -> "Partition":
+        data = init.materialize(spec.init, spec.shape, np.dtype(spec.dtype), spec.axis,
+                                spec.split(), part)
+        return cls(spec, part, data, combine)
+
+    def _index(self, idx: np.ndarray, axis: int, what: str) -> np.ndarray:
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            raise ShapeError(f"{what} must be a 1-d integer array, got {idx.dtype}{list(idx.shape)}")
+        n = self.data.shape[axis]
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise ShapeError(f"{what} out of range for partition {self.part} of "
+                             f"{self.spec.name!r} ({n} {what})")
+        return idx
+
+    def _values(self, values: np.ndarray, shape: tuple) -> np.ndarray:
+        if values.dtype != self.data.dtype:
+            raise DTypeError(f"values are {values.dtype} but table {self.spec.name!r} holds "
+                             f"{self.data.dtype}; cast them before pushing")
+        if values.shape != shape:
+            raise ShapeError(f"values have shape {list(values.shape)}, expected {list(shape)} "
+                             f"for table {self.spec.name!r}")
+        return values
+
+    def pull_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.data[self._index(rows, 0, "rows")]
+
+    def pull_elems(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        self._index(rows, 0, "rows")
+        if self.data.ndim == 1:
+            return self.data[rows]
+        self._index(cols, 1, "cols")
+        if rows.shape != cols.shape:
+            raise ShapeError("rows and cols must have the same length")
+        return self.data[rows, cols]
+
+    def push_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
+        self._index(rows, 0, "rows")
+        self._values(values, (rows.size,) + self.data.shape[1:])
+        aggregate.scatter_rows(self.data, rows, values, self.combine)
+
+    def push_elems(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
+        if self.data.ndim == 1:
+            return self.push_rows(rows, values)
+        self._index(rows, 0, "rows")
+        self._index(cols, 1, "cols")
+        if rows.shape != cols.shape:
+            raise ShapeError("rows and cols must have the same length")
+        self._values(values, rows.shape)
+        aggregate.scatter_elems(self.data, rows, cols, values, self.combine)

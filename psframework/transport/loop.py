@@ -1,0 +1,29 @@
+"""The event loop: uvloop where it is installed, the standard loop otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Coroutine
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps Windows usable
+    uvloop = None
+
+__all__ = ["new_event_loop", "run"]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run on a fresh uvloop loop."""
+    loop = new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
