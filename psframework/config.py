@@ -3,6 +3,7 @@ optional TOML file, and the defaults below."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int | None = Field(None, ge=0, le=65535, description="port to listen on (0: any "
                              f"free port; default {DEFAULT_MASTER_PORT} for a master, 0 otherwise)")
-    advertise: str | None = Field(None, description="host that clients should use to reach "
-                                  "this server (default: --host, or the hostname for 0.0.0.0)")
+    advertise: str | None = Field(None, description="HOST or HOST:PORT that clients should use "
+                                  "to reach this server (default: --host and the bound port; "
+                                  "the hostname when listening on 0.0.0.0)")
     master: str | None = Field(None, description="the master's HOST:PORT")
     secret: SecretStr | None = Field(None, description="shared secret every connection proves")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -55,7 +57,17 @@ class Settings(BaseSettings):
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.max_frame_bytes, self.max_header_bytes)
+        return Limits(self.max_frame_bytes, min(self.max_header_bytes, self.max_frame_bytes))
+
+    def advertised(self, bound_port: int) -> str:
+        """The address this server tells others, given the port it is bound to."""
+        a = self.advertise
+        if a and ("]:" in a or a.count(":") == 1):  # HOST:PORT or [V6]:PORT
+            host, port = parse_address(a)
+            return f"{host}:{port}"
+        host = self.advertise or (socket.gethostname() if self.host in ("0.0.0.0", "::")
+                                  else self.host)
+        return f"{host}:{bound_port}"
 
     @property
     def secret_bytes(self) -> bytes | None:

@@ -147,29 +147,36 @@ class AsyncClient:
         self._conns[address] = conn
         return conn
 
-    async def request(self, address: str, op: str, model: str = "", args: dict | None = None,
-                      arrays: tuple = (), *, retry: bool = True, shard: str | None = None) -> Message:
-        """One request to one server, retried on connection loss or timeout until the
-        retry deadline. Give once-only requests a tag with `self.once()` in `args`."""
+    async def _retrying(self, attempt: Callable[[], Awaitable], *, address: str, op: str,
+                        model: str = "", shard: str | None = None, retry: bool = True):
+        """Run `attempt()`; on connection loss or timeout retry it with exponential backoff
+        until the retry deadline, then raise a typed error that says where and what."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.retry_deadline
         delay = 0.02
         while True:
             try:
-                conn = await self._connection(address)
-                return await conn.request(op, model, args, arrays,
-                                          timeout=self.settings.request_timeout)
+                return await attempt()
             except (ConnectionLostError, RequestTimeoutError) as e:
-                if not retry or loop.time() + delay > deadline:
-                    e.shard = e.shard or shard or address
-                    e.model = e.model or model or None
-                    e.op = e.op or op
-                    if retry:
-                        e.message += (f" (gave up after retrying for "
-                                      f"{self.settings.retry_deadline:g}s)")
-                    raise
-                await asyncio.sleep(delay * (1 + random.random() / 2))
-                delay = min(2 * delay, 1.0)
+                if retry and loop.time() + delay <= deadline:
+                    await asyncio.sleep(delay * (1 + random.random() / 2))
+                    delay = min(2 * delay, 1.0)
+                    continue
+                note = (f" (gave up after retrying for {self.settings.retry_deadline:g}s)"
+                        if retry else "")
+                raise type(e)(e.message + note, model=e.model or model or None, op=e.op or op,
+                              shard=e.shard or shard or address) from None
+
+    async def request(self, address: str, op: str, model: str = "", args: dict | None = None,
+                      arrays: tuple = (), *, retry: bool = True, shard: str | None = None) -> Message:
+        """One request to one server, retried on connection loss or timeout until the
+        retry deadline. Give once-only requests a tag with `self.once()` in `args`."""
+        async def attempt() -> Message:
+            conn = await self._connection(address)
+            return await conn.request(op, model, args, arrays,
+                                      timeout=self.settings.request_timeout)
+        return await self._retrying(attempt, address=address, op=op, model=model, shard=shard,
+                                    retry=retry)
 
     def once(self) -> list:
         """A fresh exactly-once tag: put it in a request's args as `once`."""
@@ -178,8 +185,12 @@ class AsyncClient:
     async def _master(self, op: str, model: str = "", args: dict | None = None) -> dict:
         return (await self.request(self.master, op, model, args, shard="master")).args
 
-    async def _limit(self, address: str) -> int:
-        return (await self._connection(address)).peer_limits.max_frame_bytes
+    async def _limit(self, info: ModelInfo, part: int) -> int:
+        """The frame limit both ends of the connection to partition `part` accept."""
+        shard, address = info.address(part)
+        conn = await self._retrying(lambda: self._connection(address), address=address,
+                                    op="connect", model=info.name, shard=shard)
+        return conn.peer_limits.max_frame_bytes
 
     # -- catalog -----------------------------------------------------------------------
     async def ping(self) -> None:
@@ -274,14 +285,14 @@ class AsyncClient:
         jobs = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
-                limit = await self._limit(info.address(part)[1])
+                limit = await self._limit(info, part)
                 for c in _chunks(local.size, 8 + item * spec.cols, limit):
                     jobs.append((part, "pull_rows", {"table": table}, (local[c],),
                                  lambda r, d=_at(pos, c): out.__setitem__(d, r.arrays[0])))
         else:
             for part in range(spec.parts):
                 held = split.indices(part)
-                limit = await self._limit(info.address(part)[1])
+                limit = await self._limit(info, part)
                 for c in _chunks(rows.size, 8 + item * split.size(part), limit):
                     jobs.append((part, "pull_rows", {"table": table}, (rows[c],),
                                  lambda r, c=c, h=held: out.__setitem__((c, h), r.arrays[0])))
@@ -302,7 +313,7 @@ class AsyncClient:
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
         jobs = []
         for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info.address(part)[1])
+            limit = await self._limit(info, part)
             for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
                 o = other[_at(pos, c)]
                 pair = (local[c], o) if spec.axis == 0 else (o, local[c])
@@ -322,14 +333,14 @@ class AsyncClient:
         jobs = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
-                limit = await self._limit(info.address(part)[1])
+                limit = await self._limit(info, part)
                 for c in _chunks(local.size, 8 + item * spec.cols, limit):
                     jobs.append((part, "push_rows", {"table": table, "once": self.once()},
                                  (local[c], values[_at(pos, c)]), _ignore))
         else:
             for part in range(spec.parts):
                 held = split.indices(part)
-                limit = await self._limit(info.address(part)[1])
+                limit = await self._limit(info, part)
                 for c in _chunks(rows.size, 8 + item * split.size(part), limit):
                     jobs.append((part, "push_rows", {"table": table, "once": self.once()},
                                  (rows[c], values[c, held]), _ignore))
@@ -352,7 +363,7 @@ class AsyncClient:
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
         jobs = []
         for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info.address(part)[1])
+            limit = await self._limit(info, part)
             for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
                 d = _at(pos, c)
                 pair = (local[c], other[d]) if spec.axis == 0 else (other[d], local[c])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,10 +84,9 @@ class Master:
         s = self.settings
         port = DEFAULT_MASTER_PORT if s.port is None else s.port
         self._server, _ = await serve(self.handle, s.host, port, limits=s.limits,
-                                      secret=s.secret_bytes, name="master")
+                                      secret=s.secret_bytes, name=lambda: "master")
         port = self._server.sockets[0].getsockname()[1]
-        host = s.advertise or (socket.gethostname() if s.host in ("0.0.0.0", "::") else s.host)
-        self.address = f"{host}:{port}"
+        self.address = s.advertised(port)
         self._watch = asyncio.ensure_future(self._death_watch())
         return self.address
 

@@ -114,10 +114,14 @@ def encode(msg: Message, limits: Limits | None = None) -> list[bytes | memoryvie
     views: list[memoryview] = []
     payload = 0
     for a in msg.arrays:
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a, order="C")  # unlike ascontiguousarray, keeps 0-d arrays 0-d
         dt = a.dtype.str
         if dt not in DTYPES:
             raise ProtocolError(f"dtype {a.dtype} cannot be sent; use one of {sorted(DTYPES)}",
+                                model=msg.model or None, op=msg.op or None)
+        if a.ndim > MAX_NDIM:
+            raise ProtocolError(f"a {a.ndim}-d array cannot be sent; at most {MAX_NDIM} "
+                                "dimensions, reshape it first",
                                 model=msg.model or None, op=msg.op or None)
         descriptors.append([dt, list(a.shape)])
         views.append(memoryview(a).cast("B") if a.nbytes else memoryview(b""))
@@ -163,7 +167,8 @@ def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict, list[tupl
         raise ProtocolError("array descriptors must be a list")
     arrays = []
     for d in descs:
-        if not (isinstance(d, list) and len(d) == 2 and d[0] in DTYPES and isinstance(d[1], list)
+        if not (isinstance(d, list) and len(d) == 2 and isinstance(d[0], str) and d[0] in DTYPES
+                and isinstance(d[1], list)
                 and len(d[1]) <= MAX_NDIM
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in d[1])):
             raise ProtocolError(f"bad array descriptor {d!r}")

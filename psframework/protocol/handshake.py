@@ -32,6 +32,12 @@ def _mac(secret: bytes, role: bytes, a: bytes, b: bytes) -> bytes:
     return hmac.new(secret, role + a + b, hashlib.sha256).digest()
 
 
+def _mac_matches(expected: bytes, args: dict) -> bool:
+    # Only bytes count: bytes(n) of a peer's integer would allocate n bytes before auth.
+    mac = args.get("mac")
+    return isinstance(mac, bytes) and hmac.compare_digest(expected, mac)
+
+
 def _nonce(args: dict, who: str) -> bytes:
     n = args.get("nonce")
     if not isinstance(n, bytes) or len(n) != NONCE_BYTES:
@@ -73,7 +79,7 @@ class ClientHandshake:
             lim = msg.args.get("limits") or {}
             try:
                 self.server_limits = Limits(**{k: int(v) for k, v in lim.items()})
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, AttributeError):
                 raise ProtocolError(f"the server sent invalid limits {lim!r}") from None
             wants_auth = bool(msg.args.get("auth"))
             if wants_auth and not self.secret:
@@ -91,7 +97,7 @@ class ClientHandshake:
                 "mac": _mac(self.secret, b"client", self.server_nonce, self.nonce)})
         if msg.kind == Kind.WELCOME and self.server_nonce and self.secret:
             expected = _mac(self.secret, b"server", self.nonce, self.server_nonce)
-            if not hmac.compare_digest(expected, bytes(msg.args.get("mac", b""))):
+            if not _mac_matches(expected, msg.args):
                 raise AuthError("the server could not prove the shared secret; is PSF_SECRET "
                                 "the same on this client and the cluster?")
             self.done = True
@@ -124,7 +130,7 @@ class ServerHandshake:
             return [hello]
         if msg.kind == Kind.AUTH and self.client_nonce and self.secret and not self.done:
             expected = _mac(self.secret, b"client", self.nonce, self.client_nonce)
-            if not hmac.compare_digest(expected, bytes(msg.args.get("mac", b""))):
+            if not _mac_matches(expected, msg.args):
                 raise AuthError("wrong shared secret; set PSF_SECRET to the cluster's secret")
             self.done = True
             return [Message(Kind.WELCOME, args={

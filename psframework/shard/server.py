@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,10 +95,9 @@ class Shard:
     async def start(self) -> str:
         s = self.settings
         self._server, _ = await serve(self.handle, s.host, s.port or 0, limits=s.limits,
-                                      secret=s.secret_bytes, name=self.name)
+                                      secret=s.secret_bytes, name=lambda: self.name)
         port = self._server.sockets[0].getsockname()[1]
-        host = s.advertise or (socket.gethostname() if s.host in ("0.0.0.0", "::") else s.host)
-        self.address = f"{host}:{port}"
+        self.address = s.advertised(port)
         if s.master:
             await self._register()
             self._tasks.append(asyncio.ensure_future(self._heartbeat()))

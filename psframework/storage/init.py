@@ -8,6 +8,8 @@ out of the blocks it touches. So a model over 3 shards starts where it would ove
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from psframework.errors import ConfigError
@@ -35,10 +37,26 @@ def normal(mean: float = 0.0, std: float = 0.01, seed: int = 0) -> dict:
     return {"kind": "normal", "mean": float(mean), "std": float(std), "seed": int(seed)}
 
 
+_PARAMS = {"zeros": (), "constant": ("value",), "uniform": ("low", "high"),
+           "normal": ("mean", "std")}
+
+
 def validate(spec: dict) -> dict:
+    """Raise ConfigError unless `spec` is one the helpers above could have made, so a bad
+    initializer is refused before any shard tries to materialize it."""
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if kind not in KINDS:
         raise ConfigError(f"initializer must be one of {KINDS} (see psframework.init), got {spec!r}")
+    for name in _PARAMS[kind]:
+        v = spec.get(name)
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(float(v)):
+            raise ConfigError(f"{kind} initializer needs a finite number {name!r}, got {spec!r}; "
+                              f"build it with psframework.init.{kind}()")
+    if kind == "normal" and spec["std"] < 0:
+        raise ConfigError(f"normal initializer needs std >= 0, got {spec!r}")
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"initializer seed must be a non-negative integer, got {spec!r}")
     return spec
 
 

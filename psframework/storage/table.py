@@ -35,8 +35,16 @@ class TableSpec:
     aggregate: str = "add"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+        try:
+            object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        except (TypeError, ValueError):
+            raise ConfigError(f"table {self.name!r}: shape must be (rows,) or (rows, cols), "
+                              f"got {self.shape!r}") from None
+        try:
+            object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
+        except TypeError:
+            raise ConfigError(f"table {self.name!r}: dtype must be one of {TABLE_DTYPES}, "
+                              f"got {self.dtype!r}") from None
 
     def validate(self, aggregators: dict[str, Callable] | None = None) -> "TableSpec":
         """Raise ConfigError naming what is wrong; return self when all is well."""

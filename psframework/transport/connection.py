@@ -201,14 +201,18 @@ class ServerConnection(_Peer):
     request gets an ERROR reply naming the server; the connection stays up. Malformed
     frames end this connection only."""
 
-    def __init__(self, handler: Handler, limits: Limits, secret: bytes | None, name: str,
-                 connections: set | None = None) -> None:
+    def __init__(self, handler: Handler, limits: Limits, secret: bytes | None,
+                 name: Callable[[], str], connections: set | None = None) -> None:
         super().__init__(limits)
         self.handler = handler
-        self.name = name
-        self.handshake = ServerHandshake(secret, limits, name)
+        self._name = name
+        self.handshake = ServerHandshake(secret, limits, name())
         self._connections = connections
         self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def name(self) -> str:
+        return self._name()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -327,8 +331,10 @@ async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
 
 
 async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
-                secret: bytes | None, name: str) -> tuple[asyncio.AbstractServer, set]:
-    """Listen on host:port; returns the server and the live set of its connections."""
+                secret: bytes | None, name: Callable[[], str]
+                ) -> tuple[asyncio.AbstractServer, set]:
+    """Listen on host:port; returns the server and the live set of its connections.
+    `name()` is the server's current name, reported in handshakes and errors."""
     connections: set = set()
     server = await asyncio.get_running_loop().create_server(
         lambda: ServerConnection(handler, limits, secret, name, connections), host, port,

@@ -1,0 +1,97 @@
+"""Shared fixtures: real server processes on 127.0.0.1, started through the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from psframework import LocalCluster
+
+PLUGINS = Path(__file__).parent / "plugins"
+# The test plugin is "installed" only for the tests: its dist-info is on this path.
+PLUGIN_ENV = {"PYTHONPATH": os.pathsep.join(
+    [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
+FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.5, "retry_deadline": 2.0,
+        "request_timeout": 10.0}
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A master and 2 shards shared by the tests that do not break servers."""
+    with LocalCluster(shards=2, env=PLUGIN_ENV, **FAST) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster):
+    c = cluster.client()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def fresh_cluster():
+    """A private cluster for tests that kill or disturb servers."""
+    clusters = []
+
+    def make(shards: int = 2, **kw) -> LocalCluster:
+        c = LocalCluster(shards=shards, env=PLUGIN_ENV, **{**FAST, **kw}).start()
+        clusters.append(c)
+        return c
+    yield make
+    for c in clusters:
+        c.stop()
+
+
+class Proc:
+    """A `psframework` CLI process whose first stdout line is read."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.popen = subprocess.Popen(
+            [str(Path(sys.executable).parent / "psframework"), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, **PLUGIN_ENV, **(env or {})}, text=True)
+        self.line = self.popen.stdout.readline().strip()
+
+    @property
+    def address(self) -> str:
+        return self.line.rsplit(" ", 1)[-1]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        for f in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            f.close()
+
+
+@pytest.fixture
+def cli():
+    procs: list[Proc] = []
+
+    def start(*args: str, env: dict | None = None) -> Proc:
+        p = Proc(*args, env=env)
+        procs.append(p)
+        return p
+    yield start
+    for p in reversed(procs):
+        p.stop()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; return its value or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

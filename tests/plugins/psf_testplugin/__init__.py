@@ -1,0 +1,53 @@
+"""A model plugin that exists only for the tests: it is registered through its own
+entry point (see the .dist-info beside it, put on PYTHONPATH by conftest.py) and adds
+server ops and an aggregator that psframework has never heard of."""
+
+import numba
+import numpy as np
+
+from psframework import ConfigError, Model, TableSpec, init, udf
+
+
+@numba.njit(inline="always")
+def absmax(stored, pushed):
+    return pushed if abs(pushed) > abs(stored) else stored
+
+
+class Scaler(Model):
+    """`weights` (rows × cols, partitioned by columns) and `peaks` (rows, kept by |max|)."""
+
+    aggregators = {"absmax": absmax}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.rows = int(self.config.get("rows", 0))
+        self.cols = int(self.config.get("cols", 0))
+        if self.rows < 1 or self.cols < 1:
+            raise ConfigError("the scaler model needs positive config.rows and config.cols")
+        self.calls = 0
+
+    def tables(self):
+        return [
+            TableSpec("weights", (self.rows, self.cols), "float64", partition_by="cols",
+                      init=init.uniform(-1, 1, seed=int(self.config.get("seed", 0)))),
+            TableSpec("peaks", (self.rows,), "float64", aggregate="absmax"),
+        ]
+
+    @udf
+    def scale_rows(self, view, args, arrays):
+        """Multiply rows by args.factor; reply with this partition's partial row sums."""
+        (rows,) = arrays
+        weights = view.table("weights")
+        weights.data[rows] *= float(args["factor"])
+        self.calls += 1
+        return {"part": view.part, "calls": self.calls}, (weights.data[rows].sum(axis=1),)
+
+    @udf(threaded=True)
+    def sum_squares(self, view, args, arrays):
+        """Per-row sums of squares over this partition's columns, on the thread pool."""
+        w = view.table("weights").data
+        return {"part": view.part}, ((w * w).sum(axis=1),)
+
+    @udf
+    def explode(self, view, args, arrays):
+        raise ValueError("this op always fails")

@@ -1,0 +1,72 @@
+"""The model plugin API, proven by a plugin psframework has never heard of
+(tests/plugins/psf_testplugin, found only through its own entry point)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from psframework import ConfigError, RemoteError, UnknownModelError
+
+
+@pytest.fixture
+def scaler(client):
+    info = client.create_model("scaler-1", "scaler", {"rows": 50, "cols": 9, "seed": 4})
+    yield info
+    client.destroy("scaler-1")
+
+
+def test_plugin_op_runs_on_every_partition(client, scaler):
+    assert scaler.type == "scaler" and scaler.parts == 2
+    weights = client.matrix("scaler-1", "weights")
+    before = weights.to_numpy()
+    rows = np.array([3, 7, 49, 0])
+    replies = client.call("scaler-1", "scale_rows", {"factor": 3.0}, (rows,), once=True)
+    assert [args["part"] for args, _ in replies] == [0, 1]
+    expected = before.copy()
+    expected[rows] *= 3.0
+    # each shard answered for its own columns; together they make the full row sums
+    partial = sum(arrays[0] for _, arrays in replies)
+    np.testing.assert_allclose(partial, expected[rows].sum(axis=1))
+    np.testing.assert_array_equal(weights.to_numpy(), expected)
+
+
+def test_threaded_op_and_subset_of_partitions(client, scaler):
+    w = client.matrix("scaler-1", "weights").to_numpy()
+    (args, (part1,)), = client.call("scaler-1", "sum_squares", parts=[1])
+    assert args["part"] == 1
+    both = client.call("scaler-1", "sum_squares")
+    np.testing.assert_allclose(both[0][1][0] + both[1][1][0], (w * w).sum(axis=1))
+    np.testing.assert_array_equal(part1, both[1][1][0])
+
+
+def test_plugin_aggregator(client, scaler):
+    peaks = client.vector("scaler-1", "peaks")
+    pushes = [([1, 1, 2, 40], [0.5, -2.0, 1.0, 3.0]), ([1, 2, 40], [1.5, -0.25, -7.0])]
+    expected = np.zeros(50)
+    for idx, vals in pushes:
+        peaks.push(idx, vals)
+        for i, v in zip(idx, vals):  # independent reference: keep the larger magnitude
+            if abs(v) > abs(expected[i]):
+                expected[i] = v
+    np.testing.assert_array_equal(peaks.to_numpy(), expected)
+
+
+def test_failing_op_fails_only_that_request(client, scaler):
+    with pytest.raises(RemoteError, match="ValueError: this op always fails") as e:
+        client.call("scaler-1", "explode")
+    assert e.value.model == "scaler-1" and e.value.op == "explode"
+    assert e.value.shard.startswith("shard-")
+    ok = client.call("scaler-1", "scale_rows", {"factor": 1.0}, (np.array([0]),))
+    assert len(ok) == 2
+
+
+def test_unknown_ops_types_and_bad_config(client, scaler):
+    with pytest.raises(UnknownModelError, match="scale_rows"):
+        client.call("scaler-1", "no_such_op")
+    with pytest.raises(UnknownModelError, match="no model plugin 'nonexistent'"):
+        client.create_model("x", "nonexistent")
+    with pytest.raises(ConfigError, match="config.rows"):
+        client.create_model("bad-scaler", "scaler", {"rows": 0, "cols": 3})
+    with pytest.raises(UnknownModelError, match="no model named"):
+        client.call("missing-model", "scale_rows")
