@@ -82,7 +82,7 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
         if not Path(config_file).is_file():
             raise ConfigError(f"config file {config_file} does not exist")
         cls = type("FileSettings", (Settings,), {
-            "model_config": SettingsConfigDict(**Settings.model_config, toml_file=config_file)})
+            "model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})})
     try:
         return cls(**flags)
     except ValidationError as e:

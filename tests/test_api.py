@@ -1,0 +1,68 @@
+"""The public surface and the design's boundaries."""
+
+from __future__ import annotations
+
+import ast
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+import psframework
+from psframework import BigMatrix
+
+ROOT = Path(psframework.__file__).parent
+
+
+def test_exports_exist():
+    for name in psframework.__all__:
+        assert getattr(psframework, name) is not None, name
+    assert issubclass(psframework.ShapeError, psframework.RemoteError)
+    assert issubclass(psframework.RequestTimeoutError, TimeoutError)
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_boundaries_of_the_design():
+    for path in ROOT.rglob("*.py"):
+        mods = _imports(path)
+        assert not {m for m in mods if m == "models" or m.startswith("models.")}, path
+        if "spark" not in path.parts:
+            assert not {m for m in mods if m.startswith("pyspark")}, path
+    for path in (ROOT / "protocol").glob("*.py"):  # the protocol is sans-IO
+        mods = _imports(path)
+        assert not mods & {"asyncio", "socket", "selectors", "uvloop"}, path
+        assert all(not m.startswith(("psframework.transport", "psframework.client")) for m in mods)
+
+
+def _push_from_another_process(handle: BigMatrix) -> None:
+    handle.push_rows([1, 2], np.ones((2, 3), "f4"))
+
+
+def test_handles_pickle_and_reconnect_in_another_process(fresh_cluster, monkeypatch):
+    cluster = fresh_cluster(2, secret="pickled")
+    c = cluster.client()
+    m = c.create_matrix("m", 5, 3, "float32")
+    blob = pickle.dumps(m)
+    assert b"pickled" not in blob and len(blob) < 400  # a description, not the data
+    monkeypatch.setenv("PSF_SECRET", "pickled")  # the secret travels by configuration
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_push_from_another_process, args=(pickle.loads(blob),))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    expected = np.zeros((5, 3), "f4")
+    expected[1:3] = 2
+    np.testing.assert_array_equal(m.to_numpy(), expected)
