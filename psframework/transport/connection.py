@@ -175,17 +175,20 @@ class ClientConnection(_Peer):
         """Send one request and wait for its reply (or a typed error)."""
         if self._lost is not None:
             raise self._lost
+        if not self._writable.is_set():  # backpressure: the kernel buffer is full
+            try:
+                await asyncio.wait_for(self._writable.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise RequestTimeoutError(
+                    f"{self.server_name or self.peername} has not read for {timeout:g}s",
+                    model=model or None, op=op, shard=self.server_name or None) from None
+            if self._lost is not None:
+                raise self._lost
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
             self.send(Message(Kind.REQUEST, rid, op, model, args or {}, tuple(arrays)))
-        except PSError:
-            self._pending.pop(rid, None)
-            raise
-        try:
-            if not self._writable.is_set():
-                await self._writable.wait()
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             raise RequestTimeoutError(
