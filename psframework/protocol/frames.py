@@ -39,6 +39,7 @@ MAGIC = b"PSF1"
 PREFIX = struct.Struct("<4sIQ")
 ALIGN = 8
 MAX_NDIM = 8
+_MAX_ARRAY_BYTES = np.iinfo(np.intp).max  # numpy's own bound, zero-length axes aside
 #: dtypes that may cross the wire; anything else is refused before allocation.
 DTYPES = frozenset(np.dtype(t).str for t in (
     "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
@@ -172,7 +173,10 @@ def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict, list[tupl
                 and len(d[1]) <= MAX_NDIM
                 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in d[1])):
             raise ProtocolError(f"bad array descriptor {d!r}")
-        arrays.append((np.dtype(d[0]), tuple(d[1])))
+        dt, shape = np.dtype(d[0]), tuple(d[1])
+        if _prod([max(n, 1) for n in shape]) * dt.itemsize > _MAX_ARRAY_BYTES:
+            raise ProtocolError(f"array descriptor {d!r} is larger than any array can be")
+        arrays.append((dt, shape))
     return Kind(kind), rid, op, model, args, arrays
 
 

@@ -39,7 +39,7 @@ class Partitioner:
     def size(self, part: int) -> int:
         if self.kind == "range":
             return int(self.starts[part + 1] - self.starts[part])
-        return (self.length - part + self.parts - 1) // self.parts + (part == 0 and self.length % self.parts == 1)
+        return (self.length - part + self.parts - 1) // self.parts
 
     def indices(self, part: int) -> np.ndarray | slice:
         """The global indices partition `part` holds, in local order (a slice if regular)."""

@@ -42,7 +42,7 @@ class TableSpec:
                               f"got {self.shape!r}") from None
         try:
             object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
-        except TypeError:
+        except (TypeError, ValueError, SyntaxError):  # numpy's parser raises all three
             raise ConfigError(f"table {self.name!r}: dtype must be one of {TABLE_DTYPES}, "
                               f"got {self.dtype!r}") from None
 
