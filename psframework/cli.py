@@ -57,18 +57,25 @@ def _serve(args: argparse.Namespace) -> int:
     from psframework.cluster import LocalCluster
     secret = settings.secret.get_secret_value() if settings.secret else None
     port = 13370 if settings.port is None else settings.port
+    # everything else that was set (by file or flag) reaches the servers as PSF_* variables
+    rest = settings.model_dump(exclude={"host", "port", "secret", "log_level", "master"},
+                               exclude_defaults=True)
     with LocalCluster(args.shards, secret=secret, host=settings.host, port=port,
-                      log_level=settings.log_level) as cluster:
+                      log_level=settings.log_level, **rest) as cluster:
         print(f"psframework cluster ready: master at {cluster.address} with {args.shards} "
               "shards (Ctrl-C stops it)", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
-            while all(p.poll() is None for p in [cluster.master_process]):
+            while cluster.master_process.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
     print("psframework cluster stopped", flush=True)
     return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _mib(n: int) -> str:

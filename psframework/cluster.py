@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from psframework.config import load_settings
 from psframework.errors import ConfigError, ConnectionLostError
 
 __all__ = ["LocalCluster"]
@@ -37,6 +38,7 @@ class LocalCluster:
         self.port = port
         self.log_level = log_level
         self.startup_timeout = startup_timeout
+        load_settings(**settings)  # a misspelt or invalid setting fails here, by name
         self.env = {**os.environ, **(env or {})}
         self.env.update({f"PSF_{k.upper()}": str(v) for k, v in settings.items()})
         if secret is not None:

@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, ClassVar, Mapping
 
 from psframework.errors import ConfigError, UnknownModelError
+from psframework.storage.aggregate import is_combiner
 from psframework.storage.table import Partition, TableSpec
 
 __all__ = ["Model", "ShardView", "udf", "model_types", "model_type", "ENTRY_POINT_GROUP",
@@ -89,6 +90,10 @@ class Model:
                     raise TypeError(f"{cls.__name__}: UDF name {op!r} is a built-in op")
                 ops[op] = attr
         cls.udfs = ops
+        for name, fn in cls.aggregators.items():
+            if not is_combiner(fn):
+                raise TypeError(f"{cls.__name__}.aggregators[{name!r}] must be a numba.njit "
+                                "function combine(stored, pushed) -> new")
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         """Validate `config` (raise ConfigError naming the bad key) and keep it."""

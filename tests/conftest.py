@@ -16,7 +16,7 @@ PLUGINS = Path(__file__).parent / "plugins"
 # The test plugin is "installed" only for the tests: its dist-info is on this path.
 PLUGIN_ENV = {"PYTHONPATH": os.pathsep.join(
     [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
-FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.5, "retry_deadline": 2.0,
+FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 3.0, "retry_deadline": 2.0,
         "request_timeout": 10.0}
 
 

@@ -185,11 +185,11 @@ class AsyncClient:
     async def _master(self, op: str, model: str = "", args: dict | None = None) -> dict:
         return (await self.request(self.master, op, model, args, shard="master")).args
 
-    async def _limit(self, info: ModelInfo, part: int) -> int:
+    async def _limit(self, info: ModelInfo, part: int, op: str) -> int:
         """The frame limit both ends of the connection to partition `part` accept."""
         shard, address = info.address(part)
         conn = await self._retrying(lambda: self._connection(address), address=address,
-                                    op="connect", model=info.name, shard=shard)
+                                    op=op, model=info.name, shard=shard)
         return conn.peer_limits.max_frame_bytes
 
     # -- catalog -----------------------------------------------------------------------
@@ -285,14 +285,14 @@ class AsyncClient:
         jobs = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
-                limit = await self._limit(info, part)
+                limit = await self._limit(info, part, "pull_rows")
                 for c in _chunks(local.size, 8 + item * spec.cols, limit):
                     jobs.append((part, "pull_rows", {"table": table}, (local[c],),
                                  lambda r, d=_at(pos, c): out.__setitem__(d, r.arrays[0])))
         else:
             for part in range(spec.parts):
                 held = split.indices(part)
-                limit = await self._limit(info, part)
+                limit = await self._limit(info, part, "pull_rows")
                 for c in _chunks(rows.size, 8 + item * split.size(part), limit):
                     jobs.append((part, "pull_rows", {"table": table}, (rows[c],),
                                  lambda r, c=c, h=held: out.__setitem__((c, h), r.arrays[0])))
@@ -313,7 +313,7 @@ class AsyncClient:
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
         jobs = []
         for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info, part)
+            limit = await self._limit(info, part, "pull_elems")
             for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
                 o = other[_at(pos, c)]
                 pair = (local[c], o) if spec.axis == 0 else (o, local[c])
@@ -333,14 +333,14 @@ class AsyncClient:
         jobs = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
-                limit = await self._limit(info, part)
+                limit = await self._limit(info, part, "push_rows")
                 for c in _chunks(local.size, 8 + item * spec.cols, limit):
                     jobs.append((part, "push_rows", {"table": table, "once": self.once()},
                                  (local[c], values[_at(pos, c)]), _ignore))
         else:
             for part in range(spec.parts):
                 held = split.indices(part)
-                limit = await self._limit(info, part)
+                limit = await self._limit(info, part, "push_rows")
                 for c in _chunks(rows.size, 8 + item * split.size(part), limit):
                     jobs.append((part, "push_rows", {"table": table, "once": self.once()},
                                  (rows[c], values[c, held]), _ignore))
@@ -363,7 +363,7 @@ class AsyncClient:
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
         jobs = []
         for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info, part)
+            limit = await self._limit(info, part, "push_elems")
             for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
                 d = _at(pos, c)
                 pair = (local[c], other[d]) if spec.axis == 0 else (other[d], local[c])
