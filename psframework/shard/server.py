@@ -246,27 +246,38 @@ class Shard:
         parts = [int(p) for p in msg.args.get("parts", [])]
         return cls, plugin, specs, parts
 
-    def _install(self, name: str, cls: type[Model], plugin: Model, specs: dict[str, TableSpec],
-                 parts: list[int], make) -> None:
-        combiners = {**aggregate.BUILTIN, **cls.aggregators}
-        hosted = HostedModel(name, plugin, specs)
-        for p in parts:
-            hosted.parts[p] = {t.name: make(t, p, combiners[t.aggregate])
-                               for t in specs.values() if p < t.parts}
-        self.models[name] = hosted
-        for p in parts:
-            plugin.on_partition(hosted.view(self.name, p))
-
-    def _create(self, msg: Message):
-        existing = self.models.get(msg.model)
-        if existing is not None:
+    async def _install(self, msg: Message, make) -> dict:
+        """Build the partitions of msg.model with `make(spec, part, combine)` on the thread
+        pool — a big random init or a numba compile then never stalls the event loop —
+        and host them."""
+        if msg.model in self.models:
             if msg.args.get("exists_ok"):
-                return {"created": False}, ()
+                return {"created": False}
+            raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
+                                   "destroy it first", model=msg.model)
+        cls, plugin, specs, parts = self._new_model(msg)
+        combiners = {**aggregate.BUILTIN, **cls.aggregators}
+
+        def build() -> dict[int, dict[str, Partition]]:
+            built = {}
+            for p in parts:
+                built[p] = {t.name: make(t, p, combiners[t.aggregate])
+                            for t in specs.values() if p < t.parts}
+                for partition in built[p].values():
+                    aggregate.compile_for(partition.data, partition.combine)
+            return built
+
+        built = await asyncio.get_running_loop().run_in_executor(self._pool, build)
+        if msg.model in self.models:  # created meanwhile by a concurrent request
             raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}",
                                    model=msg.model)
-        cls, plugin, specs, parts = self._new_model(msg)
-        self._install(msg.model, cls, plugin, specs, parts, Partition.create)
-        return {"created": True}, ()
+        hosted = self.models[msg.model] = HostedModel(msg.model, plugin, specs, built)
+        for p in parts:
+            plugin.on_partition(hosted.view(self.name, p))
+        return {"created": True}
+
+    async def _create(self, msg: Message):
+        return await self._install(msg, Partition.create), ()
 
     def _destroy(self, msg: Message):
         hosted = self.models.pop(msg.model, None)
@@ -274,12 +285,13 @@ class Shard:
             hosted.plugin.on_destroy()
         return {"destroyed": hosted is not None}, ()
 
-    def _save(self, msg: Message):
+    async def _save(self, msg: Message):
         hosted = self._hosted(msg.model)
         directory = Path(str(msg.args.get("path")))
-        files = []
-        try:
+
+        def write() -> list[str]:  # on the thread pool: big writes must not stall the loop
             directory.mkdir(parents=True, exist_ok=True)
+            files = []
             for part, tables in hosted.parts.items():
                 for table, partition in tables.items():
                     target = partition_file(directory, table, part)
@@ -288,16 +300,15 @@ class Shard:
                         np.save(f, partition.data, allow_pickle=False)
                     os.replace(tmp, target)
                     files.append(target.name)
+            return files
+        try:
+            files = await asyncio.get_running_loop().run_in_executor(self._pool, write)
         except OSError as e:
             raise StorageError(f"cannot save model {msg.model!r} to {directory}: {e}",
                                model=msg.model) from None
         return {"files": files}, ()
 
-    def _load(self, msg: Message):
-        if msg.model in self.models:
-            raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
-                                   "destroy it before loading", model=msg.model)
-        cls, plugin, specs, parts = self._new_model(msg)
+    async def _load(self, msg: Message):
         directory = Path(str(msg.args.get("path")))
 
         def read(spec: TableSpec, part: int, combine) -> Partition:
@@ -313,7 +324,7 @@ class Shard:
                                    f"{spec.dtype}{expected}", model=msg.model)
             return Partition(spec, part, np.ascontiguousarray(data), combine)
 
-        self._install(msg.model, cls, plugin, specs, parts, read)
+        await self._install(msg, read)
         return {"loaded": True}, ()
 
     def _stats_args(self) -> dict:

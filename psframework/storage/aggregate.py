@@ -14,7 +14,7 @@ from typing import Callable
 import numba
 import numpy as np
 
-__all__ = ["BUILTIN", "scatter_rows", "scatter_elems", "is_combiner"]
+__all__ = ["BUILTIN", "scatter_rows", "scatter_elems", "is_combiner", "compile_for"]
 
 
 @numba.njit(inline="always")
@@ -76,3 +76,14 @@ def scatter_elems(dst: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: n
                   combine: Callable) -> None:
     """dst[rows[i], cols[i]] = combine(dst[rows[i], cols[i]], values[i]) for each i."""
     _scatter_elems_2d(dst, rows, cols, values, combine)
+
+
+def compile_for(dst: np.ndarray, combine: Callable) -> None:
+    """Compile the scatter kernels for this table's dtype and combiner now (an empty push),
+    so that the first real push does not stall its caller for the compilation."""
+    rows = np.empty(0, np.int64)
+    if dst.ndim == 1:
+        _scatter_elems_1d(dst, rows, dst[:0], combine)
+    else:
+        _scatter_rows(dst, rows, dst[:0], combine)
+        _scatter_elems_2d(dst, rows, rows, dst[:0, 0], combine)
