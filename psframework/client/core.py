@@ -274,29 +274,37 @@ class AsyncClient:
             on_reply(reply)
         await asyncio.gather(*(one(*job) for job in jobs))
 
+    async def _row_plan(self, info: ModelInfo, spec: TableSpec, rows: np.ndarray, op: str
+                        ) -> list[tuple[int, np.ndarray, Any]]:
+        """How a row-wise op on `rows` splits into requests: (partition, indices to send,
+        where the part sits in the whole request). A row partition gets its own rows; a
+        column partition gets every row, and its part is a block of columns. Each request
+        stays below the frame limit."""
+        item = np.dtype(spec.dtype).itemsize
+        split = spec.split()
+        plan = []
+        if spec.axis == 0:
+            for part, pos, local in split.split(rows):
+                limit = await self._limit(info, part, op)
+                for c in _chunks(local.size, 8 + item * spec.cols, limit):
+                    plan.append((part, local[c], _at(pos, c)))
+        else:
+            for part in range(spec.parts):
+                limit = await self._limit(info, part, op)
+                for c in _chunks(rows.size, 8 + item * split.size(part), limit):
+                    plan.append((part, rows[c], (c, split.indices(part))))
+        return plan
+
     async def pull_rows(self, model: str, table: str, rows: Any) -> np.ndarray:
         """Rows of a matrix (or elements of a vector), in the order asked."""
         info = await self.model(model)
         spec = info.table(table)
         rows = _index(rows, spec.shape[0], "rows")
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
-        item = np.dtype(spec.dtype).itemsize
-        split = spec.split()
-        jobs = []
-        if spec.axis == 0:
-            for part, pos, local in split.split(rows):
-                limit = await self._limit(info, part, "pull_rows")
-                for c in _chunks(local.size, 8 + item * spec.cols, limit):
-                    jobs.append((part, "pull_rows", {"table": table}, (local[c],),
-                                 lambda r, d=_at(pos, c): out.__setitem__(d, r.arrays[0])))
-        else:
-            for part in range(spec.parts):
-                held = split.indices(part)
-                limit = await self._limit(info, part, "pull_rows")
-                for c in _chunks(rows.size, 8 + item * split.size(part), limit):
-                    jobs.append((part, "pull_rows", {"table": table}, (rows[c],),
-                                 lambda r, c=c, h=held: out.__setitem__((c, h), r.arrays[0])))
-        await self._scatter(info, jobs)
+        plan = await self._row_plan(info, spec, rows, "pull_rows")
+        await self._scatter(info, [
+            (part, "pull_rows", {"table": table}, (idx,),
+             lambda r, at=at: out.__setitem__(at, r.arrays[0])) for part, idx, at in plan])
         return out
 
     async def pull(self, model: str, table: str, rows: Any, cols: Any = None) -> np.ndarray:
@@ -328,23 +336,10 @@ class AsyncClient:
         spec = info.table(table)
         rows = _index(rows, spec.shape[0], "rows")
         values = _values(values, spec, (rows.size,) + spec.shape[1:])
-        item = np.dtype(spec.dtype).itemsize
-        split = spec.split()
-        jobs = []
-        if spec.axis == 0:
-            for part, pos, local in split.split(rows):
-                limit = await self._limit(info, part, "push_rows")
-                for c in _chunks(local.size, 8 + item * spec.cols, limit):
-                    jobs.append((part, "push_rows", {"table": table, "once": self.once()},
-                                 (local[c], values[_at(pos, c)]), _ignore))
-        else:
-            for part in range(spec.parts):
-                held = split.indices(part)
-                limit = await self._limit(info, part, "push_rows")
-                for c in _chunks(rows.size, 8 + item * split.size(part), limit):
-                    jobs.append((part, "push_rows", {"table": table, "once": self.once()},
-                                 (rows[c], values[c, held]), _ignore))
-        await self._scatter(info, jobs)
+        plan = await self._row_plan(info, spec, rows, "push_rows")
+        await self._scatter(info, [
+            (part, "push_rows", {"table": table, "once": self.once()}, (idx, values[at]), _ignore)
+            for part, idx, at in plan])
 
     async def push(self, model: str, table: str, rows: Any, cols: Any = None,
                    values: Any = None) -> None:
