@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_frame_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
     max_header_bytes: int = Field(1024 * 1024, ge=4096)
+    chunk_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, description="clients split big "
+                             "pulls and pushes into requests of about this size, so that "
+                             "servers, network and client work on them in a pipeline")
     request_timeout: float = Field(30.0, gt=0, description="seconds to wait for one reply")
     connect_timeout: float = Field(5.0, gt=0)
     retry_deadline: float = Field(10.0, ge=0, description="seconds to keep retrying a request "

@@ -20,7 +20,6 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, ClassVar, Mapping
 
 from psframework.errors import ConfigError, UnknownModelError
-from psframework.storage.aggregate import is_combiner
 from psframework.storage.table import Partition, TableSpec
 
 __all__ = ["Model", "ShardView", "udf", "model_types", "model_type", "ENTRY_POINT_GROUP",
@@ -46,6 +45,11 @@ def udf(fn: Callable | None = None, *, name: str | None = None, threaded: bool =
         f._psf_threaded = threaded  # type: ignore[attr-defined]
         return f
     return mark(fn) if fn is not None else mark
+
+
+def _is_combiner(fn: object) -> bool:
+    from psframework.storage.aggregate import is_combiner  # numba: only when a plugin has one
+    return is_combiner(fn)
 
 
 class ShardView:
@@ -91,7 +95,7 @@ class Model:
                 ops[op] = attr
         cls.udfs = ops
         for name, fn in cls.aggregators.items():
-            if not is_combiner(fn):
+            if not _is_combiner(fn):
                 raise TypeError(f"{cls.__name__}.aggregators[{name!r}] must be a numba.njit "
                                 "function combine(stored, pushed) -> new")
 

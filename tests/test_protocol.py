@@ -98,8 +98,9 @@ def assert_same(msg: Message, got: Message) -> None:
             assert have.ctypes.data % 8 == 0
     roots = {id(root(a)) for a in got.arrays}
     assert len(roots) <= 1  # every array is a view of the same payload buffer
-    if got.arrays:
-        assert not isinstance(root(got.arrays[0]), np.ndarray)
+    if got.arrays:  # ... the one uint8 buffer the decoder received the payload into
+        payload = root(got.arrays[0])
+        assert payload.dtype == np.uint8 and payload.ndim == 1 and payload.flags.owndata
 
 
 LAYOUTS = [lambda a: a, np.asfortranarray, lambda a: a.T,  # C, Fortran, transposed, strided

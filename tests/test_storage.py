@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psframework.errors import ConfigError, DTypeError, ShapeError
-from psframework.storage import AGGREGATORS, Partition, Partitioner, TableSpec, init
+from psframework.storage import Partition, Partitioner, TableSpec, init
+from psframework.storage.aggregate import BUILTIN as AGGREGATORS
 from psframework.storage.table import TABLE_DTYPES
 
 FEW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -186,11 +186,14 @@ class AsyncClient:
         return (await self.request(self.master, op, model, args, shard="master")).args
 
     async def _limit(self, info: ModelInfo, part: int, op: str) -> int:
-        """The frame limit both ends of the connection to partition `part` accept."""
+        """How many bytes one request to partition `part` may carry: the chunk size, or
+        less if either end of the connection accepts less."""
         shard, address = info.address(part)
-        conn = await self._retrying(lambda: self._connection(address), address=address,
-                                    op=op, model=info.name, shard=shard)
-        return conn.peer_limits.max_frame_bytes
+        conn = self._conns.get(address)
+        if conn is None or not conn.is_open:
+            conn = await self._retrying(lambda: self._connection(address), address=address,
+                                        op=op, model=info.name, shard=shard)
+        return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + HEADER_ROOM)
 
     # -- catalog -----------------------------------------------------------------------
     async def ping(self) -> None:
@@ -272,7 +275,10 @@ class AsyncClient:
             reply = await self.request(address, op, info.name, {**args, "part": part}, arrays,
                                        shard=shard)
             on_reply(reply)
-        await asyncio.gather(*(one(*job) for job in jobs))
+        if len(jobs) == 1:
+            await one(*jobs[0])
+        else:
+            await asyncio.gather(*(one(*job) for job in jobs))
 
     async def _row_plan(self, info: ModelInfo, spec: TableSpec, rows: np.ndarray, op: str
                         ) -> list[tuple[int, np.ndarray, Any]]:

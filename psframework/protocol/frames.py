@@ -189,7 +189,7 @@ class FrameDecoder:
         self._start = 0
         self._end = 0
         self._events: list = []
-        self._payload: bytearray | None = None
+        self._payload: np.ndarray | None = None  # uint8, filled in place
         self._fill = 0
         self._pending: tuple | None = None
         self._discard = 0
@@ -295,11 +295,13 @@ class FrameDecoder:
                 continue
             self._pending = (kind, rid, op, model, args, descs)
             if plen == 0:
-                self._emit(bytearray())
+                self._emit(np.empty(0, np.uint8))
                 continue
-            self._payload = bytearray(plen)
+            # np.empty, not bytearray: no zero-fill, and numpy asks for huge pages, so a
+            # big payload is not paid for in page faults (it is only read once complete)
+            self._payload = np.empty(plen, dtype=np.uint8)
             n = min(avail - PREFIX.size - hlen, plen)
-            self._payload[:n] = self._buf[self._start:self._start + n]
+            memoryview(self._payload)[:n] = self._buf[self._start:self._start + n]
             self._start += n
             self._fill = n
             if n == plen:
@@ -326,7 +328,7 @@ class FrameDecoder:
         if self._start != self._end:
             self._process()
 
-    def _emit(self, payload: bytearray) -> None:
+    def _emit(self, payload: np.ndarray) -> None:
         kind, rid, op, model, args, descs = self._pending
         self._pending = None
         arrays = []

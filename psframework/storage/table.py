@@ -10,17 +10,21 @@ pulls and pushes in local coordinates.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 
 from psframework.errors import ConfigError, DTypeError, ShapeError
-from psframework.storage import aggregate, init
+from psframework.storage import init
 from psframework.storage.partitioner import PARTITIONERS, Partitioner
 
 __all__ = ["TableSpec", "Partition", "TABLE_DTYPES"]
 
 TABLE_DTYPES = ("float32", "float64", "int32", "int64")
+#: The built-in aggregators (their kernels are in storage.aggregate, which needs numba
+#: and is imported only where pushes are applied: clients never load numba).
+BUILTIN_AGGREGATORS = ("add", "min", "max", "replace")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class TableSpec:
             raise ConfigError(f"{where}: parts must be between 1 and {self.shape[self.axis]} "
                               f"(0 for one per shard), got {self.parts}")
         init.validate(self.init)
-        known = {**aggregate.BUILTIN, **(aggregators or {})}
+        known = {*BUILTIN_AGGREGATORS, *(aggregators or {})}
         if self.aggregate not in known:
             raise ConfigError(f"{where}: unknown aggregator {self.aggregate!r}; "
                               f"choose one of {sorted(known)}")
@@ -87,8 +91,13 @@ class TableSpec:
     def placed(self, parts: int) -> "TableSpec":
         return self if self.parts else replace(self, parts=min(parts, self.shape[self.axis]))
 
-    def split(self) -> Partitioner:
+    @cached_property
+    def _partitioner(self) -> Partitioner:
         return Partitioner(self.partitioner, self.shape[self.axis], self.parts)
+
+    def split(self) -> Partitioner:
+        """The partitioner of the partitioned axis (made once per spec)."""
+        return self._partitioner
 
     def to_wire(self) -> dict:
         d = asdict(self)
@@ -154,7 +163,8 @@ class Partition:
     def push_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
         self._index(rows, 0, "rows")
         self._values(values, (rows.size,) + self.data.shape[1:])
-        aggregate.scatter_rows(self.data, rows, values, self.combine)
+        from psframework.storage.aggregate import scatter_rows
+        scatter_rows(self.data, rows, values, self.combine)
 
     def push_elems(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
         if self.data.ndim == 1:
@@ -164,4 +174,5 @@ class Partition:
         if rows.shape != cols.shape:
             raise ShapeError("rows and cols must have the same length")
         self._values(values, rows.shape)
-        aggregate.scatter_elems(self.data, rows, cols, values, self.combine)
+        from psframework.storage.aggregate import scatter_elems
+        scatter_elems(self.data, rows, cols, values, self.combine)

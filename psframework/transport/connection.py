@@ -77,8 +77,7 @@ class _Peer(asyncio.BufferedProtocol):
     def send(self, msg: Message) -> None:
         if self.transport is None or self.transport.is_closing():
             raise ConnectionLostError(f"connection to {self.peername} is closed")
-        for buf in encode(msg, self.peer_limits):
-            self.transport.write(buf)
+        self.transport.writelines(encode(msg, self.peer_limits))  # one writev per frame
 
     def close(self) -> None:
         if self.transport is not None:
@@ -185,18 +184,32 @@ class ClientConnection(_Peer):
             if self._lost is not None:
                 raise self._lost
         rid = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._pending[rid] = fut
+        # a timer rather than asyncio.wait_for: no extra task and loop step per request
+        timer = None if timeout is None else loop.call_at(loop.time() + timeout, _expire, fut)
         try:
             self.send(Message(Kind.REQUEST, rid, op, model, args or {}, tuple(arrays)))
-            return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+            return await fut
+        except _Expired:
             raise RequestTimeoutError(
                 f"no reply from {self.server_name or self.peername} within {timeout:g}s; the "
                 "server may be overloaded or stuck (raise PSF_REQUEST_TIMEOUT for big requests)",
                 model=model or None, op=op, shard=self.server_name or None) from None
         finally:
+            if timer is not None:
+                timer.cancel()
             self._pending.pop(rid, None)
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(_Expired())
 
 
 class ServerConnection(_Peer):
