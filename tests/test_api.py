@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import multiprocessing
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,14 @@ def test_boundaries_of_the_design():
         mods = _imports(path)
         assert not mods & {"asyncio", "socket", "selectors", "uvloop"}, path
         assert all(not m.startswith(("psframework.transport", "psframework.client")) for m in mods)
+
+
+def test_a_client_process_loads_neither_numba_nor_spark():
+    """Clients (Spark executors among them) stay light: numba is for shards only."""
+    code = ("import sys, psframework; "
+            "print(sorted(m for m in ('numba', 'pyspark', 'models') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def _push_from_another_process(handle: BigMatrix) -> None:
