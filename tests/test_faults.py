@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from psframework import (
-    Client, ConnectionLostError, DTypeError, ProtocolError, ShapeError, load_settings,
+    Client, ConnectionLostError, DTypeError, ProtocolError, ShapeError, UnknownModelError,
+    load_settings,
 )
 from psframework.config import parse_address
 from psframework.errors import error_from_wire
@@ -147,3 +148,24 @@ def test_shards_exit_when_the_master_goes_away(fresh_cluster):
     cluster.master_process.kill()
     for shard in cluster.shard_processes:
         wait_until(lambda: shard.poll() is not None, timeout=30)
+
+
+def test_catalog_changes_are_exactly_once_and_lookups_refresh(fresh_cluster):
+    """A create resent with the same tag answers like the first; and a client whose
+    cached placement went stale is refused (not served the new model's data by the same
+    shard) and finds the model again on its next call."""
+    client = fresh_cluster(1).client()
+    tag = client.once()
+    args = {"type": "tables", "once": tag, "config": {"tables": [
+        {"name": "values", "shape": [6, 2], "dtype": "int64"}]}}
+    first = client.run(client.aio.request(client.master, "create_model", "again", args)).args
+    resent = client.run(client.aio.request(client.master, "create_model", "again", args)).args
+    assert resent == first
+    other = client.aio.__class__(client.master)  # a second client that destroys and re-creates
+    client.push_rows("again", "values", [1], [[1, 1]])
+    client.run(other.destroy("again"))
+    client.run(other.create_vector("again", 9, "int64", parts=1))
+    with pytest.raises(UnknownModelError, match="destroyed and created again"):
+        client.pull_rows("again", "values", [0])  # the stale placement fails once ...
+    np.testing.assert_array_equal(client.pull_rows("again", "values", [8]), [0])  # ... then not
+    client.run(other.close())

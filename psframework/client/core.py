@@ -41,6 +41,7 @@ class ModelInfo:
     """Where a model lives: its tables and the server of each partition."""
 
     name: str
+    uid: str  # this incarnation of the name; shards refuse requests for another
     type: str
     config: dict
     tables: dict[str, TableSpec]
@@ -50,8 +51,8 @@ class ModelInfo:
     @classmethod
     def from_wire(cls, d: dict) -> "ModelInfo":
         tables = {t["name"]: TableSpec.from_wire(t) for t in d["tables"]}
-        return cls(d["name"], d["type"], d["config"], tables, tuple(d["placement"]),
-                   dict(d["servers"]))
+        return cls(d["name"], d["uid"], d["type"], d["config"], tables,
+                   tuple(d["placement"]), dict(d["servers"]))
 
     @property
     def parts(self) -> int:
@@ -182,7 +183,11 @@ class AsyncClient:
         """A fresh exactly-once tag: put it in a request's args as `once`."""
         return [self.client_id, next(self._seq)]
 
-    async def _master(self, op: str, model: str = "", args: dict | None = None) -> dict:
+    async def _master(self, op: str, model: str = "", args: dict | None = None, *,
+                      once: bool = False) -> dict:
+        """A request to the master; `once` for catalog changes, so a resend after a lost
+        reply (create, destroy, save, load) answers as the first did instead of failing."""
+        args = {**(args or {}), "once": self.once()} if once else args
         return (await self.request(self.master, op, model, args, shard="master")).args
 
     async def _limit(self, info: ModelInfo, part: int, op: str) -> int:
@@ -207,7 +212,8 @@ class AsyncClient:
                            exists_ok: bool = False) -> ModelInfo:
         """Create a model of an installed plugin type; its tables are allocated on the shards."""
         info = ModelInfo.from_wire(await self._master(
-            "create_model", name, {"type": type, "config": config or {}, "exists_ok": exists_ok}))
+            "create_model", name, {"type": type, "config": config or {}, "exists_ok": exists_ok},
+            once=True))
         self._models[name] = info
         return info
 
@@ -218,17 +224,18 @@ class AsyncClient:
 
     async def destroy(self, name: str) -> bool:
         self._models.pop(name, None)
-        return bool((await self._master("destroy", name))["destroyed"])
+        return bool((await self._master("destroy", name, once=True))["destroyed"])
 
     async def save(self, name: str, path: str | os.PathLike) -> str:
         """Save every partition of model `name` under directory `path` (reachable by the
         shards and the master), plus its metadata; returns the absolute directory."""
-        return (await self._master("save", name, {"path": str(Path(path).absolute())}))["path"]
+        return (await self._master("save", name, {"path": str(Path(path).absolute())},
+                                   once=True))["path"]
 
     async def load(self, path: str | os.PathLike, name: str | None = None) -> ModelInfo:
         """Load a saved model (under its saved name, or `name`)."""
         info = ModelInfo.from_wire(await self._master(
-            "load", name or "", {"path": str(Path(path).absolute())}))
+            "load", name or "", {"path": str(Path(path).absolute())}, once=True))
         self._models[info.name] = info
         return info
 
@@ -272,8 +279,15 @@ class AsyncClient:
         """Send (part, op, args, arrays, on_reply) jobs concurrently."""
         async def one(part, op, args, arrays, on_reply):
             shard, address = info.address(part)
-            reply = await self.request(address, op, info.name, {**args, "part": part}, arrays,
-                                       shard=shard)
+            try:
+                reply = await self.request(address, op, info.name,
+                                           {**args, "part": part, "uid": info.uid}, arrays,
+                                           shard=shard)
+            except UnknownModelError:
+                # the model was destroyed, re-created or loaded elsewhere since we looked it
+                # up: forget the placement, so the next call asks the master again
+                self._models.pop(info.name, None)
+                raise
             on_reply(reply)
         if len(jobs) == 1:
             await one(*jobs[0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from psframework.model import model_type
 from psframework.protocol import Message
 from psframework.storage.table import TableSpec
 from psframework.transport import ClientConnection, connect, serve
+from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.master")
 
@@ -49,13 +51,15 @@ class ModelEntry:
     config: dict
     tables: list[TableSpec]
     placement: list[str]  # shard name per partition index
+    # one incarnation of the name: a client holding an old lookup is refused by the shards
+    uid: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def parts_on(self, shard: str) -> list[int]:
         return [p for p, s in enumerate(self.placement) if s == shard]
 
     def describe(self, servers: dict[str, ServerInfo]) -> dict:
         return {
-            "name": self.name, "type": self.type, "config": self.config,
+            "name": self.name, "uid": self.uid, "type": self.type, "config": self.config,
             "tables": [t.to_wire() for t in self.tables], "placement": self.placement,
             "servers": {s: servers[s].address for s in set(self.placement) if s in servers},
             "alive": {s: servers[s].alive for s in set(self.placement) if s in servers},
@@ -74,6 +78,8 @@ class Master:
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # catalog changes one at a time
+        self.once = OnceLog(settings.dedup_window)  # catalog changes are tagged once-only
+        self.handle = self.once.wrap(self._dispatch)
         self._ops = {
             "ping": self._ping, "register": self._register, "heartbeat": self._heartbeat,
             "create_model": self._create_model, "lookup": self._lookup, "destroy": self._destroy,
@@ -98,7 +104,7 @@ class Master:
         for conn in self._conns.values():
             conn.close()
 
-    def handle(self, msg: Message):
+    def _dispatch(self, msg: Message):
         op = self._ops.get(msg.op)
         if op is None:
             raise UnknownModelError(f"the master has no op {msg.op!r}; is this client talking "
@@ -203,7 +209,7 @@ class Master:
 
     async def _install(self, entry: ModelEntry, op: str, extra: dict) -> None:
         """Create (or load) the model's partitions on its shards; undo on failure."""
-        args = {"type": entry.type, "config": entry.config,
+        args = {"type": entry.type, "uid": entry.uid, "config": entry.config,
                 "tables": [t.to_wire() for t in entry.tables], **extra}
         try:
             await self._on_shards(entry, op, args, lambda shard: {"parts": entry.parts_on(shard)})

@@ -2,7 +2,7 @@
 
 Guarantees:
 - A request tagged `once=[client, seq]` is applied at most once per dedup window (see
-  pushlog); together with client retries that makes pushes exactly-once.
+  transport.once); together with client retries that makes pushes exactly-once.
 - A bad request (unknown model, wrong shape or dtype, out-of-range index, a UDF raising)
   fails only that request; the shard keeps serving.
 - Built-in ops and ordinary UDFs run on the event loop; UDFs marked `threaded=True` run on
@@ -31,10 +31,10 @@ from psframework.errors import (
 )
 from psframework.model import Model, ShardView, model_type
 from psframework.protocol import Message
-from psframework.shard.pushlog import PushLog
 from psframework.storage import aggregate
 from psframework.storage.table import Partition, TableSpec
 from psframework.transport import ClientConnection, connect, serve
+from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.shard")
 
@@ -48,6 +48,7 @@ def partition_file(directory: str | Path, table: str, part: int) -> Path:
 @dataclass
 class HostedModel:
     name: str
+    uid: str
     plugin: Model
     specs: dict[str, TableSpec]
     parts: dict[int, dict[str, Partition]] = field(default_factory=dict)
@@ -76,7 +77,8 @@ class Shard:
         self.settings = settings
         self.name = "shard"
         self.models: dict[str, HostedModel] = {}
-        self.pushlog = PushLog(settings.dedup_window)
+        self.once = OnceLog(settings.dedup_window)
+        self._handle_once = self.once.wrap(self._dispatch)
         self.ops_served: dict[str, int] = {}
         self.address = ""
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="psf-udf")
@@ -150,36 +152,13 @@ class Shard:
     # -- dispatch ------------------------------------------------------------------------
     def handle(self, msg: Message):
         self.ops_served[msg.op] = self.ops_served.get(msg.op, 0) + 1
-        once = msg.args.get("once")
-        if once is not None:
-            key = (bytes(once[0]), int(once[1]))
-            if key in self.pushlog:
-                return self._replay(self.pushlog.get(key))
-        result = self._dispatch(msg)
-        if once is not None:
-            if asyncio.isfuture(result) or asyncio.iscoroutine(result):
-                result = asyncio.ensure_future(result)
-                result.add_done_callback(lambda f, k=key: self._settle(k, f))
-            self.pushlog.put(key, result)
-        return result
-
-    def _settle(self, key, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self.pushlog.discard(key)  # a failed attempt may be retried for real
-        elif key in self.pushlog:
-            self.pushlog.put(key, fut.result())
-
-    @staticmethod
-    def _replay(remembered):
-        if asyncio.isfuture(remembered):
-            return asyncio.shield(remembered)
-        return remembered
+        return self._handle_once(msg)
 
     def _dispatch(self, msg: Message):
         op = self._builtin.get(msg.op)
         if op is not None:
             return op(msg)
-        hosted = self._hosted(msg.model)
+        hosted = self._hosted(msg)
         fn = hosted.plugin.udfs.get(msg.op)
         if fn is None:
             raise UnknownModelError(
@@ -191,13 +170,19 @@ class Shard:
             return loop.run_in_executor(self._pool, _call_udf, fn, hosted.plugin, view, msg)
         return _call_udf(fn, hosted.plugin, view, msg)
 
-    def _hosted(self, name: str) -> HostedModel:
+    def _hosted(self, msg: Message) -> HostedModel:
         try:
-            return self.models[name]
+            hosted = self.models[msg.model]
         except KeyError:
-            raise UnknownModelError(f"model {name!r} is not hosted on shard {self.name}; "
+            raise UnknownModelError(f"model {msg.model!r} is not hosted on shard {self.name}; "
                                     "create it first, or look it up again if it was moved",
-                                    model=name) from None
+                                    model=msg.model) from None
+        uid = msg.args.get("uid")
+        if uid is not None and uid != hosted.uid:
+            raise UnknownModelError(f"model {msg.model!r} was destroyed and created again since "
+                                    "this client looked it up; look it up again",
+                                    model=msg.model)
+        return hosted
 
     @staticmethod
     def _part(msg: Message) -> int:
@@ -207,7 +192,7 @@ class Shard:
         return part
 
     def _partition(self, msg: Message) -> Partition:
-        return self._hosted(msg.model).partition(str(msg.args.get("table")), self._part(msg))
+        return self._hosted(msg).partition(str(msg.args.get("table")), self._part(msg))
 
     @staticmethod
     def _arrays(msg: Message, n: int) -> tuple[np.ndarray, ...]:
@@ -271,7 +256,8 @@ class Shard:
         if msg.model in self.models:  # created meanwhile by a concurrent request
             raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}",
                                    model=msg.model)
-        hosted = self.models[msg.model] = HostedModel(msg.model, plugin, specs, built)
+        hosted = HostedModel(msg.model, str(msg.args.get("uid", "")), plugin, specs, built)
+        self.models[msg.model] = hosted
         for p in parts:
             plugin.on_partition(hosted.view(self.name, p))
         return {"created": True}
@@ -286,7 +272,7 @@ class Shard:
         return {"destroyed": hosted is not None}, ()
 
     async def _save(self, msg: Message):
-        hosted = self._hosted(msg.model)
+        hosted = self._hosted(msg)
         directory = Path(str(msg.args.get("path")))
 
         def write() -> list[str]:  # on the thread pool: big writes must not stall the loop
@@ -332,7 +318,7 @@ class Shard:
             "name": self.name, "address": self.address, "pid": os.getpid(),
             "bytes": sum(m.nbytes for m in self.models.values()),
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
-            "ops": dict(self.ops_served), "duplicates": self.pushlog.duplicates,
+            "ops": dict(self.ops_served), "duplicates": self.once.duplicates,
         }
 
     def _stats(self, msg: Message):
