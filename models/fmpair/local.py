@@ -1,0 +1,219 @@
+"""`LocalFMPair`: train FMPair on the parameter server from plain Python, LightFM-style.
+
+    model = LocalFMPair(dims=32, loss="warp", epochs=10).fit(train)
+    ids, scores = model.recommend([0, 1, 2], k=10)
+
+`fit` runs on the cluster at `master`, or by default on an embedded LocalCluster that it
+starts and stops itself; afterwards the parameters are pulled into the estimator, so
+`recommend`, `predict`, `save` and `load` need no parameter server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from psframework import AsyncClient, ConfigError, LocalCluster
+from psframework.transport import run
+from models.fmpair.features import FeatureSpace
+from models.fmpair.losses import LOSSES
+from models.fmpair.plugin import OPTIMIZERS
+from models.fmpair.sampling import SAMPLERS, NegativeSampler
+from models.fmpair.worker import EpochStats, Trainer
+
+__all__ = ["LocalFMPair"]
+
+PARAMS = ("dims", "loss", "sampler", "rho", "step_size", "linear_reg", "factors_reg",
+          "optimizer", "epochs", "batch_size", "num_negatives", "concurrent_batches",
+          "filter_seen", "seed", "master", "num_shards")
+
+
+class LocalFMPair:
+    """Pairwise factorization machine (the LightFM model) trained on the parameter server.
+
+    dims: latent dimensions k. loss: "bpr" or "warp". sampler: "uniform", "exp" (by
+    popularity rank, with `rho`) or "crossbatch" (other positives of the batch).
+    optimizer: "adagrad" (per-parameter steps as LightFM; the default, because it is
+    robust to the power-law feature frequencies of recommendation data) or "adabatch"
+    (the Glint fork's per-feature batch normalization: cheaper, no accumulators).
+    num_negatives: candidates per positive for warp and crossbatch. filter_seen: never
+    sample a user's own items as negatives. concurrent_batches: batches in flight.
+    callback(epoch, elapsed_seconds, loss) is called after every epoch.
+    """
+
+    def __init__(self, *, dims: int = 32, loss: str = "bpr", sampler: str = "uniform",
+                 rho: float = 1.0, step_size: float = 0.05, linear_reg: float = 0.0,
+                 factors_reg: float = 0.0, optimizer: str = "adagrad", epochs: int = 10,
+                 batch_size: int = 256, num_negatives: int = 10, concurrent_batches: int = 2,
+                 filter_seen: bool = True, seed: int = 0, master: str | None = None,
+                 num_shards: int = 2, show_progress: bool = False,
+                 callback: Callable[[int, float, float], Any] | None = None) -> None:
+        self.dims, self.loss, self.sampler, self.rho = dims, loss, sampler, rho
+        self.step_size, self.linear_reg, self.factors_reg = step_size, linear_reg, factors_reg
+        self.optimizer, self.epochs, self.batch_size = optimizer, epochs, batch_size
+        self.num_negatives, self.concurrent_batches = num_negatives, concurrent_batches
+        self.filter_seen, self.seed, self.master, self.num_shards = filter_seen, seed, master, num_shards
+        self.show_progress, self.callback = show_progress, callback
+
+    def get_params(self) -> dict:
+        return {p: getattr(self, p) for p in PARAMS}
+
+    def _validate(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
+        for name in ("dims", "epochs", "batch_size", "num_negatives", "concurrent_batches",
+                     "num_shards"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 1, name, "a positive integer")
+        need(self.loss in LOSSES, "loss", f"one of {LOSSES}")
+        need(self.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        need(self.step_size > 0, "step_size", "> 0")
+        need(self.rho > 0, "rho", "> 0")
+        need(self.linear_reg >= 0 and self.factors_reg >= 0, "linear_reg", ">= 0 (so must factors_reg)")
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, interactions, user_features=None, item_features=None,
+            sampling_attribute=None) -> "LocalFMPair":
+        """Train on a users × items matrix of positives (any nonzero is a positive)."""
+        self._validate()
+        train = sp.csr_matrix(interactions, dtype=np.float32)
+        train.data[:] = 1.0
+        train.eliminate_zeros()
+        if train.nnz == 0:
+            raise ConfigError("interactions has no positives to train on")
+        space = FeatureSpace.build(*train.shape, user_features, item_features)
+        sampler = NegativeSampler(train, self.sampler, self.rho, self.filter_seen,
+                                  sampling_attribute)
+        cluster = None
+        if self.master is None:
+            cluster = LocalCluster(self.num_shards).start()
+        try:
+            self.history_ = run(self._fit(cluster.address if cluster else self.master,
+                                          space, train, sampler))
+        finally:
+            if cluster is not None:
+                cluster.stop()
+        self.space_, self.train_ = space, train
+        return self
+
+    async def _fit(self, master: str, space: FeatureSpace, train: sp.csr_matrix,
+                   sampler: NegativeSampler) -> list[EpochStats]:
+        name = f"fmpair-{uuid.uuid4().hex[:12]}"
+        config = {"n_features": space.n_features, "dims": self.dims, "seed": self.seed,
+                  "step_size": self.step_size, "linear_reg": self.linear_reg,
+                  "factors_reg": self.factors_reg, "optimizer": self.optimizer}
+        async with AsyncClient(master) as client:
+            await client.create_model(name, "fmpair", config)
+            try:
+                trainer = Trainer(client, name, space, train, sampler, loss=self.loss,
+                                  batch_size=self.batch_size, num_negatives=self.num_negatives,
+                                  concurrent_batches=self.concurrent_batches, seed=self.seed)
+                history = await self._epochs(trainer, train.nnz)
+                every = np.arange(space.n_features)
+                self.factors_ = await client.pull_rows(name, "factors", every)
+                self.linear_ = await client.pull_rows(name, "linear", every)
+            finally:
+                await client.destroy(name)
+        return history
+
+    async def _epochs(self, trainer: Trainer, positives: int) -> list[EpochStats]:
+        bar = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=self.epochs * positives, unit="pairs", desc="fmpair")
+        history = []
+        started = time.perf_counter()
+        seen = {"pairs": 0, "loss": 0.0, "counted": 0}
+
+        def on_batch(size: int, total: float, counted: int) -> None:
+            seen["pairs"] += size
+            seen["loss"] += total
+            seen["counted"] += counted
+            if bar is not None:
+                bar.update(size)
+                rate = seen["pairs"] / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{seen['loss'] / max(seen['counted'], 1):.4f}",
+                                pairs_s=f"{rate:,.0f}", refresh=False)
+        try:
+            for epoch in range(self.epochs):
+                seen.update(loss=0.0, counted=0)
+                stats = await trainer.epoch(epoch, on_batch)
+                history.append(stats)
+                if self.callback is not None:
+                    self.callback(epoch, time.perf_counter() - started, stats.loss)
+        finally:
+            if bar is not None:
+                bar.close()
+        return history
+
+    # -- scoring -------------------------------------------------------------------------
+    def _fitted(self) -> None:
+        if not hasattr(self, "factors_"):
+            raise ConfigError("this LocalFMPair is not fitted yet; call fit() or load()")
+
+    def user_representations(self, users=None) -> np.ndarray:
+        """Σ_g x_g v_g for each user (rows of the user/context side)."""
+        self._fitted()
+        u = self.space_.user if users is None else self.space_.user[np.asarray(users)]
+        return np.asarray(u @ self.factors_[: self.space_.n_user_features])
+
+    def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Σ_f x_f v_f, Σ_f x_f w_f) for every item."""
+        self._fitted()
+        own = slice(self.space_.n_user_features, None)
+        item = self.space_.item
+        return np.asarray(item @ self.factors_[own]), np.asarray(item @ self.linear_[own]).ravel()
+
+    def predict(self, users, items) -> np.ndarray:
+        """score(users[i], items[i]) for each i."""
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        if users.shape != items.shape:
+            raise ConfigError("users and items must have the same length")
+        vectors, bias = self.item_representations()
+        return (self.user_representations(users) * vectors[items]).sum(axis=1) + bias[items]
+
+    def recommend(self, users, k: int = 10, filter_seen: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k items for each user: (ids, scores), both len(users) × k, best first."""
+        users = np.atleast_1d(np.asarray(users, np.int64))
+        vectors, bias = self.item_representations()
+        scores = self.user_representations(users) @ vectors.T + bias
+        if filter_seen:
+            seen = self.train_[users].tocoo()
+            scores[seen.row, seen.col] = -np.inf
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Parameters, feature space and training matrix in one .npz file."""
+        self._fitted()
+        params = {k: v for k, v in self.get_params().items()}
+        mats = {"user": self.space_.user, "item": self.space_.item, "train": self.train_}
+        arrays = {f"{n}_{part}": getattr(m, part) for n, m in mats.items()
+                  for part in ("data", "indices", "indptr")}
+        arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
+        np.savez(Path(path), factors=self.factors_, linear=self.linear_,
+                 params=np.array(json.dumps(params)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LocalFMPair":
+        with np.load(Path(path), allow_pickle=False) as f:
+            model = cls(**json.loads(str(f["params"])))
+            mats = {n: sp.csr_matrix((f[f"{n}_data"], f[f"{n}_indices"], f[f"{n}_indptr"]),
+                                     shape=tuple(f[f"{n}_shape"])) for n in ("user", "item", "train")}
+            model.factors_, model.linear_ = f["factors"], f["linear"]
+        model.space_ = FeatureSpace(mats["user"], mats["item"])
+        model.train_ = mats["train"]
+        return model

@@ -1,0 +1,99 @@
+"""Worker side of one mini-batch: which (user, item) pairs to score, and the coefficient
+(d objective / d score, the ascent direction) of each pair once the scores are known.
+
+A batch of B positives (u_b, i_b) becomes user bags (B), item bags and `pairs` (B × 1+M):
+column 0 is the positive, columns 1..M are candidate negatives, `valid` marks the
+candidates the acceptance rules let through. With the uniform or exp sampler the
+candidates are sampled items, sent as extra item bags; with the crossbatch sampler they
+are other examples' positives in the same batch, so no extra bags are sent at all.
+
+Losses, with x_bm = score(u_b, i_b) - score(u_b, j_bm) over the valid candidates:
+- bpr:  mean over valid m of -log σ(x_bm)  (M = 1 unless crossbatch);
+        coefficients σ(-x_bm)/n_valid on the negative (negated) and summed on the positive.
+- warp: the first valid candidate with x < 1 (a margin violation) found after t draws
+        gets weight w = log(max(1, floor((n_items - 1) / t))) and the hinge loss
+        w · (1 - x): coefficient +w on the positive, -w on it; no violation, no update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from psframework import ConfigError
+from models.fmpair.features import Bags, FeatureSpace, concat_bags
+from models.fmpair.sampling import NegativeSampler
+
+__all__ = ["LOSSES", "Batch", "prepare", "coefficients"]
+
+LOSSES = ("bpr", "warp")
+
+
+@dataclass(frozen=True)
+class Batch:
+    users: np.ndarray
+    items: np.ndarray
+    user_bags: Bags
+    item_bags: Bags
+    pairs: np.ndarray  # B × (1 + M) indices into the item bags
+    valid: np.ndarray  # B × M: candidate accepted
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (*self.user_bags, *self.item_bags, self.pairs)
+
+
+def candidates_per_example(loss: str, sampler: str, num_negatives: int) -> int:
+    return 1 if (loss == "bpr" and sampler != "crossbatch") else num_negatives
+
+
+def prepare(users: np.ndarray, items: np.ndarray, space: FeatureSpace,
+            sampler: NegativeSampler, rng: np.random.Generator, m: int) -> Batch:
+    b = users.size
+    rows = np.arange(b)
+    if sampler.kind == "crossbatch":
+        if b < 2:
+            raise ConfigError("the crossbatch sampler needs batches of at least 2 examples")
+        positions = (rows[:, None] + rng.integers(1, b, size=(b, m))) % b
+        candidates = items[positions]
+        item_bags = space.item_bags(items)
+        pairs = np.concatenate([rows[:, None], positions], axis=1)
+        valid = ~sampler.rejected(users[:, None], candidates) & (candidates != items[:, None])
+    else:
+        candidates = sampler.sample(rng, users, m)
+        item_bags = concat_bags(space.item_bags(items), space.item_bags(candidates.ravel()))
+        pairs = np.concatenate([rows[:, None], b + np.arange(b * m).reshape(b, m)], axis=1)
+        valid = ~sampler.rejected(users[:, None], candidates)
+    return Batch(users, items, space.user_bags(users), item_bags, pairs.astype(np.int64), valid)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def coefficients(loss: str, scores: np.ndarray, valid: np.ndarray, n_items: int
+                 ) -> tuple[np.ndarray, float, int]:
+    """(coefficients B × (1+M) float32, summed loss, number of pairs that counted)."""
+    x = (scores[:, :1] - scores[:, 1:]).astype(np.float64)
+    coef = np.zeros(scores.shape, np.float64)
+    if loss == "bpr":
+        n_valid = valid.sum(axis=1)
+        share = np.where(valid, 1.0 / np.maximum(n_valid, 1)[:, None], 0.0)
+        g = _sigmoid(-x) * share
+        coef[:, 1:] = -g
+        coef[:, 0] = g.sum(axis=1)
+        total = float((np.logaddexp(0.0, -x) * share).sum())
+        counted = int((n_valid > 0).sum())
+    else:
+        violating = valid & (x < 1.0)
+        hit = violating.any(axis=1)
+        first = np.argmax(violating, axis=1)
+        rows = np.flatnonzero(hit)
+        trials = first[rows] + 1
+        weight = np.log(np.maximum(1.0, np.floor((n_items - 1) / trials)))
+        coef[rows, 0] = weight
+        coef[rows, 1 + first[rows]] = -weight
+        total = float((weight * (1.0 - x[rows, first[rows]])).sum())
+        counted = int(rows.size)
+    return coef.astype(np.float32), total, counted

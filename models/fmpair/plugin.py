@@ -1,0 +1,200 @@
+"""The FMPair model plugin: tables and server-side ops (registered as `fmpair`).
+
+Tables, with S partitions (one per shard by default):
+- `factors`  features × dims, split by **columns**: partition p holds dims of block p for
+  every feature, so a shard can sum whole feature bags over its dims on its own;
+- `linear`   features, one partition (it lives with partition 0);
+- `factors_acc`, `linear_acc`: AdaGrad accumulators beside them (optimizer "adagrad").
+
+One mini-batch is two round trips to every partition (see DESIGN.md, "Data flow"):
+`dotprod` sums the user bags and item bags over the partition's dims, returns the
+partial scores of the requested (user, item) pairs and caches the sums under a key;
+`adjust` takes one coefficient per pair — the ascent direction d objective / d score —
+and applies the gradient to every feature in the cached bags, then drops the entry.
+Entries not adjusted within `cache_ttl` seconds expire, so lost or retried batches
+never leak memory. BPR, crossbatch-BPR and WARP differ only in the pairs and the
+coefficients, which the worker computes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from psframework import ConfigError, Model, RemoteError, ShapeError, TableSpec, init, udf
+from models.fmpair import kernels
+
+__all__ = ["FMPairPlugin", "OPTIMIZERS"]
+
+OPTIMIZERS = ("adagrad", "adabatch")
+MAX_CACHED_BATCHES = 10_000
+
+
+def _config(config: dict) -> dict:
+    c = {"dims": 32, "step_size": 0.05, "linear_reg": 0.0, "factors_reg": 0.0,
+         "optimizer": "adagrad", "seed": 0, "cache_ttl": 60.0, **config}
+    for key in ("n_features", "dims"):
+        if not isinstance(c.get(key), int) or c[key] < 1:
+            raise ConfigError(f"fmpair config.{key} must be a positive integer, got {c.get(key)!r}")
+    for key in ("step_size", "cache_ttl"):
+        if not c[key] > 0:
+            raise ConfigError(f"fmpair config.{key} must be > 0, got {c[key]!r}")
+    for key in ("linear_reg", "factors_reg"):
+        if not c[key] >= 0:
+            raise ConfigError(f"fmpair config.{key} must be >= 0, got {c[key]!r}")
+    if c["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"fmpair config.optimizer must be one of {OPTIMIZERS}")
+    return c
+
+
+class FMPairPlugin(Model):
+    def __init__(self, config: dict) -> None:
+        super().__init__(_config(config))
+        self._cache: OrderedDict[Any, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- tables --------------------------------------------------------------------------
+    def tables(self) -> list[TableSpec]:
+        c = self.config
+        n, k = c["n_features"], c["dims"]
+        tables = [
+            TableSpec("factors", (n, k), "float32", partition_by="cols",
+                      init=init.uniform(-0.5 / k, 0.5 / k, seed=c["seed"])),
+            TableSpec("linear", (n,), "float32", parts=1),
+        ]
+        if c["optimizer"] == "adagrad":
+            tables += [TableSpec("factors_acc", (n, k), "float32", partition_by="cols",
+                                 init=init.constant(1.0)),
+                       TableSpec("linear_acc", (n,), "float32", parts=1, init=init.constant(1.0))]
+        return tables
+
+    # -- the batch cache -------------------------------------------------------------------
+    def _remember(self, key: Any, entry: tuple) -> None:
+        now = time.monotonic()
+        with self._lock:
+            while self._cache and (len(self._cache) >= MAX_CACHED_BATCHES or
+                                   next(iter(self._cache.values()))[0] < now - self.config["cache_ttl"]):
+                self._cache.popitem(last=False)
+            self._cache[key] = (now, entry)
+
+    def _take(self, key: Any) -> tuple:
+        with self._lock:
+            found = self._cache.pop(key, None)
+        if found is None or found[0] < time.monotonic() - self.config["cache_ttl"]:
+            raise RemoteError(f"no cached dotprod for batch {key!r}: it expired (cache_ttl="
+                              f"{self.config['cache_ttl']}s) or was never made; run dotprod again")
+        return found[1]
+
+    @property
+    def cached_batches(self) -> int:
+        return len(self._cache)
+
+    # -- ops -------------------------------------------------------------------------------
+    def _bags(self, arrays: tuple, at: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indptr, indices, weights = arrays[at:at + 3]
+        n = self.config["n_features"]
+        if (indptr.dtype != np.int64 or indices.dtype != np.int64 or weights.dtype != np.float32
+                or indptr.ndim != 1 or indptr.size < 1 or indptr[0] != 0
+                or indptr[-1] != indices.size or indices.shape != weights.shape
+                or np.any(np.diff(indptr) < 0)):
+            raise ShapeError(f"{what} bags must be CSR arrays (indptr int64, indices int64, "
+                             "weights float32) with matching lengths")
+        if indices.size and (indices.min() < 0 or indices.max() >= n):
+            raise ShapeError(f"{what} feature index out of range (model has {n} features)")
+        return indptr, indices, weights
+
+    def _batch(self, arrays: tuple):
+        if len(arrays) != 7:
+            raise ShapeError("dotprod takes user bags, item bags (3 arrays each) and pairs")
+        users = self._bags(arrays, 0, "user")
+        items = self._bags(arrays, 3, "item")
+        pairs = arrays[6]
+        if pairs.dtype != np.int64 or pairs.ndim != 2 or pairs.shape[0] != users[0].size - 1:
+            raise ShapeError("pairs must be an int64 array (user bags × pairs per user)")
+        if pairs.size and (pairs.min() < 0 or pairs.max() >= items[0].size - 1):
+            raise ShapeError("pairs refer to item bags that were not sent")
+        return users, items, pairs
+
+    @udf(threaded=True)
+    def dotprod(self, view, args, arrays):
+        """Partial scores of `pairs` over this partition's dims (+ item linear terms on
+        partition 0); the bag sums stay cached under args.key for `adjust`."""
+        users, items, pairs = self._batch(arrays)
+        factors = view.table("factors").data
+        user_sums = kernels.bag_sums(*users, factors)
+        item_sums = kernels.bag_sums(*items, factors)
+        self._remember((view.part, args["key"]), (users, items, pairs, user_sums, item_sums))
+        out = (kernels.pair_scores(user_sums, item_sums, pairs),)
+        if view.part == 0:
+            out += (kernels.bag_linear(*items, view.table("linear").data),)
+        return {}, out
+
+    @udf(threaded=True)
+    def adjust(self, view, args, arrays):
+        """Apply coefficients (one per pair: d objective / d score) to the cached batch."""
+        users, items, pairs, user_sums, item_sums = self._take((view.part, args["key"]))
+        (coef,) = arrays
+        if coef.shape != pairs.shape or coef.dtype != np.float32:
+            raise ShapeError(f"coefficients must be float32 of shape {list(pairs.shape)}")
+        c = self.config
+        lr, adagrad = float(c["step_size"]), c["optimizer"] == "adagrad"
+        d_user, d_item, d_lin = kernels.sum_gradients(user_sums, item_sums, pairs, coef)
+        touched, pos = np.unique(np.concatenate([users[1], items[1]]), return_inverse=True)
+        grad = np.zeros((touched.size, user_sums.shape[1]), np.float32)
+        count = np.zeros(touched.size, np.float32)
+        kernels.feature_gradients(users[0], pos[:users[1].size], users[2], d_user, grad, count)
+        kernels.feature_gradients(items[0], pos[users[1].size:], items[2], d_item, grad, count)
+        factors = view.table("factors").data
+        acc = view.table("factors_acc").data if adagrad else factors
+        kernels.apply_update(factors, acc, touched, grad, count, lr, c["factors_reg"], adagrad)
+        if view.part == 0:
+            t_lin, p_lin = np.unique(items[1], return_inverse=True)
+            g_lin = np.zeros((t_lin.size, 1), np.float32)
+            c_lin = np.zeros(t_lin.size, np.float32)
+            kernels.feature_gradients(items[0], p_lin, items[2], d_lin[:, None], g_lin, c_lin)
+            linear = view.table("linear").data[:, None]
+            lacc = view.table("linear_acc").data[:, None] if adagrad else linear
+            kernels.apply_update(linear, lacc, t_lin, g_lin, c_lin, lr, c["linear_reg"], adagrad)
+        return {"features": int(touched.size)}
+
+    @udf
+    def cached(self, view, args, arrays):
+        """How many dotprod batches this partition holds awaiting their adjust."""
+        with self._lock:
+            return {"batches": sum(1 for part, _ in self._cache if part == view.part)}
+
+    @udf(threaded=True)
+    def pull_sum(self, view, args, arrays):
+        """Sums of bags over this partition's dims (+ their linear terms on partition 0):
+        what recommendation and prediction score with."""
+        bags = self._bags(arrays, 0, "feature")
+        out = (kernels.bag_sums(*bags, view.table("factors").data),)
+        if view.part == 0:
+            out += (kernels.bag_linear(*bags, view.table("linear").data),)
+        return {}, out
+
+    @udf(threaded=True)
+    def push_sum(self, view, args, arrays):
+        """Spread full-width ascent directions of bag sums (bags × dims) to the bags'
+        features, on this partition's dims, with the model's optimizer."""
+        bags = self._bags(arrays, 0, "feature")
+        d_full = arrays[3]
+        factors = view.table("factors").data
+        cols = view.table("factors").spec.split().indices(view.part)
+        if d_full.dtype != np.float32 or d_full.shape != (bags[0].size - 1, self.config["dims"]):
+            raise ShapeError("push_sum takes float32 directions of shape (bags, dims)")
+        touched, pos = np.unique(bags[1], return_inverse=True)
+        grad = np.zeros((touched.size, factors.shape[1]), np.float32)
+        count = np.zeros(touched.size, np.float32)
+        kernels.feature_gradients(bags[0], pos, bags[2], np.ascontiguousarray(d_full[:, cols]),
+                                  grad, count)
+        c = self.config
+        adagrad = c["optimizer"] == "adagrad"
+        acc = view.table("factors_acc").data if adagrad else factors
+        kernels.apply_update(factors, acc, touched, grad, count, float(c["step_size"]),
+                             c["factors_reg"], adagrad)
+        return {"features": int(touched.size)}

@@ -1,0 +1,105 @@
+"""The training loop of one worker: shuffle, batch, sample, two round trips per batch,
+with up to `concurrent_batches` batches in flight so the network and the shards stay
+busy. Everything random comes from one seeded generator and is drawn in batch order,
+so a run with one batch in flight is deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from psframework import AsyncClient
+from models.fmpair import losses
+from models.fmpair.features import FeatureSpace
+from models.fmpair.sampling import NegativeSampler
+
+__all__ = ["Trainer", "EpochStats"]
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    loss: float  # mean over the pairs that counted
+    pairs: int  # positives processed
+    seconds: float
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs / self.seconds if self.seconds > 0 else 0.0
+
+
+class Trainer:
+    def __init__(self, client: AsyncClient, model: str, space: FeatureSpace,
+                 train: sp.csr_matrix, sampler: NegativeSampler, *, loss: str = "bpr",
+                 batch_size: int = 256, num_negatives: int = 10, concurrent_batches: int = 2,
+                 seed: int = 0) -> None:
+        self.client = client
+        self.model = model
+        self.space = space
+        self.sampler = sampler
+        self.loss = loss
+        self.batch_size = batch_size
+        self.concurrent_batches = concurrent_batches
+        self.m = losses.candidates_per_example(loss, sampler.kind, num_negatives)
+        self.rng = np.random.default_rng(seed)
+        coo = train.tocoo()
+        self.users, self.items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        self._key_prefix = int.from_bytes(os.urandom(3), "little") << 32
+        self._keys = 0
+
+    async def _step(self, batch: losses.Batch) -> tuple[float, int]:
+        self._keys += 1
+        key = self._key_prefix | self._keys
+        replies = await self.client.call(self.model, "dotprod", {"key": key}, batch.arrays)
+        partial = sum(arrays[0] for _, arrays in replies)
+        item_linear = replies[0][1][1]
+        scores = partial + item_linear[batch.pairs]
+        coef, total, counted = losses.coefficients(self.loss, scores, batch.valid,
+                                                   self.space.n_items)
+        await self.client.call(self.model, "adjust", {"key": key}, (coef,), once=True)
+        return total, counted
+
+    async def epoch(self, number: int, on_batch: Callable[[int, float, int], None] | None = None
+                    ) -> EpochStats:
+        """One pass over the positives; `on_batch(positives, loss sum, pairs counted)`."""
+        started = time.perf_counter()
+        order = self.rng.permutation(self.users.size)
+        in_flight: set[asyncio.Task] = set()
+        total, counted = 0.0, 0
+
+        def collect(done: set[asyncio.Task]) -> None:
+            nonlocal total, counted
+            for task in done:
+                t, c = task.result()
+                total += t
+                counted += c
+                if on_batch is not None:
+                    on_batch(task.size, t, c)  # type: ignore[attr-defined]
+
+        try:
+            for start in range(0, order.size, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                batch = losses.prepare(self.users[idx], self.items[idx], self.space,
+                                       self.sampler, self.rng, self.m)
+                if len(in_flight) >= self.concurrent_batches:
+                    done, in_flight = await asyncio.wait(in_flight,
+                                                         return_when=asyncio.FIRST_COMPLETED)
+                    collect(done)
+                task = asyncio.ensure_future(self._step(batch))
+                task.size = idx.size  # type: ignore[attr-defined]
+                in_flight.add(task)
+            if in_flight:
+                done, _ = await asyncio.wait(in_flight)
+                in_flight = set()
+                collect(done)
+        finally:
+            for task in in_flight:
+                task.cancel()
+        return EpochStats(number, total / max(counted, 1), int(order.size),
+                          time.perf_counter() - started)
