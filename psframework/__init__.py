@@ -14,6 +14,7 @@ from psframework.errors import (
 from psframework.model import Model, ShardView, udf
 from psframework.storage import Partition, Partitioner, TableSpec
 from psframework.storage import init
+from psframework.transport import run
 
 __version__ = "0.1.0"
 
@@ -23,5 +24,5 @@ __all__ = [
     "Model", "ShardView", "udf", "TableSpec", "Partition", "Partitioner", "init",
     "PSError", "ConfigError", "ProtocolError", "AuthError", "ConnectionLostError",
     "RequestTimeoutError", "RemoteError", "UnknownModelError", "ModelExistsError",
-    "ShapeError", "DTypeError", "StorageError", "errors", "storage", "__version__",
+    "ShapeError", "DTypeError", "StorageError", "errors", "storage", "run", "__version__",
 ]

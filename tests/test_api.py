@@ -40,6 +40,9 @@ def test_boundaries_of_the_design():
         assert not {m for m in mods if m == "models" or m.startswith("models.")}, path
         if "spark" not in path.parts:
             assert not {m for m in mods if m.startswith("pyspark")}, path
+    for path in (ROOT.parent / "models").rglob("*.py"):  # plugins use the public API only
+        inner = {m for m in _imports(path) if m.startswith("psframework.")}
+        assert not inner, f"{path} reaches into {inner}; use what psframework exports"
     for path in (ROOT / "protocol").glob("*.py"):  # the protocol is sans-IO
         mods = _imports(path)
         assert not mods & {"asyncio", "socket", "selectors", "uvloop"}, path

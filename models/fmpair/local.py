@@ -19,8 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from psframework import AsyncClient, ConfigError, LocalCluster
-from psframework.transport import run
+from psframework import AsyncClient, ConfigError, LocalCluster, run
 from models.fmpair.features import FeatureSpace
 from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
