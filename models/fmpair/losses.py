@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psframework import ConfigError
 from models.fmpair.features import Bags, FeatureSpace, concat_bags
 from models.fmpair.sampling import NegativeSampler
 
@@ -53,13 +52,14 @@ def prepare(users: np.ndarray, items: np.ndarray, space: FeatureSpace,
     b = users.size
     rows = np.arange(b)
     if sampler.kind == "crossbatch":
-        if b < 2:
-            raise ConfigError("the crossbatch sampler needs batches of at least 2 examples")
-        positions = (rows[:, None] + rng.integers(1, b, size=(b, m))) % b
+        # the others' positives; an example alone in its batch has none and counts nothing
+        offsets = rng.integers(1, b, size=(b, m)) if b > 1 else np.zeros((b, m), np.int64)
+        positions = (rows[:, None] + offsets) % b
         candidates = items[positions]
         item_bags = space.item_bags(items)
         pairs = np.concatenate([rows[:, None], positions], axis=1)
-        valid = ~sampler.rejected(users[:, None], candidates) & (candidates != items[:, None])
+        valid = (~sampler.rejected(users[:, None], candidates) & (candidates != items[:, None])
+                 & (positions != rows[:, None]))
     else:
         candidates = sampler.sample(rng, users, m)
         item_bags = concat_bags(space.item_bags(items), space.item_bags(candidates.ravel()))
