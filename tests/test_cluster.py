@@ -141,9 +141,11 @@ def test_requests_larger_than_a_frame_are_split(fresh_cluster):
     rows = np.arange(4096)[::-1]
     m.push_rows(rows, np.ones((4096, 256), "f4"))
     np.testing.assert_array_equal(m.to_numpy(), whole + 1)
-    pushes = [c.run(c.aio.request(a, "stats")).args["ops"]["push_rows"]
-              for a in c.model("big").servers.values()]
-    assert sum(pushes) > 8  # it really went in pieces
+    stats = [c.run(c.aio.request(a, "stats")).args for a in c.model("big").servers.values()]
+    assert sum(s["ops"]["push_rows"] for s in stats) > 8  # it really went in pieces
+    # every byte of the matrix crossed the wire twice (pulled twice), and once pushed in
+    assert sum(s["bytes_out"] for s in stats) >= 2 * whole.nbytes
+    assert sum(s["bytes_in"] for s in stats) >= whole.nbytes
 
 
 def test_serve_local_starts_and_stops_everything(cli):

@@ -33,7 +33,7 @@ from psframework.model import Model, ShardView, model_type
 from psframework.protocol import Message
 from psframework.storage import aggregate
 from psframework.storage.table import Partition, TableSpec
-from psframework.transport import ClientConnection, connect, serve
+from psframework.transport import ClientConnection, Traffic, connect, serve
 from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.shard")
@@ -80,6 +80,7 @@ class Shard:
         self.once = OnceLog(settings.dedup_window)
         self._handle_once = self.once.wrap(self._dispatch)
         self.ops_served: dict[str, int] = {}
+        self.traffic = Traffic()
         self.address = ""
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="psf-udf")
         self._server: asyncio.AbstractServer | None = None
@@ -97,7 +98,8 @@ class Shard:
     async def start(self) -> str:
         s = self.settings
         self._server, _ = await serve(self.handle, s.host, s.port or 0, limits=s.limits,
-                                      secret=s.secret_bytes, name=lambda: self.name)
+                                      secret=s.secret_bytes, name=lambda: self.name,
+                                      traffic=self.traffic)
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
         if s.master:
@@ -319,6 +321,7 @@ class Shard:
             "bytes": sum(m.nbytes for m in self.models.values()),
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
             "ops": dict(self.ops_served), "duplicates": self.once.duplicates,
+            "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
         }
 
     def _stats(self, msg: Message):

@@ -14,6 +14,7 @@ import inspect
 import itertools
 import logging
 import socket
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from psframework.errors import (
@@ -26,14 +27,24 @@ from psframework.protocol import (
 
 log = logging.getLogger("psframework.transport")
 
-__all__ = ["ClientConnection", "ServerConnection", "Handler", "connect", "serve"]
+__all__ = ["ClientConnection", "ServerConnection", "Handler", "Traffic", "connect", "serve"]
 
 #: A request handler returns the reply's (args, arrays), either directly or as an awaitable.
 Handler = Callable[[Message], "tuple[dict, tuple] | Awaitable[tuple[dict, tuple]]"]
 
 
+@dataclass
+class Traffic:
+    """Bytes and requests a server's connections carried (for stats and benchmarks)."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    requests: int = 0
+
+
 class _Peer(asyncio.BufferedProtocol):
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, traffic: Traffic | None = None) -> None:
+        self.traffic = traffic or Traffic()
         self.limits = limits
         self.peer_limits = limits
         self.decoder = FrameDecoder(limits)
@@ -55,6 +66,7 @@ class _Peer(asyncio.BufferedProtocol):
         return self.decoder.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.traffic.bytes_in += nbytes
         try:
             self.decoder.buffer_updated(nbytes)
         except ProtocolError as e:
@@ -77,7 +89,9 @@ class _Peer(asyncio.BufferedProtocol):
     def send(self, msg: Message) -> None:
         if self.transport is None or self.transport.is_closing():
             raise ConnectionLostError(f"connection to {self.peername} is closed")
-        self.transport.writelines(encode(msg, self.peer_limits))  # one writev per frame
+        buffers = encode(msg, self.peer_limits)
+        self.traffic.bytes_out += sum(len(b) if isinstance(b, bytes) else b.nbytes for b in buffers)
+        self.transport.writelines(buffers)  # one writev per frame
 
     def close(self) -> None:
         if self.transport is not None:
@@ -218,8 +232,9 @@ class ServerConnection(_Peer):
     frames end this connection only."""
 
     def __init__(self, handler: Handler, limits: Limits, secret: bytes | None,
-                 name: Callable[[], str], connections: set | None = None) -> None:
-        super().__init__(limits)
+                 name: Callable[[], str], connections: set | None = None,
+                 traffic: Traffic | None = None) -> None:
+        super().__init__(limits, traffic)
         self.handler = handler
         self._name = name
         self.handshake = ServerHandshake(secret, limits, name())
@@ -285,6 +300,7 @@ class ServerConnection(_Peer):
         if ev.kind != Kind.REQUEST:
             self._refuse(ev.rid, ProtocolError(f"expected a REQUEST, got {ev.kind.name}"))
             return
+        self.traffic.requests += 1
         try:
             result = self.handler(ev)
         except Exception as e:  # noqa: BLE001 - every failure becomes that request's error
@@ -347,12 +363,13 @@ async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
 
 
 async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
-                secret: bytes | None, name: Callable[[], str]
+                secret: bytes | None, name: Callable[[], str], traffic: Traffic | None = None
                 ) -> tuple[asyncio.AbstractServer, set]:
     """Listen on host:port; returns the server and the live set of its connections.
-    `name()` is the server's current name, reported in handshakes and errors."""
+    `name()` is the server's current name, reported in handshakes and errors; `traffic`
+    adds up what all its connections carry."""
     connections: set = set()
     server = await asyncio.get_running_loop().create_server(
-        lambda: ServerConnection(handler, limits, secret, name, connections), host, port,
-        reuse_address=True)
+        lambda: ServerConnection(handler, limits, secret, name, connections, traffic),
+        host, port, reuse_address=True)
     return server, connections
