@@ -1,0 +1,115 @@
+"""LocalFMPair's API against numpy scoring of its own parameters, persistence without a
+parameter server, and the pull_sum / push_sum ops against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from psframework import ConfigError
+from models.fmpair import LocalFMPair
+from models.fmpair.features import FeatureSpace
+from models.synthetic import make_synthetic
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(n_users=120, n_items=90, n_artists=12, interactions_per_user=6, seed=4)
+
+
+@pytest.fixture(scope="module")
+def fitted(cluster, data):
+    """Trained on the shared cluster (separate mode), with item side features."""
+    calls = []
+    model = LocalFMPair(dims=8, epochs=3, loss="bpr", sampler="crossbatch", seed=5,
+                        master=cluster.address, callback=lambda *a: calls.append(a))
+    model.fit(data.train, item_features=data.item_features())
+    return model, calls
+
+
+def numpy_scores(model, users):
+    nu = model.space_.n_user_features
+    user_vec = model.space_.user[users] @ model.factors_[:nu]
+    item_vec = model.space_.item @ model.factors_[nu:]
+    bias = model.space_.item @ model.linear_[nu:]
+    return user_vec @ item_vec.T + bias
+
+
+def test_recommend_and_predict_equal_numpy_scoring(fitted, data):
+    model, _ = fitted
+    users = np.array([0, 7, 119])
+    ids, scores = model.recommend(users, k=5)
+    full = numpy_scores(model, users)
+    seen = data.train[users].toarray() > 0
+    for row, u in enumerate(users):
+        allowed = np.flatnonzero(~seen[row])
+        best = allowed[np.argsort(-full[row, allowed], kind="stable")[:5]]
+        np.testing.assert_allclose(scores[row], full[row, best], rtol=1e-5)
+        assert set(ids[row]) == set(best)
+        assert not seen[row, ids[row]].any()
+    unfiltered, _ = model.recommend(users, k=90, filter_seen=False)
+    assert all(sorted(r) == list(range(90)) for r in unfiltered)
+    items = np.array([3, 1, 89])
+    np.testing.assert_allclose(model.predict(users, items), full[np.arange(3), items], rtol=1e-5)
+
+
+def test_callback_history_and_cleanup(fitted, client):
+    model, calls = fitted
+    assert [c[0] for c in calls] == [0, 1, 2]
+    assert all(b[1] > a[1] for a, b in zip(calls, calls[1:]))  # elapsed grows
+    assert [round(c[2], 6) for c in calls] == [round(h.loss, 6) for h in model.history_]
+    assert model.history_[-1].pairs == model.train_.nnz
+    assert not [m for m in client.status()["models"] if m["type"] == "fmpair"]  # destroyed
+
+
+def test_save_load_without_a_parameter_server(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "fm.npz")
+    loaded = LocalFMPair.load(tmp_path / "fm.npz")
+    assert loaded.get_params() == model.get_params()
+    a, b = model.recommend(np.arange(20), k=7), loaded.recommend(np.arange(20), k=7)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"loss": "hinge"}, "loss must be one of"), ({"dims": 0}, "dims must be"),
+    ({"sampler": "popular"}, "sampler must be one of"), ({"step_size": 0}, "step_size"),
+    ({"optimizer": "adam"}, "optimizer must be one of")])
+def test_bad_params_are_refused_before_training(bad, match, data):
+    with pytest.raises(ConfigError, match=match):
+        LocalFMPair(**bad).fit(data.train)
+    with pytest.raises(ConfigError, match="not fitted"):
+        LocalFMPair().recommend([0])
+
+
+def test_pull_sum_and_push_sum_equal_numpy(client):
+    rng = np.random.default_rng(1)
+    space = FeatureSpace.build(6, 5, sp.csr_matrix(rng.random((6, 4)) < 0.5),
+                               sp.csr_matrix(rng.random((5, 3)) < 0.6))
+    cfg = {"n_features": space.n_features, "dims": 5, "step_size": 0.2, "factors_reg": 0.1,
+           "seed": 2}
+    client.create_model("fm-sums", "fmpair", cfg)
+    every = np.arange(space.n_features)
+    v = client.pull_rows("fm-sums", "factors", every).astype(np.float64)
+    client.push_rows("fm-sums", "linear", every, np.arange(space.n_features, dtype=np.float32))
+    bags = space.user_bags(np.array([0, 2, 5]))
+    replies = client.call("fm-sums", "pull_sum", arrays=bags)
+    sums = np.concatenate([arrays[0] for _, arrays in replies], axis=1)
+    dense = space.user[[0, 2, 5]].toarray()
+    np.testing.assert_allclose(sums, dense @ v[:4], rtol=1e-5)
+    np.testing.assert_allclose(replies[0][1][1], dense @ np.arange(4.0), rtol=1e-6)
+
+    d = rng.normal(size=(3, 5)).astype(np.float32)
+    client.call("fm-sums", "push_sum", arrays=(*bags, d), once=True)
+    expected = v.copy()
+    acc = np.ones_like(v)
+    grad = dense.T @ d  # Σ_b x_f d[b] for each user feature f
+    count = (dense != 0).sum(axis=0)
+    for f in np.flatnonzero(count):
+        g = grad[f] - 0.1 * count[f] * v[f]
+        acc[f] += g * g
+        expected[f] += 0.2 * g / np.sqrt(acc[f])
+    np.testing.assert_allclose(client.pull_rows("fm-sums", "factors", every), expected, rtol=1e-5)
+    client.destroy("fm-sums")
