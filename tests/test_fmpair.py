@@ -24,7 +24,7 @@ CONFIG = {"dims": 6, "step_size": 0.1, "linear_reg": 0.01, "factors_reg": 0.02, 
 # -- the reference: written from the model's definition, not from the plugin ------------------
 def reference_epoch(v, w, acc_v, acc_w, space, batches, loss, n_items, cfg, adagrad):
     """Apply the recorded batches to (v, w) in numpy, one example and feature at a time."""
-    nu = space.n_user_features
+    nu = space.item_offset
     for batch in batches:
         bags_u = [list(zip(space.user[u].indices, space.user[u].data)) for u in batch.users]
         item_ids = np.concatenate([batch.items, batch.candidates.ravel()]) \
@@ -98,8 +98,8 @@ def train_on_ps(cluster, space, train, sampler_kind, loss, optimizer, attribute,
     recorded = []
     real_prepare = losses.prepare
 
-    def recording_prepare(users, items, space_, sampler, rng, m):
-        batch = real_prepare(users, items, space_, sampler, rng, m)
+    def recording_prepare(users, items, space_, sampler, rng, m, positives=None):
+        batch = real_prepare(users, items, space_, sampler, rng, m, positives)
         rec = Recorded(**batch.__dict__)
         if sampler.kind != "crossbatch":  # the sampled negatives, in bag order
             n = users.size
@@ -134,7 +134,7 @@ def train_on_ps(cluster, space, train, sampler_kind, loss, optimizer, attribute,
 def _item_ids(bags, space, n_items):
     """Recover which item each bag is (items have a one-hot identity column)."""
     indptr, indices, _ = bags
-    nu = space.n_user_features
+    nu = space.item_offset
     return np.array([indices[indptr[b]:indptr[b + 1]][0] - nu for b in range(indptr.size - 1)])
 
 

@@ -29,7 +29,7 @@ def fitted(cluster, data):
 
 
 def numpy_scores(model, users):
-    nu = model.space_.n_user_features
+    nu = model.space_.item_offset
     user_vec = model.space_.user[users] @ model.factors_[:nu]
     item_vec = model.space_.item @ model.factors_[nu:]
     bias = model.space_.item @ model.linear_[nu:]
@@ -113,3 +113,27 @@ def test_pull_sum_and_push_sum_equal_numpy(client):
         expected[f] += 0.2 * g / np.sqrt(acc[f])
     np.testing.assert_allclose(client.pull_rows("fm-sums", "factors", every), expected, rtol=1e-5)
     client.destroy("fm-sums")
+
+
+def test_context_features_steer_recommendations(cluster):
+    """Users play items of every group alike; which group a positive comes from is told
+    only by its context (say, the group of the item played before). Recommendations
+    given a context must follow it; the user features alone cannot."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, groups = 60, 40, 4
+    group = np.arange(n_items) % groups
+    dense = np.zeros((n_users, n_items), np.float32)
+    for u in range(n_users):
+        for g in range(groups):
+            dense[u, rng.choice(np.flatnonzero(group == g), 3, replace=False)] = 1
+    train = sp.csr_matrix(dense)
+    context = sp.csr_matrix(np.eye(groups, dtype=np.float32)[group[train.indices]])
+    model = LocalFMPair(dims=8, epochs=15, step_size=0.1, seed=3, master=cluster.address)
+    model.fit(train, context_features=context)
+    users = np.arange(12)
+    for g in range(groups):
+        here = sp.csr_matrix(np.tile(np.eye(groups, dtype=np.float32)[g], (users.size, 1)))
+        ids, _ = model.recommend(users, k=5, filter_seen=False, context=here)
+        assert (group[ids] == g).mean() > 0.8  # chance: 0.25
+    with pytest.raises(ConfigError, match="context must be"):
+        model.recommend(users, context=sp.csr_matrix((users.size, 3)))

@@ -1,8 +1,12 @@
-"""The feature space: user/context features and item features in one index space.
+"""The feature space: user, context and item features in one index space.
 
-User feature g is feature g; item feature f is feature `n_user_features + f`. Without
-side features a user is its own one-hot feature and so is an item (LightFM's default).
-Given side features, pass the identity columns too if you want them (as in LightFM).
+Layout: user features first, then context features, then item features, so user
+feature g is feature g, context feature c is `n_user_features + c` and item feature f
+is `item_offset + f`. Without side features a user is its own one-hot feature and so
+is an item (LightFM's default); given side features, include the identity columns too
+if you want them. Context features describe one interaction rather than the user (e.g.
+the previous item, weighted): one row per training positive, in the row-major order
+of the interaction matrix; they join the user's bag for that positive.
 A *bag* batch is the CSR triple (indptr int64, indices int64, weights float32).
 """
 
@@ -20,13 +24,13 @@ __all__ = ["FeatureSpace", "Bags", "concat_bags"]
 Bags = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _csr(m, rows: int, what: str) -> sp.csr_matrix:
+def _csr(m, rows: int | None, what: str, default_identity: int | None = None):
     if m is None:
-        return sp.identity(rows, dtype=np.float32, format="csr")
+        return None if default_identity is None else sp.identity(default_identity,
+                                                                 dtype=np.float32, format="csr")
     m = sp.csr_matrix(m, dtype=np.float32)
-    if m.shape[0] != rows:
-        raise ConfigError(f"{what} has {m.shape[0]} rows, expected one per {what.split('_')[0]} "
-                          f"({rows})")
+    if rows is not None and m.shape[0] != rows:
+        raise ConfigError(f"{what} has {m.shape[0]} rows, expected {rows}")
     m.sort_indices()
     return m
 
@@ -35,12 +39,15 @@ def _csr(m, rows: int, what: str) -> sp.csr_matrix:
 class FeatureSpace:
     user: sp.csr_matrix  # n_users × n_user_features
     item: sp.csr_matrix  # n_items × n_item_features
+    context: sp.csr_matrix | None = None  # one row per training positive × n_context_features
 
     @classmethod
-    def build(cls, n_users: int, n_items: int, user_features=None, item_features=None
-              ) -> "FeatureSpace":
-        return cls(_csr(user_features, n_users, "user_features"),
-                   _csr(item_features, n_items, "item_features"))
+    def build(cls, n_users: int, n_items: int, user_features=None, item_features=None,
+              context_features=None, n_positives: int | None = None) -> "FeatureSpace":
+        return cls(_csr(user_features, n_users, "user_features (one row per user)", n_users),
+                   _csr(item_features, n_items, "item_features (one row per item)", n_items),
+                   _csr(context_features, n_positives,
+                        "context_features (one row per training positive)"))
 
     @property
     def n_users(self) -> int:
@@ -55,24 +62,30 @@ class FeatureSpace:
         return self.user.shape[1]
 
     @property
-    def n_features(self) -> int:
-        return self.user.shape[1] + self.item.shape[1]
+    def n_context_features(self) -> int:
+        return 0 if self.context is None else self.context.shape[1]
 
-    def user_bags(self, users: np.ndarray) -> Bags:
-        return _rows(self.user, users, 0)
+    @property
+    def item_offset(self) -> int:
+        return self.n_user_features + self.n_context_features
+
+    @property
+    def n_features(self) -> int:
+        return self.item_offset + self.item.shape[1]
+
+    def user_bags(self, users: np.ndarray, positives: np.ndarray | None = None) -> Bags:
+        """User bags, each with the context of its positive when there is context."""
+        rows = self.user[np.asarray(users, dtype=np.int64)]
+        if self.context is not None and positives is not None:
+            rows = sp.hstack([rows, self.context[np.asarray(positives, dtype=np.int64)]],
+                             format="csr")
+        return _bags(rows, 0)
 
     def item_bags(self, items: np.ndarray) -> Bags:
-        return _rows(self.item, items, self.n_user_features)
-
-    def all_features(self) -> sp.csr_matrix:
-        """Users then items as rows of one (n_users + n_items) × n_features matrix."""
-        return sp.vstack([sp.hstack([self.user, sp.csr_matrix((self.n_users, self.item.shape[1]))]),
-                          sp.hstack([sp.csr_matrix((self.n_items, self.n_user_features)),
-                                     self.item])], format="csr", dtype=np.float32)
+        return _bags(self.item[np.asarray(items, dtype=np.int64)], self.item_offset)
 
 
-def _rows(m: sp.csr_matrix, rows: np.ndarray, offset: int) -> Bags:
-    sub = m[np.asarray(rows, dtype=np.int64)]
+def _bags(sub: sp.csr_matrix, offset: int) -> Bags:
     return (sub.indptr.astype(np.int64), sub.indices.astype(np.int64) + offset,
             sub.data.astype(np.float32, copy=False))
 

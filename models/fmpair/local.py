@@ -80,15 +80,21 @@ class LocalFMPair:
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, user_features=None, item_features=None,
-            sampling_attribute=None) -> "LocalFMPair":
-        """Train on a users × items matrix of positives (any nonzero is a positive)."""
+            sampling_attribute=None, context_features=None) -> "LocalFMPair":
+        """Train on a users × items matrix of positives (any nonzero is a positive).
+
+        user_features / item_features: one row per user / item (default: identity).
+        sampling_attribute: one value per item (e.g. artist); negatives sharing a value
+        with any of the user's positives are rejected. context_features: one row per
+        positive, in the row-major order of `interactions` (e.g. the previous item)."""
         self._validate()
         train = sp.csr_matrix(interactions, dtype=np.float32)
         train.data[:] = 1.0
         train.eliminate_zeros()
         if train.nnz == 0:
             raise ConfigError("interactions has no positives to train on")
-        space = FeatureSpace.build(*train.shape, user_features, item_features)
+        space = FeatureSpace.build(*train.shape, user_features, item_features,
+                                   context_features, train.nnz)
         sampler = NegativeSampler(train, self.sampler, self.rho, self.filter_seen,
                                   sampling_attribute)
         cluster = None
@@ -158,33 +164,43 @@ class LocalFMPair:
         if not hasattr(self, "factors_"):
             raise ConfigError("this LocalFMPair is not fitted yet; call fit() or load()")
 
-    def user_representations(self, users=None) -> np.ndarray:
-        """Σ_g x_g v_g for each user (rows of the user/context side)."""
+    def user_representations(self, users=None, context=None) -> np.ndarray:
+        """Σ_g x_g v_g over each user's features, plus its row of `context` if given
+        (len(users) × n_context_features, e.g. the item just played)."""
         self._fitted()
-        u = self.space_.user if users is None else self.space_.user[np.asarray(users)]
-        return np.asarray(u @ self.factors_[: self.space_.n_user_features])
+        space = self.space_
+        u = space.user if users is None else space.user[np.asarray(users)]
+        reps = np.asarray(u @ self.factors_[: space.n_user_features])
+        if context is not None:
+            context = sp.csr_matrix(context, dtype=np.float32)
+            if context.shape != (reps.shape[0], space.n_context_features):
+                raise ConfigError(f"context must be {reps.shape[0]} × "
+                                  f"{space.n_context_features}, got {context.shape}")
+            reps = reps + context @ self.factors_[space.n_user_features:space.item_offset]
+        return reps
 
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
         """(Σ_f x_f v_f, Σ_f x_f w_f) for every item."""
         self._fitted()
-        own = slice(self.space_.n_user_features, None)
+        own = slice(self.space_.item_offset, None)
         item = self.space_.item
         return np.asarray(item @ self.factors_[own]), np.asarray(item @ self.linear_[own]).ravel()
 
-    def predict(self, users, items) -> np.ndarray:
-        """score(users[i], items[i]) for each i."""
+    def predict(self, users, items, context=None) -> np.ndarray:
+        """score(users[i], items[i]) for each i (with context row i, if given)."""
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         if users.shape != items.shape:
             raise ConfigError("users and items must have the same length")
         vectors, bias = self.item_representations()
-        return (self.user_representations(users) * vectors[items]).sum(axis=1) + bias[items]
+        reps = self.user_representations(users, context)
+        return (reps * vectors[items]).sum(axis=1) + bias[items]
 
-    def recommend(self, users, k: int = 10, filter_seen: bool = True
+    def recommend(self, users, k: int = 10, filter_seen: bool = True, context=None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """The top-k items for each user: (ids, scores), both len(users) × k, best first."""
         users = np.atleast_1d(np.asarray(users, np.int64))
         vectors, bias = self.item_representations()
-        scores = self.user_representations(users) @ vectors.T + bias
+        scores = self.user_representations(users, context) @ vectors.T + bias
         if filter_seen:
             seen = self.train_[users].tocoo()
             scores[seen.row, seen.col] = -np.inf
@@ -199,7 +215,10 @@ class LocalFMPair:
         """Parameters, feature space and training matrix in one .npz file."""
         self._fitted()
         params = {k: v for k, v in self.get_params().items()}
-        mats = {"user": self.space_.user, "item": self.space_.item, "train": self.train_}
+        space = self.space_
+        context = space.context[:0] if space.context is not None else sp.csr_matrix((0, 0))
+        mats = {"user": space.user, "item": space.item, "train": self.train_,
+                "context": context}  # the context's width is what scoring needs
         arrays = {f"{n}_{part}": getattr(m, part) for n, m in mats.items()
                   for part in ("data", "indices", "indptr")}
         arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
@@ -211,8 +230,10 @@ class LocalFMPair:
         with np.load(Path(path), allow_pickle=False) as f:
             model = cls(**json.loads(str(f["params"])))
             mats = {n: sp.csr_matrix((f[f"{n}_data"], f[f"{n}_indices"], f[f"{n}_indptr"]),
-                                     shape=tuple(f[f"{n}_shape"])) for n in ("user", "item", "train")}
+                                     shape=tuple(f[f"{n}_shape"]))
+                    for n in ("user", "item", "train", "context")}
             model.factors_, model.linear_ = f["factors"], f["linear"]
-        model.space_ = FeatureSpace(mats["user"], mats["item"])
+        context = mats["context"] if mats["context"].shape[1] else None
+        model.space_ = FeatureSpace(mats["user"], mats["item"], context)
         model.train_ = mats["train"]
         return model

@@ -48,7 +48,10 @@ def candidates_per_example(loss: str, sampler: str, num_negatives: int) -> int:
 
 
 def prepare(users: np.ndarray, items: np.ndarray, space: FeatureSpace,
-            sampler: NegativeSampler, rng: np.random.Generator, m: int) -> Batch:
+            sampler: NegativeSampler, rng: np.random.Generator, m: int,
+            positives: np.ndarray | None = None) -> Batch:
+    """The batch for positives (users[b], items[b]); `positives` are their row numbers
+    among the training positives, which select their context features."""
     b = users.size
     rows = np.arange(b)
     if sampler.kind == "crossbatch":
@@ -65,7 +68,8 @@ def prepare(users: np.ndarray, items: np.ndarray, space: FeatureSpace,
         item_bags = concat_bags(space.item_bags(items), space.item_bags(candidates.ravel()))
         pairs = np.concatenate([rows[:, None], b + np.arange(b * m).reshape(b, m)], axis=1)
         valid = ~sampler.rejected(users[:, None], candidates)
-    return Batch(users, items, space.user_bags(users), item_bags, pairs.astype(np.int64), valid)
+    return Batch(users, items, space.user_bags(users, positives), item_bags,
+                 pairs.astype(np.int64), valid)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -86,7 +86,7 @@ class Trainer:
             for start in range(0, order.size, self.batch_size):
                 idx = order[start:start + self.batch_size]
                 batch = losses.prepare(self.users[idx], self.items[idx], self.space,
-                                       self.sampler, self.rng, self.m)
+                                       self.sampler, self.rng, self.m, positives=idx)
                 if len(in_flight) >= self.concurrent_batches:
                     done, in_flight = await asyncio.wait(in_flight,
                                                          return_when=asyncio.FIRST_COMPLETED)
