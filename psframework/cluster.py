@@ -33,7 +33,6 @@ class LocalCluster:
         if shards < 1:
             raise ConfigError("a LocalCluster needs at least one shard")
         self.num_shards = shards
-        self.secret = secret
         self.host = host
         self.port = port
         self.log_level = log_level
@@ -41,8 +40,11 @@ class LocalCluster:
         load_settings(**settings)  # a misspelt or invalid setting fails here, by name
         self.env = {**os.environ, **(env or {})}
         self.env.update({f"PSF_{k.upper()}": str(v) for k, v in settings.items()})
-        if secret is not None:
-            self.env["PSF_SECRET"] = secret
+        # like every other setting, the secret defaults to PSF_SECRET, so that clients
+        # configured from the environment can talk to the cluster
+        self.secret = secret if secret is not None else os.environ.get("PSF_SECRET")
+        if self.secret is not None:
+            self.env["PSF_SECRET"] = self.secret
         else:
             self.env.pop("PSF_SECRET", None)
         self.master_process: subprocess.Popen | None = None

@@ -51,7 +51,9 @@ def reference_epoch(v, w, acc_v, acc_w, space, batches, loss, n_items, cfg, adag
                     weight = math.log(max(1.0, math.floor((n_items - 1) / (first + 1))))
                     coef[b, 0], coef[b, 1 + first] = weight, -weight
         grad_v, count_v, grad_w, count_w = {}, {}, {}, {}
-        for b, row in enumerate(pairs):
+        for b, row in enumerate(pairs):  # only bags that received a gradient take a step
+            if not coef[b].any():
+                continue
             d_user = sum(coef[b, m] * si[n] for m, n in enumerate(row))
             for f, x in bags_u[b]:
                 grad_v[f] = grad_v.get(f, 0) + x * d_user
@@ -61,6 +63,9 @@ def reference_epoch(v, w, acc_v, acc_w, space, batches, loss, n_items, cfg, adag
                          for m, nn in enumerate(row) if nn == n)
             d_lin = sum(coef[b, m] for b, row in enumerate(pairs) for m, nn in enumerate(row)
                         if nn == n)
+            if not any(coef[b, m] for b, row in enumerate(pairs) for m, nn in enumerate(row)
+                       if nn == n):
+                continue
             for f, x in bags_i[n]:
                 grad_v[f] = grad_v.get(f, 0) + x * d_item
                 count_v[f] = count_v.get(f, 0) + 1

@@ -137,3 +137,14 @@ def test_context_features_steer_recommendations(cluster):
         assert (group[ids] == g).mean() > 0.8  # chance: 0.25
     with pytest.raises(ConfigError, match="context must be"):
         model.recommend(users, context=sp.csr_matrix((users.size, 3)))
+
+
+def test_embedded_fit_with_a_secret_in_the_environment(monkeypatch, data, tmp_path):
+    """PSF_SECRET reaches the embedded cluster as well as the client; save() writes the
+    path it is given."""
+    monkeypatch.setenv("PSF_SECRET", "env-secret")
+    model = LocalFMPair(dims=4, epochs=1, num_shards=1).fit(data.train)
+    assert model.history_[0].pairs == data.train.nnz
+    model.save(tmp_path / "model")
+    assert (tmp_path / "model").is_file()
+    np.testing.assert_array_equal(LocalFMPair.load(tmp_path / "model").factors_, model.factors_)

@@ -222,8 +222,9 @@ class LocalFMPair:
         arrays = {f"{n}_{part}": getattr(m, part) for n, m in mats.items()
                   for part in ("data", "indices", "indptr")}
         arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
-        np.savez(Path(path), factors=self.factors_, linear=self.linear_,
-                 params=np.array(json.dumps(params)), **arrays)
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, factors=self.factors_, linear=self.linear_,
+                     params=np.array(json.dumps(params)), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalFMPair":

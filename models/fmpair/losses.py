@@ -12,7 +12,8 @@ Losses, with x_bm = score(u_b, i_b) - score(u_b, j_bm) over the valid candidates
         coefficients σ(-x_bm)/n_valid on the negative (negated) and summed on the positive.
 - warp: the first valid candidate with x < 1 (a margin violation) found after t draws
         gets weight w = log(max(1, floor((n_items - 1) / t))) and the hinge loss
-        w · (1 - x): coefficient +w on the positive, -w on it; no violation, no update.
+        w · (1 - x): coefficient +w on the positive, -w on that candidate; no violation,
+        no update (its bags take no step at all, not even regularization).
 """
 
 from __future__ import annotations

@@ -142,12 +142,15 @@ class FMPairPlugin(Model):
             raise ShapeError(f"coefficients must be float32 of shape {list(pairs.shape)}")
         c = self.config
         lr, adagrad = float(c["step_size"]), c["optimizer"] == "adagrad"
-        d_user, d_item, d_lin = kernels.sum_gradients(user_sums, item_sums, pairs, coef)
+        d_user, d_item, d_lin, user_on, item_on = kernels.sum_gradients(
+            user_sums, item_sums, pairs, coef)
         touched, pos = np.unique(np.concatenate([users[1], items[1]]), return_inverse=True)
         grad = np.zeros((touched.size, user_sums.shape[1]), np.float32)
         count = np.zeros(touched.size, np.float32)
-        kernels.feature_gradients(users[0], pos[:users[1].size], users[2], d_user, grad, count)
-        kernels.feature_gradients(items[0], pos[users[1].size:], items[2], d_item, grad, count)
+        kernels.feature_gradients(users[0], pos[:users[1].size], users[2], d_user, user_on,
+                                  grad, count)
+        kernels.feature_gradients(items[0], pos[users[1].size:], items[2], d_item, item_on,
+                                  grad, count)
         factors = view.table("factors").data
         acc = view.table("factors_acc").data if adagrad else factors
         kernels.apply_update(factors, acc, touched, grad, count, lr, c["factors_reg"], adagrad)
@@ -155,7 +158,8 @@ class FMPairPlugin(Model):
             t_lin, p_lin = np.unique(items[1], return_inverse=True)
             g_lin = np.zeros((t_lin.size, 1), np.float32)
             c_lin = np.zeros(t_lin.size, np.float32)
-            kernels.feature_gradients(items[0], p_lin, items[2], d_lin[:, None], g_lin, c_lin)
+            kernels.feature_gradients(items[0], p_lin, items[2], d_lin[:, None], item_on,
+                                      g_lin, c_lin)
             linear = view.table("linear").data[:, None]
             lacc = view.table("linear_acc").data[:, None] if adagrad else linear
             kernels.apply_update(linear, lacc, t_lin, g_lin, c_lin, lr, c["linear_reg"], adagrad)
@@ -191,7 +195,7 @@ class FMPairPlugin(Model):
         grad = np.zeros((touched.size, factors.shape[1]), np.float32)
         count = np.zeros(touched.size, np.float32)
         kernels.feature_gradients(bags[0], pos, bags[2], np.ascontiguousarray(d_full[:, cols]),
-                                  grad, count)
+                                  np.ones(bags[0].size - 1, np.bool_), grad, count)
         c = self.config
         adagrad = c["optimizer"] == "adagrad"
         acc = view.table("factors_acc").data if adagrad else factors
