@@ -1,0 +1,285 @@
+"""FMPair throughput and bytes on the wire: network-efficient ops vs a naive row-pulling
+worker vs single-threaded `implicit` BPR, all on the same synthetic data in one run.
+
+Run (JSON on stdout, progress on stderr; needs the `bench` extra for `implicit`):
+
+    pip install -e '.[bench]'
+    python benchmarks/fmpair.py [--quick] [--shards 2] [--reps 9] > fmpair.json
+
+--quick (2k users, 1k items, 2 epochs) finishes in well under a minute, for CI; the full
+run (10k users, 5k items, about 16 training positives per user) about 90 s on 2 cores.
+
+What the numbers mean, for each k in (32, 64, 128) and, for the parameter server, each
+batch size in (256, 4096); every model trains `reps + 1` epochs (iterations):
+
+- efficient: the real FMPair ops (`models.fmpair.worker.Trainer`: dotprod + adjust, BPR,
+  uniform sampler rejecting seen items, AdaGrad, step 0.05, 2 batches in flight) on a
+  LocalCluster with `--shards` shards. The first epoch is a warm-up (connections, numba);
+  `pairs_per_s` is the median (and `best_pairs_per_s` the best) of the other epochs, a
+  pair being one training positive with its one sampled negative. `bytes_per_pair` is
+  the sum over shards of bytes_in + bytes_out (shard `stats`) during the timed epochs,
+  divided by the pairs; it does not depend on k, since only indices, weights and a few
+  floats per pair cross the network. `precision_at_10` is measured on the held-out test
+  positives, training items excluded (`models.metrics.precision_at_k`), after all
+  `reps + 1` epochs.
+- naive: the same BPR math with the same batches, but the worker pulls the full rows
+  (all k columns) of every distinct feature of the batch (deduplicated, so a fair
+  baseline) with `pull_rows` on the model's `factors` and `linear` tables, computes
+  the gradient in numpy and pushes the row deltas back with `push_rows` (aggregator
+  "add"). Plain SGD (step 0.05 on the batch's summed gradient, no AdaGrad: the
+  accumulators would double the traffic); 2 batches in flight; one warm-up epoch and
+  `min(reps, 2)` timed ones, since only the bytes and the rate are asked of it.
+  `bytes_ratio` = naive bytes_per_pair / efficient bytes_per_pair.
+- implicit: `implicit.cpu.bpr.BayesianPersonalizedRanking(num_threads=1)`, same k, step
+  0.05, regularization 0.01, `reps + 1` iterations, the same training matrix.
+  `pairs_per_s` = nnz × iterations / fit seconds, implicit's own definition: one
+  iteration draws nnz (user, positive) pairs *with replacement* and one negative per
+  pair in proportion to popularity, and a draw whose negative the user has is skipped
+  but still counted. `fmpair_vs_implicit` = efficient pairs/s / implicit pairs/s.
+- popularity_precision_at_10: the popularity baseline, for scale.
+
+Assumptions: all processes share one machine (`cpu_count` in the output): FMPair's
+client and shards compete for its cores, implicit uses one thread. Wire bytes include
+frame headers and the few `stats` requests, not the master (it is off the data path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+import psframework
+from psframework import AsyncClient, LocalCluster, run
+from models.fmpair import losses
+from models.fmpair.features import FeatureSpace
+from models.fmpair.sampling import NegativeSampler
+from models.fmpair.worker import Trainer
+from models.metrics import precision_at_k
+from models.synthetic import make_synthetic, popularity_scores
+
+DIMS = (32, 64, 128)
+BATCH_SIZES = (256, 4096)
+STEP = 0.05
+IN_FLIGHT = 2
+
+
+def log(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+async def wire_bytes(client: AsyncClient, model: str) -> int:
+    """bytes_in + bytes_out so far, summed over the shards holding `model`."""
+    info = await client.model(model)
+    total = 0
+    for address in set(info.servers.values()):
+        stats = (await client.request(address, "stats")).args
+        total += stats["bytes_in"] + stats["bytes_out"]
+    return total
+
+
+def precision(user_vectors: np.ndarray, item_vectors: np.ndarray, item_bias: np.ndarray,
+              data) -> float:
+    return round(float(precision_at_k(lambda u: user_vectors[u] @ item_vectors.T + item_bias,
+                                      data.test, 10, train=data.train)), 4)
+
+
+# -- network-efficient FMPair ------------------------------------------------------------------
+async def efficient(client: AsyncClient, space: FeatureSpace, data, k: int, batch: int,
+                    epochs: int) -> dict:
+    name = f"bench-efficient-{k}-{batch}"
+    await client.create_model(name, "fmpair", {"n_features": space.n_features, "dims": k,
+                                               "step_size": STEP, "seed": 0})
+    try:
+        trainer = Trainer(client, name, space, data.train, NegativeSampler(data.train),
+                          loss="bpr", batch_size=batch, concurrent_batches=IN_FLIGHT, seed=0)
+        await trainer.epoch(0)
+        before = await wire_bytes(client, name)
+        timed = [await trainer.epoch(e) for e in range(1, epochs)]
+        moved = await wire_bytes(client, name) - before
+        every = np.arange(space.n_features)
+        factors = await client.pull_rows(name, "factors", every)
+        linear = await client.pull_rows(name, "linear", every)
+    finally:
+        await client.destroy(name)
+    nu, io = space.n_user_features, space.item_offset
+    rates = [s.pairs_per_second for s in timed]
+    out = {"pairs_per_s": round(statistics.median(rates)), "best_pairs_per_s": round(max(rates)),
+           "bytes_per_pair": round(moved / sum(s.pairs for s in timed), 1),
+           "final_loss": round(timed[-1].loss, 4),
+           "precision_at_10": precision(space.user @ factors[:nu], space.item @ factors[io:],
+                                        space.item @ linear[io:], data)}
+    log(f"efficient k={k} batch={batch}: {out}")
+    return out
+
+
+# -- naive: pull full rows, compute locally, push row deltas -----------------------------------
+def _bag_matrix(bags, columns: np.ndarray, width: int) -> sp.csr_matrix:
+    indptr, _, weights = bags
+    return sp.csr_matrix((weights, columns, indptr), shape=(indptr.size - 1, width))
+
+
+async def naive_step(client: AsyncClient, name: str, b: losses.Batch, n_items: int
+                     ) -> tuple[float, int]:
+    """Pull the batch's rows, take a plain SGD step in numpy, push the row deltas."""
+    users, items = b.user_bags, b.item_bags
+    feats, pos = np.unique(np.concatenate([users[1], items[1]]), return_inverse=True)
+    item_feats, item_pos = np.unique(items[1], return_inverse=True)
+    v, w = await asyncio.gather(client.pull_rows(name, "factors", feats),
+                                client.pull_rows(name, "linear", item_feats))
+    u_mat = _bag_matrix(users, pos[:users[1].size], feats.size)
+    i_mat = _bag_matrix(items, pos[users[1].size:], feats.size)
+    l_mat = _bag_matrix(items, item_pos, item_feats.size)
+    su, si, li = u_mat @ v, i_mat @ v, l_mat @ w
+    scores = np.einsum("bd,bmd->bm", su, si[b.pairs]) + li[b.pairs]
+    coef, total, counted = losses.coefficients("bpr", scores, b.valid, n_items)
+    rows = np.repeat(np.arange(b.pairs.shape[0]), b.pairs.shape[1])
+    p = sp.csr_matrix((coef.ravel(), (b.pairs.ravel(), rows)), shape=(si.shape[0], su.shape[0]))
+    d_user, d_item = p.T @ si, p @ su  # ascent directions of the bag sums
+    grad = u_mat.T @ d_user + i_mat.T @ d_item
+    grad_lin = l_mat.T @ np.asarray(p.sum(axis=1)).ravel()
+    await asyncio.gather(
+        client.push_rows(name, "factors", feats, (STEP * grad).astype(np.float32)),
+        client.push_rows(name, "linear", item_feats, (STEP * grad_lin).astype(np.float32)))
+    return total, counted
+
+
+async def naive_epoch(client: AsyncClient, name: str, space: FeatureSpace, sampler, users,
+                      items, rng: np.random.Generator, batch: int) -> tuple[float, float]:
+    """One epoch with IN_FLIGHT batches in flight: (seconds, mean loss)."""
+    started = time.perf_counter()
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def step(b: losses.Batch) -> tuple[float, int]:
+        try:
+            return await naive_step(client, name, b, space.n_items)
+        finally:
+            slots.release()
+    tasks = []
+    order = rng.permutation(users.size)
+    for start in range(0, order.size, batch):
+        await slots.acquire()
+        idx = order[start:start + batch]
+        b = losses.prepare(users[idx], items[idx], space, sampler, rng, 1)
+        tasks.append(asyncio.ensure_future(step(b)))
+    done = await asyncio.gather(*tasks)
+    return time.perf_counter() - started, sum(t for t, _ in done) / max(sum(c for _, c in done), 1)
+
+
+async def naive(client: AsyncClient, space: FeatureSpace, data, k: int, batch: int,
+                epochs: int) -> dict:
+    name = f"bench-naive-{k}-{batch}"
+    await client.create_model(name, "fmpair", {"n_features": space.n_features, "dims": k,
+                                               "optimizer": "adabatch", "seed": 0})
+    coo = data.train.tocoo()
+    users, items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+    sampler, rng = NegativeSampler(data.train), np.random.default_rng(0)
+    try:
+        await naive_epoch(client, name, space, sampler, users, items, rng, batch)
+        before = await wire_bytes(client, name)
+        timed = [await naive_epoch(client, name, space, sampler, users, items, rng, batch)
+                 for _ in range(epochs)]
+        moved = await wire_bytes(client, name) - before
+    finally:
+        await client.destroy(name)
+    rates = [users.size / seconds for seconds, _ in timed]
+    out = {"pairs_per_s": round(statistics.median(rates)), "best_pairs_per_s": round(max(rates)),
+           "bytes_per_pair": round(moved / (users.size * epochs), 1),
+           "final_loss": round(timed[-1][1], 4)}
+    log(f"naive k={k} batch={batch}: {out}")
+    return out
+
+
+# -- implicit ----------------------------------------------------------------------------------
+def implicit_bpr(data, k: int, iterations: int) -> dict:
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    model = BayesianPersonalizedRanking(factors=k, learning_rate=STEP, regularization=0.01,
+                                        iterations=iterations, num_threads=1, random_state=0)
+    started = time.perf_counter()
+    model.fit(data.train, show_progress=False)
+    seconds = time.perf_counter() - started
+    # the last column is the item bias (users hold 1 there), so a plain dot product scores
+    out = {"pairs_per_s": round(data.train.nnz * iterations / seconds),
+           "precision_at_10": precision(model.user_factors, model.item_factors,
+                                        np.zeros(data.n_items, np.float32), data)}
+    log(f"implicit k={k}: {out}")
+    return out
+
+
+# -- the run -----------------------------------------------------------------------------------
+async def parameter_server(address: str, space: FeatureSpace, data, reps: int) -> dict:
+    results: dict = {}
+    async with AsyncClient(address) as client:
+        for k in DIMS:
+            for batch in BATCH_SIZES:
+                eff = await efficient(client, space, data, k, batch, reps + 1)
+                nai = await naive(client, space, data, k, batch, min(reps, 2))
+                results[(k, batch)] = {
+                    "efficient": eff, "naive": nai,
+                    "bytes_ratio": round(nai["bytes_per_pair"] / eff["bytes_per_pair"], 2)}
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small data, for a smoke test (< 60 s)")
+    p.add_argument("--shards", type=int, default=2, help="shards in the LocalCluster")
+    p.add_argument("--reps", type=int, default=None, help="timed epochs after the warm-up "
+                   "(default 9, or 1 with --quick); every model trains reps + 1 epochs")
+    a = p.parse_args()
+    reps = a.reps or (1 if a.quick else 9)
+    users, items = (2000, 1000) if a.quick else (10_000, 5000)
+
+    started = time.perf_counter()
+    data = make_synthetic(n_users=users, n_items=items, interactions_per_user=20.0, seed=0)
+    space = FeatureSpace.build(data.n_users, data.n_items)
+    log(f"data: {users} users, {items} items, {data.train.nnz} training positives")
+    log(f"starting a LocalCluster with {a.shards} shards")
+    with LocalCluster(shards=a.shards) as cluster:
+        ps = run(parameter_server(cluster.address, space, data, reps))
+    dims = {}
+    for k in DIMS:
+        imp = implicit_bpr(data, k, reps + 1)
+        per_batch = {}
+        for batch in BATCH_SIZES:
+            r = ps[(k, batch)]
+            r["fmpair_vs_implicit"] = round(r["efficient"]["pairs_per_s"] / imp["pairs_per_s"], 4)
+            per_batch[str(batch)] = r
+        dims[str(k)] = {"implicit": imp, "batch_size": per_batch}
+    at64 = dims["64"]["batch_size"]
+    result = {
+        "benchmark": "fmpair",
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "numpy": np.__version__,
+                    "psframework": psframework.__version__,
+                    "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "config": {"quick": a.quick, "shards": a.shards, "reps": reps, "epochs": reps + 1,
+                   "users": users, "items": items, "train_pairs": int(data.train.nnz),
+                   "test_pairs": int(data.test.nnz), "loss": "bpr", "sampler": "uniform",
+                   "step_size": STEP, "batches_in_flight": IN_FLIGHT,
+                   "efficient_optimizer": "adagrad", "naive_optimizer": "sgd",
+                   "implicit_threads": 1},
+        "popularity_precision_at_10": round(float(precision_at_k(
+            popularity_scores(data.train), data.test, 10, train=data.train)), 4),
+        "k": dims,
+        "targets": {
+            "bytes_ratio_at_k64 (>= 10)": {b: at64[b]["bytes_ratio"] for b in at64},
+            "fmpair_vs_implicit (>= 0.25)": {
+                k: {b: d["batch_size"][b]["fmpair_vs_implicit"] for b in d["batch_size"]}
+                for k, d in dims.items()}},
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
