@@ -140,7 +140,9 @@ async def naive_step(client: AsyncClient, name: str, b: losses.Batch, n_items: i
     l_mat = _bag_matrix(items, item_pos, item_feats.size)
     su, si, li = u_mat @ v, i_mat @ v, l_mat @ w
     scores = np.einsum("bd,bmd->bm", su, si[b.pairs]) + li[b.pairs]
-    coef, total, counted = losses.coefficients("bpr", scores, b.valid, n_items)
+    c_diff, total, counted = losses.coefficients("bpr", scores[:, :1] - scores[:, 1:],
+                                                 b.valid, n_items)
+    coef = np.concatenate([c_diff.sum(axis=1, keepdims=True), -c_diff], axis=1)
     rows = np.repeat(np.arange(b.pairs.shape[0]), b.pairs.shape[1])
     p = sp.csr_matrix((coef.ravel(), (b.pairs.ravel(), rows)), shape=(si.shape[0], su.shape[0]))
     d_user, d_item = p.T @ si, p @ su  # ascent directions of the bag sums

@@ -187,7 +187,7 @@ def test_lost_batches_expire_and_bad_batches_are_refused(fresh_cluster, small_da
     c.call("fm", "dotprod", {"key": 2}, batch.arrays)  # a later batch sweeps the stale one
     assert [a["batches"] for a, _ in c.call("fm", "cached")] == [1, 1]
     with pytest.raises(RemoteError, match="expired"):
-        c.call("fm", "adjust", {"key": 1}, (np.zeros((2, 2), np.float32),), once=True)
+        c.call("fm", "adjust", {"key": 1}, (np.zeros((2, 1), np.float32),), once=True)
     bad = list(batch.arrays)
     bad[1] = bad[1] + 10_000  # a user feature index beyond the model
     with pytest.raises(Exception, match="out of range"):

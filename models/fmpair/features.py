@@ -7,7 +7,8 @@ is an item (LightFM's default); given side features, include the identity column
 if you want them. Context features describe one interaction rather than the user (e.g.
 the previous item, weighted): one row per training positive, in the row-major order
 of the interaction matrix; they join the user's bag for that positive.
-A *bag* batch is the CSR triple (indptr int64, indices int64, weights float32).
+A *bag* batch is the CSR triple (indptr int32, indices int32, weights float32); on the
+wire a batch of one-hot bags is just its indices (see `compact`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import scipy.sparse as sp
 
 from psframework import ConfigError
 
-__all__ = ["FeatureSpace", "Bags", "concat_bags"]
+__all__ = ["FeatureSpace", "Bags", "concat_bags", "compact", "MAX_FEATURES"]
+
+MAX_FEATURES = 2**31 - 1  # feature ids travel as int32
 
 Bags = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -40,6 +43,11 @@ class FeatureSpace:
     user: sp.csr_matrix  # n_users × n_user_features
     item: sp.csr_matrix  # n_items × n_item_features
     context: sp.csr_matrix | None = None  # one row per training positive × n_context_features
+
+    def __post_init__(self) -> None:
+        if self.n_features > MAX_FEATURES:
+            raise ConfigError(f"{self.n_features} features exceed the {MAX_FEATURES} a model "
+                              "can address")
 
     @classmethod
     def build(cls, n_users: int, n_items: int, user_features=None, item_features=None,
@@ -86,13 +94,23 @@ class FeatureSpace:
 
 
 def _bags(sub: sp.csr_matrix, offset: int) -> Bags:
-    return (sub.indptr.astype(np.int64), sub.indices.astype(np.int64) + offset,
+    return (sub.indptr.astype(np.int32), sub.indices.astype(np.int32) + np.int32(offset),
             sub.data.astype(np.float32, copy=False))
+
+
+def compact(bags: Bags) -> Bags:
+    """The wire form: a batch of one-hot bags (one feature each, weight 1) is sent as its
+    indices alone, with empty indptr and weights."""
+    indptr, indices, weights = bags
+    n = indptr.size - 1
+    if indices.size == n and np.array_equal(indptr, np.arange(n + 1)) and (weights == 1).all():
+        return np.empty(0, np.int32), indices, np.empty(0, np.float32)
+    return bags
 
 
 def concat_bags(*parts: Bags) -> Bags:
     """Bags of several batches, one after the other."""
-    indptr = [np.zeros(1, np.int64)]
+    indptr = [np.zeros(1, np.int32)]
     total = 0
     for p in parts:
         indptr.append(p[0][1:] + total)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.fmpair.features import Bags, FeatureSpace, concat_bags
+from models.fmpair.features import Bags, FeatureSpace, compact, concat_bags
 from models.fmpair.sampling import NegativeSampler
 
 __all__ = ["LOSSES", "Batch", "prepare", "coefficients"]
@@ -41,7 +41,18 @@ class Batch:
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return (*self.user_bags, *self.item_bags, self.pairs)
+        """The dotprod request: bags in wire form, and the pairs unless they follow the
+        standard layout (candidates after the positives, in order) the shard assumes."""
+        b, m = self.pairs.shape[0], self.pairs.shape[1] - 1
+        standard = (self.item_bags[0].size - 1 == b * (1 + m)
+                    and np.array_equal(self.pairs, standard_pairs(b, m)))
+        pairs = np.empty(0, np.int32) if standard else self.pairs.astype(np.int32)
+        return (*compact(self.user_bags), *compact(self.item_bags), pairs)
+
+
+def standard_pairs(b: int, m: int) -> np.ndarray:
+    """Positive b is item bag b; its candidates are bags b + b·m + 1 … (after all positives)."""
+    return np.concatenate([np.arange(b)[:, None], b + np.arange(b * m).reshape(b, m)], axis=1)
 
 
 def candidates_per_example(loss: str, sampler: str, num_negatives: int) -> int:
@@ -67,7 +78,7 @@ def prepare(users: np.ndarray, items: np.ndarray, space: FeatureSpace,
     else:
         candidates = sampler.sample(rng, users, m)
         item_bags = concat_bags(space.item_bags(items), space.item_bags(candidates.ravel()))
-        pairs = np.concatenate([rows[:, None], b + np.arange(b * m).reshape(b, m)], axis=1)
+        pairs = standard_pairs(b, m)
         valid = ~sampler.rejected(users[:, None], candidates)
     return Batch(users, items, space.user_bags(users, positives), item_bags,
                  pairs.astype(np.int64), valid)
@@ -77,28 +88,25 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def coefficients(loss: str, scores: np.ndarray, valid: np.ndarray, n_items: int
+def coefficients(loss: str, x: np.ndarray, valid: np.ndarray, n_items: int
                  ) -> tuple[np.ndarray, float, int]:
-    """(coefficients B × (1+M) float32, summed loss, number of pairs that counted)."""
-    x = (scores[:, :1] - scores[:, 1:]).astype(np.float64)
-    coef = np.zeros(scores.shape, np.float64)
+    """From x_bm = score(positive) - score(candidate m) (B × M): (the coefficient of each
+    x_bm, d objective / d x_bm, as float32 B × M; summed loss; pairs that counted). The
+    shard turns c_bm into +c_bm on the positive's score and -c_bm on the candidate's."""
+    x = x.astype(np.float64)
     if loss == "bpr":
         n_valid = valid.sum(axis=1)
         share = np.where(valid, 1.0 / np.maximum(n_valid, 1)[:, None], 0.0)
-        g = _sigmoid(-x) * share
-        coef[:, 1:] = -g
-        coef[:, 0] = g.sum(axis=1)
+        coef = _sigmoid(-x) * share
         total = float((np.logaddexp(0.0, -x) * share).sum())
         counted = int((n_valid > 0).sum())
     else:
+        coef = np.zeros(x.shape)
         violating = valid & (x < 1.0)
-        hit = violating.any(axis=1)
-        first = np.argmax(violating, axis=1)
-        rows = np.flatnonzero(hit)
-        trials = first[rows] + 1
-        weight = np.log(np.maximum(1.0, np.floor((n_items - 1) / trials)))
-        coef[rows, 0] = weight
-        coef[rows, 1 + first[rows]] = -weight
-        total = float((weight * (1.0 - x[rows, first[rows]])).sum())
+        rows = np.flatnonzero(violating.any(axis=1))
+        first = np.argmax(violating[rows], axis=1)
+        weight = np.log(np.maximum(1.0, np.floor((n_items - 1) / (first + 1))))
+        coef[rows, first] = weight
+        total = float((weight * (1.0 - x[rows, first])).sum())
         counted = int(rows.size)
     return coef.astype(np.float32), total, counted

@@ -95,14 +95,20 @@ class FMPairPlugin(Model):
 
     # -- ops -------------------------------------------------------------------------------
     def _bags(self, arrays: tuple, at: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR bags (indptr, indices, weights), int32 or int64 indices; an empty indptr
+        means one feature per bag and empty weights mean weight 1 (the compact form)."""
         indptr, indices, weights = arrays[at:at + 3]
         n = self.config["n_features"]
-        if (indptr.dtype != np.int64 or indices.dtype != np.int64 or weights.dtype != np.float32
-                or indptr.ndim != 1 or indptr.size < 1 or indptr[0] != 0
-                or indptr[-1] != indices.size or indices.shape != weights.shape
+        if (indptr.dtype.kind != "i" or indices.dtype.kind != "i" or indptr.ndim != 1
+                or indices.ndim != 1 or weights.dtype != np.float32):
+            raise ShapeError(f"{what} bags must be (indptr, indices: integers; weights: float32)")
+        if indptr.size == 0:
+            indptr = np.arange(indices.size + 1, dtype=indices.dtype)
+        if weights.size == 0 and indices.size:
+            weights = np.ones(indices.size, np.float32)
+        if (indptr[0] != 0 or indptr[-1] != indices.size or indices.shape != weights.shape
                 or np.any(np.diff(indptr) < 0)):
-            raise ShapeError(f"{what} bags must be CSR arrays (indptr int64, indices int64, "
-                             "weights float32) with matching lengths")
+            raise ShapeError(f"{what} bags: indptr, indices and weights do not fit together")
         if indices.size and (indices.min() < 0 or indices.max() >= n):
             raise ShapeError(f"{what} feature index out of range (model has {n} features)")
         return indptr, indices, weights
@@ -112,34 +118,45 @@ class FMPairPlugin(Model):
             raise ShapeError("dotprod takes user bags, item bags (3 arrays each) and pairs")
         users = self._bags(arrays, 0, "user")
         items = self._bags(arrays, 3, "item")
+        b, n_items = users[0].size - 1, items[0].size - 1
         pairs = arrays[6]
-        if pairs.dtype != np.int64 or pairs.ndim != 2 or pairs.shape[0] != users[0].size - 1:
-            raise ShapeError("pairs must be an int64 array (user bags × pairs per user)")
-        if pairs.size and (pairs.min() < 0 or pairs.max() >= items[0].size - 1):
+        if pairs.size == 0:  # the standard layout: candidates follow the positives
+            m = n_items // b - 1 if b else 0
+            if b == 0 or m < 1 or n_items != b * (1 + m):
+                raise ShapeError("without pairs, item bags must be B positives then B·M candidates")
+            pairs = np.concatenate([np.arange(b)[:, None],
+                                    b + np.arange(b * m).reshape(b, m)], axis=1)
+        if pairs.dtype.kind != "i" or pairs.ndim != 2 or pairs.shape[0] != b or pairs.shape[1] < 2:
+            raise ShapeError("pairs must be integers: user bags × (positive + candidates)")
+        if pairs.min() < 0 or pairs.max() >= n_items:
             raise ShapeError("pairs refer to item bags that were not sent")
         return users, items, pairs
 
     @udf(threaded=True)
     def dotprod(self, view, args, arrays):
-        """Partial scores of `pairs` over this partition's dims (+ item linear terms on
-        partition 0); the bag sums stay cached under args.key for `adjust`."""
+        """This partition's part of x[b, m] = score(positive b) - score(candidate m of b)
+        (B × M, float32; over its dims, plus the linear terms on partition 0). The bag
+        sums stay cached under args.key for `adjust`."""
         users, items, pairs = self._batch(arrays)
         factors = view.table("factors").data
         user_sums = kernels.bag_sums(*users, factors)
         item_sums = kernels.bag_sums(*items, factors)
         self._remember((view.part, args["key"]), (users, items, pairs, user_sums, item_sums))
-        out = (kernels.pair_scores(user_sums, item_sums, pairs),)
+        scores = kernels.pair_scores(user_sums, item_sums, pairs)
         if view.part == 0:
-            out += (kernels.bag_linear(*items, view.table("linear").data),)
-        return {}, out
+            scores += kernels.bag_linear(*items, view.table("linear").data)[pairs]
+        return {}, (scores[:, :1] - scores[:, 1:],)
 
     @udf(threaded=True)
     def adjust(self, view, args, arrays):
-        """Apply coefficients (one per pair: d objective / d score) to the cached batch."""
+        """Apply the coefficients c[b, m] = d objective / d x[b, m] (B × M) to the cached
+        batch: +c on the positive's score, -c on the candidate's."""
         users, items, pairs, user_sums, item_sums = self._take((view.part, args["key"]))
-        (coef,) = arrays
-        if coef.shape != pairs.shape or coef.dtype != np.float32:
-            raise ShapeError(f"coefficients must be float32 of shape {list(pairs.shape)}")
+        (c_diff,) = arrays
+        if c_diff.shape != (pairs.shape[0], pairs.shape[1] - 1) or c_diff.dtype != np.float32:
+            raise ShapeError(f"coefficients must be float32 of shape "
+                             f"{[pairs.shape[0], pairs.shape[1] - 1]}")
+        coef = np.concatenate([c_diff.sum(axis=1, keepdims=True), -c_diff], axis=1)
         c = self.config
         lr, adagrad = float(c["step_size"]), c["optimizer"] == "adagrad"
         d_user, d_item, d_lin, user_on, item_on = kernels.sum_gradients(

@@ -57,11 +57,8 @@ class Trainer:
         self._keys += 1
         key = self._key_prefix | self._keys
         replies = await self.client.call(self.model, "dotprod", {"key": key}, batch.arrays)
-        partial = sum(arrays[0] for _, arrays in replies)
-        item_linear = replies[0][1][1]
-        scores = partial + item_linear[batch.pairs]
-        coef, total, counted = losses.coefficients(self.loss, scores, batch.valid,
-                                                   self.space.n_items)
+        x = sum(arrays[0] for _, arrays in replies)  # each shard: its part of the differences
+        coef, total, counted = losses.coefficients(self.loss, x, batch.valid, self.space.n_items)
         await self.client.call(self.model, "adjust", {"key": key}, (coef,), once=True)
         return total, counted
 
