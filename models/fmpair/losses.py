@@ -7,13 +7,15 @@ candidates the acceptance rules let through. With the uniform or exp sampler the
 candidates are sampled items, sent as extra item bags; with the crossbatch sampler they
 are other examples' positives in the same batch, so no extra bags are sent at all.
 
-Losses, with x_bm = score(u_b, i_b) - score(u_b, j_bm) over the valid candidates:
+Losses, with x_bm = score(u_b, i_b) - score(u_b, j_bm) over the valid candidates; the
+worker sends one coefficient per difference, c_bm = d objective / d x_bm, and the shard
+applies +c_bm to the positive's score and -c_bm to the candidate's:
 - bpr:  mean over valid m of -log σ(x_bm)  (M = 1 unless crossbatch);
-        coefficients σ(-x_bm)/n_valid on the negative (negated) and summed on the positive.
+        c_bm = σ(-x_bm) / n_valid.
 - warp: the first valid candidate with x < 1 (a margin violation) found after t draws
         gets weight w = log(max(1, floor((n_items - 1) / t))) and the hinge loss
-        w · (1 - x): coefficient +w on the positive, -w on that candidate; no violation,
-        no update (its bags take no step at all, not even regularization).
+        w · (1 - x): c = w on that candidate; no violation, no update (its bags take no
+        step at all, not even regularization).
 """
 
 from __future__ import annotations
