@@ -47,6 +47,9 @@ class Settings(BaseSettings):
                                 "unreachable this long")
     dedup_window: int = Field(100_000, ge=1, description="once-only request ids a shard remembers")
     threads: int = Field(2, ge=1, description="shard threads for GIL-free UDFs")
+    inline_below: int = Field(64 * 1024, ge=0, description="a threaded UDF whose request "
+                              "arrays are smaller than this many bytes runs inline: the "
+                              "hand-off to a thread costs more than such small work")
 
     @field_validator("log_level", mode="before")
     @classmethod

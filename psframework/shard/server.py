@@ -6,7 +6,8 @@ Guarantees:
 - A bad request (unknown model, wrong shape or dtype, out-of-range index, a UDF raising)
   fails only that request; the shard keeps serving.
 - Built-in ops and ordinary UDFs run on the event loop; UDFs marked `threaded=True` run on
-  a thread pool, where GIL-free numba kernels use more cores.
+  a thread pool, where GIL-free numba kernels use more cores — unless their request is
+  smaller than `inline_below` bytes, when the hand-off would cost more than the work.
 - Saved partitions are `.npy` files, one per partition, so a load is bit-for-bit.
 - The shard registers with the master, heartbeats, and exits by itself when the master
   has been unreachable for `master_grace` seconds.
@@ -167,7 +168,8 @@ class Shard:
                 f"unknown op {msg.op!r} for model {msg.model!r} (a {type(hosted.plugin).__name__}); "
                 f"it offers {sorted(hosted.plugin.udfs)}", model=msg.model, op=msg.op)
         view = hosted.view(self.name, self._part(msg))
-        if getattr(fn, "_psf_threaded", False):
+        if (getattr(fn, "_psf_threaded", False)
+                and sum(a.nbytes for a in msg.arrays) >= self.settings.inline_below):
             loop = asyncio.get_running_loop()
             return loop.run_in_executor(self._pool, _call_udf, fn, hosted.plugin, view, msg)
         return _call_udf(fn, hosted.plugin, view, msg)
