@@ -14,6 +14,7 @@ wire a batch of one-hot bags is just its indices (see `compact`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,8 +82,19 @@ class FeatureSpace:
     def n_features(self) -> int:
         return self.item_offset + self.item.shape[1]
 
+    @cached_property
+    def _identity(self) -> tuple[bool, bool]:
+        """Whether users / items are plain one-hot identities (the fast path for bags)."""
+        def plain(m: sp.csr_matrix) -> bool:
+            n = m.shape[0]
+            return (m.shape == (n, n) and m.nnz == n and np.array_equal(m.indices, np.arange(n))
+                    and bool((m.data == 1).all()))
+        return plain(self.user), plain(self.item)
+
     def user_bags(self, users: np.ndarray, positives: np.ndarray | None = None) -> Bags:
         """User bags, each with the context of its positive when there is context."""
+        if self._identity[0] and (self.context is None or positives is None):
+            return _one_hot(users, 0)
         rows = self.user[np.asarray(users, dtype=np.int64)]
         if self.context is not None and positives is not None:
             rows = sp.hstack([rows, self.context[np.asarray(positives, dtype=np.int64)]],
@@ -90,7 +102,15 @@ class FeatureSpace:
         return _bags(rows, 0)
 
     def item_bags(self, items: np.ndarray) -> Bags:
+        if self._identity[1]:
+            return _one_hot(items, self.item_offset)
         return _bags(self.item[np.asarray(items, dtype=np.int64)], self.item_offset)
+
+
+def _one_hot(ids: np.ndarray, offset: int) -> Bags:
+    ids = np.asarray(ids)
+    return (np.arange(ids.size + 1, dtype=np.int32), ids.astype(np.int32) + np.int32(offset),
+            np.ones(ids.size, np.float32))
 
 
 def _bags(sub: sp.csr_matrix, offset: int) -> Bags:

@@ -78,10 +78,9 @@ def prepare(users: np.ndarray, items: np.ndarray, space: FeatureSpace,
         valid = (~sampler.rejected(users[:, None], candidates) & (candidates != items[:, None])
                  & (positions != rows[:, None]))
     else:
-        candidates = sampler.sample(rng, users, m)
+        candidates, valid = sampler.sample(rng, users, m)
         item_bags = concat_bags(space.item_bags(items), space.item_bags(candidates.ravel()))
         pairs = standard_pairs(b, m)
-        valid = ~sampler.rejected(users[:, None], candidates)
     return Batch(users, items, space.user_bags(users, positives), item_bags,
                  pairs.astype(np.int64), valid)
 

@@ -13,6 +13,7 @@ Acceptance, applied by resampling rejected draws up to `max_tries` times:
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -23,8 +24,25 @@ __all__ = ["SAMPLERS", "NegativeSampler"]
 SAMPLERS = ("uniform", "exp", "crossbatch")
 
 
-def _keys(rows: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
-    return rows.astype(np.int64) * width + cols.astype(np.int64)
+@numba.njit(nogil=True, cache=True)
+def _rejected(users, items, seen_ptr, seen_idx, attr, attr_ptr, attr_idx, use_seen, use_attr):
+    """For each (users[t], items[t]): is the item among the user's positives (rows of a
+    CSR with sorted indices), or does it share an attribute value with them?"""
+    out = np.zeros(users.shape[0], dtype=np.bool_)
+    for t in range(users.shape[0]):
+        u, j = users[t], items[t]
+        if use_seen:
+            row = seen_idx[seen_ptr[u]:seen_ptr[u + 1]]
+            k = np.searchsorted(row, j)
+            if k < row.shape[0] and row[k] == j:
+                out[t] = True
+                continue
+        if use_attr:
+            row = attr_idx[attr_ptr[u]:attr_ptr[u + 1]]
+            a = attr[j]
+            k = np.searchsorted(row, a)
+            out[t] = k < row.shape[0] and row[k] == a
+    return out
 
 
 class NegativeSampler:
@@ -38,15 +56,22 @@ class NegativeSampler:
         self.kind = kind
         self.n_items = train.shape[1]
         self.max_tries = max_tries
-        coo = train.tocoo()
-        self._seen = np.unique(_keys(coo.row, coo.col, self.n_items)) if filter_seen else None
-        self._attr = None
+        train = sp.csr_matrix(train, copy=True)
+        train.sort_indices()
+        self._seen = (train.indptr.astype(np.int64), train.indices.astype(np.int64))
+        self._use_seen = filter_seen
+        self._use_attr = attribute is not None
+        self._attr = np.zeros(1, np.int64)
+        self._user_attr = (np.zeros(train.shape[0] + 1, np.int64), np.zeros(0, np.int64))
         if attribute is not None:
-            attribute = np.asarray(attribute, dtype=np.int64)
-            if attribute.shape != (self.n_items,):
+            self._attr = np.asarray(attribute, dtype=np.int64)
+            if self._attr.shape != (self.n_items,):
                 raise ConfigError(f"the sampling attribute needs one value per item ({self.n_items})")
-            self._attr, self._n_attr = attribute, int(attribute.max()) + 1
-            self._user_attr = np.unique(_keys(coo.row, attribute[coo.col], self._n_attr))
+            ua = sp.csr_matrix((np.ones(train.nnz), self._attr[train.indices],
+                                train.indptr.copy()),  # sum_duplicates rewrites it in place
+                               shape=(train.shape[0], int(self._attr.max()) + 1))
+            ua.sum_duplicates()  # one sorted entry per (user, attribute value)
+            self._user_attr = (ua.indptr.astype(np.int64), ua.indices.astype(np.int64))
         if kind == "exp":
             popularity = np.asarray(train.sum(axis=0)).ravel()
             self._by_rank = np.argsort(-popularity, kind="stable")
@@ -62,31 +87,26 @@ class NegativeSampler:
 
     def rejected(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Which (user, item) pairs the acceptance rules turn down (shapes broadcast)."""
-        users, items = np.broadcast_arrays(users, items)
-        bad = np.zeros(items.shape, bool)
-        if self._seen is not None:
-            keys = _keys(users, items, self.n_items)
-            bad |= _member(keys, self._seen)
-        if self._attr is not None:
-            bad |= _member(_keys(users, self._attr[items], self._n_attr), self._user_attr)
-        return bad
+        users, items = np.broadcast_arrays(np.asarray(users, np.int64), np.asarray(items, np.int64))
+        if not (self._use_seen or self._use_attr):
+            return np.zeros(items.shape, bool)
+        flat = _rejected(users.ravel(), items.ravel(), *self._seen, self._attr,
+                         *self._user_attr, self._use_seen, self._use_attr)
+        return flat.reshape(items.shape)
 
-    def sample(self, rng: np.random.Generator, users: np.ndarray, per_user: int) -> np.ndarray:
-        """`per_user` accepted negatives for each user (users × per_user); a draw still
-        rejected after max_tries is kept, so a batch always has its negatives."""
-        users = np.asarray(users)[:, None]
-        out = self.draw(rng, (users.shape[0], per_user))
+    def sample(self, rng: np.random.Generator, users: np.ndarray, per_user: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(`per_user` negatives for each user, users × per_user; which were accepted).
+        Rejected draws are redrawn up to max_tries times; one still rejected is kept but
+        marked, so the batch keeps its shape and the loss ignores it."""
+        users = np.repeat(np.asarray(users, np.int64), per_user)
+        out = self.draw(rng, users.size)
         bad = self.rejected(users, out)
         for _ in range(self.max_tries):
-            if not bad.any():
+            redo = np.flatnonzero(bad)
+            if redo.size == 0:
                 break
-            out[bad] = self.draw(rng, int(bad.sum()))
-            bad = self.rejected(users, out)
-        return out
-
-
-def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    if sorted_set.size == 0:
-        return np.zeros(keys.shape, bool)
-    at = np.minimum(np.searchsorted(sorted_set, keys), sorted_set.size - 1)
-    return sorted_set[at] == keys
+            out[redo] = self.draw(rng, redo.size)
+            bad[redo] = self.rejected(users[redo], out[redo])
+        shape = (users.size // max(per_user, 1), per_user)
+        return out.reshape(shape), ~bad.reshape(shape)
