@@ -45,11 +45,8 @@ frame headers and the few `stats` requests, not the master (it is off the data p
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -57,7 +54,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-import psframework
+from common import arguments, log, machine
 from psframework import AsyncClient, LocalCluster, run
 from models.fmpair import losses
 from models.fmpair.features import FeatureSpace
@@ -70,10 +67,6 @@ DIMS = (32, 64, 128)
 BATCH_SIZES = (256, 4096)
 STEP = 0.05
 IN_FLIGHT = 2
-
-
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 async def wire_bytes(client: AsyncClient, model: str) -> int:
@@ -231,12 +224,9 @@ async def parameter_server(address: str, space: FeatureSpace, data, reps: int) -
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small data, for a smoke test (< 60 s)")
-    p.add_argument("--shards", type=int, default=2, help="shards in the LocalCluster")
-    p.add_argument("--reps", type=int, default=None, help="timed epochs after the warm-up "
+    a = arguments(__doc__, "small data, for a smoke test (< 60 s)",
+                  "timed epochs after the warm-up "
                    "(default 9, or 1 with --quick); every model trains reps + 1 epochs")
-    a = p.parse_args()
     reps = a.reps or (1 if a.quick else 9)
     users, items = (2000, 1000) if a.quick else (10_000, 5000)
 
@@ -259,10 +249,7 @@ def main() -> None:
     at64 = dims["64"]["batch_size"]
     result = {
         "benchmark": "fmpair",
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "numpy": np.__version__,
-                    "psframework": psframework.__version__,
-                    "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine(),
         "config": {"quick": a.quick, "shards": a.shards, "reps": reps, "epochs": reps + 1,
                    "users": users, "items": items, "train_pairs": int(data.train.nnz),
                    "test_pairs": int(data.test.nnz), "loss": "bpr", "sampler": "uniform",

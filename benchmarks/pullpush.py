@@ -23,12 +23,10 @@ What the numbers mean (GB = 1e9 bytes, every number measured in this one run):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import multiprocessing as mp
 import os
-import platform
 import socket
 import statistics
 import struct
@@ -37,15 +35,11 @@ import time
 
 import numpy as np
 
-import psframework
+from common import arguments, log, machine
 from psframework import AsyncClient, LocalCluster, init
-from psframework.transport import run
+from psframework import run
 
 REQUEST = struct.Struct("<Q")  # raw protocol: the client asks for n bytes, the server sends them
-
-
-def log(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 # -- raw socket baseline --------------------------------------------------------------------
@@ -185,12 +179,9 @@ def small(cluster, client, raw: RawSocket, n: int, rows: int, cols: int,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test (< 30 s)")
-    p.add_argument("--shards", type=int, default=2, help="shards in the LocalCluster")
-    p.add_argument("--reps", type=int, default=None, help="repetitions of each bulk transfer "
+    a = arguments(__doc__, "small sizes, for a smoke test (< 30 s)",
+                  "repetitions of each bulk transfer "
                    "(default 10, or 3 with --quick)")
-    a = p.parse_args()
     reps = a.reps or (3 if a.quick else 10)
     rows, cols = (2048, 1024) if a.quick else (16384, 1024)
     n_small, pipelined_total = (300, 2048) if a.quick else (2000, 20480)
@@ -207,10 +198,7 @@ def main() -> None:
     raw.close()
     result = {
         "benchmark": "pullpush",
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "numpy": np.__version__,
-                    "psframework": psframework.__version__,
-                    "loadavg_1m": round(os.getloadavg()[0], 2)},
+        "machine": machine(),
         "config": {"quick": a.quick, "shards": a.shards, "reps": reps,
                    "bulk_shape": [rows, cols], "dtype": "float32", "small_pulls": n_small,
                    "pipelined_pulls": pipelined_total,
