@@ -27,6 +27,7 @@ import numpy as np
 
 from psframework import ConfigError, Model, RemoteError, ShapeError, TableSpec, init, udf
 from models.fmpair import kernels
+from models.fmpair.losses import standard_pairs
 
 __all__ = ["FMPairPlugin", "OPTIMIZERS"]
 
@@ -124,8 +125,7 @@ class FMPairPlugin(Model):
             m = n_items // b - 1 if b else 0
             if b == 0 or m < 1 or n_items != b * (1 + m):
                 raise ShapeError("without pairs, item bags must be B positives then B·M candidates")
-            pairs = np.concatenate([np.arange(b)[:, None],
-                                    b + np.arange(b * m).reshape(b, m)], axis=1)
+            pairs = standard_pairs(b, m)
         if pairs.dtype.kind != "i" or pairs.ndim != 2 or pairs.shape[0] != b or pairs.shape[1] < 2:
             raise ShapeError("pairs must be integers: user bags × (positive + candidates)")
         if pairs.min() < 0 or pairs.max() >= n_items:
