@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Sequence
 
-from psframework.config import load_settings
+from psframework.config import DEFAULT_MASTER_PORT, load_settings
 from psframework.errors import PSError
 
 __all__ = ["main"]
@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from psframework.cluster import LocalCluster
     secret = settings.secret.get_secret_value() if settings.secret else None
-    port = 13370 if settings.port is None else settings.port
+    port = DEFAULT_MASTER_PORT if settings.port is None else settings.port
     # everything else that was set (by file or flag) reaches the servers as PSF_* variables
     rest = settings.model_dump(exclude={"host", "port", "secret", "log_level", "master"},
                                exclude_defaults=True)

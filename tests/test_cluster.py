@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from psframework import Client, init
 from conftest import wait_until

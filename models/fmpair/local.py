@@ -214,7 +214,6 @@ class LocalFMPair:
     def save(self, path: str | Path) -> None:
         """Parameters, feature space and training matrix in one .npz file."""
         self._fitted()
-        params = {k: v for k, v in self.get_params().items()}
         space = self.space_
         context = space.context[:0] if space.context is not None else sp.csr_matrix((0, 0))
         mats = {"user": space.user, "item": space.item, "train": self.train_,
@@ -224,7 +223,7 @@ class LocalFMPair:
         arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, factors=self.factors_, linear=self.linear_,
-                     params=np.array(json.dumps(params)), **arrays)
+                     params=np.array(json.dumps(self.get_params())), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalFMPair":

@@ -90,10 +90,6 @@ class FMPairPlugin(Model):
                               f"{self.config['cache_ttl']}s) or was never made; run dotprod again")
         return found[1]
 
-    @property
-    def cached_batches(self) -> int:
-        return len(self._cache)
-
     # -- ops -------------------------------------------------------------------------------
     def _bags(self, arrays: tuple, at: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR bags (indptr, indices, weights), int32 or int64 indices; an empty indptr
@@ -157,30 +153,36 @@ class FMPairPlugin(Model):
             raise ShapeError(f"coefficients must be float32 of shape "
                              f"{[pairs.shape[0], pairs.shape[1] - 1]}")
         coef = np.concatenate([c_diff.sum(axis=1, keepdims=True), -c_diff], axis=1)
-        c = self.config
-        lr, adagrad = float(c["step_size"]), c["optimizer"] == "adagrad"
         d_user, d_item, d_lin, user_on, item_on = kernels.sum_gradients(
             user_sums, item_sums, pairs, coef)
-        touched, pos = np.unique(np.concatenate([users[1], items[1]]), return_inverse=True)
-        grad = np.zeros((touched.size, user_sums.shape[1]), np.float32)
-        count = np.zeros(touched.size, np.float32)
-        kernels.feature_gradients(users[0], pos[:users[1].size], users[2], d_user, user_on,
-                                  grad, count)
-        kernels.feature_gradients(items[0], pos[users[1].size:], items[2], d_item, item_on,
-                                  grad, count)
-        factors = view.table("factors").data
-        acc = view.table("factors_acc").data if adagrad else factors
-        kernels.apply_update(factors, acc, touched, grad, count, lr, c["factors_reg"], adagrad)
+        touched = self._step(view, "factors", [(users, d_user, user_on), (items, d_item, item_on)])
         if view.part == 0:
-            t_lin, p_lin = np.unique(items[1], return_inverse=True)
-            g_lin = np.zeros((t_lin.size, 1), np.float32)
-            c_lin = np.zeros(t_lin.size, np.float32)
-            kernels.feature_gradients(items[0], p_lin, items[2], d_lin[:, None], item_on,
-                                      g_lin, c_lin)
-            linear = view.table("linear").data[:, None]
-            lacc = view.table("linear_acc").data[:, None] if adagrad else linear
-            kernels.apply_update(linear, lacc, t_lin, g_lin, c_lin, lr, c["linear_reg"], adagrad)
-        return {"features": int(touched.size)}
+            self._step(view, "linear", [(items, d_lin[:, None], item_on)])
+        return {"features": touched}
+
+    def _step(self, view, table: str, sources: list) -> int:
+        """Spread ascent directions of bag sums — (bags, directions, active) per source —
+        to the bags' features in `table` and take one optimizer step; returns how many
+        features were touched."""
+        c = self.config
+        adagrad = c["optimizer"] == "adagrad"
+        data = view.table(table).data
+        acc = view.table(f"{table}_acc").data if adagrad else data
+        if data.ndim == 1:  # the linear weights: a column of one
+            data, acc = data[:, None], acc[:, None]
+        touched, pos = np.unique(np.concatenate([bags[1] for bags, _, _ in sources]),
+                                 return_inverse=True)
+        grad = np.zeros((touched.size, data.shape[1]), np.float32)
+        count = np.zeros(touched.size, np.float32)
+        start = 0
+        for bags, directions, active in sources:
+            end = start + bags[1].size
+            kernels.feature_gradients(bags[0], pos[start:end], bags[2], directions, active,
+                                      grad, count)
+            start = end
+        reg = c["factors_reg"] if table == "factors" else c["linear_reg"]
+        kernels.apply_update(data, acc, touched, grad, count, float(c["step_size"]), reg, adagrad)
+        return int(touched.size)
 
     @udf
     def cached(self, view, args, arrays):
@@ -204,18 +206,9 @@ class FMPairPlugin(Model):
         features, on this partition's dims, with the model's optimizer."""
         bags = self._bags(arrays, 0, "feature")
         d_full = arrays[3]
-        factors = view.table("factors").data
-        cols = view.table("factors").spec.split().indices(view.part)
         if d_full.dtype != np.float32 or d_full.shape != (bags[0].size - 1, self.config["dims"]):
             raise ShapeError("push_sum takes float32 directions of shape (bags, dims)")
-        touched, pos = np.unique(bags[1], return_inverse=True)
-        grad = np.zeros((touched.size, factors.shape[1]), np.float32)
-        count = np.zeros(touched.size, np.float32)
-        kernels.feature_gradients(bags[0], pos, bags[2], np.ascontiguousarray(d_full[:, cols]),
-                                  np.ones(bags[0].size - 1, np.bool_), grad, count)
-        c = self.config
-        adagrad = c["optimizer"] == "adagrad"
-        acc = view.table("factors_acc").data if adagrad else factors
-        kernels.apply_update(factors, acc, touched, grad, count, float(c["step_size"]),
-                             c["factors_reg"], adagrad)
-        return {"features": int(touched.size)}
+        cols = view.table("factors").spec.split().indices(view.part)
+        every = np.ones(bags[0].size - 1, np.bool_)
+        return {"features": self._step(view, "factors",
+                                       [(bags, np.ascontiguousarray(d_full[:, cols]), every)])}

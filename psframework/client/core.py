@@ -327,27 +327,36 @@ class AsyncClient:
              lambda r, at=at: out.__setitem__(at, r.arrays[0])) for part, idx, at in plan])
         return out
 
+    async def _elem_plan(self, info: ModelInfo, spec: TableSpec, rows: Any, cols: Any,
+                         op: str) -> tuple[int, list[tuple[int, tuple, Any]]]:
+        """How an element op on (rows[i], cols[i]) splits into requests: the number of
+        elements, and per request (partition, (local rows, cols) or (rows, local cols),
+        where the part sits in the whole request)."""
+        rows = _index(rows, spec.shape[0], "rows")
+        cols = _index(cols, spec.shape[1], "cols")
+        if rows.shape != cols.shape:
+            raise ShapeError("rows and cols must have the same length", model=info.name)
+        key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
+        plan = []
+        for part, pos, local in spec.split().split(key):
+            limit = await self._limit(info, part, op)
+            for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
+                at = _at(pos, c)
+                pair = (local[c], other[at]) if spec.axis == 0 else (other[at], local[c])
+                plan.append((part, pair, at))
+        return rows.size, plan
+
     async def pull(self, model: str, table: str, rows: Any, cols: Any = None) -> np.ndarray:
         """Elements (rows[i], cols[i]) of a matrix, or (rows[i]) of a vector."""
         info = await self.model(model)
         spec = info.table(table)
         if spec.is_vector:
             return await self.pull_rows(model, table, rows)
-        rows = _index(rows, spec.shape[0], "rows")
-        cols = _index(cols, spec.shape[1], "cols")
-        if rows.shape != cols.shape:
-            raise ShapeError("rows and cols must have the same length", model=model)
-        out = np.empty(rows.size, dtype=spec.dtype)
-        key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
-        jobs = []
-        for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info, part, "pull_elems")
-            for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
-                o = other[_at(pos, c)]
-                pair = (local[c], o) if spec.axis == 0 else (o, local[c])
-                jobs.append((part, "pull_elems", {"table": table}, pair,
-                             lambda r, d=_at(pos, c): out.__setitem__(d, r.arrays[0])))
-        await self._scatter(info, jobs)
+        n, plan = await self._elem_plan(info, spec, rows, cols, "pull_elems")
+        out = np.empty(n, dtype=spec.dtype)
+        await self._scatter(info, [
+            (part, "pull_elems", {"table": table}, pair,
+             lambda r, at=at: out.__setitem__(at, r.arrays[0])) for part, pair, at in plan])
         return out
 
     async def push_rows(self, model: str, table: str, rows: Any, values: Any) -> None:
@@ -370,21 +379,11 @@ class AsyncClient:
             if values is None:
                 values, cols = cols, None
             return await self.push_rows(model, table, rows, values)
-        rows = _index(rows, spec.shape[0], "rows")
-        cols = _index(cols, spec.shape[1], "cols")
-        if rows.shape != cols.shape:
-            raise ShapeError("rows and cols must have the same length", model=model)
-        values = _values(values, spec, rows.shape)
-        key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
-        jobs = []
-        for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info, part, "push_elems")
-            for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
-                d = _at(pos, c)
-                pair = (local[c], other[d]) if spec.axis == 0 else (other[d], local[c])
-                jobs.append((part, "push_elems", {"table": table, "once": self.once()},
-                             pair + (values[d],), _ignore))
-        await self._scatter(info, jobs)
+        n, plan = await self._elem_plan(info, spec, rows, cols, "push_elems")
+        values = _values(values, spec, (n,))
+        await self._scatter(info, [
+            (part, "push_elems", {"table": table, "once": self.once()}, pair + (values[at],),
+             _ignore) for part, pair, at in plan])
 
     async def call(self, model: str, op: str, args: dict | None = None, arrays: tuple = (), *,
                    parts: Iterable[int] | None = None, once: bool = False

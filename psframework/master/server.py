@@ -14,10 +14,9 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from psframework.errors import (
-    ConfigError, ConnectionLostError, ModelExistsError, PSError, RemoteError, StorageError,
+    ConfigError, ConnectionLostError, ModelExistsError, PSError, StorageError,
     UnknownModelError,
 )
 from psframework.config import DEFAULT_MASTER_PORT, Settings, parse_address
@@ -89,7 +88,7 @@ class Master:
     async def start(self) -> str:
         s = self.settings
         port = DEFAULT_MASTER_PORT if s.port is None else s.port
-        self._server, _ = await serve(self.handle, s.host, port, limits=s.limits,
+        self._server = await serve(self.handle, s.host, port, limits=s.limits,
                                       secret=s.secret_bytes, name=lambda: "master")
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
@@ -169,7 +168,7 @@ class Master:
         return await conn.request(op, model, args, timeout=s.request_timeout)
 
     async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
-                         per_shard=None) -> dict[str, Any]:
+                         per_shard=None) -> None:
         """Send `op` to every shard hosting `entry`, concurrently; raise the first error."""
         shards = sorted(set(entry.placement))
         args = [{**(extra or {}), **(per_shard(sh) if per_shard else {})} for sh in shards]
@@ -179,7 +178,26 @@ class Master:
         errors = [r for r in replies if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-        return dict(zip(shards, replies))
+
+    async def _drop(self, entry: ModelEntry) -> None:
+        """Destroy `entry`'s partitions on its live shards, best effort."""
+        await asyncio.gather(*(self._shard_request(sh, "destroy", entry.name, {})
+                               for sh in set(entry.placement) if self.servers[sh].alive),
+                             return_exceptions=True)
+
+    def _live(self, name: str) -> list[str]:
+        alive = self.alive()
+        if not alive:
+            raise ConnectionLostError("no live shards are registered; start some with "
+                                      "`psframework serve shard --master HOST:PORT`", model=name)
+        return alive
+
+    def _spread(self, alive: list[str], parts: int) -> list[str]:
+        """Shards for partitions 0..parts-1, round robin from a rotating start, so that
+        successive models do not all begin on the same shard."""
+        offset = self._rotation
+        self._rotation += 1
+        return [alive[(p + offset) % len(alive)] for p in range(parts)]
 
     # -- catalog -------------------------------------------------------------------------
     def _entry(self, name: str) -> ModelEntry:
@@ -194,18 +212,12 @@ class Master:
         tables = cls(config).tables()
         if not tables:
             raise ConfigError(f"model type {type_!r} declared no tables", model=name)
-        alive = self.alive()
-        if not alive:
-            raise ConnectionLostError("no live shards are registered; start some with "
-                                      "`psframework serve shard --master HOST:PORT`", model=name)
+        alive = self._live(name)
         tables = [t.placed(len(alive)).validate(cls.aggregators) for t in tables]
         if len({t.name for t in tables}) != len(tables):
             raise ConfigError(f"model type {type_!r} declared two tables with one name")
-        parts = max(t.parts for t in tables)
-        offset = self._rotation
-        self._rotation += 1
-        placement = [alive[(p + offset) % len(alive)] for p in range(parts)]
-        return ModelEntry(name, type_, config, tables, placement)
+        return ModelEntry(name, type_, config, tables,
+                          self._spread(alive, max(t.parts for t in tables)))
 
     async def _install(self, entry: ModelEntry, op: str, extra: dict) -> None:
         """Create (or load) the model's partitions on its shards; undo on failure."""
@@ -214,8 +226,7 @@ class Master:
         try:
             await self._on_shards(entry, op, args, lambda shard: {"parts": entry.parts_on(shard)})
         except PSError:
-            await asyncio.gather(*(self._shard_request(sh, "destroy", entry.name, {})
-                                   for sh in set(entry.placement)), return_exceptions=True)
+            await self._drop(entry)
             raise
         self.models[entry.name] = entry
 
@@ -245,9 +256,7 @@ class Master:
             entry = self.models.pop(msg.model, None)
             if entry is None:
                 return {"destroyed": False}, ()
-            await asyncio.gather(*(self._shard_request(sh, "destroy", entry.name, {})
-                                   for sh in set(entry.placement) if self.servers[sh].alive),
-                                 return_exceptions=True)
+            await self._drop(entry)
             return {"destroyed": True}, ()
 
     async def _save(self, msg: Message):
@@ -278,13 +287,8 @@ class Master:
             if name in self.models:
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
                                        "load under another name", model=name)
-            alive = self.alive()
-            if not alive:
-                raise ConnectionLostError("no live shards to load onto", model=name)
             tables = [TableSpec.from_wire(t) for t in meta["tables"]]
-            offset = self._rotation
-            self._rotation += 1
-            placement = [alive[(p + offset) % len(alive)] for p in range(int(meta["parts"]))]
+            placement = self._spread(self._live(name), int(meta["parts"]))
             entry = ModelEntry(name, meta["type"], meta["config"], tables, placement)
             await self._install(entry, "load", {"path": str(directory)})
             return entry.describe(self.servers), ()

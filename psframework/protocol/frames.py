@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,7 +189,7 @@ class FrameDecoder:
         self._buf = bytearray(max(staging_bytes, PREFIX.size))
         self._start = 0
         self._end = 0
-        self._events: list = []
+        self._events: deque = deque()
         self._payload: np.ndarray | None = None  # uint8, filled in place
         self._fill = 0
         self._pending: tuple | None = None
@@ -226,7 +227,7 @@ class FrameDecoder:
             self.buffer_updated(n)
 
     def next_event(self) -> Message | OversizedFrame | None:
-        return self._events.pop(0) if self._events else None
+        return self._events.popleft() if self._events else None
 
     @property
     def idle(self) -> bool:
@@ -305,8 +306,7 @@ class FrameDecoder:
             self._start += n
             self._fill = n
             if n == plen:
-                payload, self._payload, self._fill = self._payload, None, 0
-                self._emit(payload)
+                self._finish_payload()
                 continue
             self._start = self._end = 0  # staging is empty while the payload fills
             break
@@ -325,8 +325,6 @@ class FrameDecoder:
     def _finish_payload(self) -> None:
         payload, self._payload, self._fill = self._payload, None, 0
         self._emit(payload)
-        if self._start != self._end:
-            self._process()
 
     def _emit(self, payload: np.ndarray) -> None:
         kind, rid, op, model, args, descs = self._pending

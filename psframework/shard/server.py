@@ -22,7 +22,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -98,7 +97,7 @@ class Shard:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> str:
         s = self.settings
-        self._server, _ = await serve(self.handle, s.host, s.port or 0, limits=s.limits,
+        self._server = await serve(self.handle, s.host, s.port or 0, limits=s.limits,
                                       secret=s.secret_bytes, name=lambda: self.name,
                                       traffic=self.traffic)
         port = self._server.sockets[0].getsockname()[1]
@@ -240,8 +239,6 @@ class Shard:
         pool — a big random init or a numba compile then never stalls the event loop —
         and host them."""
         if msg.model in self.models:
-            if msg.args.get("exists_ok"):
-                return {"created": False}
             raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
                                    "destroy it first", model=msg.model)
         cls, plugin, specs, parts = self._new_model(msg)

@@ -83,12 +83,12 @@ def materialize(spec: dict, shape: tuple[int, ...], dtype: np.dtype, axis: int,
     out = np.empty((local_shape[0], ncols if axis == 0 else local_shape[1]), dtype=dtype)
     global_rows = np.arange(nrows)[held] if axis == 0 else np.arange(nrows)
     col_sel = slice(None) if axis == 0 else held
-    if global_rows.size:
-        blocks = np.unique(global_rows // BLOCK_ROWS)
-        for b in blocks:
-            lo = b * BLOCK_ROWS
-            hi = min(lo + BLOCK_ROWS, nrows)
-            values = _block(spec, int(b), hi - lo, ncols)
-            mask = (global_rows >= lo) & (global_rows < hi)
-            out[mask] = values[global_rows[mask] - lo][:, col_sel]
+    # global_rows is increasing, so each block's rows are one run of it: found by
+    # searchsorted, not by a mask over all rows per block (quadratic for tall tables)
+    for b in np.unique(global_rows // BLOCK_ROWS):
+        lo = int(b) * BLOCK_ROWS
+        hi = min(lo + BLOCK_ROWS, nrows)
+        first, last = np.searchsorted(global_rows, [lo, hi])
+        values = _block(spec, int(b), hi - lo, ncols)
+        out[first:last] = values[global_rows[first:last] - lo][:, col_sel]
     return out.reshape(local_shape)

@@ -15,10 +15,10 @@ import itertools
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from psframework.errors import (
-    AuthError, ConnectionLostError, ProtocolError, PSError, RemoteError, RequestTimeoutError,
+    ConnectionLostError, ProtocolError, PSError, RemoteError, RequestTimeoutError,
     error_from_wire,
 )
 from psframework.protocol import (
@@ -52,7 +52,6 @@ class _Peer(asyncio.BufferedProtocol):
         self.peername = "?"
         self._writable = asyncio.Event()
         self._writable.set()
-        self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -82,9 +81,7 @@ class _Peer(asyncio.BufferedProtocol):
         self._writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._writable.set()
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._writable.set()  # wake blocked senders: they will find the connection closed
 
     def send(self, msg: Message) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -232,28 +229,16 @@ class ServerConnection(_Peer):
     frames end this connection only."""
 
     def __init__(self, handler: Handler, limits: Limits, secret: bytes | None,
-                 name: Callable[[], str], connections: set | None = None,
-                 traffic: Traffic | None = None) -> None:
+                 name: Callable[[], str], traffic: Traffic | None = None) -> None:
         super().__init__(limits, traffic)
         self.handler = handler
         self._name = name
         self.handshake = ServerHandshake(secret, limits, name())
-        self._connections = connections
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()  # requests still running, kept referenced
 
     @property
     def name(self) -> str:
         return self._name()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if self._connections is not None:
-            self._connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._connections is not None:
-            self._connections.discard(self)
-        super().connection_lost(exc)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -349,11 +334,14 @@ async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
                   timeout: float) -> ClientConnection:
     """Open a connection and complete the handshake, or raise a typed error in `timeout`."""
     loop = asyncio.get_running_loop()
+    conn = None
     try:
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: ClientConnection(limits, secret), host, port), timeout)
         await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
     except asyncio.TimeoutError:
+        if conn is not None:  # connected, but the handshake never finished
+            conn.close()
         raise RequestTimeoutError(f"could not connect to {host}:{port} within {timeout:g}s; "
                                   "is the server running and reachable?") from None
     except OSError as e:
@@ -364,12 +352,9 @@ async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
 
 async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
                 secret: bytes | None, name: Callable[[], str], traffic: Traffic | None = None
-                ) -> tuple[asyncio.AbstractServer, set]:
-    """Listen on host:port; returns the server and the live set of its connections.
-    `name()` is the server's current name, reported in handshakes and errors; `traffic`
-    adds up what all its connections carry."""
-    connections: set = set()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: ServerConnection(handler, limits, secret, name, connections, traffic),
+                ) -> asyncio.AbstractServer:
+    """Listen on host:port. `name()` is the server's current name, reported in handshakes
+    and errors; `traffic` adds up what all its connections carry."""
+    return await asyncio.get_running_loop().create_server(
+        lambda: ServerConnection(handler, limits, secret, name, traffic),
         host, port, reuse_address=True)
-    return server, connections

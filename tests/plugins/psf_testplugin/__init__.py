@@ -3,7 +3,6 @@ entry point (see the .dist-info beside it, put on PYTHONPATH by conftest.py) and
 server ops and an aggregator that psframework has never heard of."""
 
 import numba
-import numpy as np
 
 from psframework import ConfigError, Model, TableSpec, init, udf
 
