@@ -57,6 +57,7 @@ class FMPairPlugin(Model):
         super().__init__(_config(config))
         self._cache: OrderedDict[Any, tuple] = OrderedDict()
         self._lock = threading.Lock()
+        self._scratch = threading.local()
 
     # -- tables --------------------------------------------------------------------------
     def tables(self) -> list[TableSpec]:
@@ -152,9 +153,8 @@ class FMPairPlugin(Model):
         if c_diff.shape != (pairs.shape[0], pairs.shape[1] - 1) or c_diff.dtype != np.float32:
             raise ShapeError(f"coefficients must be float32 of shape "
                              f"{[pairs.shape[0], pairs.shape[1] - 1]}")
-        coef = np.concatenate([c_diff.sum(axis=1, keepdims=True), -c_diff], axis=1)
         d_user, d_item, d_lin, user_on, item_on = kernels.sum_gradients(
-            user_sums, item_sums, pairs, coef)
+            user_sums, item_sums, pairs, c_diff)
         touched = self._step(view, "factors", [(users, d_user, user_on), (items, d_item, item_on)])
         if view.part == 0:
             self._step(view, "linear", [(items, d_lin[:, None], item_on)])
@@ -170,19 +170,26 @@ class FMPairPlugin(Model):
         acc = view.table(f"{table}_acc").data if adagrad else data
         if data.ndim == 1:  # the linear weights: a column of one
             data, acc = data[:, None], acc[:, None]
-        touched, pos = np.unique(np.concatenate([bags[1] for bags, _, _ in sources]),
-                                 return_inverse=True)
-        grad = np.zeros((touched.size, data.shape[1]), np.float32)
-        count = np.zeros(touched.size, np.float32)
-        start = 0
+        size = sum(bags[1].size for bags, _, _ in sources)
+        touched = np.empty(size, np.int64)
+        grad = np.empty((size, data.shape[1]), np.float32)
+        count = np.empty(size, np.float32)
+        slot = self._slots(data.shape[0])
+        n = 0
         for bags, directions, active in sources:
-            end = start + bags[1].size
-            kernels.feature_gradients(bags[0], pos[start:end], bags[2], directions, active,
-                                      grad, count)
-            start = end
+            n = kernels.gather_gradients(*bags, directions, active, slot, touched, n, grad, count)
         reg = c["factors_reg"] if table == "factors" else c["linear_reg"]
-        kernels.apply_update(data, acc, touched, grad, count, float(c["step_size"]), reg, adagrad)
-        return int(touched.size)
+        kernels.apply_update(data, acc, touched[:n], grad, count, float(c["step_size"]), reg,
+                             adagrad, slot)
+        return n
+
+    def _slots(self, rows: int) -> np.ndarray:
+        """This thread's feature → slot scratch (all -1 between steps), so that a step
+        deduplicates its features without sorting them."""
+        slot = getattr(self._scratch, "slot", None)
+        if slot is None or slot.size < rows:
+            slot = self._scratch.slot = np.full(rows, -1, np.int32)
+        return slot
 
     @udf
     def cached(self, view, args, arrays):
