@@ -24,6 +24,20 @@ __all__ = ["SAMPLERS", "NegativeSampler"]
 SAMPLERS = ("uniform", "exp", "crossbatch")
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _contains(sorted_values, lo, hi, value):
+    """Is `value` in sorted_values[lo:hi]? (a plain binary search: 4x faster than
+    np.searchsorted on a slice inside numba)"""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_values[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and sorted_values[lo] == value
+
+
 @numba.njit(nogil=True, cache=True)
 def _rejected(users, items, seen_ptr, seen_idx, attr, attr_ptr, attr_idx, use_seen, use_attr):
     """For each (users[t], items[t]): is the item among the user's positives (rows of a
@@ -31,17 +45,10 @@ def _rejected(users, items, seen_ptr, seen_idx, attr, attr_ptr, attr_idx, use_se
     out = np.zeros(users.shape[0], dtype=np.bool_)
     for t in range(users.shape[0]):
         u, j = users[t], items[t]
-        if use_seen:
-            row = seen_idx[seen_ptr[u]:seen_ptr[u + 1]]
-            k = np.searchsorted(row, j)
-            if k < row.shape[0] and row[k] == j:
-                out[t] = True
-                continue
-        if use_attr:
-            row = attr_idx[attr_ptr[u]:attr_ptr[u + 1]]
-            a = attr[j]
-            k = np.searchsorted(row, a)
-            out[t] = k < row.shape[0] and row[k] == a
+        if use_seen and _contains(seen_idx, seen_ptr[u], seen_ptr[u + 1], j):
+            out[t] = True
+        elif use_attr:
+            out[t] = _contains(attr_idx, attr_ptr[u], attr_ptr[u + 1], attr[j])
     return out
 
 
