@@ -46,8 +46,10 @@ class Settings(BaseSettings):
     master_grace: float = Field(10.0, gt=0, description="a shard exits when the master is "
                                 "unreachable this long")
     dedup_window: int = Field(100_000, ge=1, description="once-only request ids a shard remembers")
+    dedup_bytes: int = Field(64 << 20, ge=0, description="at most this many bytes of arrays in "
+                             "the remembered replies of once-only requests")
     threads: int = Field(2, ge=1, description="shard threads for GIL-free UDFs")
-    inline_below: int = Field(64 * 1024, ge=0, description="a threaded UDF whose request "
+    inline_below: int = Field(256 * 1024, ge=0, description="a threaded UDF whose request "
                               "arrays are smaller than this many bytes runs inline: the "
                               "hand-off to a thread costs more than such small work")
 

@@ -77,7 +77,7 @@ class Master:
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # catalog changes one at a time
-        self.once = OnceLog(settings.dedup_window)  # catalog changes are tagged once-only
+        self.once = OnceLog(settings.dedup_window, settings.dedup_bytes)  # catalog changes are tagged once-only
         self.handle = self.once.wrap(self._dispatch)
         self._ops = {
             "ping": self._ping, "register": self._register, "heartbeat": self._heartbeat,
