@@ -77,9 +77,10 @@ class Shard:
         self.settings = settings
         self.name = "shard"
         self.models: dict[str, HostedModel] = {}
-        self.once = OnceLog(settings.dedup_window)
+        self.once = OnceLog(settings.dedup_window, settings.dedup_bytes)
         self._handle_once = self.once.wrap(self._dispatch)
         self.ops_served: dict[str, int] = {}
+        self.udf_seconds: dict[str, float] = {}  # CPU time inside model ops, per op
         self.traffic = Traffic()
         self.address = ""
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="psf-udf")
@@ -170,8 +171,16 @@ class Shard:
         if (getattr(fn, "_psf_threaded", False)
                 and sum(a.nbytes for a in msg.arrays) >= self.settings.inline_below):
             loop = asyncio.get_running_loop()
-            return loop.run_in_executor(self._pool, _call_udf, fn, hosted.plugin, view, msg)
-        return _call_udf(fn, hosted.plugin, view, msg)
+            return loop.run_in_executor(self._pool, self._call_udf, fn, hosted.plugin, view, msg)
+        return self._call_udf(fn, hosted.plugin, view, msg)
+
+    def _call_udf(self, fn, plugin: Model, view: ShardView, msg: Message):
+        started = time.thread_time()
+        try:
+            return _call_udf(fn, plugin, view, msg)
+        finally:  # a float += from two threads may lose an update: these are metrics
+            spent = time.thread_time() - started
+            self.udf_seconds[msg.op] = self.udf_seconds.get(msg.op, 0.0) + spent
 
     def _hosted(self, msg: Message) -> HostedModel:
         try:
@@ -319,7 +328,8 @@ class Shard:
             "name": self.name, "address": self.address, "pid": os.getpid(),
             "bytes": sum(m.nbytes for m in self.models.values()),
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
-            "ops": dict(self.ops_served), "duplicates": self.once.duplicates,
+            "ops": dict(self.ops_served), "udf_seconds": dict(self.udf_seconds),
+            "duplicates": self.once.duplicates,
             "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
         }
 
