@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from psframework import AsyncClient, ConfigError, RemoteError, run
+from psframework import AsyncClient, ConfigError, RemoteError, ShapeError, run
 from models.fmpair import LocalFMPair, losses
 from models.fmpair.features import FeatureSpace
 from models.fmpair.sampling import NegativeSampler
@@ -188,10 +188,18 @@ def test_lost_batches_expire_and_bad_batches_are_refused(fresh_cluster, small_da
     assert [a["batches"] for a, _ in c.call("fm", "cached")] == [1, 1]
     with pytest.raises(RemoteError, match="expired"):
         c.call("fm", "adjust", {"key": 1}, (np.zeros((2, 1), np.float32),), once=True)
+    # coefficients of the wrong shape riding on a later dotprod: refused, batch 2 kept
+    with pytest.raises(ShapeError, match="must be float32 of shape"):
+        c.call("fm", "dotprod", {"key": 3, "adjust": [2]},
+               batch.arrays + (np.zeros((2, 5), np.float32),), once=True)
+    assert [a["batches"] for a, _ in c.call("fm", "cached")] == [1, 1]
+    c.call("fm", "dotprod", {"key": 3, "adjust": [2]},
+           batch.arrays + (np.zeros((2, 1), np.float32),), once=True)  # the right shape
+    assert [a["batches"] for a, _ in c.call("fm", "cached")] == [1, 1]  # 2 done, 3 waits
     bad = list(batch.arrays)
     bad[1] = bad[1] + 10_000  # a user feature index beyond the model
     with pytest.raises(Exception, match="out of range"):
-        c.call("fm", "dotprod", {"key": 3}, tuple(bad))
+        c.call("fm", "dotprod", {"key": 4}, tuple(bad))
     with pytest.raises(ConfigError, match="config.dims"):
         c.create_model("fm-bad", "fmpair", {"n_features": 5, "dims": 0})
 

@@ -83,13 +83,19 @@ class FMPairPlugin(Model):
                 self._cache.popitem(last=False)
             self._cache[key] = (now, entry)
 
-    def _take(self, key: Any) -> tuple:
+    def _peek(self, key: Any) -> tuple:
         with self._lock:
-            found = self._cache.pop(key, None)
+            found = self._cache.get(key)
         if found is None or found[0] < time.monotonic() - self.config["cache_ttl"]:
             raise RemoteError(f"no cached dotprod for batch {key!r}: it expired (cache_ttl="
                               f"{self.config['cache_ttl']}s) or was never made; run dotprod again")
         return found[1]
+
+    def _forget(self, key: Any) -> None:
+        with self._lock:
+            if self._cache.pop(key, None) is None:
+                raise RemoteError(f"batch {key!r} was adjusted twice at once; send adjusting "
+                                  "requests with once=True, each key once")
 
     # -- ops -------------------------------------------------------------------------------
     def _bags(self, arrays: tuple, at: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,8 +139,18 @@ class FMPairPlugin(Model):
     def dotprod(self, view, args, arrays):
         """This partition's part of x[b, m] = score(positive b) - score(candidate m of b)
         (B × M, float32; over its dims, plus the linear terms on partition 0). The bag
-        sums stay cached under args.key for `adjust`."""
-        users, items, pairs = self._batch(arrays)
+        sums stay cached under args.key for `adjust`.
+
+        With args.adjust = [earlier keys] and their coefficients after the batch arrays,
+        those batches are adjusted first, in order: one message per batch instead of
+        two. Such a request changes the model, so send it exactly once (once=True)."""
+        earlier = args.get("adjust", ())
+        if len(arrays) != 7 + len(earlier):
+            raise ShapeError(f"dotprod takes user bags, item bags (3 arrays each), pairs and "
+                             f"one coefficient array per key in adjust ({len(earlier)})")
+        users, items, pairs = self._batch(arrays[:7])
+        for key, c_diff in zip(earlier, arrays[7:]):
+            self._adjust(view, key, c_diff)
         factors = view.table("factors").data
         user_sums = kernels.bag_sums(*users, factors)
         item_sums = kernels.bag_sums(*items, factors)
@@ -147,18 +163,23 @@ class FMPairPlugin(Model):
     @udf(threaded=True)
     def adjust(self, view, args, arrays):
         """Apply the coefficients c[b, m] = d objective / d x[b, m] (B × M) to the cached
-        batch: +c on the positive's score, -c on the candidate's."""
-        users, items, pairs, user_sums, item_sums = self._take((view.part, args["key"]))
-        (c_diff,) = arrays
+        batch args.key: +c on the positive's score, -c on the candidate's."""
+        if len(arrays) != 1:
+            raise ShapeError("adjust takes one array: the coefficients")
+        return {"features": self._adjust(view, args["key"], arrays[0])}
+
+    def _adjust(self, view, key: Any, c_diff: np.ndarray) -> int:
+        users, items, pairs, user_sums, item_sums = self._peek((view.part, key))
         if c_diff.shape != (pairs.shape[0], pairs.shape[1] - 1) or c_diff.dtype != np.float32:
-            raise ShapeError(f"coefficients must be float32 of shape "
+            raise ShapeError(f"coefficients of batch {key!r} must be float32 of shape "
                              f"{[pairs.shape[0], pairs.shape[1] - 1]}")
+        self._forget((view.part, key))
         d_user, d_item, d_lin, user_on, item_on = kernels.sum_gradients(
             user_sums, item_sums, pairs, c_diff)
         touched = self._step(view, "factors", [(users, d_user, user_on), (items, d_item, item_on)])
         if view.part == 0:
             self._step(view, "linear", [(items, d_lin[:, None], item_on)])
-        return {"features": touched}
+        return touched
 
     def _step(self, view, table: str, sources: list) -> int:
         """Spread ascent directions of bag sums — (bags, directions, active) per source —

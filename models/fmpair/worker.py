@@ -53,34 +53,45 @@ class Trainer:
         self._key_prefix = int.from_bytes(os.urandom(3), "little") << 32
         self._keys = 0
 
-    async def _step(self, batch: losses.Batch) -> tuple[float, int]:
+    async def _dotprod(self, batch: losses.Batch, earlier: list[tuple[int, np.ndarray]]
+                       ) -> tuple[int, np.ndarray, float, int]:
+        """Round trip 1 of `batch`, carrying the coefficients of `earlier` batches (their
+        round trip 2). Returns (key, coefficients, loss sum, pairs counted)."""
         self._keys += 1
         key = self._key_prefix | self._keys
-        replies = await self.client.call(self.model, "dotprod", {"key": key}, batch.arrays)
+        args = {"key": key, "adjust": [k for k, _ in earlier]}
+        arrays = batch.arrays + tuple(c for _, c in earlier)
+        replies = await self.client.call(self.model, "dotprod", args, arrays, once=bool(earlier))
         x = sum(arrays[0] for _, arrays in replies)  # each shard: its part of the differences
         coef, total, counted = losses.coefficients(self.loss, x, batch.valid, self.space.n_items)
-        await self.client.call(self.model, "adjust", {"key": key}, (coef,), once=True)
-        return total, counted
+        return key, coef, total, counted
 
     async def epoch(self, number: int, on_batch: Callable[[int, float, int], None] | None = None
                     ) -> EpochStats:
-        """One pass over the positives; `on_batch(positives, loss sum, pairs counted)`."""
+        """One pass over the positives; `on_batch(positives, loss sum, pairs counted)`.
+
+        A batch's coefficients travel with the next batch's dotprod, which the shards
+        apply before scoring, so every batch costs one round trip and the model a batch
+        is scored on is the same as with a separate adjust (all batches that finished
+        before it was sent are in). The last ones go out as plain `adjust`s."""
         started = time.perf_counter()
         order = self.rng.permutation(self.users.size)
         in_flight: set[asyncio.Task] = set()
+        pending: list[tuple[int, np.ndarray]] = []
         total, counted = 0.0, 0
 
         def collect(done: set[asyncio.Task]) -> None:
             nonlocal total, counted
-            for task in done:
-                t, c = task.result()
+            for task in sorted(done, key=lambda t: t.seq):  # type: ignore[attr-defined]
+                key, coef, t, c = task.result()
+                pending.append((key, coef))
                 total += t
                 counted += c
                 if on_batch is not None:
                     on_batch(task.size, t, c)  # type: ignore[attr-defined]
 
         try:
-            for start in range(0, order.size, self.batch_size):
+            for seq, start in enumerate(range(0, order.size, self.batch_size)):
                 idx = order[start:start + self.batch_size]
                 batch = losses.prepare(self.users[idx], self.items[idx], self.space,
                                        self.sampler, self.rng, self.m, positives=idx)
@@ -88,13 +99,15 @@ class Trainer:
                     done, in_flight = await asyncio.wait(in_flight,
                                                          return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
-                task = asyncio.ensure_future(self._step(batch))
-                task.size = idx.size  # type: ignore[attr-defined]
+                task = asyncio.ensure_future(self._dotprod(batch, pending))
+                task.size, task.seq = idx.size, seq  # type: ignore[attr-defined]
+                pending = []
                 in_flight.add(task)
             if in_flight:
-                done, _ = await asyncio.wait(in_flight)
-                in_flight = set()
+                done, in_flight = await asyncio.wait(in_flight)
                 collect(done)
+            await asyncio.gather(*(self.client.call(self.model, "adjust", {"key": key}, (coef,),
+                                                    once=True) for key, coef in pending))
         finally:
             for task in in_flight:
                 task.cancel()
