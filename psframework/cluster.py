@@ -21,7 +21,76 @@ from typing import Any
 from psframework.config import load_settings
 from psframework.errors import ConfigError, ConnectionLostError
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "server_environment", "start_server", "listening_address",
+           "ready_address", "stop_servers"]
+
+
+def server_environment(secret: str | None, settings: dict[str, Any],
+                       extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a server process: `extra` variables, `settings` as
+    PSF_* variables, and PSF_SECRET set to `secret` (removed when it is None). The secret
+    goes through the environment, never the command line, where `ps` would show it."""
+    env = {**os.environ, **(extra or {})}
+    env.update({f"PSF_{k.upper()}": str(v) for k, v in settings.items()})
+    if secret is not None:
+        env["PSF_SECRET"] = secret
+    else:
+        env.pop("PSF_SECRET", None)
+    return env
+
+
+def start_server(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """`python -m psframework serve ARGS` as a child that watches its stdin, so it exits
+    when this process does, even if this process is killed without cleaning up."""
+    cmd = [sys.executable, "-m", "psframework", "serve", *args, "--watch-stdin"]
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+
+def ready_address(line: str) -> str | None:
+    """The address in a server's ready line ("psframework ... listening on ADDR"), else None."""
+    line = line.strip()
+    if line.startswith("psframework ") and " listening on " in line:
+        return line.rsplit(" ", 1)[-1]
+    return None
+
+
+def listening_address(proc: subprocess.Popen, timeout: float) -> str:
+    """Wait for the ready line of a server started by `start_server`; return its address.
+    A server that exits or stays silent for `timeout` seconds is killed, and the error
+    says so."""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.1):
+                line = proc.stdout.readline().decode()
+                address = ready_address(line)
+                if address is not None:
+                    return address
+                if not line and proc.poll() is not None:
+                    break
+    proc.kill()
+    raise ConnectionLostError(
+        f"server `{' '.join(proc.args[2:])}` did not start within {timeout:g}s "
+        f"(exit code {proc.poll()}); its log is on stderr")
+
+
+def stop_servers(procs: list[subprocess.Popen | None]) -> None:
+    """Terminate servers (all at once), wait for each, and close their pipes."""
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.terminate()
+    for p in procs:
+        if p is None:
+            continue
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        for f in (p.stdin, p.stdout):
+            if f is not None:
+                f.close()
 
 
 class LocalCluster:
@@ -38,15 +107,10 @@ class LocalCluster:
         self.log_level = log_level
         self.startup_timeout = startup_timeout
         load_settings(**settings)  # a misspelt or invalid setting fails here, by name
-        self.env = {**os.environ, **(env or {})}
-        self.env.update({f"PSF_{k.upper()}": str(v) for k, v in settings.items()})
         # like every other setting, the secret defaults to PSF_SECRET, so that clients
         # configured from the environment can talk to the cluster
         self.secret = secret if secret is not None else os.environ.get("PSF_SECRET")
-        if self.secret is not None:
-            self.env["PSF_SECRET"] = self.secret
-        else:
-            self.env.pop("PSF_SECRET", None)
+        self.env = server_environment(self.secret, settings, env)
         self.master_process: subprocess.Popen | None = None
         self.shard_processes: list[subprocess.Popen] = []
         self.address = ""
@@ -54,30 +118,13 @@ class LocalCluster:
 
     # -- processes -------------------------------------------------------------------
     def _launch(self, *args: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "psframework", "serve", *args, "--host", self.host,
-               "--log-level", self.log_level, "--watch-stdin"]
-        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
-
-    def _ready_line(self, proc: subprocess.Popen) -> str:
-        deadline = time.monotonic() + self.startup_timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if sel.select(timeout=0.1):
-                    line = proc.stdout.readline().decode().strip()
-                    if line.startswith("psframework ") and " listening on " in line:
-                        return line
-                    if not line and proc.poll() is not None:
-                        break
-        proc.kill()
-        raise ConnectionLostError(
-            f"server `{' '.join(proc.args[2:])}` did not start within {self.startup_timeout:g}s "
-            f"(exit code {proc.poll()}); its log is on stderr")
+        return start_server(*args, "--host", self.host, "--log-level", self.log_level,
+                            env=self.env)
 
     def start(self) -> "LocalCluster":
         try:
             self.master_process = self._launch("master", "--port", str(self.port))
-            self.address = self._ready_line(self.master_process).rsplit(" ", 1)[-1]
+            self.address = listening_address(self.master_process, self.startup_timeout)
             self.add_shards(self.num_shards)
         except BaseException:
             self.stop()
@@ -89,7 +136,7 @@ class LocalCluster:
         procs = [self._launch("shard", "--master", self.address) for _ in range(n)]
         self.shard_processes.extend(procs)
         for p in procs:
-            self._ready_line(p)
+            listening_address(p, self.startup_timeout)
         return procs
 
     def kill_shard(self, index: int) -> None:
@@ -102,21 +149,7 @@ class LocalCluster:
         for c in self._clients:
             c.close()
         self._clients.clear()
-        procs = [*self.shard_processes, self.master_process]
-        for p in procs:
-            if p is not None and p.poll() is None:
-                p.terminate()
-        for p in procs:
-            if p is None:
-                continue
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-            for f in (p.stdin, p.stdout):
-                if f is not None:
-                    f.close()
+        stop_servers([*self.shard_processes, self.master_process])
         self.shard_processes.clear()
         self.master_process = None
 

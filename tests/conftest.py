@@ -95,3 +95,56 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+# -- Spark ---------------------------------------------------------------------------------
+SPARK_SECRET = "spark-test-secret"
+SPARK_BASE = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+              "spark.sql.shuffle.partitions": "4", "spark.task.maxFailures": "1"}
+
+
+@pytest.fixture(scope="session")
+def spark_session(tmp_path_factory):
+    """make(master="local[4]", conf=None) -> a SparkSession with SPARK_BASE and `conf`.
+
+    Spark runs one SparkContext per JVM: asking for another master or configuration
+    stops the current session (a new context on the running JVM takes a second or two;
+    the JVM itself starts once). The JVM is launched by a bare context first, because
+    the configuration it is launched with becomes every later context's default, and one
+    test's secret must not leak into another's. Executors import the test modules from
+    this folder, and write to a temp dir of pytest's (TMPDIR), so shard logs do not pile
+    up in /tmp."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    tmp = str(tmp_path_factory.mktemp("spark-executors"))
+    current: dict = {}
+
+    def make(master: str = "local[4]", conf: dict | None = None) -> SparkSession:
+        key = (master, tuple(sorted((conf or {}).items())))
+        if current.get("key") == key:
+            return current["session"]
+        if current:
+            current.pop("session").stop()
+        else:
+            SparkContext(conf=SparkConf().setMaster("local[1]").setAppName("psframework-boot")
+                         .setAll(list(SPARK_BASE.items()))).stop()
+        settings = {**SPARK_BASE, "spark.executorEnv.TMPDIR": tmp,
+                    # test modules hold functions that executors run
+                    "spark.executorEnv.PYTHONPATH": str(Path(__file__).parent),
+                    **(conf or {})}
+        sc = SparkContext(conf=SparkConf().setMaster(master).setAppName("psframework-tests")
+                          .setAll(list(settings.items())))
+        sc.setLogLevel("ERROR")
+        current.update(key=key, session=SparkSession(sc))
+        return current["session"]
+    yield make
+    if current:
+        current["session"].stop()
+
+
+@pytest.fixture
+def spark(spark_session):
+    """local[4] whose driver and executors share SPARK_SECRET through Spark configuration."""
+    return spark_session("local[4]", {"spark.psframework.secret": SPARK_SECRET,
+                                      "spark.executorEnv.PSF_SECRET": SPARK_SECRET})
