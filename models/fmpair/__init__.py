@@ -1,7 +1,17 @@
 """FMPair: network-efficient pairwise factorization machines (the LightFM model) on the
 parameter server. The plugin registers as model type `fmpair`; `LocalFMPair` trains it
-from plain Python (the Spark estimator `FMPair` comes with the Spark integration)."""
+from plain Python, `FMPair` (a pyspark.ml Estimator) from Spark executors.
+
+`FMPair` and `FMPairModel` are imported on first use, so that shards, which load the
+plugin from this package, start without pyspark and a JVM."""
 
 from models.fmpair.local import LocalFMPair
 
-__all__ = ["LocalFMPair"]
+__all__ = ["LocalFMPair", "FMPair", "FMPairModel"]
+
+
+def __getattr__(name: str):
+    if name in ("FMPair", "FMPairModel"):
+        from models.fmpair import estimator
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'models.fmpair' has no attribute {name!r}")

@@ -195,15 +195,18 @@ class LocalFMPair:
         reps = self.user_representations(users, context)
         return (reps * vectors[items]).sum(axis=1) + bias[items]
 
-    def recommend(self, users, k: int = 10, filter_seen: bool = True, context=None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k items for each user: (ids, scores), both len(users) × k, best first."""
+    def recommend(self, users, k: int = 10, filter_seen: bool = True, context=None,
+                  exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k items for each user: (ids, scores), both len(users) × k, best first.
+        filter_seen leaves out the user's training items; `exclude` (len(users) × items,
+        sparse) further items per user. Left-out items score -inf (they come last)."""
         users = np.atleast_1d(np.asarray(users, np.int64))
         vectors, bias = self.item_representations()
         scores = self.user_representations(users, context) @ vectors.T + bias
-        if filter_seen:
-            seen = self.train_[users].tocoo()
-            scores[seen.row, seen.col] = -np.inf
+        for skip in ([self.train_[users]] if filter_seen else []) + (
+                [sp.csr_matrix(exclude)] if exclude is not None else []):
+            skip = skip.tocoo()
+            scores[skip.row, skip.col] = -np.inf
         k = min(k, scores.shape[1])
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_scores = np.take_along_axis(scores, top, axis=1)

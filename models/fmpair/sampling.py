@@ -55,7 +55,9 @@ def _rejected(users, items, seen_ptr, seen_idx, attr, attr_ptr, attr_idx, use_se
 class NegativeSampler:
     def __init__(self, train: sp.csr_matrix, kind: str = "uniform", rho: float = 1.0,
                  filter_seen: bool = True, attribute: np.ndarray | None = None,
-                 max_tries: int = 10) -> None:
+                 max_tries: int = 10, popularity: np.ndarray | None = None) -> None:
+        """`popularity` (one count per item) ranks items for the exp sampler; by default
+        the item counts of `train` (pass global counts when `train` is one worker's share)."""
         if kind not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         if kind == "exp" and not rho > 0:
@@ -80,7 +82,11 @@ class NegativeSampler:
             ua.sum_duplicates()  # one sorted entry per (user, attribute value)
             self._user_attr = (ua.indptr.astype(np.int64), ua.indices.astype(np.int64))
         if kind == "exp":
-            popularity = np.asarray(train.sum(axis=0)).ravel()
+            if popularity is None:
+                popularity = np.asarray(train.sum(axis=0)).ravel()
+            popularity = np.asarray(popularity)
+            if popularity.shape != (self.n_items,):
+                raise ConfigError(f"popularity needs one count per item ({self.n_items})")
             self._by_rank = np.argsort(-popularity, kind="stable")
             self._scale = rho * self.n_items
 
