@@ -150,6 +150,18 @@ def test_shards_exit_when_the_master_goes_away(fresh_cluster):
         wait_until(lambda: shard.poll() is not None, timeout=30)
 
 
+def test_a_shard_told_to_shut_down_exits_and_the_others_serve_on(fresh_cluster):
+    cluster = fresh_cluster(2)
+    client = cluster.client()
+    servers = [s["address"] for s in client.status()["servers"]]
+    reply = client.run(client.aio.request(servers[0], "shutdown", retry=False))
+    assert reply.args == {"stopping": True}
+    shards = cluster.shard_processes
+    wait_until(lambda: sum(p.poll() is not None for p in shards) == 1, timeout=30)
+    assert sum(p.poll() == 0 for p in shards) == 1  # a clean exit
+    client.run(client.aio.request(servers[1], "ping", retry=False))  # the other serves on
+
+
 def test_catalog_changes_are_exactly_once_and_lookups_refresh(fresh_cluster):
     """A create resent with the same tag answers like the first; and a client whose
     cached placement went stale is refused (not served the new model's data by the same

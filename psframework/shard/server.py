@@ -93,6 +93,7 @@ class Shard:
             "pull_rows": self._pull_rows, "pull_elems": self._pull_elems,
             "push_rows": self._push_rows, "push_elems": self._push_elems,
             "save": self._save, "load": self._load, "stats": self._stats,
+            "shutdown": self._shutdown,
         }
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -335,6 +336,13 @@ class Shard:
 
     def _stats(self, msg: Message):
         return self._stats_args(), ()
+
+    def _shutdown(self, msg: Message):
+        """Stop serving, after this reply has gone out (whoever started the shard is done
+        with it; a shard otherwise outlives its master by `master_grace` seconds)."""
+        log.info("shard %s: shutdown requested", self.name)
+        asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self.stop()))
+        return {"stopping": True}, ()
 
 
 def _call_udf(fn, plugin: Model, view: ShardView, msg: Message):

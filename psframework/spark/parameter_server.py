@@ -3,8 +3,9 @@
 *Integrated* (no `host`): the master is a child process of the driver that watches its
 stdin, so it ends with the driver, however the driver ends. A short Spark job starts the
 shards on executors, one task per shard; each task returns as soon as its shard has
-registered, so no task slot stays held. Shards exit by themselves once their master has
-been unreachable for `master_grace` seconds.
+registered, so no task slot stays held. `close` asks the shards to shut down, then stops
+the master; shards it cannot reach (a crashed driver never asks) exit by themselves once
+their master has been unreachable for `master_grace` seconds.
 
 *Separate* (`host="HOST:PORT"`): connect to a cluster started with `psframework serve`;
 closing leaves it running.
@@ -12,6 +13,7 @@ closing leaves it running.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import socket
@@ -168,6 +170,8 @@ class SparkParameterServer:
                 shards |= {s["address"] for s in self._client.status()["servers"]}
             except PSError:
                 pass
+        if self._master_process is not None and self._client is not None:
+            self._shut_down(shards)  # else they would wait master_grace seconds to go
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -176,6 +180,20 @@ class SparkParameterServer:
             self._master_process = None
             self._await_gone(shards)
         self.shards = []
+
+    def _shut_down(self, addresses: set[str]) -> None:
+        """Ask the shards this object started to stop now; those that cannot be reached
+        still stop by themselves once the master is gone."""
+        aio = self._client.aio
+
+        async def shutdown(address: str) -> None:
+            try:
+                await aio.request(address, "shutdown", retry=False)
+            except PSError as e:
+                log.info("psframework shard %s did not take the shutdown: %s", address, e)
+        async def every() -> None:
+            await asyncio.gather(*(shutdown(a) for a in addresses))
+        self._client.run(every())
 
     def _await_gone(self, addresses: set[str]) -> None:
         s = load_settings(**self.settings)
