@@ -18,6 +18,7 @@ scoring and saving need no parameter server; in integrated mode it stops after `
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import time
 import uuid
@@ -36,7 +37,7 @@ from pyspark.ml.util import (
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
-from psframework import Client, ConfigError
+from psframework import ConfigError
 from psframework.spark import SparkParameterServer, executor_client
 from models.fmpair.features import FeatureSpace
 from models.fmpair.local import LocalFMPair
@@ -125,6 +126,10 @@ class _FMPairParams(Params):
             need(self._value(name) > 0, name, "> 0")
         for name in ("linearReg", "factorsReg"):
             need(self._value(name) >= 0, name, ">= 0")
+        host = self._value("parameterServerHost")
+        port = (host or "").rpartition(":")[2]
+        need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
+             "HOST:PORT of a psframework master")
 
     def _check_columns(self, schema: T.StructType, *, training: bool) -> None:
         """Columns exist with the right types. Training needs userCol and itemCol and the
@@ -374,8 +379,8 @@ def _per_id(df: DataFrame, id_col: str, vector_col: str, n: int) -> sp.csr_matri
 
 def _filter_items(df: DataFrame, id_col: str, items_col: str, n_users: int,
                   n_items: int) -> sp.csr_matrix:
-    rows = np.array(df.select(id_col, F.explode(items_col)).distinct().collect(),
-                    np.int64).reshape(-1, 2)
+    pairs = df.select(id_col, F.explode(items_col).alias("_item")).where("_item IS NOT NULL")
+    rows = np.array(pairs.distinct().collect(), np.int64).reshape(-1, 2)
     rows = rows[(rows[:, 1] >= 0) & (rows[:, 1] < n_items)]
     return sp.csr_matrix((np.ones(len(rows), np.float32), (rows[:, 0], rows[:, 1])),
                          shape=(n_users, n_items))
@@ -464,7 +469,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         training items, the items fit saw in filterItemsCol, and those in the dataset's
         filterItemsCol (if it has one). With a userctxfeaturesCol in the dataset, its
         first vector per user is the context; otherwise the one fit saw."""
-        if not isinstance(numItems, int) or numItems < 1:
+        if (isinstance(numItems, bool) or not isinstance(numItems, numbers.Integral)
+                or numItems < 1):  # numpy integers too
             raise ConfigError(f"numItems must be a positive integer, got {numItems!r}")
         self._check_columns(dataset.schema, training=False)
         u = self._value("userCol")
@@ -478,7 +484,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
             aggs.append(F.flatten(F.collect_list(flt)).alias("flt"))
         users = (dataset.groupBy(u).agg(*aggs) if aggs else dataset.select(u).distinct())
         model = self._scorer(dataset.sparkSession)
-        n = numItems
+        n = int(numItems)
 
         def recommend(rows: Iterable) -> Iterator[tuple]:
             rows = [r for r in rows if r[0] is not None]
@@ -490,7 +496,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
             ids = np.array([r[0] for r in rows], np.int64)
             exclude = me.exclude[ids] if me.exclude is not None else None
             if flt:
-                extra = [[j for j in (r["flt"] or []) if 0 <= j < n_items] for r in rows]
+                extra = [[j for j in (r["flt"] or []) if j is not None and 0 <= j < n_items]
+                         for r in rows]
                 given = sp.csr_matrix((np.ones(sum(map(len, extra)), np.float32),
                                        np.concatenate([np.array(e, np.int64) for e in extra]),
                                        np.cumsum([0] + [len(e) for e in extra])),
@@ -530,10 +537,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         if not self.ps_model:
             return False
         from pyspark.sql import SparkSession
-        from psframework.spark.secret import application_secret
-        secret = application_secret(SparkSession.active())
-        with Client(self.ps_master, secret=secret) as client:
-            freed = client.destroy(self.ps_model)
+        with SparkParameterServer(SparkSession.active(), host=self.ps_master) as ps:
+            freed = ps.client().destroy(self.ps_model)
         self.ps_model = None
         return freed
 
@@ -633,5 +638,6 @@ class _ModelReader(MLReader):
                                                shape=tuple(f[f"{name}_shape"]))
         model = self.cls(state, mats.get("user_context"), mats.get("exclude"),
                          meta.get("ps_master"), meta.get("ps_model"))
+        model._resetUid(meta["uid"])  # as DefaultParamsReader does: params keep their owner
         DefaultParamsReader.getAndSetParams(model, meta)
         return model
