@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from psframework import LocalCluster
+from psframework.config import parse_address
 
 PLUGINS = Path(__file__).parent / "plugins"
 # The test plugin is "installed" only for the tests: its dist-info is on this path.
@@ -95,6 +97,23 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def listening(address: str) -> bool:
+    """Something accepts connections at HOST:PORT."""
+    try:
+        with socket.create_connection(parse_address(address), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # -- Spark ---------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ master stops, which `fit` waits out."""
 from __future__ import annotations
 
 import contextlib
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,12 +25,11 @@ from pyspark.sql import types as T
 
 import models.fmpair.estimator as estimator
 from psframework import Client, ConfigError, LocalCluster
-from psframework.config import parse_address
 from psframework.spark import SparkParameterServer
 from models.fmpair import FMPair, FMPairModel, LocalFMPair
 from models.metrics import evaluate
 from models.synthetic import make_synthetic, popularity_scores
-from conftest import FAST, SPARK_SECRET, wait_until
+from conftest import FAST, SPARK_SECRET, listening, running, wait_until
 
 SECRET_CONF = {"spark.psframework.secret": SPARK_SECRET,  # as the `spark` fixture's
                "spark.executorEnv.PSF_SECRET": SPARK_SECRET}
@@ -55,22 +53,6 @@ NON_DEFAULT = {"userCol": "u", "itemCol": "i", "userctxfeaturesCol": "ctx",
 
 
 # -- helpers -------------------------------------------------------------------------------
-def listening(address: str) -> bool:
-    try:
-        with socket.create_connection(parse_address(address), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def serve_commands() -> list[list[str]]:
     """The command line of every live `psframework serve` process on this machine."""
     found = []

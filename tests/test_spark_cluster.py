@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,10 +15,9 @@ import numpy as np
 import pytest
 
 from psframework import AuthError, Client, ConfigError, ConnectionLostError, LocalCluster
-from psframework.config import parse_address
 from psframework.spark import SparkParameterServer, executor_client
 from psframework.spark.secret import SECRET_CONF
-from conftest import SPARK_SECRET, wait_until
+from conftest import SPARK_SECRET, listening, running, wait_until
 
 FAST = {"heartbeat_interval": 0.2, "master_grace": 1.0}  # shards exit ~1 s after the master
 ROWS, COLS = 50, 4
@@ -61,22 +59,6 @@ def hold_slot(directory, index, _rows):
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def listening(address: str) -> bool:
-    try:
-        with socket.create_connection(parse_address(address), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def push_and_check(spark, ps, name: str, tasks: int) -> list[tuple]:
     matrix = ps.client().create_matrix(name, ROWS, COLS, "float64")
     rdd = spark.sparkContext.parallelize(range(40 * tasks), tasks)
