@@ -353,9 +353,12 @@ def _vectors_to_csr(vectors: list, width: int) -> sp.csr_matrix:
             raise ConfigError("a feature vector is null; every row needs one")
         if v.size != width:
             raise ConfigError(f"feature vectors must all have size {width}, found {v.size}")
-        s = v if hasattr(v, "indices") else v.toArray()
-        idx = s.indices if hasattr(s, "indices") else np.flatnonzero(s)
-        val = s.values if hasattr(s, "values") else s[idx]
+        if hasattr(v, "indices"):  # SparseVector
+            idx, val = v.indices, v.values
+        else:  # DenseVector
+            dense = v.toArray()
+            idx = np.flatnonzero(dense)
+            val = dense[idx]
         indices.append(np.asarray(idx, np.int64))
         data.append(np.asarray(val, np.float32))
         indptr.append(indptr[-1] + len(idx))
@@ -417,8 +420,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         """Per epoch of fit: loss, pairs, seconds."""
         return getattr(self.state, "history_", [])
 
-    def _scorer(self, spark) -> Any:
-        return spark.sparkContext.broadcast(_Scorer(self.state, self.user_context, self.exclude))
+    def _scorer(self) -> _Scorer:
+        return _Scorer(self.state, self.user_context, self.exclude)
 
     # -- scoring -------------------------------------------------------------------------
     def _transform(self, dataset: DataFrame) -> DataFrame:
@@ -430,7 +433,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         ctx = ctx if ctx in dataset.columns else None
         names = dataset.columns
         at = (names.index(u), names.index(i), names.index(ctx) if ctx else None)
-        model = self._scorer(dataset.sparkSession)
+        model = dataset.sparkSession.sparkContext.broadcast(self._scorer())
 
         def score(rows: Iterable) -> Iterator[tuple]:
             rows = list(rows)
@@ -483,7 +486,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         if flt:
             aggs.append(F.flatten(F.collect_list(flt)).alias("flt"))
         users = (dataset.groupBy(u).agg(*aggs) if aggs else dataset.select(u).distinct())
-        model = self._scorer(dataset.sparkSession)
+        model = dataset.sparkSession.sparkContext.broadcast(self._scorer())
         n = int(numItems)
 
         def recommend(rows: Iterable) -> Iterator[tuple]:
@@ -521,8 +524,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         """(id, features): each user's representation Σ x_g v_g over its features (with
         userctxfeaturesCol: the context fit saw for the user)."""
         users = np.arange(self.state.train_.shape[0])
-        scorer = _Scorer(self.state, self.user_context, self.exclude)
-        reps = self.state.user_representations(users, scorer.context(users, None))
+        reps = self.state.user_representations(users, self._scorer().context(users, None))
         return _factor_frame(reps)
 
     @property

@@ -118,8 +118,6 @@ class FMPairPlugin(Model):
         return indptr, indices, weights
 
     def _batch(self, arrays: tuple):
-        if len(arrays) != 7:
-            raise ShapeError("dotprod takes user bags, item bags (3 arrays each) and pairs")
         users = self._bags(arrays, 0, "user")
         items = self._bags(arrays, 3, "item")
         b, n_items = users[0].size - 1, items[0].size - 1

@@ -62,7 +62,7 @@ class Trainer:
         args = {"key": key, "adjust": [k for k, _ in earlier]}
         arrays = batch.arrays + tuple(c for _, c in earlier)
         replies = await self.client.call(self.model, "dotprod", args, arrays, once=bool(earlier))
-        x = sum(arrays[0] for _, arrays in replies)  # each shard: its part of the differences
+        x = sum(out[0] for _, out in replies)  # each shard: its part of the differences
         coef, total, counted = losses.coefficients(self.loss, x, batch.valid, self.space.n_items)
         return key, coef, total, counted
 

@@ -178,10 +178,18 @@ class Shard:
     def _call_udf(self, fn, plugin: Model, view: ShardView, msg: Message):
         started = time.thread_time()
         try:
-            return _call_udf(fn, plugin, view, msg)
+            out = fn(plugin, view, msg.args, msg.arrays)
         finally:  # a float += from two threads may lose an update: these are metrics
             spent = time.thread_time() - started
             self.udf_seconds[msg.op] = self.udf_seconds.get(msg.op, 0.0) + spent
+        if out is None:
+            return {}, ()
+        if isinstance(out, dict):
+            return out, ()
+        args, arrays = out
+        if not isinstance(args, dict):
+            raise ConfigError(f"UDF {msg.op!r} must return (dict, arrays), a dict or None")
+        return args, tuple(arrays)
 
     def _hosted(self, msg: Message) -> HostedModel:
         try:
@@ -343,15 +351,3 @@ class Shard:
         log.info("shard %s: shutdown requested", self.name)
         asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self.stop()))
         return {"stopping": True}, ()
-
-
-def _call_udf(fn, plugin: Model, view: ShardView, msg: Message):
-    out = fn(plugin, view, msg.args, msg.arrays)
-    if out is None:
-        return {}, ()
-    if isinstance(out, dict):
-        return out, ()
-    args, arrays = out
-    if not isinstance(args, dict):
-        raise ConfigError(f"UDF {msg.op!r} must return (dict, arrays), a dict or None")
-    return args, tuple(arrays)

@@ -184,16 +184,15 @@ class SparkParameterServer:
     def _shut_down(self, addresses: set[str]) -> None:
         """Ask the shards this object started to stop now; those that cannot be reached
         still stop by themselves once the master is gone."""
+        addresses = sorted(addresses)
         aio = self._client.aio
 
-        async def shutdown(address: str) -> None:
-            try:
-                await aio.request(address, "shutdown", retry=False)
-            except PSError as e:
-                log.info("psframework shard %s did not take the shutdown: %s", address, e)
-        async def every() -> None:
-            await asyncio.gather(*(shutdown(a) for a in addresses))
-        self._client.run(every())
+        async def shutdown() -> list:
+            return await asyncio.gather(*(aio.request(a, "shutdown", retry=False)
+                                          for a in addresses), return_exceptions=True)
+        for address, outcome in zip(addresses, self._client.run(shutdown())):
+            if isinstance(outcome, PSError):
+                log.info("psframework shard %s did not take the shutdown: %s", address, outcome)
 
     def _await_gone(self, addresses: set[str]) -> None:
         s = load_settings(**self.settings)
