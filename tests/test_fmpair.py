@@ -38,18 +38,26 @@ def reference_epoch(v, w, acc_v, acc_w, space, batches, loss, n_items, cfg, adag
         score = np.array([[su[b] @ si[n] + li[n] for n in row] for b, row in enumerate(pairs)])
         coef = np.zeros_like(score)
         for b in range(len(pairs)):
-            ok = [m for m in range(pairs.shape[1] - 1) if batch.valid[b, m]]
-            x = {m: score[b, 0] - score[b, 1 + m] for m in ok}
             if loss == "bpr":
+                ok = [m for m in range(pairs.shape[1] - 1) if batch.valid[b, m]]
                 for m in ok:
-                    g = 1 / (1 + math.exp(x[m])) / len(ok)
+                    g = 1 / (1 + math.exp(score[b, 0] - score[b, 1 + m])) / len(ok)
                     coef[b, 0] += g
                     coef[b, 1 + m] -= g
-            else:
-                first = next((m for m in ok if x[m] < 1), None)
-                if first is not None:
-                    weight = math.log(max(1.0, math.floor((n_items - 1) / (first + 1))))
-                    coef[b, 0], coef[b, 1 + first] = weight, -weight
+                continue
+            # WARP as LightFM defines it (lyst/lightfm, lightfm/_lightfm_fast.pyx.template,
+            # fit_warp and warp_update): candidates are drawn one at a time and `sampled`
+            # counts every draw; the first scoring above the positive's score minus 1 that
+            # is not one of the user's positives gets weight
+            # log(max(1, floor((n_items - 1) / sampled))), capped at MAX_LOSS = 10 (which
+            # binds only beyond e**10 items), and only the user, the positive and that
+            # negative take a step; no violation among the draws, no update. A candidate
+            # the sampler rejected plays LightFM's drawn positive: a draw, never a violation.
+            for sampled in range(1, pairs.shape[1]):  # candidate `sampled` is column `sampled`
+                if score[b, sampled] > score[b, 0] - 1 and batch.valid[b, sampled - 1]:
+                    weight = min(math.log(max(1.0, math.floor((n_items - 1) / sampled))), 10.0)
+                    coef[b, 0], coef[b, sampled] = weight, -weight
+                    break
         grad_v, count_v, grad_w, count_w = {}, {}, {}, {}
         for b, row in enumerate(pairs):  # only bags that received a gradient take a step
             if not coef[b].any():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psframework import ConfigError, RemoteError, UnknownModelError
+from psframework import ConfigError, RemoteError, Settings, UnknownModelError
 
 
 @pytest.fixture
@@ -32,9 +32,21 @@ def test_plugin_op_runs_on_every_partition(client, scaler):
 
 
 def test_threaded_op_and_subset_of_partitions(client, scaler):
+    """A threaded op runs on the shard's pool when its request's arrays reach
+    `inline_below` bytes and inline on the event loop below that; either way it answers
+    like numpy."""
     w = client.matrix("scaler-1", "weights").to_numpy()
+    limit = Settings().inline_below  # the shards read the same environment
+    rng = np.random.default_rng(0)
+    for n, pooled in ((-(-limit // 8), True), ((limit - 1) // 8, False)):
+        rows = rng.integers(0, 50, size=n)  # int64, 8 bytes a row: at least / just under it
+        replies = client.call("scaler-1", "sum_squares", arrays=(rows,))
+        for args, _ in replies:
+            assert args["thread"].startswith("psf-udf") == pooled, (n, args)
+            assert args["on_loop"] != pooled, (n, args)
+        np.testing.assert_allclose(sum(a[0] for _, a in replies), (w[rows] ** 2).sum(axis=1))
     (args, (part1,)), = client.call("scaler-1", "sum_squares", parts=[1])
-    assert args["part"] == 1
+    assert args["part"] == 1 and args["on_loop"]  # no arrays: inline
     both = client.call("scaler-1", "sum_squares")
     np.testing.assert_allclose(both[0][1][0] + both[1][1][0], (w * w).sum(axis=1))
     np.testing.assert_array_equal(part1, both[1][1][0])

@@ -13,9 +13,10 @@ applies +c_bm to the positive's score and -c_bm to the candidate's:
 - bpr:  mean over valid m of -log σ(x_bm)  (M = 1 unless crossbatch);
         c_bm = σ(-x_bm) / n_valid.
 - warp: the first valid candidate with x < 1 (a margin violation) found after t draws
-        gets weight w = log(max(1, floor((n_items - 1) / t))) and the hinge loss
-        w · (1 - x): c = w on that candidate; no violation, no update (its bags take no
-        step at all, not even regularization).
+        gets weight w = min(log(max(1, floor((n_items - 1) / t))), 10) (LightFM's rank
+        estimate and its MAX_LOSS cap) and the hinge loss w · (1 - x): c = w on that
+        candidate; no violation, no update (its bags take no step at all, not even
+        regularization).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from models.fmpair.sampling import NegativeSampler
 __all__ = ["LOSSES", "Batch", "prepare", "coefficients"]
 
 LOSSES = ("bpr", "warp")
+MAX_WARP_WEIGHT = 10.0  # LightFM's MAX_LOSS: binds beyond e**10 ≈ 22,000 items
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def coefficients(loss: str, x: np.ndarray, valid: np.ndarray, n_items: int
         violating = valid & (x < 1.0)
         rows = np.flatnonzero(violating.any(axis=1))
         first = np.argmax(violating[rows], axis=1)
-        weight = np.log(np.maximum(1.0, np.floor((n_items - 1) / (first + 1))))
+        weight = np.minimum(np.log(np.maximum(1.0, np.floor((n_items - 1) / (first + 1)))),
+                            MAX_WARP_WEIGHT)
         coef[rows, first] = weight
         total = float((weight * (1.0 - x[rows, first])).sum())
         counted = int(rows.size)

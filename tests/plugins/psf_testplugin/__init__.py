@@ -2,6 +2,9 @@
 entry point (see the .dist-info beside it, put on PYTHONPATH by conftest.py) and adds
 server ops and an aggregator that psframework has never heard of."""
 
+import asyncio
+import threading
+
 import numba
 
 from psframework import ConfigError, Model, TableSpec, init, udf
@@ -10,6 +13,15 @@ from psframework import ConfigError, Model, TableSpec, init, udf
 @numba.njit(inline="always")
 def absmax(stored, pushed):
     return pushed if abs(pushed) > abs(stored) else stored
+
+
+def _on_event_loop():
+    """Whether an asyncio event loop is running in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Scaler(Model):
@@ -43,9 +55,14 @@ class Scaler(Model):
 
     @udf(threaded=True)
     def sum_squares(self, view, args, arrays):
-        """Per-row sums of squares over this partition's columns, on the thread pool."""
+        """Per-row sums of squares over this partition's columns, of the rows in `arrays`
+        (all rows if none). It says where it ran: the shard hands a threaded op to its
+        pool only when the request's arrays are big enough, else runs it on the loop."""
         w = view.table("weights").data
-        return {"part": view.part}, ((w * w).sum(axis=1),)
+        if arrays:
+            w = w[arrays[0]]
+        return ({"part": view.part, "thread": threading.current_thread().name,
+                 "on_loop": _on_event_loop()}, ((w * w).sum(axis=1),))
 
     @udf
     def explode(self, view, args, arrays):
