@@ -9,7 +9,8 @@ from psframework.cluster import LocalCluster
 from psframework.config import Settings, load_settings
 from psframework.errors import (
     AuthError, ConfigError, ConnectionLostError, DTypeError, ModelExistsError, ProtocolError,
-    PSError, RemoteError, RequestTimeoutError, ShapeError, StorageError, UnknownModelError,
+    PSError, RemoteError, RequestTimeoutError, ShapeError, StaleRequestError, StorageError,
+    UnknownModelError,
 )
 from psframework.model import Model, ShardView, udf
 from psframework.storage import Partition, Partitioner, TableSpec
@@ -24,5 +25,5 @@ __all__ = [
     "Model", "ShardView", "udf", "TableSpec", "Partition", "Partitioner", "init",
     "PSError", "ConfigError", "ProtocolError", "AuthError", "ConnectionLostError",
     "RequestTimeoutError", "RemoteError", "UnknownModelError", "ModelExistsError",
-    "ShapeError", "DTypeError", "StorageError", "errors", "storage", "run", "__version__",
+    "ShapeError", "DTypeError", "StorageError", "StaleRequestError", "errors", "storage", "run", "__version__",
 ]

@@ -4,10 +4,11 @@ optional TOML file, and the defaults below."""
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from psframework.errors import ConfigError
@@ -45,9 +46,27 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(3.0, gt=0, description="a shard silent this long is dead")
     master_grace: float = Field(10.0, gt=0, description="a shard exits when the master is "
                                 "unreachable this long")
-    dedup_window: int = Field(100_000, ge=1, description="once-only request ids a shard remembers")
-    dedup_bytes: int = Field(64 << 20, ge=0, description="at most this many bytes of arrays in "
-                             "the remembered replies of once-only requests")
+    forget_after: float = Field(600.0, gt=0, description="the master forgets a shard that "
+                                "has been dead this long (and its name)")
+    dedup_window: int = Field(100_000, ge=1, description="replies of once-only requests a "
+                              "server remembers at most")
+    dedup_bytes: int = Field(64 << 20, ge=0, description="at most this many bytes in the "
+                             "remembered replies of once-only requests")
+    handshake_timeout: float = Field(10.0, gt=0, description="a connection that has not "
+                                     "completed its handshake this long is closed")
+    max_connections: int = Field(1024, ge=1, description="a server refuses connections "
+                                 "beyond this many open ones")
+    memory_limit: int | None = Field(None, ge=0, description="bytes of partitions a shard "
+                                     "may hold (default: half of the machine's memory, "
+                                     "shared by the shards on it)")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: servers serve "
+                                  "TLS with it; a client presents it if the server asks")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_ca: Path | None = Field(None, description="PEM CA bundle: clients use TLS and verify "
+                                "servers against it; servers then require client "
+                                "certificates signed by it")
+    tls_check_hostname: bool = Field(True, description="clients check that a server's "
+                                     "certificate names the host they connect to")
     threads: int = Field(2, ge=1, description="shard threads for GIL-free UDFs")
     inline_below: int = Field(256 * 1024, ge=0, description="a threaded UDF whose request "
                               "arrays are smaller than this many bytes runs inline: the "
@@ -80,6 +99,40 @@ class Settings(BaseSettings):
     @property
     def secret_bytes(self) -> bytes | None:
         return self.secret.get_secret_value().encode() if self.secret else None
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> "Settings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a file")
+        return self
+
+    def server_tls(self) -> ssl.SSLContext | None:
+        """The TLS context servers listen with (None: plain TCP). With tls_ca, servers
+        also require client certificates signed by it (mutual TLS)."""
+        if self.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_ca is not None:
+            ctx.load_verify_locations(self.tls_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_tls(self) -> ssl.SSLContext | None:
+        """The TLS context clients (and shards, towards the master) connect with."""
+        if self.tls_ca is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.tls_ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = self.tls_check_hostname
+        if self.tls_cert is not None:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        return ctx
 
 
 def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settings:

@@ -11,7 +11,8 @@
         ├── ModelExistsError     a model of that name is already in the catalog
         ├── ShapeError           wrong shape or out-of-range index
         ├── DTypeError           wrong dtype
-        └── StorageError         saving or loading partitions failed
+        ├── StorageError         saving or loading partitions failed
+        └── StaleRequestError    a once-only request came after the server forgot it
 
 Errors raised on a server travel back as an ERROR reply with the class name, and the
 client re-raises the same class, so `except ShapeError` works whether the check happened
@@ -35,6 +36,7 @@ __all__ = [
     "ShapeError",
     "DTypeError",
     "StorageError",
+    "StaleRequestError",
     "error_from_wire",
 ]
 
@@ -118,9 +120,16 @@ class StorageError(RemoteError):
     """Saving or loading partitions failed."""
 
 
+class StaleRequestError(RemoteError):
+    """A once-only request arrived after the server had stopped remembering it (the
+    client had moved past it, or the exactly-once window was full): it was not applied
+    now, and whether an earlier copy of it was applied is unknown."""
+
+
 _BY_NAME = {cls.__name__: cls for cls in (
     ConfigError, ProtocolError, AuthError, ConnectionLostError, RequestTimeoutError,
     RemoteError, UnknownModelError, ModelExistsError, ShapeError, DTypeError, StorageError,
+    StaleRequestError,
 )}
 
 

@@ -167,8 +167,7 @@ def test_catalog_changes_are_exactly_once_and_lookups_refresh(fresh_cluster):
     cached placement went stale is refused (not served the new model's data by the same
     shard) and finds the model again on its next call."""
     client = fresh_cluster(1).client()
-    tag = client.once()
-    args = {"type": "tables", "once": tag, "config": {"tables": [
+    args = {"type": "tables", "once": [b"one-stream", 1, 1], "config": {"tables": [
         {"name": "values", "shape": [6, 2], "dtype": "int64"}]}}
     first = client.run(client.aio.request(client.master, "create_model", "again", args)).args
     resent = client.run(client.aio.request(client.master, "create_model", "again", args)).args

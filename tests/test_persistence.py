@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -26,8 +27,17 @@ def test_save_load_round_trip_bit_for_bit(fresh_cluster, tmp_path):
         assert c.save(name, tmp_path / name) == str((tmp_path / name).resolve())
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["type"] == "tables" and meta["parts"] == 2
-    assert sorted(p.name for p in (tmp_path / "m").glob("*.npy")) == [
-        "values.part0.npy", "values.part1.npy"]
+    save = meta["save_id"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.json", f"values.part0.{save}.npy", f"values.part1.{save}.npy"]
+    for record in meta["files"]:  # each file is recorded with its size and checksum
+        raw = (tmp_path / "m" / record["file"]).read_bytes()
+        assert (len(raw), zlib.crc32(raw)) == (record["bytes"], record["crc32"])
+    # saving again replaces the save as a whole and leaves nothing of the old one
+    assert c.save("m", tmp_path / "m")
+    again = json.loads((tmp_path / "m" / "model.json").read_text())["save_id"]
+    assert again != save and sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "model.json", f"values.part0.{again}.npy", f"values.part1.{again}.npy"]
 
     c.destroy("m")
     with pytest.raises(UnknownModelError):
@@ -57,8 +67,9 @@ def test_load_refuses_corrupt_partitions(fresh_cluster, tmp_path):
     c = fresh_cluster(1).client()
     c.create_matrix("m", 10, 4, "float64")
     c.save("m", tmp_path / "m")
-    np.save(tmp_path / "m" / "values.part0.npy", np.zeros((10, 5)))
-    with pytest.raises(StorageError, match="expected float64"):
+    (part,) = tmp_path.joinpath("m").glob("values.part0.*.npy")
+    np.save(part, np.zeros((10, 5)))
+    with pytest.raises(StorageError, match=part.name):
         c.load(tmp_path / "m", name="m2")
     with pytest.raises(UnknownModelError):  # nothing half-loaded stays in the catalog
         c.model("m2")

@@ -313,7 +313,7 @@ def test_oversized_payload_is_never_allocated():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 2 * 1024 * 1024  # the default staging buffer is 256 KiB
+    assert peak < 2 * 1024 * 1024  # the staging buffer grows to 256 KiB at most
     assert dec.next_event() is None and not dec.idle
 
 

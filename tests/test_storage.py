@@ -335,9 +335,20 @@ BAD = [
     dict(partition_by="cols", parts=5), dict(aggregate="mean"),
     dict(init={"kind": "xavier"}), dict(init="zeros"), dict(init={}),
     dict(init={"kind": "uniform"}), dict(init={"kind": "normal", "mean": 0.0}),
-    dict(init={"kind": "constant", "value": "1"}), dict(init=init.normal(std=-1.0)),
+    dict(init={"kind": "constant", "value": "1"}), dict(init={**init.normal(), "std": -1.0}),
     dict(init={**init.uniform(), "seed": -1}), dict(init={**init.uniform(), "low": float("nan")}),
+    dict(init={**init.uniform(), "low": 1.0, "high": -1.0}), dict(init={**init.uniform(), "seed": 2**64}),
+    dict(dtype="int32", init=init.constant(2**40)), dict(dtype="int64", init=init.constant(1.5)),
+    dict(dtype="float32", init=init.constant(1e300)), dict(shape=(10**6, 4), parts=5000),
+    dict(shape=(2**49,)), dict(aggregate=["add"]), dict(parts="2"), dict(allow_nonfinite=1),
 ]
+
+
+@pytest.mark.parametrize("make", [lambda: init.uniform(1, -1), lambda: init.normal(0, -1),
+                                  lambda: init.constant(float("inf")), lambda: init.uniform(seed=-1)])
+def test_initializer_helpers_refuse_bad_values_at_once(make):
+    with pytest.raises(ConfigError):
+        make()
 
 
 @pytest.mark.parametrize("bad", BAD, ids=repr)
@@ -350,6 +361,9 @@ def test_validate_rejects_bad_specs(bad):
     dict(), dict(shape=(10,)), dict(partition_by="cols", parts=4), dict(parts=10),
     dict(dtype=np.int64, partitioner="cyclic", aggregate="max"),
     dict(init=init.constant(3)), dict(init=init.normal(0, 0, seed=2**40)),
+    dict(dtype="int64", init=init.constant(2**62)), dict(dtype="float32", init=init.constant(0.1)),
+    dict(allow_nonfinite=True),
+    dict(shape=(10**6, 4), parts=4096),
 ])
 def test_validate_accepts_good_specs(ok):
     spec = TableSpec(**{**GOOD, **ok})
@@ -371,7 +385,7 @@ specs = st.builds(
     dtype=st.sampled_from(TABLE_DTYPES),
     partitioner=st.sampled_from(["range", "cyclic"]),
     parts=st.integers(0, 3),
-    init=st.sampled_from([init.zeros(), init.constant(1.5), init.uniform(-1, 1, 3),
+    init=st.sampled_from([init.zeros(), init.constant(2), init.uniform(-1, 1, 3),
                           init.normal(0.0, 0.1, 9)]),
     aggregate=st.sampled_from(sorted(AGGREGATORS)),
 ).flatmap(lambda s: st.sampled_from(["rows", "cols"] if len(s.shape) == 2 else ["rows"]).map(

@@ -61,7 +61,9 @@ class Trainer:
         key = self._key_prefix | self._keys
         args = {"key": key, "adjust": [k for k, _ in earlier]}
         arrays = batch.arrays + tuple(c for _, c in earlier)
-        replies = await self.client.call(self.model, "dotprod", args, arrays, once=bool(earlier))
+        # without coefficients a dotprod only caches under its key: running it twice is harmless
+        replies = await self.client.call(self.model, "dotprod", args, arrays, once=bool(earlier),
+                                         idempotent=not earlier)
         x = sum(out[0] for _, out in replies)  # each shard: its part of the differences
         coef, total, counted = losses.coefficients(self.loss, x, batch.valid, self.space.n_items)
         return key, coef, total, counted

@@ -2,22 +2,28 @@
 
 Every table request is split by partition (and, inside a partition, into chunks below the
 server's frame limit), the parts are sent concurrently over one reused connection per
-server, and the replies are reassembled in request order. A request whose connection
-fails or times out is retried with exponential backoff until `retry_deadline`; pushes
-and other once-only requests carry a (client id, sequence) tag that stays the same across
-retries, so the shard applies each exactly once. After the deadline the caller gets a
-typed ConnectionLostError / RequestTimeoutError naming the shard, never a hang.
+server — at most `WINDOW_CHUNKS` chunks' worth of bytes in flight per connection, so a
+huge request streams instead of queueing hundreds of frames whose timeouts all run at
+once — and the replies are reassembled in request order.
+
+A request whose connection fails or times out is retried with exponential backoff until
+`retry_deadline`, if resending it is safe: reads are, and so are pushes and other
+once-only requests, which carry a tag (see transport.once) that stays the same across
+retries, so the server applies each exactly once. A request that is neither (a UDF call
+without `once` or `idempotent`) is resent only if it never left this process. After the
+deadline the caller gets a typed ConnectionLostError / RequestTimeoutError naming the
+shard and saying whether the request may have been applied, never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import heapq
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 import numpy as np
 from pydantic import SecretStr
@@ -29,11 +35,12 @@ from psframework.errors import (
 from psframework.protocol import Message
 from psframework.storage import init as initializers
 from psframework.storage.table import TableSpec
-from psframework.transport import ClientConnection, connect
+from psframework.transport import ClientConnection, NotSent, connect
 
 __all__ = ["AsyncClient", "ModelInfo"]
 
 HEADER_ROOM = 64 * 1024  # bytes kept free in every frame for the header
+WINDOW_CHUNKS = 4  # bytes in flight per connection: this many chunk_bytes (one at least)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,13 @@ class ModelInfo:
 
     def address(self, part: int) -> tuple[str, str]:
         shard = self.placement[part]
-        return shard, self.servers[shard]
+        try:
+            return shard, self.servers[shard]
+        except KeyError:
+            raise ConnectionLostError(
+                f"partition {part} of model {self.name!r} was on shard {shard}, which the "
+                "master no longer knows (it died); load a saved copy of the model",
+                model=self.name, shard=shard) from None
 
 
 def _index(idx: Any, length: int, what: str) -> np.ndarray:
@@ -83,6 +96,9 @@ def _index(idx: Any, length: int, what: str) -> np.ndarray:
 
 
 def _values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """`values` as the table's dtype — refused with DTypeError when that would change a
+    value (an integer out of range, a float that overflows; rounding to the table's
+    float precision is fine) or bring NaN/inf into a table that does not allow them."""
     v = np.asarray(values)
     if not np.can_cast(v.dtype, spec.dtype, casting="same_kind"):
         raise DTypeError(f"cannot push {v.dtype} values into {spec.dtype} table {spec.name!r}; "
@@ -90,7 +106,24 @@ def _values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
     if v.shape != shape:
         raise ShapeError(f"values have shape {list(v.shape)}, expected {list(shape)} for "
                          f"table {spec.name!r}")
-    return v.astype(spec.dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = v.astype(spec.dtype, copy=False)
+    if out.dtype.kind == "f" and out.size and not (np.isfinite(out.min())
+                                                   and np.isfinite(out.max())):
+        if v.dtype.kind == "f" and (np.isfinite(v) & ~np.isfinite(out)).any():
+            raise DTypeError(f"values beyond the range of {spec.dtype} (largest "
+                             f"{np.finfo(out.dtype).max:.3g}) cannot go into table "
+                             f"{spec.name!r}; scale them or use a float64 table")
+        if not spec.allow_nonfinite:
+            raise DTypeError(f"NaN or infinite values cannot go into table {spec.name!r}; "
+                             "create it with allow_nonfinite=True if they are meant")
+    elif out.dtype.kind in "iu" and v.dtype.kind in "iu" and out.dtype != v.dtype and v.size:
+        info = np.iinfo(out.dtype)
+        low, high = v.min(), v.max()
+        if low < info.min or high > info.max:
+            raise DTypeError(f"value {low if low < info.min else high} does not fit "
+                             f"{spec.dtype} table {spec.name!r} ({info.min}..{info.max})")
+    return out
 
 
 def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
@@ -100,6 +133,55 @@ def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
 
 def _at(pos: np.ndarray | slice, chunk: slice) -> np.ndarray | slice:
     return chunk if isinstance(pos, slice) else pos[chunk]
+
+
+class _Tags:
+    """The exactly-once tags of one server's requests: a random stream id, seqs from 1,
+    and the floor — the lowest seq still unanswered (every one below is finished)."""
+
+    def __init__(self) -> None:
+        self.stream = os.urandom(8)
+        self._next = 1
+        self._open: list[int] = []  # a heap of unanswered seqs (finished ones in _done)
+        self._done: set[int] = set()
+
+    def new(self) -> int:
+        seq = self._next
+        self._next += 1
+        heapq.heappush(self._open, seq)
+        return seq
+
+    def tag(self, seq: int) -> list:
+        while self._open and self._open[0] in self._done:
+            self._done.discard(heapq.heappop(self._open))
+        return [self.stream, seq, self._open[0] if self._open else self._next]
+
+    def finish(self, seq: int) -> None:
+        self._done.add(seq)
+
+
+class _Window:
+    """At most `capacity` bytes of requests (and their replies) in flight on one
+    connection; a request larger than that still goes when it is alone."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.peak = 0  # the most bytes ever in flight (for tests and stats)
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, nbytes: int, send: Callable[[], Awaitable]):
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used == 0
+                                         or self.used + nbytes <= self.capacity)
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+        try:
+            return await send()
+        finally:
+            async with self._changed:
+                self.used -= nbytes
+                self._changed.notify_all()
 
 
 class AsyncClient:
@@ -113,8 +195,9 @@ class AsyncClient:
         parse_address(master)
         self.master = master
         self.settings = settings
-        self.client_id = os.urandom(8)
-        self._seq = itertools.count(1)
+        self._tls = settings.client_tls()
+        self._tags: dict[str, _Tags] = {}  # per server address
+        self._windows: dict[str, _Window] = {}
         self._conns: dict[str, ClientConnection] = {}
         self._connecting: dict[str, asyncio.Future] = {}
         self._models: dict[str, ModelInfo] = {}
@@ -141,7 +224,8 @@ class AsyncClient:
             host, port = parse_address(address)
             s = self.settings
             pending = asyncio.ensure_future(connect(host, port, limits=s.limits,
-                                                    secret=s.secret_bytes, timeout=s.connect_timeout))
+                                                    secret=s.secret_bytes, timeout=s.connect_timeout,
+                                                    ssl_context=self._tls))
             self._connecting[address] = pending
             pending.add_done_callback(lambda _: self._connecting.pop(address, None))
         conn = await asyncio.shield(pending)
@@ -149,9 +233,11 @@ class AsyncClient:
         return conn
 
     async def _retrying(self, attempt: Callable[[], Awaitable], *, address: str, op: str,
-                        model: str = "", shard: str | None = None, retry: bool = True):
+                        model: str = "", shard: str | None = None, safe: bool = True,
+                        once: bool = False):
         """Run `attempt()`; on connection loss or timeout retry it with exponential backoff
-        until the retry deadline, then raise a typed error that says where and what."""
+        until the retry deadline — if it is `safe` to resend, or it was never sent — then
+        raise a typed error that says where, what, and whether it may have been applied."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.retry_deadline
         delay = 0.02
@@ -159,36 +245,58 @@ class AsyncClient:
             try:
                 return await attempt()
             except (ConnectionLostError, RequestTimeoutError) as e:
-                if retry and loop.time() + delay <= deadline:
+                resend = safe or isinstance(e, NotSent)
+                if resend and loop.time() + delay <= deadline:
                     await asyncio.sleep(delay * (1 + random.random() / 2))
                     delay = min(2 * delay, 1.0)
                     continue
-                note = (f" (gave up after retrying for {self.settings.retry_deadline:g}s)"
-                        if retry else "")
+                if isinstance(e, NotSent):
+                    note = ""
+                elif once:
+                    note = "; whether the server applied it is unknown"
+                elif not safe:
+                    note = ("; it may or may not have run on the server (call ops that "
+                            "change state with once=True, so that they can be retried)")
+                else:
+                    note = ""
+                if resend:
+                    note = f" (gave up after retrying for {self.settings.retry_deadline:g}s)" + note
                 raise type(e)(e.message + note, model=e.model or model or None, op=e.op or op,
                               shard=e.shard or shard or address) from None
 
     async def request(self, address: str, op: str, model: str = "", args: dict | None = None,
-                      arrays: tuple = (), *, retry: bool = True, shard: str | None = None) -> Message:
-        """One request to one server, retried on connection loss or timeout until the
-        retry deadline. Give once-only requests a tag with `self.once()` in `args`."""
+                      arrays: tuple = (), *, once: bool = False, retry: bool = True,
+                      shard: str | None = None, weight: int = 0) -> Message:
+        """One request to one server. `once=True` tags it, so the server applies it
+        exactly once and it is retried on connection loss or timeout until the retry
+        deadline; `retry=True` (the default) says that resending it is harmless anyway (a
+        read); with neither it is resent only if it was never sent. `weight`: the bytes it
+        and its reply hold in flight, for the connection's window."""
+        tags = self._tags.setdefault(address, _Tags()) if once else None
+        seq = tags.new() if tags is not None else 0
+
         async def attempt() -> Message:
             conn = await self._connection(address)
-            return await conn.request(op, model, args, arrays,
-                                      timeout=self.settings.request_timeout)
-        return await self._retrying(attempt, address=address, op=op, model=model, shard=shard,
-                                    retry=retry)
-
-    def once(self) -> list:
-        """A fresh exactly-once tag: put it in a request's args as `once`."""
-        return [self.client_id, next(self._seq)]
+            a = {**(args or {}), "once": tags.tag(seq)} if tags is not None else args
+            send = lambda: conn.request(op, model, a, arrays, timeout=self.settings.request_timeout)
+            if weight < self.settings.chunk_bytes // 16:  # small: no need to queue
+                return await send()
+            window = self._windows.get(address)
+            if window is None:
+                window = self._windows[address] = _Window(WINDOW_CHUNKS * self.settings.chunk_bytes)
+            return await window(weight, send)
+        try:
+            return await self._retrying(attempt, address=address, op=op, model=model,
+                                        shard=shard, safe=retry or once, once=once)
+        finally:
+            if tags is not None:
+                tags.finish(seq)
 
     async def _master(self, op: str, model: str = "", args: dict | None = None, *,
                       once: bool = False) -> dict:
         """A request to the master; `once` for catalog changes, so a resend after a lost
         reply (create, destroy, save, load) answers as the first did instead of failing."""
-        args = {**(args or {}), "once": self.once()} if once else args
-        return (await self.request(self.master, op, model, args, shard="master")).args
+        return (await self.request(self.master, op, model, args, once=once, shard="master")).args
 
     async def _limit(self, info: ModelInfo, part: int, op: str) -> int:
         """How many bytes one request to partition `part` may carry: the chunk size, or
@@ -275,24 +383,34 @@ class AsyncClient:
         return BigVector(self.master, model, table, spec.shape, spec.dtype)
 
     # -- data --------------------------------------------------------------------------
-    async def _scatter(self, info: ModelInfo, jobs: list[tuple[int, str, dict, tuple, Callable]]):
-        """Send (part, op, args, arrays, on_reply) jobs concurrently."""
-        async def one(part, op, args, arrays, on_reply):
-            shard, address = info.address(part)
+    async def _scatter(self, info: ModelInfo, jobs: list[_Job], *, once: bool = False,
+                       retry: bool = True) -> None:
+        """Send the jobs concurrently; on the first failure cancel the others and raise."""
+        async def one(job: _Job) -> None:
+            shard, address = info.address(job.part)
+            weight = sum(a.nbytes for a in job.arrays) + job.reply_bytes
             try:
-                reply = await self.request(address, op, info.name,
-                                           {**args, "part": part, "uid": info.uid}, arrays,
-                                           shard=shard)
+                reply = await self.request(address, job.op, info.name,
+                                           {**job.args, "part": job.part, "uid": info.uid},
+                                           job.arrays, once=once, retry=retry, shard=shard,
+                                           weight=weight)
             except UnknownModelError:
                 # the model was destroyed, re-created or loaded elsewhere since we looked it
                 # up: forget the placement, so the next call asks the master again
                 self._models.pop(info.name, None)
                 raise
-            on_reply(reply)
+            job.on_reply(reply)
         if len(jobs) == 1:
-            await one(*jobs[0])
-        else:
-            await asyncio.gather(*(one(*job) for job in jobs))
+            return await one(jobs[0])
+        tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for t in tasks:
+                t.cancel()
+        for t in tasks:  # the first failure in request order
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()
 
     async def _row_plan(self, info: ModelInfo, spec: TableSpec, rows: np.ndarray, op: str
                         ) -> list[tuple[int, np.ndarray, Any]]:
@@ -322,9 +440,12 @@ class AsyncClient:
         rows = _index(rows, spec.shape[0], "rows")
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
         plan = await self._row_plan(info, spec, rows, "pull_rows")
+        row_bytes = out.itemsize * (spec.cols if spec.axis == 0 else 0)
         await self._scatter(info, [
-            (part, "pull_rows", {"table": table}, (idx,),
-             lambda r, at=at: out.__setitem__(at, r.arrays[0])) for part, idx, at in plan])
+            _Job(part, "pull_rows", {"table": table}, (idx,),
+                 lambda r, at=at: out.__setitem__(at, r.arrays[0]),
+                 idx.size * (row_bytes or out.itemsize * spec.split().size(part)))
+            for part, idx, at in plan])
         return out
 
     async def _elem_plan(self, info: ModelInfo, spec: TableSpec, rows: Any, cols: Any,
@@ -355,8 +476,9 @@ class AsyncClient:
         n, plan = await self._elem_plan(info, spec, rows, cols, "pull_elems")
         out = np.empty(n, dtype=spec.dtype)
         await self._scatter(info, [
-            (part, "pull_elems", {"table": table}, pair,
-             lambda r, at=at: out.__setitem__(at, r.arrays[0])) for part, pair, at in plan])
+            _Job(part, "pull_elems", {"table": table}, pair,
+                 lambda r, at=at: out.__setitem__(at, r.arrays[0]), pair[0].size * out.itemsize)
+            for part, pair, at in plan])
         return out
 
     async def push_rows(self, model: str, table: str, rows: Any, values: Any) -> None:
@@ -366,9 +488,8 @@ class AsyncClient:
         rows = _index(rows, spec.shape[0], "rows")
         values = _values(values, spec, (rows.size,) + spec.shape[1:])
         plan = await self._row_plan(info, spec, rows, "push_rows")
-        await self._scatter(info, [
-            (part, "push_rows", {"table": table, "once": self.once()}, (idx, values[at]), _ignore)
-            for part, idx, at in plan])
+        await self._scatter(info, [_Job(part, "push_rows", {"table": table}, (idx, values[at]))
+                                   for part, idx, at in plan], once=True)
 
     async def push(self, model: str, table: str, rows: Any, cols: Any = None,
                    values: Any = None) -> None:
@@ -381,16 +502,20 @@ class AsyncClient:
             return await self.push_rows(model, table, rows, values)
         n, plan = await self._elem_plan(info, spec, rows, cols, "push_elems")
         values = _values(values, spec, (n,))
-        await self._scatter(info, [
-            (part, "push_elems", {"table": table, "once": self.once()}, pair + (values[at],),
-             _ignore) for part, pair, at in plan])
+        await self._scatter(info, [_Job(part, "push_elems", {"table": table}, pair + (values[at],))
+                                   for part, pair, at in plan], once=True)
 
     async def call(self, model: str, op: str, args: dict | None = None, arrays: tuple = (), *,
-                   parts: Iterable[int] | None = None, once: bool = False
-                   ) -> list[tuple[dict, tuple[np.ndarray, ...]]]:
+                   parts: Iterable[int] | None = None, once: bool = False,
+                   idempotent: bool = False) -> list[tuple[dict, tuple[np.ndarray, ...]]]:
         """Run a model's server op (UDF) on partitions `parts` (default: all), concurrently.
-        Returns each partition's reply `(args, arrays)` in the order of `parts`. With
-        `once=True` each partition applies the call exactly once, even across retries."""
+        Returns each partition's reply `(args, arrays)` in the order of `parts`.
+
+        A call that fails on a lost connection or a timeout is retried only when that is
+        safe: with `once=True` each partition applies it exactly once, even across
+        retries (use it for every op that changes state); `idempotent=True` says the op
+        may run twice harmlessly (a read). Otherwise a call whose request left this
+        process is not resent, and the error says it may or may not have run."""
         info = await self.model(model)
         parts = list(range(info.parts) if parts is None else parts)
         for p in parts:
@@ -398,14 +523,24 @@ class AsyncClient:
                 raise ShapeError(f"partition {p} out of range: model {model!r} has {info.parts}",
                                  model=model, op=op)
         replies: list = [None] * len(parts)
-        jobs = []
-        for i, p in enumerate(parts):
-            a = {**(args or {}), **({"once": self.once()} if once else {})}
-            jobs.append((p, op, a, tuple(arrays),
-                         lambda r, i=i: replies.__setitem__(i, (r.args, r.arrays))))
-        await self._scatter(info, jobs)
+        jobs = [_Job(p, op, dict(args or {}), tuple(arrays),
+                     lambda r, i=i: replies.__setitem__(i, (r.args, r.arrays)))
+                for i, p in enumerate(parts)]
+        await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies
 
 
 def _ignore(reply: Message) -> None:
     pass
+
+
+class _Job(NamedTuple):
+    """One request of a scattered call: to partition `part`; `on_reply` takes the reply;
+    `reply_bytes` is what the reply will hold (for the connection's window)."""
+
+    part: int
+    op: str
+    args: dict
+    arrays: tuple
+    on_reply: Callable[[Message], None] = _ignore
+    reply_bytes: int = 0

@@ -66,9 +66,6 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def once(self) -> list:
-        return self.aio.once()
-
     def __repr__(self) -> str:
         return f"Client({self.master!r})"
 

@@ -3,25 +3,39 @@
 It is never on the data path: clients ask it where a model's partitions live and then
 talk to the shards directly. Partition p of every table of a model is placed on the same
 shard, so a UDF on that shard sees partition p of all of them together.
+
+What it guarantees about its own state:
+- Every field a shard sends is validated before it is stored (master.messages); a
+  malformed message is refused alone. A shard is admitted only after the master reached
+  it back at the address it gave; a shard dead for `forget_after` seconds is forgotten.
+- A shard keeps its name across reconnections: registering again, it reports what it
+  hosts, and the master tells it to drop what the catalog no longer places on it.
+- A create is validated entirely — plugin config, tables, and the memory it needs on
+  each shard against that shard's budget — before any shard allocates anything.
+- A save is published atomically and load verifies every file (storage.files).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from psframework.config import DEFAULT_MASTER_PORT, Settings, parse_address
 from psframework.errors import (
     ConfigError, ConnectionLostError, ModelExistsError, PSError, StorageError,
     UnknownModelError,
 )
-from psframework.config import DEFAULT_MASTER_PORT, Settings, parse_address
+from psframework.master.messages import Heartbeat, Registration, ShardStats, parse
 from psframework.model import model_type
 from psframework.protocol import Message
+from psframework.storage import files
 from psframework.storage.table import TableSpec
 from psframework.transport import ClientConnection, connect, serve
 from psframework.transport.once import OnceLog
@@ -30,8 +44,9 @@ log = logging.getLogger("psframework.master")
 
 __all__ = ["Master", "METADATA_FILE"]
 
-METADATA_FILE = "model.json"
-SAVE_FORMAT = 1
+METADATA_FILE = files.MANIFEST
+DEFAULT_MEMORY_SHARE = 0.5  # of a machine's memory, for the shards on it, unless they set a limit
+READS = ("ping", "lookup", "status", "heartbeat")
 
 
 @dataclass
@@ -40,7 +55,10 @@ class ServerInfo:
     address: str
     last_seen: float
     alive: bool = True
-    stats: dict = field(default_factory=dict)
+    stats: ShardStats = field(default_factory=ShardStats)
+    machine: str = ""
+    memory: int = 0
+    memory_limit: int | None = None
 
 
 @dataclass
@@ -55,6 +73,10 @@ class ModelEntry:
 
     def parts_on(self, shard: str) -> list[int]:
         return [p for p, s in enumerate(self.placement) if s == shard]
+
+    def bytes_on(self, shard: str) -> int:
+        return sum(t.part_bytes(p) for p in self.parts_on(shard) for t in self.tables
+                   if p < t.parts)
 
     def describe(self, servers: dict[str, ServerInfo]) -> dict:
         return {
@@ -73,11 +95,15 @@ class Master:
         self.address = ""
         self._ids = 0
         self._rotation = 0
+        self._tls = settings.client_tls()
         self._conns: dict[str, ClientConnection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # catalog changes one at a time
-        self.once = OnceLog(settings.dedup_window, settings.dedup_bytes)  # catalog changes are tagged once-only
+        self._installing: set[str] = set()  # uids being created or loaded right now
+        self._saving: dict[Path, asyncio.Lock] = {}  # one save at a time per directory
+        self._admitting = asyncio.Semaphore(16)  # registrations checked at once
+        self.once = OnceLog(settings.dedup_window, settings.dedup_bytes, reads=READS)
         self.handle = self.once.wrap(self._dispatch)
         self._ops = {
             "ping": self._ping, "register": self._register, "heartbeat": self._heartbeat,
@@ -89,7 +115,10 @@ class Master:
         s = self.settings
         port = DEFAULT_MASTER_PORT if s.port is None else s.port
         self._server = await serve(self.handle, s.host, port, limits=s.limits,
-                                      secret=s.secret_bytes, name=lambda: "master")
+                                   secret=s.secret_bytes, name=lambda: "master",
+                                   handshake_timeout=s.handshake_timeout,
+                                   max_connections=s.max_connections,
+                                   ssl_context=s.server_tls())
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
         self._watch = asyncio.ensure_future(self._death_watch())
@@ -114,24 +143,83 @@ class Master:
     def _ping(self, msg: Message):
         return {"name": "master"}, ()
 
-    def _register(self, msg: Message):
+    async def _register(self, msg: Message):
+        reg = parse(Registration, msg.args, "register")
+        async with self._admitting:
+            await self._reach(reg.address)
+        name = self._name_for(reg)
+        known = self.servers.get(name)
+        if known is not None and not known.alive:
+            log.warning("shard %s is back at %s", name, reg.address)
+        self.servers[name] = ServerInfo(name, reg.address, time.monotonic(), machine=reg.machine,
+                                        memory=reg.memory, memory_limit=reg.memory_limit)
+        self._conns.pop(name, None)
+        drop = self._reconcile(name, reg)
+        log.info("shard %s registered at %s (%d alive)%s", name, reg.address, len(self.alive()),
+                 f"; it drops {drop}" if drop else "")
+        return {"name": name, "drop": drop}, ()
+
+    async def _reach(self, address: str) -> None:
+        """Admit only a server that answers at the address it gave, so nobody can list
+        shards that are not there."""
+        s = self.settings
+        host, port = parse_address(address)
+        try:
+            conn = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
+                                 timeout=s.connect_timeout, ssl_context=self._tls)
+        except PSError as e:
+            raise ConnectionLostError(f"the master cannot reach the registering shard at "
+                                      f"{address} ({e.message}); advertise an address the "
+                                      "master can connect to (--advertise)") from None
+        conn.close()
+
+    def _name_for(self, reg: Registration) -> str:
+        """The shard's own name when it has one (unless another live shard holds it),
+        else a new one."""
+        taken = self.servers.get(reg.name) if reg.name else None
+        if reg.name and (taken is None or taken.address == reg.address or not taken.alive):
+            m = re.fullmatch(r"shard-(\d+)", reg.name)
+            if m:
+                self._ids = max(self._ids, int(m[1]))
+            return reg.name
         self._ids += 1
-        name = f"shard-{self._ids}"
-        address = str(msg.args.get("address"))
-        parse_address(address)
-        self.servers[name] = ServerInfo(name, address, time.monotonic())
-        log.info("shard %s registered at %s (%d alive)", name, address, len(self.alive()))
-        return {"name": name}, ()
+        while f"shard-{self._ids}" in self.servers:
+            self._ids += 1
+        return f"shard-{self._ids}"
+
+    def _reconcile(self, name: str, reg: Registration) -> dict[str, list[int] | None]:
+        """What a registering shard must drop: models it hosts that the catalog does not
+        know (destroyed or re-created meanwhile; None: the whole model), and partitions
+        the catalog places elsewhere. Partitions the catalog places on it that it lacks
+        are lost, and said so."""
+        drop: dict[str, list[int] | None] = {}
+        for model, hosted in reg.hosts.items():
+            entry = self.models.get(model)
+            if hosted.uid in self._installing:
+                continue
+            if entry is None or entry.uid != hosted.uid:
+                drop[model] = None
+            elif extra := sorted(set(hosted.parts) - set(entry.parts_on(name))):
+                drop[model] = extra
+        for entry in self.models.values():
+            hosted = reg.hosts.get(entry.name)
+            lost = set(entry.parts_on(name)) - set(hosted.parts if hosted and
+                                                    hosted.uid == entry.uid else ())
+            if lost:
+                log.error("shard %s came back without partitions %s of model %s: they are "
+                          "lost; load a saved copy", name, sorted(lost), entry.name)
+        return drop
 
     def _heartbeat(self, msg: Message):
-        info = self.servers.get(str(msg.args.get("name")))
+        beat = parse(Heartbeat, msg.args, "heartbeat")
+        info = self.servers.get(beat.name)
         if info is None:
             raise UnknownModelError("unknown server; register again")
         if not info.alive:
             log.warning("shard %s is back after missing heartbeats", info.name)
         info.alive = True
         info.last_seen = time.monotonic()
-        info.stats = msg.args.get("stats") or {}
+        info.stats = beat.stats
         return {}, ()
 
     def alive(self) -> list[str]:
@@ -142,33 +230,37 @@ class Master:
         while True:
             await asyncio.sleep(s.heartbeat_interval)
             now = time.monotonic()
-            for info in self.servers.values():
-                if info.alive and now - info.last_seen > s.heartbeat_timeout:
+            for info in list(self.servers.values()):
+                silent = now - info.last_seen
+                if info.alive and silent > s.heartbeat_timeout:
                     info.alive = False
                     hit = [m.name for m in self.models.values() if info.name in m.placement]
                     log.warning("shard %s at %s missed heartbeats for %.1fs: marked dead "
-                                "(models affected: %s)", info.name, info.address,
-                                now - info.last_seen, hit or "none")
+                                "(models affected: %s)", info.name, info.address, silent,
+                                hit or "none")
                     conn = self._conns.pop(info.name, None)
                     if conn is not None:
                         conn.close()
+                elif not info.alive and silent > s.forget_after:
+                    log.info("forgetting shard %s, dead for %.0fs", info.name, silent)
+                    del self.servers[info.name]
 
     async def _shard_request(self, shard: str, op: str, model: str, args: dict) -> Message:
         s = self.settings
         conn = self._conns.get(shard)
         if conn is None or not conn.is_open:
-            info = self.servers[shard]
-            if not info.alive:
-                raise ConnectionLostError(f"shard {shard} at {info.address} is dead",
-                                          shard=shard, model=model, op=op)
+            info = self.servers.get(shard)
+            if info is None or not info.alive:
+                raise ConnectionLostError(f"shard {shard} is dead", shard=shard, model=model,
+                                          op=op)
             host, port = parse_address(info.address)
             conn = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
-                                 timeout=s.connect_timeout)
+                                 timeout=s.connect_timeout, ssl_context=self._tls)
             self._conns[shard] = conn
         return await conn.request(op, model, args, timeout=s.request_timeout)
 
     async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
-                         per_shard=None) -> None:
+                         per_shard=None) -> list[Message]:
         """Send `op` to every shard hosting `entry`, concurrently; raise the first error."""
         shards = sorted(set(entry.placement))
         args = [{**(extra or {}), **(per_shard(sh) if per_shard else {})} for sh in shards]
@@ -178,11 +270,13 @@ class Master:
         errors = [r for r in replies if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+        return replies
 
     async def _drop(self, entry: ModelEntry) -> None:
         """Destroy `entry`'s partitions on its live shards, best effort."""
-        await asyncio.gather(*(self._shard_request(sh, "destroy", entry.name, {})
-                               for sh in set(entry.placement) if self.servers[sh].alive),
+        await asyncio.gather(*(self._shard_request(sh, "destroy", entry.name, {"uid": entry.uid})
+                               for sh in set(entry.placement)
+                               if sh in self.servers and self.servers[sh].alive),
                              return_exceptions=True)
 
     def _live(self, name: str) -> list[str]:
@@ -199,6 +293,33 @@ class Master:
         self._rotation += 1
         return [alive[(p + offset) % len(alive)] for p in range(parts)]
 
+    # -- memory --------------------------------------------------------------------------
+    def _budget(self, shard: str) -> tuple[int | None, str]:
+        """How many bytes of partitions `shard` may hold, and why."""
+        info = self.servers[shard]
+        if info.memory_limit is not None:
+            return info.memory_limit, "its memory_limit"
+        if not info.memory:
+            return None, ""
+        peers = sum(1 for s in self.servers.values() if s.alive and s.machine == info.machine)
+        share = int(info.memory * DEFAULT_MEMORY_SHARE / max(peers, 1))
+        return share, (f"half of its machine's {_gb(info.memory)} of memory, shared by "
+                       f"{peers} shard{'s' * (peers > 1)}; set PSF_MEMORY_LIMIT on the shards "
+                       "to change it")
+
+    def _check_memory(self, entry: ModelEntry) -> None:
+        for shard in sorted(set(entry.placement)):
+            budget, why = self._budget(shard)
+            if budget is None:
+                continue
+            held = sum(m.bytes_on(shard) for m in self.models.values())
+            need = entry.bytes_on(shard)
+            if held + need > budget:
+                raise ConfigError(
+                    f"model {entry.name!r} needs {_gb(need)} on shard {shard}, which holds "
+                    f"{_gb(held)} of its {_gb(budget)} ({why}); make the model smaller, "
+                    "destroy others or add shards", model=entry.name, shard=shard)
+
     # -- catalog -------------------------------------------------------------------------
     def _entry(self, name: str) -> ModelEntry:
         try:
@@ -207,39 +328,57 @@ class Master:
             raise UnknownModelError(f"no model named {name!r} (models: {sorted(self.models)})",
                                     model=name) from None
 
-    def _place(self, name: str, type_: str, config: dict) -> ModelEntry:
+    def _place(self, name: str, type_: str, config: dict, tables: list[TableSpec] | None = None,
+               parts: int | None = None) -> ModelEntry:
+        """A catalog entry for a new model, validated to the end, placed on live shards
+        and checked against their memory — before anything is allocated anywhere."""
         cls = model_type(type_)
-        tables = cls(config).tables()
-        if not tables:
-            raise ConfigError(f"model type {type_!r} declared no tables", model=name)
+        if tables is None:
+            tables = cls(config).tables()
+            if not tables:
+                raise ConfigError(f"model type {type_!r} declared no tables", model=name)
         alive = self._live(name)
         tables = [t.placed(len(alive)).validate(cls.aggregators) for t in tables]
         if len({t.name for t in tables}) != len(tables):
             raise ConfigError(f"model type {type_!r} declared two tables with one name")
-        return ModelEntry(name, type_, config, tables,
-                          self._spread(alive, max(t.parts for t in tables)))
+        placement = self._spread(alive, parts or max(t.parts for t in tables))
+        entry = ModelEntry(name, type_, config, tables, placement)
+        self._check_memory(entry)
+        return entry
 
-    async def _install(self, entry: ModelEntry, op: str, extra: dict) -> None:
+    async def _install(self, entry: ModelEntry, op: str, extra: dict,
+                       per_shard=None) -> list[Message]:
         """Create (or load) the model's partitions on its shards; undo on failure."""
         args = {"type": entry.type, "uid": entry.uid, "config": entry.config,
                 "tables": [t.to_wire() for t in entry.tables], **extra}
+        self._installing.add(entry.uid)
         try:
-            await self._on_shards(entry, op, args, lambda shard: {"parts": entry.parts_on(shard)})
+            replies = await self._on_shards(
+                entry, op, args, lambda shard: {"parts": entry.parts_on(shard),
+                                                **(per_shard(shard) if per_shard else {})})
         except PSError:
             await self._drop(entry)
             raise
+        finally:
+            self._installing.discard(entry.uid)
         self.models[entry.name] = entry
+        return replies
 
     async def _create_model(self, msg: Message):
-        name = msg.model
-        if not name:
-            raise ConfigError("a model needs a non-empty name")
-        type_ = str(msg.args.get("type"))
-        config = msg.args.get("config") or {}
+        name = _model_name(msg.model)
+        type_, config = msg.args.get("type"), msg.args.get("config") or {}
+        if not isinstance(type_, str) or not isinstance(config, dict):
+            raise ConfigError("create_model needs a plugin type (a string) and a config (a map)",
+                              model=name)
         async with self._lock:
             existing = self.models.get(name)
             if existing is not None:
-                if msg.args.get("exists_ok") and existing.type == type_:
+                if msg.args.get("exists_ok") is True:
+                    if (existing.type, existing.config) != (type_, config):
+                        raise ModelExistsError(
+                            f"a model named {name!r} exists, but as {existing.type} with "
+                            f"{_differences(existing.config, config)}; destroy it or ask for "
+                            "the same model", model=name)
                     return existing.describe(self.servers), ()
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
                                        "pick another name", model=name)
@@ -261,36 +400,71 @@ class Master:
 
     async def _save(self, msg: Message):
         entry = self._entry(msg.model)
-        directory = Path(str(msg.args.get("path"))).resolve()
-        await self._on_shards(entry, "save", {"path": str(directory)})
-        meta = {"format": SAVE_FORMAT, "name": entry.name, "type": entry.type,
-                "config": entry.config, "tables": [t.to_wire() for t in entry.tables],
-                "parts": len(entry.placement)}
+        directory = _directory(msg.args.get("path"))
+        lock = self._saving.setdefault(directory, asyncio.Lock())
+        async with lock:
+            save_id = secrets.token_hex(8)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                replies = await self._on_shards(entry, "save", {"path": str(directory),
+                                                                "save_id": save_id})
+                records = [files.FileRecord.model_validate(r)
+                           for reply in replies for r in reply.args.get("files", [])]
+                expected = {(t.name, p) for t in entry.tables for p in range(t.parts)}
+                if {(r.table, r.part) for r in records} != expected or len(records) != len(expected):
+                    raise StorageError(f"the shards saved {len(records)} partitions of model "
+                                       f"{entry.name!r}, not the {len(expected)} it has; nothing "
+                                       "was published", model=entry.name)
+                files.write_manifest(directory, files.Manifest(
+                    format=files.FORMAT, save_id=save_id, name=entry.name, type=entry.type,
+                    config=entry.config, tables=[t.to_wire() for t in entry.tables],
+                    parts=len(entry.placement), files=records))
+            except (OSError, ValidationError) as e:
+                self._sweep(directory)
+                raise StorageError(f"cannot save model {entry.name!r} to {directory}: "
+                                   f"{getattr(e, 'strerror', None) or e}", model=entry.name) from None
+            except BaseException:
+                self._sweep(directory)  # the previous save stays published and whole
+                raise
+            self._sweep(directory)
+        return {"path": str(directory), "save_id": save_id}, ()
+
+    @staticmethod
+    def _sweep(directory: Path) -> None:
+        """Remove what is not part of the save published in `directory`."""
         try:
-            (directory / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+            keep = files.read_manifest(directory).save_id
+        except StorageError:
+            keep = None
+        try:
+            files.sweep(directory, keep)
         except OSError as e:
-            raise StorageError(f"cannot write {directory / METADATA_FILE}: {e}") from None
-        return {"path": str(directory)}, ()
+            log.warning("could not clean up %s: %s", directory, e)
 
     async def _load(self, msg: Message):
-        directory = Path(str(msg.args.get("path"))).resolve()
-        try:
-            meta = json.loads((directory / METADATA_FILE).read_text())
-        except (OSError, ValueError) as e:
-            raise StorageError(f"{directory} holds no saved model ({e}); pass the directory "
-                               "that save() wrote") from None
-        if meta.get("format") != SAVE_FORMAT:
-            raise StorageError(f"{directory} was saved in format {meta.get('format')}, "
-                               f"this master reads {SAVE_FORMAT}")
-        name = msg.model or meta["name"]
+        directory = _directory(msg.args.get("path"))
+        manifest = files.read_manifest(directory)
+        name = _model_name(msg.model or manifest.name)
         async with self._lock:
             if name in self.models:
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
                                        "load under another name", model=name)
-            tables = [TableSpec.from_wire(t) for t in meta["tables"]]
-            placement = self._spread(self._live(name), int(meta["parts"]))
-            entry = ModelEntry(name, meta["type"], meta["config"], tables, placement)
-            await self._install(entry, "load", {"path": str(directory)})
+            try:
+                tables = [TableSpec.from_wire(t) for t in manifest.tables]
+            except ConfigError as e:
+                raise StorageError(f"{directory / files.MANIFEST}: {e.message}") from None
+            records = {(r.table, r.part): r for r in manifest.files}
+            missing = [(t.name, p) for t in tables for p in range(t.parts)
+                       if (t.name, p) not in records]
+            if missing or any(t.parts < 1 or t.parts > manifest.parts for t in tables):
+                raise StorageError(f"{directory / files.MANIFEST} lists no file for partitions "
+                                   f"{missing[:5]} of its tables; the save is incomplete")
+            entry = self._place(name, manifest.type, manifest.config, tables, manifest.parts)
+
+            def records_for(shard: str) -> dict:
+                parts = set(entry.parts_on(shard))
+                return {"files": [r.model_dump() for r in manifest.files if r.part in parts]}
+            await self._install(entry, "load", {"path": str(directory)}, records_for)
             return entry.describe(self.servers), ()
 
     def _status(self, msg: Message):
@@ -298,8 +472,36 @@ class Master:
         return {
             "address": self.address,
             "servers": [{"name": s.name, "address": s.address, "alive": s.alive,
-                         "last_seen": round(now - s.last_seen, 3),
-                         "bytes": s.stats.get("bytes", 0), "pid": s.stats.get("pid"),
-                         "ops": s.stats.get("ops", {})} for s in self.servers.values()],
+                         "last_seen": round(now - s.last_seen, 3), "bytes": s.stats.bytes,
+                         "pid": s.stats.pid, "ops": dict(s.stats.ops),
+                         "connections": s.stats.connections}
+                        for s in self.servers.values()],
             "models": [m.describe(self.servers) for m in self.models.values()],
         }, ()
+
+
+def _model_name(name: str) -> str:
+    if not name or len(name) > 256 or not name.isprintable():
+        raise ConfigError(f"a model needs a name of 1 to 256 printable characters, got {name!r}")
+    return name
+
+
+def _directory(path: object) -> Path:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"save and load need a directory path, got {path!r}")
+    return Path(path).resolve()
+
+
+def _differences(have: dict, want: dict) -> str:
+    keys = sorted(k for k in {*have, *want} if have.get(k) != want.get(k))
+    return ", ".join(f"{k}={_short(have.get(k))} (asked: {_short(want.get(k))})"
+                     for k in keys[:3]) or "another config"
+
+
+def _short(value: object, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

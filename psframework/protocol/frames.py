@@ -184,9 +184,14 @@ def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict, list[tupl
 class FrameDecoder:
     """Incremental decoder; see the module docstring for the contract."""
 
-    def __init__(self, limits: Limits | None = None, staging_bytes: int = 256 * 1024) -> None:
-        self.limits = limits or Limits()
+    def __init__(self, limits: Limits | None = None, staging_bytes: int = 4096,
+                 max_staging_bytes: int = 256 * 1024) -> None:
+        self.limits = limits or Limits()  # may be changed between frames (after a handshake)
+        # The staging buffer (prefixes, headers, small frames) starts small, so an idle
+        # connection holds little, and doubles whenever a read fills it, up to the max.
         self._buf = bytearray(max(staging_bytes, PREFIX.size))
+        self._max_staging = max(max_staging_bytes, len(self._buf))
+        self._offered = 0
         self._start = 0
         self._end = 0
         self._events: deque = deque()
@@ -204,6 +209,7 @@ class FrameDecoder:
             return memoryview(self._payload)[self._fill:]
         if self._end == len(self._buf):
             self._compact()
+        self._offered = len(self._buf) - self._end
         return memoryview(self._buf)[self._end:]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -215,6 +221,8 @@ class FrameDecoder:
             return
         self._end += nbytes
         self._process()
+        if nbytes == self._offered and len(self._buf) < self._max_staging:
+            self._grow(min(2 * len(self._buf), self._max_staging))  # a busy stream
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes (copies them; `get_buffer` avoids that)."""

@@ -1,16 +1,21 @@
 """The shard server: hosts partitions, answers pulls, pushes and model UDF ops.
 
 Guarantees:
-- A request tagged `once=[client, seq]` is applied at most once per dedup window (see
-  transport.once); together with client retries that makes pushes exactly-once.
+- A request tagged `once` is applied at most once (see transport.once); together with
+  client retries that makes pushes exactly-once.
 - A bad request (unknown model, wrong shape or dtype, out-of-range index, a UDF raising)
   fails only that request; the shard keeps serving.
+- A create or load is refused, before anything is allocated, when the shard would hold
+  more than its `memory_limit`.
 - Built-in ops and ordinary UDFs run on the event loop; UDFs marked `threaded=True` run on
   a thread pool, where GIL-free numba kernels use more cores — unless their request is
   smaller than `inline_below` bytes, when the hand-off would cost more than the work.
-- Saved partitions are `.npy` files, one per partition, so a load is bit-for-bit.
+  Kernels are compiled (or loaded from numba's cache) on that pool, never on the loop.
+- Saved partitions are `.npy` files with checksums (storage.files), so a load is
+  bit-for-bit or refused.
 - The shard registers with the master, heartbeats, and exits by itself when the master
-  has been unreachable for `master_grace` seconds.
+  has been unreachable for `master_grace` seconds. It keeps its name when it registers
+  again, reporting what it hosts, and drops what the master says is no longer its.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,22 +33,38 @@ import numpy as np
 
 from psframework.config import Settings, parse_address
 from psframework.errors import (
-    ConfigError, ModelExistsError, PSError, ShapeError, StorageError, UnknownModelError,
+    ConfigError, ModelExistsError, ProtocolError, PSError, ShapeError, StorageError,
+    UnknownModelError,
 )
 from psframework.model import Model, ShardView, model_type
 from psframework.protocol import Message
-from psframework.storage import aggregate
+from psframework.storage import aggregate, files
 from psframework.storage.table import Partition, TableSpec
 from psframework.transport import ClientConnection, Traffic, connect, serve
 from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.shard")
 
-__all__ = ["Shard", "partition_file"]
+__all__ = ["Shard", "physical_memory", "machine_id"]
+
+READS = ("ping", "pull_rows", "pull_elems", "stats")
+DEFAULT_MEMORY_SHARE = 0.5  # of physical memory, when memory_limit is not set
 
 
-def partition_file(directory: str | Path, table: str, part: int) -> Path:
-    return Path(directory) / f"{table}.part{part}.npy"
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 0
+
+
+def machine_id() -> str:
+    """Names this machine (and boot): shards that share it share its memory."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
 
 
 @dataclass
@@ -77,13 +99,16 @@ class Shard:
         self.settings = settings
         self.name = "shard"
         self.models: dict[str, HostedModel] = {}
-        self.once = OnceLog(settings.dedup_window, settings.dedup_bytes)
+        self.once = OnceLog(settings.dedup_window, settings.dedup_bytes, reads=READS)
         self._handle_once = self.once.wrap(self._dispatch)
         self.ops_served: dict[str, int] = {}
         self.udf_seconds: dict[str, float] = {}  # CPU time inside model ops, per op
         self.traffic = Traffic()
         self.address = ""
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="psf-udf")
+        self._tls = settings.client_tls()
+        self.memory_limit = settings.memory_limit if settings.memory_limit is not None else \
+            int(physical_memory() * DEFAULT_MEMORY_SHARE)
         self._server: asyncio.AbstractServer | None = None
         self._master: ClientConnection | None = None
         self._stopped = asyncio.Event()
@@ -95,15 +120,20 @@ class Shard:
             "save": self._save, "load": self._load, "stats": self._stats,
             "shutdown": self._shutdown,
         }
+        self._ops_known = set(self._builtin)  # and the UDFs of the plugins hosted
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> str:
         s = self.settings
         self._server = await serve(self.handle, s.host, s.port or 0, limits=s.limits,
-                                      secret=s.secret_bytes, name=lambda: self.name,
-                                      traffic=self.traffic)
+                                   secret=s.secret_bytes, name=lambda: self.name,
+                                   traffic=self.traffic, handshake_timeout=s.handshake_timeout,
+                                   max_connections=s.max_connections, ssl_context=s.server_tls())
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
+        # the built-in kernels, loaded before any request needs them (the first create waits
+        # for this behind it on the pool, never the event loop)
+        asyncio.get_running_loop().run_in_executor(self._pool, aggregate.warm_up)
         if s.master:
             await self._register()
             self._tasks.append(asyncio.ensure_future(self._heartbeat()))
@@ -126,11 +156,33 @@ class Shard:
         host, port = parse_address(self.settings.master)
         s = self.settings
         self._master = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
-                                     timeout=s.connect_timeout)
-        reply = await self._master.request("register", args={"address": self.address},
-                                           timeout=s.request_timeout)
-        self.name = reply.args["name"]
-        log.info("registered with master %s as %s", s.master, self.name)
+                                     timeout=s.connect_timeout, ssl_context=self._tls)
+        again = self.name != "shard"
+        args = {"address": self.address, "machine": machine_id(), "memory": physical_memory(),
+                "memory_limit": s.memory_limit,
+                "hosts": {n: {"uid": m.uid, "parts": sorted(m.parts)} for n, m in self.models.items()}}
+        if again:
+            args["name"] = self.name
+        reply = await self._master.request("register", args=args, timeout=s.request_timeout)
+        self.name = str(reply.args["name"])
+        for model, parts in (reply.args.get("drop") or {}).items():
+            self._drop(model, parts)
+        log.info("%s with master %s as %s", "registered again" if again else "registered",
+                 s.master, self.name)
+
+    def _drop(self, model: str, parts: list[int] | None) -> None:
+        """Forget a model (None) or some of its partitions, as the master reconciled."""
+        hosted = self.models.get(model)
+        if hosted is None:
+            return
+        if parts is None or set(parts) >= set(hosted.parts):
+            del self.models[model]
+            hosted.plugin.on_destroy()
+        else:
+            for p in parts:
+                hosted.parts.pop(p, None)
+        log.warning("shard %s dropped %s of model %s: the master no longer places them here",
+                    self.name, "all partitions" if parts is None else f"partitions {parts}", model)
 
     async def _heartbeat(self) -> None:
         s = self.settings
@@ -155,7 +207,8 @@ class Shard:
 
     # -- dispatch ------------------------------------------------------------------------
     def handle(self, msg: Message):
-        self.ops_served[msg.op] = self.ops_served.get(msg.op, 0) + 1
+        op = msg.op if msg.op in self._ops_known else "(unknown)"  # peers can't grow the dict
+        self.ops_served[op] = self.ops_served.get(op, 0) + 1
         return self._handle_once(msg)
 
     def _dispatch(self, msg: Message):
@@ -244,13 +297,37 @@ class Shard:
         return {}, ()
 
     def _new_model(self, msg: Message) -> tuple[type[Model], Model, dict[str, TableSpec], list[int]]:
-        cls = model_type(str(msg.args.get("type")))
-        plugin = cls(msg.args.get("config") or {})
-        specs = {t["name"]: TableSpec.from_wire(t) for t in msg.args.get("tables", [])}
-        for spec in specs.values():
-            spec.validate(cls.aggregators)
-        parts = [int(p) for p in msg.args.get("parts", [])]
+        type_, config = msg.args.get("type"), msg.args.get("config") or {}
+        tables, parts = msg.args.get("tables"), msg.args.get("parts")
+        if not (isinstance(type_, str) and isinstance(config, dict) and isinstance(tables, list)
+                and isinstance(parts, list) and all(isinstance(t, dict) for t in tables)
+                and all(isinstance(p, int) and not isinstance(p, bool) for p in parts)):
+            raise ProtocolError(f"{msg.op} needs type (string), config (map), tables (list of "
+                                "maps) and parts (list of integers)", op=msg.op)
+        cls = model_type(type_)
+        plugin = cls(config)
+        specs = {}
+        for t in tables:
+            spec = TableSpec.from_wire(t).validate(cls.aggregators)
+            if spec.parts < 1:
+                raise ConfigError(f"table {spec.name!r} has no partition count", model=msg.model)
+            specs[spec.name] = spec
+        if len(specs) != len(tables) or not specs:
+            raise ConfigError("a model needs tables with distinct names", model=msg.model)
+        if len(set(parts)) != len(parts) or any(
+                not 0 <= p < max(t.parts for t in specs.values()) for p in parts):
+            raise ConfigError(f"partitions {parts} are not partitions of these tables",
+                              model=msg.model)
         return cls, plugin, specs, parts
+
+    def _check_memory(self, model: str, specs: dict[str, TableSpec], parts: list[int]) -> None:
+        need = sum(t.part_bytes(p) for p in parts for t in specs.values() if p < t.parts)
+        held = sum(m.nbytes for m in self.models.values())
+        if held + need > self.memory_limit:
+            raise ConfigError(
+                f"model {model!r} needs {need / 1e6:.1f} MB on shard {self.name}, which holds "
+                f"{held / 1e6:.1f} MB of its memory_limit {self.memory_limit / 1e6:.1f} MB; make "
+                "the model smaller, destroy others, or raise PSF_MEMORY_LIMIT", model=model)
 
     async def _install(self, msg: Message, make) -> dict:
         """Build the partitions of msg.model with `make(spec, part, combine)` on the thread
@@ -260,6 +337,7 @@ class Shard:
             raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
                                    "destroy it first", model=msg.model)
         cls, plugin, specs, parts = self._new_model(msg)
+        self._check_memory(msg.model, specs, parts)
         combiners = {**aggregate.BUILTIN, **cls.aggregators}
 
         def build() -> dict[int, dict[str, Partition]]:
@@ -277,6 +355,7 @@ class Shard:
                                    model=msg.model)
         hosted = HostedModel(msg.model, str(msg.args.get("uid", "")), plugin, specs, built)
         self.models[msg.model] = hosted
+        self._ops_known.update(cls.udfs)
         for p in parts:
             plugin.on_partition(hosted.view(self.name, p))
         return {"created": True}
@@ -285,49 +364,58 @@ class Shard:
         return await self._install(msg, Partition.create), ()
 
     def _destroy(self, msg: Message):
-        hosted = self.models.pop(msg.model, None)
-        if hosted is not None:
-            hosted.plugin.on_destroy()
-        return {"destroyed": hosted is not None}, ()
+        hosted = self.models.get(msg.model)
+        uid = msg.args.get("uid")
+        if hosted is None or (uid is not None and uid != hosted.uid):
+            return {"destroyed": False}, ()  # not this incarnation: leave it
+        del self.models[msg.model]
+        hosted.plugin.on_destroy()
+        return {"destroyed": True}, ()
 
     async def _save(self, msg: Message):
         hosted = self._hosted(msg)
-        directory = Path(str(msg.args.get("path")))
+        path, save_id = msg.args.get("path"), msg.args.get("save_id")
+        if not isinstance(path, str) or not path or not isinstance(save_id, str):
+            raise ConfigError("save needs a directory path and a save id", model=msg.model)
+        directory = Path(path)
+        snapshot = [(table, part, partition.data) for part, tables in hosted.parts.items()
+                    for table, partition in tables.items()]
 
-        def write() -> list[str]:  # on the thread pool: big writes must not stall the loop
+        def write() -> list[dict]:  # on the thread pool: big writes must not stall the loop
             directory.mkdir(parents=True, exist_ok=True)
-            files = []
-            for part, tables in hosted.parts.items():
-                for table, partition in tables.items():
-                    target = partition_file(directory, table, part)
-                    tmp = target.with_suffix(f".tmp{os.getpid()}")
-                    with open(tmp, "wb") as f:
-                        np.save(f, partition.data, allow_pickle=False)
-                    os.replace(tmp, target)
-                    files.append(target.name)
-            return files
+            return [files.write_partition(directory, table, part, save_id, data).model_dump()
+                    for table, part, data in snapshot]
         try:
-            files = await asyncio.get_running_loop().run_in_executor(self._pool, write)
-        except OSError as e:
-            raise StorageError(f"cannot save model {msg.model!r} to {directory}: {e}",
-                               model=msg.model) from None
-        return {"files": files}, ()
+            records = await asyncio.get_running_loop().run_in_executor(self._pool, write)
+        except (OSError, ValueError) as e:
+            raise StorageError(f"cannot save model {msg.model!r} to {directory}: "
+                               f"{getattr(e, 'strerror', None) or e}", model=msg.model) from None
+        return {"files": records}, ()
 
     async def _load(self, msg: Message):
-        directory = Path(str(msg.args.get("path")))
+        path, listed = msg.args.get("path"), msg.args.get("files")
+        if not isinstance(path, str) or not path or not isinstance(listed, list):
+            raise ConfigError("load needs a directory path and the manifest's files",
+                              model=msg.model)
+        try:
+            records = {(r.table, r.part): r for r in map(files.FileRecord.model_validate, listed)}
+        except (ValueError, TypeError) as e:
+            raise StorageError(f"the manifest's file list is malformed: {e}",
+                               model=msg.model) from None
+        directory = Path(path)
 
         def read(spec: TableSpec, part: int, combine) -> Partition:
-            path = partition_file(directory, spec.name, part)
+            record = records.get((spec.name, part))
+            if record is None:
+                raise StorageError(f"the save in {directory} has no file for partition {part} "
+                                   f"of table {spec.name!r}", model=msg.model)
+            shape = list(spec.shape)
+            shape[spec.axis] = spec.split().size(part)
             try:
-                data = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise StorageError(f"cannot load {path}: {e}", model=msg.model) from None
-            expected = list(spec.shape)
-            expected[spec.axis] = spec.split().size(part)
-            if list(data.shape) != expected or data.dtype.name != spec.dtype:
-                raise StorageError(f"{path} holds {data.dtype}{list(data.shape)}, expected "
-                                   f"{spec.dtype}{expected}", model=msg.model)
-            return Partition(spec, part, np.ascontiguousarray(data), combine)
+                data = files.read_partition(directory, record, spec.dtype, tuple(shape))
+            except StorageError as e:
+                raise StorageError(e.message, model=msg.model) from None
+            return Partition(spec, part, data, combine)
 
         await self._install(msg, read)
         return {"loaded": True}, ()
@@ -338,8 +426,9 @@ class Shard:
             "bytes": sum(m.nbytes for m in self.models.values()),
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
             "ops": dict(self.ops_served), "udf_seconds": dict(self.udf_seconds),
-            "duplicates": self.once.duplicates,
+            "duplicates": self.once.duplicates, "connections": self.traffic.connections,
             "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
+            "memory_limit": self.memory_limit,
         }
 
     def _stats(self, msg: Message):

@@ -1,10 +1,15 @@
 """Push aggregation: how a pushed value combines with the stored one.
 
-A combiner is a numba-jitted scalar function `combine(stored, pushed) -> new`. The scatter
-kernels apply it element by element, in request order, so duplicate indices in one push
-accumulate (two adds of 1 to the same cell add 2). Built in: add, min, max, replace.
-A plugin adds its own by naming a jitted function in `Model.aggregators`. Kernels release
-the GIL, so a shard can apply pushes on one thread while another serves.
+A combiner is `combine(stored, pushed) -> new`, applied element by element in request
+order, so duplicate indices in one push accumulate (two adds of 1 to the same cell add
+2). Built in: add, min, max, replace. A plugin adds its own by naming a numba-jitted
+function in `Model.aggregators`. Kernels release the GIL, so a shard can apply pushes on
+one thread while another serves.
+
+Compilation never happens on a request's path: indices arrive as int64 (`Partition`
+normalises them), the built-in combiners run in kernels that numba caches on disk — so
+a machine compiles them once, and a fresh shard loads them (`warm_up`, off its event
+loop) — and a plugin's combiner is compiled for its table when the table is created.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Callable
 import numba
 import numpy as np
 
-__all__ = ["BUILTIN", "scatter_rows", "scatter_elems", "is_combiner", "compile_for"]
+__all__ = ["BUILTIN", "scatter_rows", "scatter_elems", "is_combiner", "compile_for", "finite",
+           "warm_up"]
 
 
 @numba.njit(inline="always")
@@ -38,14 +44,48 @@ def replace(stored, pushed):
 
 
 BUILTIN: dict[str, Callable] = {"add": add, "min": minimum, "max": maximum, "replace": replace}
+_CODE = {add: 0, minimum: 1, maximum: 2, replace: 3}  # how the cached kernels name them
 
 
 def is_combiner(fn: object) -> bool:
     return isinstance(fn, numba.core.registry.CPUDispatcher)
 
 
+# -- built-in combiners: cacheable kernels (a combiner passed as an argument is not) ----------
+@numba.njit(inline="always")
+def _builtin(code, stored, pushed):
+    if code == 0:
+        return add(stored, pushed)
+    if code == 1:
+        return minimum(stored, pushed)
+    if code == 2:
+        return maximum(stored, pushed)
+    return replace(stored, pushed)
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_builtin(dst, rows, values, code):
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        for j in range(dst.shape[1]):
+            dst[r, j] = _builtin(code, dst[r, j], values[i, j])
+
+
+@numba.njit(nogil=True, cache=True)
+def _elems_2d_builtin(dst, rows, cols, values, code):
+    for i in range(rows.shape[0]):
+        dst[rows[i], cols[i]] = _builtin(code, dst[rows[i], cols[i]], values[i])
+
+
+@numba.njit(nogil=True, cache=True)
+def _elems_1d_builtin(dst, idx, values, code):
+    for i in range(idx.shape[0]):
+        dst[idx[i]] = _builtin(code, dst[idx[i]], values[i])
+
+
+# -- a plugin's combiner ------------------------------------------------------------------------
 @numba.njit(nogil=True)
-def _scatter_rows(dst, rows, values, combine):
+def _rows(dst, rows, values, combine):
     for i in range(rows.shape[0]):
         r = rows[i]
         for j in range(dst.shape[1]):
@@ -53,37 +93,71 @@ def _scatter_rows(dst, rows, values, combine):
 
 
 @numba.njit(nogil=True)
-def _scatter_elems_2d(dst, rows, cols, values, combine):
+def _elems_2d(dst, rows, cols, values, combine):
     for i in range(rows.shape[0]):
         dst[rows[i], cols[i]] = combine(dst[rows[i], cols[i]], values[i])
 
 
 @numba.njit(nogil=True)
-def _scatter_elems_1d(dst, idx, values, combine):
+def _elems_1d(dst, idx, values, combine):
     for i in range(idx.shape[0]):
         dst[idx[i]] = combine(dst[idx[i]], values[i])
 
 
+@numba.njit(nogil=True, cache=True)
+def _finite(values):
+    flat = values.reshape(-1)
+    for i in range(flat.shape[0]):
+        if not np.isfinite(flat[i]):
+            return False
+    return True
+
+
 def scatter_rows(dst: np.ndarray, rows: np.ndarray, values: np.ndarray, combine: Callable) -> None:
     """dst[rows[i], :] = combine(dst[rows[i], :], values[i, :]) for each i in order."""
+    code = _CODE.get(combine)
     if dst.ndim == 1:
-        _scatter_elems_1d(dst, rows, values, combine)
+        if code is None:
+            _elems_1d(dst, rows, values, combine)
+        else:
+            _elems_1d_builtin(dst, rows, values, code)
+    elif code is None:
+        _rows(dst, rows, values, combine)
     else:
-        _scatter_rows(dst, rows, values, combine)
+        _rows_builtin(dst, rows, values, code)
 
 
 def scatter_elems(dst: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
                   combine: Callable) -> None:
     """dst[rows[i], cols[i]] = combine(dst[rows[i], cols[i]], values[i]) for each i."""
-    _scatter_elems_2d(dst, rows, cols, values, combine)
+    code = _CODE.get(combine)
+    if code is None:
+        _elems_2d(dst, rows, cols, values, combine)
+    else:
+        _elems_2d_builtin(dst, rows, cols, values, code)
+
+
+def finite(values: np.ndarray) -> bool:
+    """No NaN or infinity among `values` (any float array; C-contiguous is fastest)."""
+    return bool(_finite(np.ascontiguousarray(values)))
 
 
 def compile_for(dst: np.ndarray, combine: Callable) -> None:
-    """Compile the scatter kernels for this table's dtype and combiner now (an empty push),
-    so that the first real push does not stall its caller for the compilation."""
+    """Compile (or load from numba's cache) the kernels that pushes into this table use,
+    now — an empty push — so that the first real push does not wait for it."""
     rows = np.empty(0, np.int64)
     if dst.ndim == 1:
-        _scatter_elems_1d(dst, rows, dst[:0], combine)
+        scatter_rows(dst, rows, dst[:0], combine)
     else:
-        _scatter_rows(dst, rows, dst[:0], combine)
-        _scatter_elems_2d(dst, rows, rows, dst[:0, 0], combine)
+        scatter_rows(dst, rows, dst[:0], combine)
+        scatter_elems(dst, rows, rows, dst[:0, 0], combine)
+    if dst.dtype.kind == "f":
+        finite(dst[:0])
+
+
+def warm_up(dtypes: tuple[str, ...] = ("float32", "float64", "int32", "int64")) -> None:
+    """Load every built-in kernel for every table dtype (from numba's cache, after the
+    first run on a machine): a fresh shard does this on a thread as it starts."""
+    for dtype in dtypes:
+        for shape in ((0,), (0, 1)):
+            compile_for(np.empty(shape, dtype), add)

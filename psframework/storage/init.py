@@ -26,38 +26,56 @@ def zeros() -> dict:
 
 
 def constant(value: float) -> dict:
-    return {"kind": "constant", "value": float(value)}
+    """Every value `value` (an int stays an int, so int64 tables get it exactly)."""
+    return validate({"kind": "constant", "value": value})
 
 
 def uniform(low: float = -0.5, high: float = 0.5, seed: int = 0) -> dict:
-    return {"kind": "uniform", "low": float(low), "high": float(high), "seed": int(seed)}
+    return validate({"kind": "uniform", "low": low, "high": high, "seed": seed})
 
 
 def normal(mean: float = 0.0, std: float = 0.01, seed: int = 0) -> dict:
-    return {"kind": "normal", "mean": float(mean), "std": float(std), "seed": int(seed)}
+    return validate({"kind": "normal", "mean": mean, "std": std, "seed": seed})
 
 
 _PARAMS = {"zeros": (), "constant": ("value",), "uniform": ("low", "high"),
            "normal": ("mean", "std")}
 
 
-def validate(spec: dict) -> dict:
-    """Raise ConfigError unless `spec` is one the helpers above could have made, so a bad
-    initializer is refused before any shard tries to materialize it."""
+def validate(spec: dict, dtype: str | None = None) -> dict:
+    """Raise ConfigError unless `spec` is one the helpers above could have made (and,
+    given the table's dtype, one whose values that dtype holds), so a bad initializer is
+    refused before any shard tries to materialize it."""
     kind = spec.get("kind") if isinstance(spec, dict) else None
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(f"initializer must be one of {KINDS} (see psframework.init), got {spec!r}")
     for name in _PARAMS[kind]:
         v = spec.get(name)
-        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(float(v)):
+        if (not isinstance(v, numbers.Real) or isinstance(v, bool) or abs(v) > 1e300
+                or not np.isfinite(float(v))):
             raise ConfigError(f"{kind} initializer needs a finite number {name!r}, got {spec!r}; "
                               f"build it with psframework.init.{kind}()")
     if kind == "normal" and spec["std"] < 0:
         raise ConfigError(f"normal initializer needs std >= 0, got {spec!r}")
+    if kind == "uniform" and spec["low"] > spec["high"]:
+        raise ConfigError(f"uniform initializer needs low <= high, got {spec!r}")
     seed = spec.get("seed", 0)
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"initializer seed must be a non-negative integer, got {spec!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ConfigError(f"initializer seed must be a non-negative 64-bit integer, got {spec!r}")
+    if kind == "constant" and dtype is not None:
+        _representable(spec["value"], np.dtype(dtype))
     return spec
+
+
+def _representable(value: numbers.Real, dtype: np.dtype) -> None:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if value != int(value) or not info.min <= int(value) <= info.max:
+            raise ConfigError(f"constant {value!r} does not fit a {dtype} table")
+    else:
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.asarray(value, dtype=np.float64).astype(dtype)):
+                raise ConfigError(f"constant {value!r} overflows a {dtype} table")
 
 
 def _block(spec: dict, block: int, rows: int, cols: int) -> np.ndarray:

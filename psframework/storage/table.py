@@ -9,6 +9,7 @@ pulls and pushes in local coordinates.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Callable
@@ -19,9 +20,12 @@ from psframework.errors import ConfigError, DTypeError, ShapeError
 from psframework.storage import init
 from psframework.storage.partitioner import PARTITIONERS, Partitioner
 
-__all__ = ["TableSpec", "Partition", "TABLE_DTYPES"]
+__all__ = ["TableSpec", "Partition", "TABLE_DTYPES", "MAX_PARTS"]
 
 TABLE_DTYPES = ("float32", "float64", "int32", "int64")
+#: Partitions per table at most: the placement travels in every lookup's reply header.
+MAX_PARTS = 4096
+MAX_SIDE = 1 << 48  # rows or columns at most: beyond any memory, and safe in int64 offsets
 #: The built-in aggregators (their kernels are in storage.aggregate, which needs numba
 #: and is imported only where pushes are applied: clients never load numba).
 BUILTIN_AGGREGATORS = ("add", "min", "max", "replace")
@@ -37,10 +41,11 @@ class TableSpec:
     parts: int = 0  # 0: one partition per shard, decided when the model is placed
     init: dict = field(default_factory=init.zeros)
     aggregate: str = "add"
+    allow_nonfinite: bool = False  # accept NaN and ±inf in pushes (refused by default)
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+            object.__setattr__(self, "shape", tuple(operator.index(s) for s in self.shape))
         except (TypeError, ValueError):
             raise ConfigError(f"table {self.name!r}: shape must be (rows,) or (rows, cols), "
                               f"got {self.shape!r}") from None
@@ -55,9 +60,9 @@ class TableSpec:
         where = f"table {self.name!r}"
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("a table needs a non-empty name")
-        if len(self.shape) not in (1, 2) or any(s < 1 for s in self.shape):
-            raise ConfigError(f"{where}: shape must be (rows,) or (rows, cols) of positive sizes, "
-                              f"got {self.shape}")
+        if len(self.shape) not in (1, 2) or any(s < 1 or s > MAX_SIDE for s in self.shape):
+            raise ConfigError(f"{where}: shape must be (rows,) or (rows, cols) of sizes 1 to "
+                              f"2^48, got {self.shape}")
         if self.dtype not in TABLE_DTYPES:
             raise ConfigError(f"{where}: dtype must be one of {TABLE_DTYPES}, got {self.dtype}")
         if self.partition_by not in ("rows", "cols"):
@@ -66,12 +71,16 @@ class TableSpec:
             raise ConfigError(f"{where}: only matrices can be partitioned by columns")
         if self.partitioner not in PARTITIONERS:
             raise ConfigError(f"{where}: partitioner must be one of {PARTITIONERS}")
-        if self.parts < 0 or self.parts > self.shape[self.axis]:
-            raise ConfigError(f"{where}: parts must be between 1 and {self.shape[self.axis]} "
-                              f"(0 for one per shard), got {self.parts}")
-        init.validate(self.init)
+        if not isinstance(self.parts, int) or not 0 <= self.parts <= min(self.shape[self.axis],
+                                                                           MAX_PARTS):
+            raise ConfigError(f"{where}: parts must be between 1 and "
+                              f"{min(self.shape[self.axis], MAX_PARTS)} (0 for one per shard), "
+                              f"got {self.parts!r}")
+        if not isinstance(self.allow_nonfinite, bool):
+            raise ConfigError(f"{where}: allow_nonfinite must be true or false")
+        init.validate(self.init, self.dtype)
         known = {*BUILTIN_AGGREGATORS, *(aggregators or {})}
-        if self.aggregate not in known:
+        if not isinstance(self.aggregate, str) or self.aggregate not in known:
             raise ConfigError(f"{where}: unknown aggregator {self.aggregate!r}; "
                               f"choose one of {sorted(known)}")
         return self
@@ -89,7 +98,13 @@ class TableSpec:
         return self.shape[1] if len(self.shape) == 2 else 1
 
     def placed(self, parts: int) -> "TableSpec":
-        return self if self.parts else replace(self, parts=min(parts, self.shape[self.axis]))
+        return self if self.parts else replace(
+            self, parts=min(parts, self.shape[self.axis], MAX_PARTS))
+
+    def part_bytes(self, part: int) -> int:
+        """Bytes partition `part` holds."""
+        across = self.shape[1 - self.axis] if len(self.shape) == 2 else 1
+        return self.split().size(part) * across * np.dtype(self.dtype).itemsize
 
     @cached_property
     def _partitioner(self) -> Partitioner:
@@ -131,13 +146,14 @@ class Partition:
         return cls(spec, part, data, combine)
 
     def _index(self, idx: np.ndarray, axis: int, what: str) -> np.ndarray:
+        """`idx` checked and as int64: one index dtype, so no kernel ever meets a new one."""
         if idx.ndim != 1 or idx.dtype.kind not in "iu":
             raise ShapeError(f"{what} must be a 1-d integer array, got {idx.dtype}{list(idx.shape)}")
         n = self.data.shape[axis]
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise ShapeError(f"{what} out of range for partition {self.part} of "
                              f"{self.spec.name!r} ({n} {what})")
-        return idx
+        return idx.astype(np.int64, copy=False)
 
     def _values(self, values: np.ndarray, shape: tuple) -> np.ndarray:
         if values.dtype != self.data.dtype:
@@ -146,22 +162,28 @@ class Partition:
         if values.shape != shape:
             raise ShapeError(f"values have shape {list(values.shape)}, expected {list(shape)} "
                              f"for table {self.spec.name!r}")
+        if values.dtype.kind == "f" and not self.spec.allow_nonfinite:
+            from psframework.storage.aggregate import finite
+            if not finite(values):
+                raise DTypeError(f"NaN or infinite values cannot go into table "
+                                 f"{self.spec.name!r}; create it with allow_nonfinite=True "
+                                 "if they are meant")
         return values
 
     def pull_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.data[self._index(rows, 0, "rows")]
 
     def pull_elems(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        self._index(rows, 0, "rows")
+        rows = self._index(rows, 0, "rows")
         if self.data.ndim == 1:
             return self.data[rows]
-        self._index(cols, 1, "cols")
+        cols = self._index(cols, 1, "cols")
         if rows.shape != cols.shape:
             raise ShapeError("rows and cols must have the same length")
         return self.data[rows, cols]
 
     def push_rows(self, rows: np.ndarray, values: np.ndarray) -> None:
-        self._index(rows, 0, "rows")
+        rows = self._index(rows, 0, "rows")
         self._values(values, (rows.size,) + self.data.shape[1:])
         from psframework.storage.aggregate import scatter_rows
         scatter_rows(self.data, rows, values, self.combine)
@@ -169,8 +191,8 @@ class Partition:
     def push_elems(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
         if self.data.ndim == 1:
             return self.push_rows(rows, values)
-        self._index(rows, 0, "rows")
-        self._index(cols, 1, "cols")
+        rows = self._index(rows, 0, "rows")
+        cols = self._index(cols, 1, "cols")
         if rows.shape != cols.shape:
             raise ShapeError("rows and cols must have the same length")
         self._values(values, rows.shape)

@@ -5,20 +5,28 @@ straight into the decoder's buffers (a big array lands in its final bytearray wi
 copy in Python). Writes go out as the encoder's buffer list; write-side backpressure
 pauses senders (client) or pauses reading new requests (server) while the kernel buffer
 is full. TCP_NODELAY is set on every socket: requests are small and latency matters.
+
+A server treats a connection as a stranger until its handshake completes: it may send
+only frames of `PREAUTH_LIMITS`, must finish within `handshake_timeout` seconds, and is
+refused outright when the server already has `max_connections` open. An idle connection
+holds a few kilobytes (the decoder's staging buffer grows only for busy streams).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import itertools
 import logging
 import socket
-from dataclasses import dataclass
+import ssl
+import time
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from psframework.errors import (
-    ConnectionLostError, ProtocolError, PSError, RemoteError, RequestTimeoutError,
+    AuthError, ConnectionLostError, ProtocolError, PSError, RemoteError, RequestTimeoutError,
     error_from_wire,
 )
 from psframework.protocol import (
@@ -27,19 +35,34 @@ from psframework.protocol import (
 
 log = logging.getLogger("psframework.transport")
 
-__all__ = ["ClientConnection", "ServerConnection", "Handler", "Traffic", "connect", "serve"]
+__all__ = ["ClientConnection", "ServerConnection", "Handler", "Traffic", "NotSent", "connect",
+           "serve", "PREAUTH_LIMITS"]
 
 #: A request handler returns the reply's (args, arrays), either directly or as an awaitable.
 Handler = Callable[[Message], "tuple[dict, tuple] | Awaitable[tuple[dict, tuple]]"]
 
+#: What a connection may send before its handshake is complete (a HELLO is ~60 bytes).
+PREAUTH_LIMITS = Limits(64 * 1024, 16 * 1024)
+
+
+class NotSent(ConnectionLostError):
+    """The request never left this process (the connection was closed, or the server
+    stopped reading): resending it is always safe."""
+
 
 @dataclass
 class Traffic:
-    """Bytes and requests a server's connections carried (for stats and benchmarks)."""
+    """Bytes, requests and connections of a server (for stats and benchmarks)."""
 
     bytes_in: int = 0
     bytes_out: int = 0
     requests: int = 0
+    refused: int = 0  # connections refused: over max_connections, or handshake failed/too slow
+    open: set = field(default_factory=set, repr=False)  # the open ServerConnections
+
+    @property
+    def connections(self) -> int:
+        return len(self.open)
 
 
 class _Peer(asyncio.BufferedProtocol):
@@ -138,6 +161,12 @@ class ClientConnection(_Peer):
                     min(self.limits.max_header_bytes, self.handshake.server_limits.max_header_bytes))
                 self.ready.set_result(None)
             return
+        if ev.kind == Kind.ERROR and ev.rid == 0:  # about the connection, not one request
+            err = error_from_wire(ev.args)
+            self._abort(ConnectionLostError(
+                f"{self.server_name or self.peername} closed the connection: {err}",
+                shard=self.server_name or None))
+            return
         fut = self._pending.pop(ev.rid, None)
         if fut is None or fut.done():
             return  # a reply to a request that already timed out
@@ -147,7 +176,14 @@ class ClientConnection(_Peer):
             fut.set_result(ev)
 
     def on_protocol_error(self, err: ProtocolError) -> None:
-        self._abort(err)
+        if not self.handshake.done:
+            self._abort(_hint_tls(err))
+            return
+        # The stream lost its framing: nothing more on it can be trusted, but the requests
+        # in flight may be resent on a new connection (once-only tags make that safe).
+        self._abort(ConnectionLostError(
+            f"the stream from {self.server_name or self.peername} lost its framing ({err}); "
+            "the connection was closed", shard=self.server_name or None))
 
     def _abort(self, err: PSError) -> None:
         self._lost = err
@@ -182,18 +218,19 @@ class ClientConnection(_Peer):
 
     async def request(self, op: str, model: str = "", args: dict | None = None,
                       arrays: tuple = (), timeout: float | None = None) -> Message:
-        """Send one request and wait for its reply (or a typed error)."""
-        if self._lost is not None:
-            raise self._lost
+        """Send one request and wait for its reply (or a typed error). NotSent says that
+        the request did not leave this process."""
         if not self._writable.is_set():  # backpressure: the kernel buffer is full
             try:
                 await asyncio.wait_for(self._writable.wait(), timeout)
             except asyncio.TimeoutError:
-                raise RequestTimeoutError(
+                raise NotSent(
                     f"{self.server_name or self.peername} has not read for {timeout:g}s",
                     model=model or None, op=op, shard=self.server_name or None) from None
-            if self._lost is not None:
-                raise self._lost
+        if not self.is_open:
+            raise NotSent(self._lost.message if self._lost is not None else
+                          f"connection to {self.peername} is closed",
+                          model=model or None, op=op, shard=self.server_name or None)
         rid = next(self._ids)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -229,16 +266,49 @@ class ServerConnection(_Peer):
     frames end this connection only."""
 
     def __init__(self, handler: Handler, limits: Limits, secret: bytes | None,
-                 name: Callable[[], str], traffic: Traffic | None = None) -> None:
+                 name: Callable[[], str], traffic: Traffic | None = None, *,
+                 handshake_timeout: float = 10.0, max_connections: int = 1024) -> None:
         super().__init__(limits, traffic)
         self.handler = handler
         self._name = name
         self.handshake = ServerHandshake(secret, limits, name())
+        self.decoder.limits = PREAUTH_LIMITS  # a stranger sends small frames only
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self._expiry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()  # requests still running, kept referenced
 
     @property
     def name(self) -> str:
         return self._name()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if len(self.traffic.open) >= self.max_connections:
+            self.traffic.refused += 1
+            _refusals.warning("refused connection from %s: %d connections open "
+                              "(max_connections)", self.peername, len(self.traffic.open))
+            self._refuse(ConnectionLostError(
+                f"server {self.name} has {len(self.traffic.open)} connections open, its "
+                "max_connections; close idle clients or raise PSF_MAX_CONNECTIONS"))
+            return
+        self.traffic.open.add(self)
+        self._expiry = asyncio.get_running_loop().call_later(self.handshake_timeout,
+                                                             self._handshake_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.traffic.open.discard(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        super().connection_lost(exc)
+
+    def _handshake_expired(self) -> None:
+        if not self.handshake.done:
+            self.traffic.refused += 1
+            _refusals.warning("closing connection from %s: no handshake within %gs",
+                              self.peername, self.handshake_timeout)
+            self._refuse(ProtocolError(f"the handshake did not complete within "
+                                       f"{self.handshake_timeout:g}s (handshake_timeout)"))
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -250,12 +320,13 @@ class ServerConnection(_Peer):
             self.transport.resume_reading()
 
     def on_protocol_error(self, err: ProtocolError) -> None:
-        log.warning("closing connection from %s: %s", self.peername, err)
-        self._refuse(0, err)
+        _refusals.warning("closing connection from %s: %s", self.peername, err)
+        self._refuse(_hint_tls(err))
 
-    def _refuse(self, rid: int, err: PSError) -> None:
+    def _refuse(self, err: PSError) -> None:
+        """Tell the peer why (an ERROR about the connection, request id 0) and close."""
         try:
-            self.send(Message(Kind.ERROR, rid, args=self._wire(err)))
+            self.send(Message(Kind.ERROR, 0, args=self._wire(err)))
         except PSError:
             pass
         self.close()
@@ -268,14 +339,22 @@ class ServerConnection(_Peer):
     def on_event(self, ev: Message | OversizedFrame) -> None:
         if not self.handshake.done:
             if isinstance(ev, OversizedFrame):
-                self._refuse(ev.rid, ProtocolError("oversized frame during the handshake"))
+                self.traffic.refused += 1
+                self._refuse(ProtocolError(f"a frame of {ev.size} bytes before the handshake "
+                                           f"completed (at most {ev.limit} are allowed)"))
                 return
             try:
                 for reply in self.handshake.receive(ev):
                     self.send(reply)
             except PSError as e:
-                log.warning("refused connection from %s: %s", self.peername, e)
-                self._refuse(ev.rid, e)
+                self.traffic.refused += 1
+                _refusals.warning("refused connection from %s: %s", self.peername, e)
+                self._refuse(e)
+                return
+            if self.handshake.done:
+                self.decoder.limits = self.limits
+                if self._expiry is not None:
+                    self._expiry.cancel()
             return
         if isinstance(ev, OversizedFrame):
             self._reply_error(ev.rid, ProtocolError(
@@ -283,7 +362,7 @@ class ServerConnection(_Peer):
                 "send smaller batches", model=ev.model or None, op=ev.op or None))
             return
         if ev.kind != Kind.REQUEST:
-            self._refuse(ev.rid, ProtocolError(f"expected a REQUEST, got {ev.kind.name}"))
+            self._refuse(ProtocolError(f"expected a REQUEST, got {ev.kind.name}"))
             return
         self.traffic.requests += 1
         try:
@@ -331,19 +410,26 @@ class ServerConnection(_Peer):
 
 
 async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
-                  timeout: float) -> ClientConnection:
-    """Open a connection and complete the handshake, or raise a typed error in `timeout`."""
+                  timeout: float, ssl_context: ssl.SSLContext | None = None
+                  ) -> ClientConnection:
+    """Open a connection (over TLS with `ssl_context`) and complete the handshake, or raise
+    a typed error in `timeout`."""
     loop = asyncio.get_running_loop()
     conn = None
     try:
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: ClientConnection(limits, secret), host, port), timeout)
+        _, conn = await asyncio.wait_for(loop.create_connection(
+            lambda: ClientConnection(limits, secret), host, port, ssl=ssl_context,
+            server_hostname=host if ssl_context is not None else None), timeout)
         await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
     except asyncio.TimeoutError:
         if conn is not None:  # connected, but the handshake never finished
             conn.close()
         raise RequestTimeoutError(f"could not connect to {host}:{port} within {timeout:g}s; "
                                   "is the server running and reachable?") from None
+    except ssl.SSLError as e:
+        raise AuthError(f"TLS with {host}:{port} failed ({e.reason or e}); do this client's "
+                        "tls_ca and the server's certificate match (and the host name, "
+                        "unless tls_check_hostname is off)?") from None
     except OSError as e:
         raise ConnectionLostError(f"cannot connect to {host}:{port} ({e.strerror or e}); is the "
                                   "server running there?") from None
@@ -351,10 +437,62 @@ async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
 
 
 async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
-                secret: bytes | None, name: Callable[[], str], traffic: Traffic | None = None
-                ) -> asyncio.AbstractServer:
-    """Listen on host:port. `name()` is the server's current name, reported in handshakes
-    and errors; `traffic` adds up what all its connections carry."""
+                secret: bytes | None, name: Callable[[], str], traffic: Traffic | None = None,
+                handshake_timeout: float = 10.0, max_connections: int = 1024,
+                ssl_context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+    """Listen on host:port (over TLS with `ssl_context`). `name()` is the server's current
+    name, reported in handshakes and errors; `traffic` adds up what all its connections
+    carry and holds the set of them."""
+    traffic = traffic if traffic is not None else Traffic()
+    if secret is None and not _loopback(host):
+        log.warning("listening on %s without a shared secret: anyone who can reach this port "
+                    "controls the cluster (reads, writes, creates and destroys models); set "
+                    "PSF_SECRET on every server and client", host)
     return await asyncio.get_running_loop().create_server(
-        lambda: ServerConnection(handler, limits, secret, name, traffic),
-        host, port, reuse_address=True)
+        lambda: ServerConnection(handler, limits, secret, name, traffic,
+                                 handshake_timeout=handshake_timeout,
+                                 max_connections=max_connections),
+        host, port, reuse_address=True, ssl=ssl_context,
+        ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _hint_tls(err: ProtocolError) -> ProtocolError:
+    """A TLS record where a frame should be (0x16: handshake, 0x15: alert) means the two
+    ends disagree about TLS; say so instead of "not a psframework frame"."""
+    if "got b'\\x16\\x03" in err.message or "got b'\\x15\\x03" in err.message:
+        return ProtocolError(err.message + "; this looks like TLS: give both ends the same "
+                             "TLS settings (tls_cert / tls_key on servers, tls_ca on clients)")
+    return err
+
+
+class _RateLimited:
+    """A logger that says the first `burst` things per `period` seconds and then how many
+    it kept quiet about: a flood of bad peers must not become a flood of log lines."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, period: float = 60.0) -> None:
+        self.logger, self.burst, self.period = logger, burst, period
+        self._window_start = -period
+        self._said = self._quiet = 0
+
+    def warning(self, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.period:
+            if self._quiet:
+                self.logger.warning("... and %d more like these in the last %.0fs",
+                                    self._quiet, now - self._window_start)
+            self._window_start, self._said, self._quiet = now, 0, 0
+        if self._said < self.burst:
+            self._said += 1
+            self.logger.warning(fmt, *args)
+        else:
+            self._quiet += 1
+
+
+_refusals = _RateLimited(log)

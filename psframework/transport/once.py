@@ -1,78 +1,192 @@
 """Exactly-once requests: a dedup window any server puts in front of its handler.
 
 A client tags a request that must not be applied twice (a push, a model update, a catalog
-change) with `once = [client id, sequence number]`, and resends a request with the same
-tag when its reply is lost. The server remembers the replies of the last `capacity` tags,
-and at most `max_bytes` of their arrays (a model op's reply may be large): a resend gets
-the remembered reply instead of a second application. A request still
-running is remembered as its future, so a resend that arrives meanwhile waits for that
-one application rather than starting another. A request that failed is forgotten, so
-its resend is tried for real.
+change) with `once = [stream, seq, floor]`: `stream` is 8 random bytes the client uses
+for this one server, `seq` counts that stream's tagged requests from 1, and `floor` is
+the lowest seq the client may still send (every seq below it has had its answer, or the
+client has given up on it). A retry resends the same stream and seq.
+
+The window keeps, per stream, the replies of the seqs at or above the floor:
+
+- a repeated tag gets the remembered reply instead of a second application; a repeat
+  that arrives while the first is still running waits for that one application;
+- a request that failed is forgotten, so its retry runs for real;
+- a seq below the floor is refused, not applied: the client is done with it, so this is
+  a stale copy (and every seq the window dropped to bound its memory is below a floor).
+
+So a tag is applied at most once, whatever the window forgets, and a well-behaved
+client's remembered replies are just those of its requests in flight. The window is
+bounded all the same — in tags (`capacity`), in bytes (`max_bytes`, every reply counted
+with its arrays and its args) and in streams (`max_streams`) — against clients that
+never advance their floor: dropping the oldest reply raises its stream's floor past it,
+so a late retry of it is refused with an error that says its outcome is unknown, never
+applied twice.
+
+Only state-changing requests enter the window: ops the server names as `reads` are
+answered without being remembered, whatever tag they carry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections import OrderedDict
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterable
 
-from psframework.errors import ProtocolError
+from psframework.errors import ProtocolError, StaleRequestError
 from psframework.protocol import Message
 
-__all__ = ["OnceLog"]
+__all__ = ["OnceLog", "footprint"]
+
+MAX_TAG = 1 << 62
+ENTRY_OVERHEAD = 240  # bytes of bookkeeping per remembered reply (dict slots, key, tuple)
+
+
+class _Stream:
+    __slots__ = ("floor", "seqs")
+
+    def __init__(self) -> None:
+        self.floor = 0
+        self.seqs: dict[int, None] = {}  # remembered seqs, in arrival order
 
 
 class OnceLog:
-    def __init__(self, capacity: int, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, capacity: int, max_bytes: int = 64 << 20, *,
+                 reads: Iterable[str] = (), max_streams: int = 65_536) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self.max_streams = max_streams
+        self.reads = frozenset(reads)
         self.duplicates = 0
-        self.nbytes = 0  # of the remembered replies' arrays
-        self._seen: OrderedDict[Hashable, Any] = OrderedDict()
+        self.stale = 0
+        self.nbytes = 0  # of the remembered replies, bookkeeping included
+        self._replies: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()  # oldest first
+        self._running: dict[Hashable, asyncio.Future] = {}
+        self._streams: OrderedDict[bytes, _Stream] = OrderedDict()  # least recently used first
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._replies) + len(self._running)
 
     def wrap(self, dispatch: Callable[[Message], Any]) -> Callable[[Message], Any]:
-        """A handler that runs `dispatch` at most once per tag within the window."""
+        """A handler that runs `dispatch` at most once per tag."""
         def handle(msg: Message):
             tag = msg.args.get("once")
-            if tag is None:
+            if tag is None or msg.op in self.reads:
                 return dispatch(msg)
-            if not (isinstance(tag, list) and len(tag) == 2 and isinstance(tag[0], bytes)
-                    and len(tag[0]) <= 64 and isinstance(tag[1], int)):
-                raise ProtocolError("args.once must be [client id (bytes), sequence (int)]")
-            key = (tag[0], tag[1])
-            if key in self._seen:
+            stream_id, seq, floor = _parse(tag)
+            key = (stream_id, seq)
+            stream = self._stream(stream_id)
+            if floor > stream.floor:
+                self._advance(stream_id, stream, floor)
+            if key in self._running:
                 self.duplicates += 1
-                seen = self._seen[key]
-                return asyncio.shield(seen) if asyncio.isfuture(seen) else seen
+                return asyncio.shield(self._running[key])
+            if key in self._replies:
+                self.duplicates += 1
+                return self._replies[key][0]
+            if seq < stream.floor:
+                self.stale += 1
+                raise StaleRequestError(
+                    f"request {seq} of this client arrived after the server stopped "
+                    "remembering it (the client had moved on, or the exactly-once window "
+                    "was full: dedup_window / dedup_bytes); it was not applied now, and "
+                    "whether an earlier copy was applied is unknown", op=msg.op)
             result = dispatch(msg)
             if inspect.isawaitable(result):
                 result = asyncio.ensure_future(result)
-                result.add_done_callback(lambda f: self._settle(key, f))
-            self._remember(key, result)
+                self._running[key] = result
+                result.add_done_callback(lambda f: self._settle(key, stream, f))
+            else:
+                self._remember(key, stream, result)
             return result
         return handle
 
-    def _settle(self, key: Hashable, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self._seen.pop(key, None)
-        elif key in self._seen:
-            del self._seen[key]
-            self._remember(key, fut.result())
+    # -- bookkeeping -------------------------------------------------------------------
+    def _stream(self, stream_id: bytes) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            stream = self._streams[stream_id] = _Stream()
+            while len(self._streams) > self.max_streams:
+                self._drop_stream()
+        else:
+            self._streams.move_to_end(stream_id)
+        return stream
 
-    def _remember(self, key: Hashable, reply: Any) -> None:
-        self._seen[key] = reply
-        self.nbytes += _size(reply)
-        while len(self._seen) > self.capacity or (self.nbytes > self.max_bytes
-                                                  and len(self._seen) > 1):
-            self.nbytes -= _size(self._seen.popitem(last=False)[1])
+    def _drop_stream(self) -> None:
+        """Forget the least recently used stream that has no request running: its
+        remembered replies go, and a stream seen again starts with floor 0 — safe only
+        because its old copies are long gone (it was idle longest of `max_streams`)."""
+        for stream_id, stream in self._streams.items():
+            if not any(key[0] == stream_id for key in self._running):
+                break
+        else:
+            return
+        del self._streams[stream_id]
+        for seq in stream.seqs:
+            self._forget((stream_id, seq))
+
+    def _advance(self, stream_id: bytes, stream: _Stream, floor: int) -> None:
+        stream.floor = floor
+        seqs = stream.seqs
+        while seqs:
+            seq = next(iter(seqs))
+            if seq >= floor:
+                break
+            del seqs[seq]
+            self._forget((stream_id, seq))
+
+    def _settle(self, key: Hashable, stream: _Stream, fut: asyncio.Future) -> None:
+        del self._running[key]
+        if not fut.cancelled() and fut.exception() is None and key[1] >= stream.floor:
+            self._remember(key, stream, fut.result())
+
+    def _remember(self, key: Hashable, stream: _Stream, reply: Any) -> None:
+        size = footprint(reply) + ENTRY_OVERHEAD
+        self._replies[key] = (reply, size)
+        stream.seqs[key[1]] = None
+        self.nbytes += size
+        while len(self._replies) > 1 and (len(self._replies) > self.capacity
+                                           or self.nbytes > self.max_bytes):
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        """Drop the oldest reply and raise its stream's floor past it, so that a retry
+        of it is refused rather than applied again."""
+        key = next(iter(self._replies))
+        stream_id, seq = key
+        self._forget(key)
+        stream = self._streams[stream_id]
+        stream.seqs.pop(seq, None)
+        if seq >= stream.floor:
+            self._advance(stream_id, stream, seq + 1)
+
+    def _forget(self, key: Hashable) -> None:
+        entry = self._replies.pop(key, None)
+        if entry is not None:
+            self.nbytes -= entry[1]
 
 
-def _size(reply: Any) -> int:
-    """Bytes of a reply's arrays ((args, arrays) replies; 0 for a future or a dict)."""
-    if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[1], (tuple, list)):
-        return sum(getattr(a, "nbytes", 0) for a in reply[1])
-    return 0
+def _parse(tag: Any) -> tuple[bytes, int, int]:
+    if (isinstance(tag, list) and len(tag) in (2, 3) and isinstance(tag[0], bytes)
+            and 0 < len(tag[0]) <= 64
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < MAX_TAG
+                    for n in tag[1:])):
+        return tag[0], tag[1], tag[2] if len(tag) == 3 else 0
+    raise ProtocolError("args.once must be [stream (1-64 bytes), seq (int), floor (int)]")
+
+
+def footprint(obj: Any, depth: int = 0) -> int:
+    """Bytes an (args, arrays) reply holds in memory, roughly: its arrays exactly, its
+    small values as Python objects (nested containers up to a depth, then a flat guess)."""
+    if hasattr(obj, "nbytes") and hasattr(obj, "dtype"):
+        return int(obj.nbytes) + 112
+    size = sys.getsizeof(obj)
+    if depth > 6:
+        return size
+    if isinstance(obj, dict):
+        return size + sum(footprint(k, depth + 1) + footprint(v, depth + 1)
+                          for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return size + sum(footprint(v, depth + 1) for v in obj)
+    return size
