@@ -42,7 +42,11 @@ __all__ = [
 
 
 class PSError(Exception):
-    """Base class. `model`, `op` and `shard` say where it happened, when known."""
+    """Base class. `model`, `op` and `shard` say where it happened, when known;
+    `from_server` that a server sent it (so the request did reach a server and failed
+    there), rather than that this process raised it."""
+
+    from_server = False
 
     def __init__(
         self,
@@ -136,9 +140,15 @@ _BY_NAME = {cls.__name__: cls for cls in (
 def error_from_wire(fields: dict) -> PSError:
     """Rebuild the typed error a server sent; unknown types become RemoteError."""
     cls = _BY_NAME.get(str(fields.get("type")), RemoteError)
-    return cls(
+    err = cls(
         str(fields.get("message", "remote error")),
-        model=fields.get("model"),
-        op=fields.get("op"),
-        shard=fields.get("shard"),
+        model=_text(fields.get("model")),
+        op=_text(fields.get("op")),
+        shard=_text(fields.get("shard")),
     )
+    err.from_server = True
+    return err
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)[:256]

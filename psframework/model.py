@@ -120,9 +120,10 @@ class Tables(Model):
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
         raw = self.config.get("tables")
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError("model type 'tables' needs config {'tables': [table, ...]}")
-        self._tables = [TableSpec.from_wire(t) if isinstance(t, dict) else t for t in raw]
+        if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
+            raise ConfigError("model type 'tables' needs config {'tables': [table, ...]}, "
+                              "each table as TableSpec.to_wire() makes it")
+        self._tables = [TableSpec.from_wire(t) for t in raw]
 
     def tables(self) -> list[TableSpec]:
         return self._tables

@@ -31,6 +31,20 @@ def tune_allocator() -> None:
         pass
 
 
+def allow_connections(max_connections: int) -> None:
+    """Raise this process's open-file limit (soft, up to the hard one) so that
+    `max_connections` sockets fit beside the files a server opens."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = max_connections + 256
+        if soft != resource.RLIM_INFINITY and soft < want:
+            cap = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (cap, hard))
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep the limit
+        pass
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
@@ -38,6 +52,7 @@ def configure_logging(level: str) -> None:
 
 async def _serve(role: str, settings: Settings, watch_stdin: bool) -> None:
     tune_allocator()
+    allow_connections(settings.max_connections)
     server = Master(settings) if role == "master" else Shard(settings)
     address = await server.start()
     name = "master" if role == "master" else f"shard {server.name}"

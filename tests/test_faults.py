@@ -14,31 +14,10 @@ from psframework import (
 )
 from psframework.config import parse_address
 from psframework.errors import error_from_wire
-from psframework.protocol import ClientHandshake, FrameDecoder, Kind, Message, encode
+from psframework.protocol import Kind, Message, encode
 from conftest import PLUGIN_ENV, wait_until
 from proxy import ReplyDropper
-
-
-def _read_frames(sock: socket.socket, want: int = 1, timeout: float = 10.0) -> list[Message]:
-    sock.settimeout(timeout)
-    decoder, out = FrameDecoder(), []
-    while len(out) < want:
-        data = sock.recv(65536)
-        if not data:
-            break
-        decoder.receive_data(data)
-        while (ev := decoder.next_event()) is not None:
-            out.append(ev)
-    return out
-
-
-def _handshaken(address: str) -> socket.socket:
-    sock = socket.create_connection(parse_address(address))
-    hs = ClientHandshake()
-    sock.sendall(b"".join(encode(hs.start())))
-    (hello,) = _read_frames(sock)
-    assert hs.receive(hello) is None and hs.done
-    return sock
+from wire import handshaken, read_frames
 
 
 def test_garbage_gets_a_protocol_error_and_others_carry_on(client):
@@ -47,14 +26,14 @@ def test_garbage_gets_a_protocol_error_and_others_carry_on(client):
     for address in [client.master, *client.model("faults-m").servers.values()]:
         with socket.create_connection(parse_address(address)) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            (reply,) = _read_frames(s)
+            (reply,) = read_frames(s)
             assert reply.kind == Kind.ERROR
             err = error_from_wire(reply.args)
             assert isinstance(err, ProtocolError) and "not a psframework frame" in str(err)
             assert s.recv(1) == b""  # and the connection is closed
-        with _handshaken(address) as s:  # a sound prefix around a header that is not msgpack
+        with handshaken(address) as s:  # a sound prefix around a header that is not msgpack
             s.sendall(b"PSF1" + (5).to_bytes(4, "little") + (0).to_bytes(8, "little") + b"\xc1" * 5)
-            (reply,) = _read_frames(s)
+            (reply,) = read_frames(s)
             assert isinstance(error_from_wire(reply.args), ProtocolError)
     np.testing.assert_array_equal(m.pull_rows([2]), [[1.0, 2.0, 3.0, 4.0]])
 
@@ -64,11 +43,11 @@ def test_oversized_request_is_refused_and_the_connection_survives(fresh_cluster)
     c = cluster.client()
     c.create_matrix("m", 10, 3, "float32")
     address = next(iter(c.model("m").servers.values()))
-    with _handshaken(address) as s:
+    with handshaken(address) as s:
         big = Message(Kind.REQUEST, 7, "push_rows", "m", {"table": "values"},
                       (np.zeros(100_000, np.int64),))  # 800 KB > 256 KiB
         s.sendall(b"".join(encode(big)) + b"".join(encode(Message(Kind.REQUEST, 8, "ping"))))
-        refused, pong = _read_frames(s, want=2)
+        refused, pong = read_frames(s, want=2)
         assert refused.kind == Kind.ERROR and refused.rid == 7
         assert "exceeds this server's max_frame_bytes" in refused.args["message"]
         assert pong.kind == Kind.REPLY and pong.rid == 8

@@ -30,7 +30,8 @@ from pydantic import SecretStr
 
 from psframework.config import Settings, load_settings, parse_address
 from psframework.errors import (
-    ConnectionLostError, DTypeError, RequestTimeoutError, ShapeError, UnknownModelError,
+    ConfigError, ConnectionLostError, DTypeError, RequestTimeoutError, ShapeError,
+    UnknownModelError,
 )
 from psframework.protocol import Message
 from psframework.storage import init as initializers
@@ -124,6 +125,12 @@ def _values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
             raise DTypeError(f"value {low if low < info.min else high} does not fit "
                              f"{spec.dtype} table {spec.name!r} ({info.min}..{info.max})")
     return out
+
+
+def _directory(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"expected a directory path, got {path!r}")
+    return str(Path(path).absolute())
 
 
 def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
@@ -228,7 +235,10 @@ class AsyncClient:
                                                     ssl_context=self._tls))
             self._connecting[address] = pending
             pending.add_done_callback(lambda _: self._connecting.pop(address, None))
-        conn = await asyncio.shield(pending)
+        try:
+            conn = await asyncio.shield(pending)
+        except (ConnectionLostError, RequestTimeoutError) as e:  # nothing was sent yet
+            raise NotSent(e.message, shard=e.shard) from None
         self._conns[address] = conn
         return conn
 
@@ -245,12 +255,14 @@ class AsyncClient:
             try:
                 return await attempt()
             except (ConnectionLostError, RequestTimeoutError) as e:
-                resend = safe or isinstance(e, NotSent)
+                # NotSent never left; an error a server sent was not applied there
+                definite = isinstance(e, NotSent) or e.from_server
+                resend = safe or definite
                 if resend and loop.time() + delay <= deadline:
                     await asyncio.sleep(delay * (1 + random.random() / 2))
                     delay = min(2 * delay, 1.0)
                     continue
-                if isinstance(e, NotSent):
+                if definite:
                     note = ""
                 elif once:
                     note = "; whether the server applied it is unknown"
@@ -261,8 +273,9 @@ class AsyncClient:
                     note = ""
                 if resend:
                     note = f" (gave up after retrying for {self.settings.retry_deadline:g}s)" + note
-                raise type(e)(e.message + note, model=e.model or model or None, op=e.op or op,
-                              shard=e.shard or shard or address) from None
+                cls = ConnectionLostError if isinstance(e, NotSent) else type(e)
+                raise cls(e.message + note, model=e.model or model or None, op=e.op or op,
+                          shard=e.shard or shard or address) from None
 
     async def request(self, address: str, op: str, model: str = "", args: dict | None = None,
                       arrays: tuple = (), *, once: bool = False, retry: bool = True,
@@ -336,33 +349,36 @@ class AsyncClient:
 
     async def save(self, name: str, path: str | os.PathLike) -> str:
         """Save every partition of model `name` under directory `path` (reachable by the
-        shards and the master), plus its metadata; returns the absolute directory."""
-        return (await self._master("save", name, {"path": str(Path(path).absolute())},
-                                   once=True))["path"]
+        shards and the master), plus its manifest; returns the absolute directory. The
+        save replaces an earlier one there as a whole, or — if it fails — not at all."""
+        return (await self._master("save", name, {"path": _directory(path)}, once=True))["path"]
 
     async def load(self, path: str | os.PathLike, name: str | None = None) -> ModelInfo:
-        """Load a saved model (under its saved name, or `name`)."""
+        """Load a saved model (under its saved name, or `name`), after checking every
+        file against the save's manifest (StorageError names what is wrong)."""
         info = ModelInfo.from_wire(await self._master(
-            "load", name or "", {"path": str(Path(path).absolute())}, once=True))
+            "load", name or "", {"path": _directory(path)}, once=True))
         self._models[info.name] = info
         return info
 
     async def create_matrix(self, name: str, rows: int, cols: int, dtype: str = "float32", *,
                             partition_by: str = "rows", partitioner: str = "range",
                             parts: int = 0, init: dict | None = None, aggregate: str = "add",
-                            exists_ok: bool = False):
-        """A dense rows × cols matrix as model `name` (built-in type `tables`)."""
+                            allow_nonfinite: bool = False, exists_ok: bool = False):
+        """A dense rows × cols matrix as model `name` (built-in type `tables`). Pushes of
+        NaN or ±inf are refused unless `allow_nonfinite`."""
         spec = TableSpec("values", (rows, cols), dtype, partition_by, partitioner, parts,
-                         init or initializers.zeros(), aggregate).validate()
+                         init or initializers.zeros(), aggregate, allow_nonfinite).validate()
         await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok)
         return await self.matrix(name)
 
     async def create_vector(self, name: str, size: int, dtype: str = "float32", *,
                             partitioner: str = "range", parts: int = 0, init: dict | None = None,
-                            aggregate: str = "add", exists_ok: bool = False):
+                            aggregate: str = "add", allow_nonfinite: bool = False,
+                            exists_ok: bool = False):
         """A dense vector as model `name` (built-in type `tables`)."""
         spec = TableSpec("values", (size,), dtype, "rows", partitioner, parts,
-                         init or initializers.zeros(), aggregate).validate()
+                         init or initializers.zeros(), aggregate, allow_nonfinite).validate()
         await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok)
         return await self.vector(name)
 

@@ -338,7 +338,7 @@ class Master:
             if not tables:
                 raise ConfigError(f"model type {type_!r} declared no tables", model=name)
         alive = self._live(name)
-        tables = [t.placed(len(alive)).validate(cls.aggregators) for t in tables]
+        tables = [t.validate(cls.aggregators).placed(len(alive)) for t in tables]
         if len({t.name for t in tables}) != len(tables):
             raise ConfigError(f"model type {type_!r} declared two tables with one name")
         placement = self._spread(alive, parts or max(t.parts for t in tables))
@@ -399,8 +399,8 @@ class Master:
             return {"destroyed": True}, ()
 
     async def _save(self, msg: Message):
-        entry = self._entry(msg.model)
         directory = _directory(msg.args.get("path"))
+        entry = self._entry(msg.model)
         lock = self._saving.setdefault(directory, asyncio.Lock())
         async with lock:
             save_id = secrets.token_hex(8)

@@ -107,6 +107,7 @@ class Shard:
         self.address = ""
         self._pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="psf-udf")
         self._tls = settings.client_tls()
+        self._warm: asyncio.Future | None = None  # the built-in kernels, loading
         self.memory_limit = settings.memory_limit if settings.memory_limit is not None else \
             int(physical_memory() * DEFAULT_MEMORY_SHARE)
         self._server: asyncio.AbstractServer | None = None
@@ -133,7 +134,7 @@ class Shard:
         self.address = s.advertised(port)
         # the built-in kernels, loaded before any request needs them (the first create waits
         # for this behind it on the pool, never the event loop)
-        asyncio.get_running_loop().run_in_executor(self._pool, aggregate.warm_up)
+        self._warm = asyncio.get_running_loop().run_in_executor(self._pool, aggregate.warm_up)
         if s.master:
             await self._register()
             self._tasks.append(asyncio.ensure_future(self._heartbeat()))
@@ -428,7 +429,8 @@ class Shard:
             "ops": dict(self.ops_served), "udf_seconds": dict(self.udf_seconds),
             "duplicates": self.once.duplicates, "connections": self.traffic.connections,
             "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
-            "memory_limit": self.memory_limit,
+            "memory_limit": self.memory_limit, "kernels": aggregate.compiled(),
+            "warm": self._warm is not None and self._warm.done(),
         }
 
     def _stats(self, msg: Message):

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 __all__ = ["BUILTIN", "scatter_rows", "scatter_elems", "is_combiner", "compile_for", "finite",
-           "warm_up"]
+           "warm_up", "compiled"]
 
 
 @numba.njit(inline="always")
@@ -161,3 +161,11 @@ def warm_up(dtypes: tuple[str, ...] = ("float32", "float64", "int32", "int64")) 
     for dtype in dtypes:
         for shape in ((0,), (0, 1)):
             compile_for(np.empty(shape, dtype), add)
+
+
+def compiled() -> int:
+    """How many kernel specializations this process holds (a number that must not grow
+    with the requests a shard serves, only with the tables it creates)."""
+    kernels = (_rows_builtin, _elems_2d_builtin, _elems_1d_builtin, _rows, _elems_2d,
+               _elems_1d, _finite)
+    return sum(len(k.signatures) for k in kernels)

@@ -199,9 +199,12 @@ class ClientConnection(_Peer):
                 fut.set_exception(err)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        early = "" if self.handshake.done else (
+            " before the handshake completed; if the server uses TLS, set PSF_TLS_CA (and a "
+            "client certificate, PSF_TLS_CERT / PSF_TLS_KEY, if it asks for one)")
         err = self._lost or ConnectionLostError(
             f"connection to {self.peername} ({self.handshake.server_name or 'server'}) was lost"
-            + (f": {exc}" if exc else ""), shard=self.handshake.server_name or None)
+            + (f": {exc}" if exc else "") + early, shard=self.handshake.server_name or None)
         self._lost = err
         if not self.ready.done():
             self.ready.set_exception(err)
@@ -390,7 +393,7 @@ class ServerConnection(_Peer):
             e.model = e.model or req.model or None
             e.op = e.op or req.op
             return e
-        log.exception("op %s on model %r failed", req.op, req.model, exc_info=e)
+        _failures.exception("op %s on model %r failed", req.op, req.model, exc_info=e)
         return RemoteError(f"{type(e).__name__}: {e}", model=req.model or None, op=req.op)
 
     def _reply(self, rid: int, result: tuple[dict, tuple]) -> None:
@@ -426,6 +429,8 @@ async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
             conn.close()
         raise RequestTimeoutError(f"could not connect to {host}:{port} within {timeout:g}s; "
                                   "is the server running and reachable?") from None
+    except PSError:
+        raise  # the handshake's own verdict (ConnectionLostError is an OSError too)
     except ssl.SSLError as e:
         raise AuthError(f"TLS with {host}:{port} failed ({e.reason or e}); do this client's "
                         "tls_ca and the server's certificate match (and the host name, "
@@ -482,17 +487,24 @@ class _RateLimited:
         self._said = self._quiet = 0
 
     def warning(self, fmt: str, *args: object) -> None:
+        self._log(logging.WARNING, fmt, args)
+
+    def exception(self, fmt: str, *args: object, exc_info: BaseException) -> None:
+        self._log(logging.ERROR, fmt, args, exc_info)
+
+    def _log(self, level: int, fmt: str, args: tuple, exc_info=None) -> None:
         now = time.monotonic()
         if now - self._window_start >= self.period:
             if self._quiet:
-                self.logger.warning("... and %d more like these in the last %.0fs",
-                                    self._quiet, now - self._window_start)
+                self.logger.log(level, "... and %d more like these in the last %.0fs",
+                                self._quiet, now - self._window_start)
             self._window_start, self._said, self._quiet = now, 0, 0
         if self._said < self.burst:
             self._said += 1
-            self.logger.warning(fmt, *args)
+            self.logger.log(level, fmt, *args, exc_info=exc_info)
         else:
             self._quiet += 1
 
 
 _refusals = _RateLimited(log)
+_failures = _RateLimited(log)  # requests failing with errors that are not psframework's

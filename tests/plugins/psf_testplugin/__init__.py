@@ -4,6 +4,7 @@ server ops and an aggregator that psframework has never heard of."""
 
 import asyncio
 import threading
+import time
 
 import numba
 
@@ -36,6 +37,7 @@ class Scaler(Model):
         if self.rows < 1 or self.cols < 1:
             raise ConfigError("the scaler model needs positive config.rows and config.cols")
         self.calls = 0
+        self.naps = 0
 
     def tables(self):
         return [
@@ -63,6 +65,19 @@ class Scaler(Model):
             w = w[arrays[0]]
         return ({"part": view.part, "thread": threading.current_thread().name,
                  "on_loop": _on_event_loop()}, ((w * w).sum(axis=1),))
+
+    @udf(threaded=True)
+    def nap(self, view, args, arrays):
+        """Sleep args.seconds, then count the call: a slow op that changes state. (Send
+        arrays of at least inline_below bytes so that it sleeps on the pool, not the loop.)"""
+        time.sleep(float(args["seconds"]))
+        self.naps += 1
+        return {"naps": self.naps}
+
+    @udf
+    def naps(self, view, args, arrays):
+        """How many naps this shard has finished (a read)."""
+        return {"naps": self.naps}
 
     @udf
     def explode(self, view, args, arrays):
