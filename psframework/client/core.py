@@ -18,11 +18,9 @@ shard and saying whether the request may have been applied, never a hang.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 import numpy as np
@@ -30,12 +28,14 @@ from pydantic import SecretStr
 
 from psframework.config import Settings, load_settings, parse_address
 from psframework.errors import (
-    ConfigError, ConnectionLostError, DTypeError, RequestTimeoutError, ShapeError,
+    ConnectionLostError, RequestTimeoutError, ShapeError,
     UnknownModelError,
 )
 from psframework.protocol import Message
 from psframework.storage import init as initializers
 from psframework.storage.table import TableSpec
+from psframework.client import checks
+from psframework.client.flow import Tags, Window
 from psframework.transport import ClientConnection, NotSent, connect
 
 __all__ = ["AsyncClient", "ModelInfo"]
@@ -84,55 +84,6 @@ class ModelInfo:
                 model=self.name, shard=shard) from None
 
 
-def _index(idx: Any, length: int, what: str) -> np.ndarray:
-    a = np.asarray(idx)
-    if a.dtype.kind not in "iu" and a.size:
-        raise ShapeError(f"{what} must be integers, got {a.dtype}")
-    a = a.astype(np.int64, copy=False).reshape(-1) if a.ndim <= 1 else None
-    if a is None:
-        raise ShapeError(f"{what} must be a 1-d array of indices")
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= length):
-        raise ShapeError(f"{what} out of range: valid indices are 0..{length - 1}")
-    return a
-
-
-def _values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
-    """`values` as the table's dtype — refused with DTypeError when that would change a
-    value (an integer out of range, a float that overflows; rounding to the table's
-    float precision is fine) or bring NaN/inf into a table that does not allow them."""
-    v = np.asarray(values)
-    if not np.can_cast(v.dtype, spec.dtype, casting="same_kind"):
-        raise DTypeError(f"cannot push {v.dtype} values into {spec.dtype} table {spec.name!r}; "
-                         "cast them first")
-    if v.shape != shape:
-        raise ShapeError(f"values have shape {list(v.shape)}, expected {list(shape)} for "
-                         f"table {spec.name!r}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = v.astype(spec.dtype, copy=False)
-    if out.dtype.kind == "f" and out.size and not (np.isfinite(out.min())
-                                                   and np.isfinite(out.max())):
-        if v.dtype.kind == "f" and (np.isfinite(v) & ~np.isfinite(out)).any():
-            raise DTypeError(f"values beyond the range of {spec.dtype} (largest "
-                             f"{np.finfo(out.dtype).max:.3g}) cannot go into table "
-                             f"{spec.name!r}; scale them or use a float64 table")
-        if not spec.allow_nonfinite:
-            raise DTypeError(f"NaN or infinite values cannot go into table {spec.name!r}; "
-                             "create it with allow_nonfinite=True if they are meant")
-    elif out.dtype.kind in "iu" and v.dtype.kind in "iu" and out.dtype != v.dtype and v.size:
-        info = np.iinfo(out.dtype)
-        low, high = v.min(), v.max()
-        if low < info.min or high > info.max:
-            raise DTypeError(f"value {low if low < info.min else high} does not fit "
-                             f"{spec.dtype} table {spec.name!r} ({info.min}..{info.max})")
-    return out
-
-
-def _directory(path: Any) -> str:
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise ConfigError(f"expected a directory path, got {path!r}")
-    return str(Path(path).absolute())
-
-
 def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
     step = max(1, (limit - HEADER_ROOM) // max(1, bytes_per_item))
     return (slice(a, min(a + step, n)) for a in range(0, max(n, 1), step))
@@ -140,55 +91,6 @@ def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
 
 def _at(pos: np.ndarray | slice, chunk: slice) -> np.ndarray | slice:
     return chunk if isinstance(pos, slice) else pos[chunk]
-
-
-class _Tags:
-    """The exactly-once tags of one server's requests: a random stream id, seqs from 1,
-    and the floor — the lowest seq still unanswered (every one below is finished)."""
-
-    def __init__(self) -> None:
-        self.stream = os.urandom(8)
-        self._next = 1
-        self._open: list[int] = []  # a heap of unanswered seqs (finished ones in _done)
-        self._done: set[int] = set()
-
-    def new(self) -> int:
-        seq = self._next
-        self._next += 1
-        heapq.heappush(self._open, seq)
-        return seq
-
-    def tag(self, seq: int) -> list:
-        while self._open and self._open[0] in self._done:
-            self._done.discard(heapq.heappop(self._open))
-        return [self.stream, seq, self._open[0] if self._open else self._next]
-
-    def finish(self, seq: int) -> None:
-        self._done.add(seq)
-
-
-class _Window:
-    """At most `capacity` bytes of requests (and their replies) in flight on one
-    connection; a request larger than that still goes when it is alone."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self.peak = 0  # the most bytes ever in flight (for tests and stats)
-        self._changed = asyncio.Condition()
-
-    async def __call__(self, nbytes: int, send: Callable[[], Awaitable]):
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used == 0
-                                         or self.used + nbytes <= self.capacity)
-            self.used += nbytes
-            self.peak = max(self.peak, self.used)
-        try:
-            return await send()
-        finally:
-            async with self._changed:
-                self.used -= nbytes
-                self._changed.notify_all()
 
 
 class AsyncClient:
@@ -203,8 +105,8 @@ class AsyncClient:
         self.master = master
         self.settings = settings
         self._tls = settings.client_tls()
-        self._tags: dict[str, _Tags] = {}  # per server address
-        self._windows: dict[str, _Window] = {}
+        self._tags: dict[str, Tags] = {}  # per server address
+        self._windows: dict[str, Window] = {}
         self._conns: dict[str, ClientConnection] = {}
         self._connecting: dict[str, asyncio.Future] = {}
         self._models: dict[str, ModelInfo] = {}
@@ -285,7 +187,7 @@ class AsyncClient:
         deadline; `retry=True` (the default) says that resending it is harmless anyway (a
         read); with neither it is resent only if it was never sent. `weight`: the bytes it
         and its reply hold in flight, for the connection's window."""
-        tags = self._tags.setdefault(address, _Tags()) if once else None
+        tags = self._tags.setdefault(address, Tags()) if once else None
         seq = tags.new() if tags is not None else 0
 
         async def attempt() -> Message:
@@ -296,7 +198,7 @@ class AsyncClient:
                 return await send()
             window = self._windows.get(address)
             if window is None:
-                window = self._windows[address] = _Window(WINDOW_CHUNKS * self.settings.chunk_bytes)
+                window = self._windows[address] = Window(WINDOW_CHUNKS * self.settings.chunk_bytes)
             return await window(weight, send)
         try:
             return await self._retrying(attempt, address=address, op=op, model=model,
@@ -351,13 +253,13 @@ class AsyncClient:
         """Save every partition of model `name` under directory `path` (reachable by the
         shards and the master), plus its manifest; returns the absolute directory. The
         save replaces an earlier one there as a whole, or — if it fails — not at all."""
-        return (await self._master("save", name, {"path": _directory(path)}, once=True))["path"]
+        return (await self._master("save", name, {"path": checks.directory(path)}, once=True))["path"]
 
     async def load(self, path: str | os.PathLike, name: str | None = None) -> ModelInfo:
         """Load a saved model (under its saved name, or `name`), after checking every
         file against the save's manifest (StorageError names what is wrong)."""
         info = ModelInfo.from_wire(await self._master(
-            "load", name or "", {"path": _directory(path)}, once=True))
+            "load", name or "", {"path": checks.directory(path)}, once=True))
         self._models[info.name] = info
         return info
 
@@ -453,7 +355,7 @@ class AsyncClient:
         """Rows of a matrix (or elements of a vector), in the order asked."""
         info = await self.model(model)
         spec = info.table(table)
-        rows = _index(rows, spec.shape[0], "rows")
+        rows = checks.indices(rows, spec.shape[0], "rows")
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
         plan = await self._row_plan(info, spec, rows, "pull_rows")
         row_bytes = out.itemsize * (spec.cols if spec.axis == 0 else 0)
@@ -469,8 +371,8 @@ class AsyncClient:
         """How an element op on (rows[i], cols[i]) splits into requests: the number of
         elements, and per request (partition, (local rows, cols) or (rows, local cols),
         where the part sits in the whole request)."""
-        rows = _index(rows, spec.shape[0], "rows")
-        cols = _index(cols, spec.shape[1], "cols")
+        rows = checks.indices(rows, spec.shape[0], "rows")
+        cols = checks.indices(cols, spec.shape[1], "cols")
         if rows.shape != cols.shape:
             raise ShapeError("rows and cols must have the same length", model=info.name)
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
@@ -501,8 +403,8 @@ class AsyncClient:
         """Combine `values[i]` into row `rows[i]` with the table's aggregator, exactly once."""
         info = await self.model(model)
         spec = info.table(table)
-        rows = _index(rows, spec.shape[0], "rows")
-        values = _values(values, spec, (rows.size,) + spec.shape[1:])
+        rows = checks.indices(rows, spec.shape[0], "rows")
+        values = checks.values(values, spec, (rows.size,) + spec.shape[1:])
         plan = await self._row_plan(info, spec, rows, "push_rows")
         await self._scatter(info, [_Job(part, "push_rows", {"table": table}, (idx, values[at]))
                                    for part, idx, at in plan], once=True)
@@ -517,7 +419,7 @@ class AsyncClient:
                 values, cols = cols, None
             return await self.push_rows(model, table, rows, values)
         n, plan = await self._elem_plan(info, spec, rows, cols, "push_elems")
-        values = _values(values, spec, (n,))
+        values = checks.values(values, spec, (n,))
         await self._scatter(info, [_Job(part, "push_elems", {"table": table}, pair + (values[at],))
                                    for part, pair, at in plan], once=True)
 

@@ -22,7 +22,6 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -32,7 +31,8 @@ from psframework.errors import (
     ConfigError, ConnectionLostError, ModelExistsError, PSError, StorageError,
     UnknownModelError,
 )
-from psframework.master.messages import Heartbeat, Registration, ShardStats, parse
+from psframework.master.catalog import ModelEntry, ServerInfo, check_memory
+from psframework.master.messages import Heartbeat, Registration, parse
 from psframework.model import model_type
 from psframework.protocol import Message
 from psframework.storage import files
@@ -45,46 +45,7 @@ log = logging.getLogger("psframework.master")
 __all__ = ["Master", "METADATA_FILE"]
 
 METADATA_FILE = files.MANIFEST
-DEFAULT_MEMORY_SHARE = 0.5  # of a machine's memory, for the shards on it, unless they set a limit
 READS = ("ping", "lookup", "status", "heartbeat")
-
-
-@dataclass
-class ServerInfo:
-    name: str
-    address: str
-    last_seen: float
-    alive: bool = True
-    stats: ShardStats = field(default_factory=ShardStats)
-    machine: str = ""
-    memory: int = 0
-    memory_limit: int | None = None
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    type: str
-    config: dict
-    tables: list[TableSpec]
-    placement: list[str]  # shard name per partition index
-    # one incarnation of the name: a client holding an old lookup is refused by the shards
-    uid: str = field(default_factory=lambda: secrets.token_hex(8))
-
-    def parts_on(self, shard: str) -> list[int]:
-        return [p for p, s in enumerate(self.placement) if s == shard]
-
-    def bytes_on(self, shard: str) -> int:
-        return sum(t.part_bytes(p) for p in self.parts_on(shard) for t in self.tables
-                   if p < t.parts)
-
-    def describe(self, servers: dict[str, ServerInfo]) -> dict:
-        return {
-            "name": self.name, "uid": self.uid, "type": self.type, "config": self.config,
-            "tables": [t.to_wire() for t in self.tables], "placement": self.placement,
-            "servers": {s: servers[s].address for s in set(self.placement) if s in servers},
-            "alive": {s: servers[s].alive for s in set(self.placement) if s in servers},
-        }
 
 
 class Master:
@@ -293,33 +254,6 @@ class Master:
         self._rotation += 1
         return [alive[(p + offset) % len(alive)] for p in range(parts)]
 
-    # -- memory --------------------------------------------------------------------------
-    def _budget(self, shard: str) -> tuple[int | None, str]:
-        """How many bytes of partitions `shard` may hold, and why."""
-        info = self.servers[shard]
-        if info.memory_limit is not None:
-            return info.memory_limit, "its memory_limit"
-        if not info.memory:
-            return None, ""
-        peers = sum(1 for s in self.servers.values() if s.alive and s.machine == info.machine)
-        share = int(info.memory * DEFAULT_MEMORY_SHARE / max(peers, 1))
-        return share, (f"half of its machine's {_gb(info.memory)} of memory, shared by "
-                       f"{peers} shard{'s' * (peers > 1)}; set PSF_MEMORY_LIMIT on the shards "
-                       "to change it")
-
-    def _check_memory(self, entry: ModelEntry) -> None:
-        for shard in sorted(set(entry.placement)):
-            budget, why = self._budget(shard)
-            if budget is None:
-                continue
-            held = sum(m.bytes_on(shard) for m in self.models.values())
-            need = entry.bytes_on(shard)
-            if held + need > budget:
-                raise ConfigError(
-                    f"model {entry.name!r} needs {_gb(need)} on shard {shard}, which holds "
-                    f"{_gb(held)} of its {_gb(budget)} ({why}); make the model smaller, "
-                    "destroy others or add shards", model=entry.name, shard=shard)
-
     # -- catalog -------------------------------------------------------------------------
     def _entry(self, name: str) -> ModelEntry:
         try:
@@ -343,7 +277,7 @@ class Master:
             raise ConfigError(f"model type {type_!r} declared two tables with one name")
         placement = self._spread(alive, parts or max(t.parts for t in tables))
         entry = ModelEntry(name, type_, config, tables, placement)
-        self._check_memory(entry)
+        check_memory(entry, self.servers, self.models.values())
         return entry
 
     async def _install(self, entry: ModelEntry, op: str, extra: dict,
@@ -501,7 +435,3 @@ def _differences(have: dict, want: dict) -> str:
 def _short(value: object, limit: int = 160) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

@@ -1,0 +1,66 @@
+"""What a client checks before anything is sent: indices in range, values that the
+table's dtype holds unchanged, paths. The shards check again (a peer may skip these), but
+a request split over several partitions must fail here, whole, or it could be applied on
+some partitions and refused on others."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from psframework.errors import ConfigError, DTypeError, ShapeError
+from psframework.storage.table import TableSpec
+
+__all__ = ["indices", "values", "directory"]
+
+
+def indices(idx: Any, length: int, what: str) -> np.ndarray:
+    a = np.asarray(idx)
+    if a.dtype.kind not in "iu" and a.size:
+        raise ShapeError(f"{what} must be integers, got {a.dtype}")
+    a = a.astype(np.int64, copy=False).reshape(-1) if a.ndim <= 1 else None
+    if a is None:
+        raise ShapeError(f"{what} must be a 1-d array of indices")
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= length):
+        raise ShapeError(f"{what} out of range: valid indices are 0..{length - 1}")
+    return a
+
+
+def values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """`values` as the table's dtype — refused with DTypeError when that would change a
+    value (an integer out of range, a float that overflows; rounding to the table's
+    float precision is fine) or bring NaN/inf into a table that does not allow them."""
+    v = np.asarray(values)
+    if not np.can_cast(v.dtype, spec.dtype, casting="same_kind"):
+        raise DTypeError(f"cannot push {v.dtype} values into {spec.dtype} table {spec.name!r}; "
+                         "cast them first")
+    if v.shape != shape:
+        raise ShapeError(f"values have shape {list(v.shape)}, expected {list(shape)} for "
+                         f"table {spec.name!r}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = v.astype(spec.dtype, copy=False)
+    if out.dtype.kind == "f" and out.size and not (np.isfinite(out.min())
+                                                   and np.isfinite(out.max())):
+        if v.dtype.kind == "f" and (np.isfinite(v) & ~np.isfinite(out)).any():
+            raise DTypeError(f"values beyond the range of {spec.dtype} (largest "
+                             f"{np.finfo(out.dtype).max:.3g}) cannot go into table "
+                             f"{spec.name!r}; scale them or use a float64 table")
+        if not spec.allow_nonfinite:
+            raise DTypeError(f"NaN or infinite values cannot go into table {spec.name!r}; "
+                             "create it with allow_nonfinite=True if they are meant")
+    elif out.dtype.kind in "iu" and v.dtype.kind in "iu" and out.dtype != v.dtype and v.size:
+        info = np.iinfo(out.dtype)
+        low, high = v.min(), v.max()
+        if low < info.min or high > info.max:
+            raise DTypeError(f"value {low if low < info.min else high} does not fit "
+                             f"{spec.dtype} table {spec.name!r} ({info.min}..{info.max})")
+    return out
+
+
+def directory(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConfigError(f"expected a directory path, got {path!r}")
+    return str(Path(path).absolute())
