@@ -18,8 +18,11 @@ PLUGINS = Path(__file__).parent / "plugins"
 # The test plugin is "installed" only for the tests: its dist-info is on this path.
 PLUGIN_ENV = {"PYTHONPATH": os.pathsep.join(
     [str(PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])])}
-FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 3.0, "retry_deadline": 2.0,
-        "request_timeout": 10.0}
+# Quick to notice what tests provoke, but patient with a busy machine: no test may fail
+# because CI shares its cores (a shard stalled for seconds is slow, not dead).
+FAST = {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0, "retry_deadline": 2.0,
+        "request_timeout": 30.0, "connect_timeout": 30.0}
+os.environ.setdefault("PSF_CONNECT_TIMEOUT", "30")  # this process's clients, likewise
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,7 @@ class Proc:
     def __init__(self, *args: str, env: dict | None = None) -> None:
         self.popen = subprocess.Popen(
             [str(Path(sys.executable).parent / "psframework"), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # stderr: pytest's, never full
             env={**os.environ, **PLUGIN_ENV, **(env or {})}, text=True)
         self.line = self.popen.stdout.readline().strip()
 
@@ -71,7 +74,7 @@ class Proc:
                 self.popen.wait(10)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
-        for f in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+        for f in (self.popen.stdin, self.popen.stdout):
             f.close()
 
 
@@ -88,8 +91,9 @@ def cli():
         p.stop()
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll until predicate() is truthy; return its value or fail after `timeout`."""
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; return its value or fail after `timeout` (a bound
+    against hanging, generous because CI machines are shared)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -137,6 +141,9 @@ def spark_session(tmp_path_factory):
     from pyspark.sql import SparkSession
 
     tmp = str(tmp_path_factory.mktemp("spark-executors"))
+    # Python workers run the interpreter running the tests (a venv's, even unactivated),
+    # not whatever `python3` comes first on PATH, unless the user chose one
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     current: dict = {}
 
     def make(master: str = "local[4]", conf: dict | None = None) -> SparkSession:

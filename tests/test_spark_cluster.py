@@ -216,3 +216,26 @@ def test_local_cluster_executors_start_shards_and_get_the_secret_through_spark_c
         push_and_check(spark, ps, "sums", tasks=4)
         master = ps.master
     assert_gone(master, shards)
+
+
+def test_local_python_workers_get_the_drivers_interpreter_unless_one_was_chosen(
+        spark, monkeypatch):
+    """pyspark's default worker interpreter is whatever `python3` is first on PATH; in a
+    local mode the driver's own (which has psframework) is the one that works."""
+    import sys
+    from psframework.spark.parameter_server import pin_local_interpreter
+    sc = spark.sparkContext
+    before = sc.pythonExec
+    try:
+        monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+        sc.pythonExec = "python3"
+        pin_local_interpreter(sc)
+        assert sc.pythonExec == sys.executable
+        monkeypatch.setenv("PYSPARK_PYTHON", "/opt/chosen/python")  # the user's choice stands
+        sc.pythonExec = "/opt/chosen/python"
+        pin_local_interpreter(sc)
+        assert sc.pythonExec == "/opt/chosen/python"
+    finally:
+        sc.pythonExec = before
+    # and the workers really run it
+    assert sc.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect() == [before]

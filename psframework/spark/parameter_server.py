@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import socket
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -76,6 +78,7 @@ class SparkParameterServer:
     def start(self) -> "SparkParameterServer":
         """Start (integrated) or connect to (separate) the cluster; validate arguments."""
         self._validate()
+        pin_local_interpreter(self.spark.sparkContext)
         self.secret = application_secret(self.spark)
         try:
             if self.integrated:
@@ -132,6 +135,11 @@ class SparkParameterServer:
             started = collect_within(rdd, deadline - time.monotonic(),
                                      f"psframework: start {n} shards for master {self.master}")
         except Exception as e:
+            if "ModuleNotFoundError" in str(e) or "ImportError" in str(e):
+                raise ConfigError(
+                    f"Spark's Python workers cannot import what psframework needs ({_last_line(e)}): "
+                    f"they run {sc.pythonExec!r}; point spark.pyspark.python or PYSPARK_PYTHON "
+                    "at an interpreter that has psframework installed") from e
             raise ConnectionLostError(f"the Spark job starting {n} psframework shards failed: "
                                       f"{e}") from e
         if started is None:
@@ -226,6 +234,23 @@ class SparkParameterServer:
     def __repr__(self) -> str:
         mode = f"integrated, shards={len(self.shards)}" if self.integrated else "separate"
         return f"SparkParameterServer({self.master or 'not started'}, {mode})"
+
+
+def pin_local_interpreter(sc: Any) -> None:
+    """In local modes every Python worker runs on this machine: unless the user chose an
+    interpreter (spark.pyspark.python or PYSPARK_PYTHON), give them the driver's, which
+    has psframework installed — pyspark's default, whatever `python3` is first on PATH,
+    often has not (a virtualenv run by its path, without activating it)."""
+    chosen = sc.getConf().get("spark.pyspark.python", None) or os.environ.get("PYSPARK_PYTHON")
+    if sc.master.startswith("local") and not chosen and sc.pythonExec != sys.executable:
+        log.info("Spark's local Python workers will run %s (the driver's interpreter)",
+                 sys.executable)
+        sc.pythonExec = sys.executable
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if "Error" in line]
+    return lines[-1][:200] if lines else type(e).__name__
 
 
 def _driver_address(sc: Any) -> tuple[str, str | None]:
