@@ -17,6 +17,12 @@ What the numbers mean (GB = 1e9 bytes, every number measured in this one run):
   sequential pulls with the Client / an AsyncClient; `pipelined_ops_per_s[W]` are
   single-row pulls from one AsyncClient with W in flight at once (asyncio.gather).
 - bulk_push: the whole matrix pushed with push_rows and the "add" aggregator, GB/s.
+  `finite_check_ms`: what refusing NaN/inf costs on those bytes — the client's check
+  (psframework.client.checks.values) and the shard's (storage.aggregate.finite), each
+  timed alone in this process — and `push_ms`, one push of the same bytes, beside them.
+- startup: seconds to start a LocalCluster (a master and the shards, all registered),
+  for the first create_model on it (fresh shards: kernels load from numba's cache),
+  and to stop it.
 - config.chunk_bytes / max_frame_bytes: bulk requests are split into requests of about
   chunk_bytes (never above max_frame_bytes), which matters for bulk numbers; loadavg_1m tells how busy the (shared) machine was.
 """
@@ -138,7 +144,39 @@ def bulk(client, raw: RawSocket, rows: int, cols: int, reps: int) -> tuple[dict,
                 for _ in range(reps)]
         push[layout] = gbps(nbytes, secs)
         log(f"push {layout}: {push[layout]}")
+    push["finite_check_ms"] = finite_check_ms(ones, reps)
+    push["finite_check_ms"]["push_ms"] = round(statistics.median(secs) * 1e3, 2)
+    log(f"finite checks: {push['finite_check_ms']}")
     return pull, push
+
+
+def finite_check_ms(values: np.ndarray, reps: int) -> dict:
+    """Median ms of the client's and the shard's NaN/inf checks over `values`."""
+    from psframework.client import checks
+    from psframework.storage import TableSpec
+    from psframework.storage.aggregate import finite
+    spec = TableSpec("values", values.shape, str(values.dtype))
+    client_check = lambda: checks.values(values, spec, values.shape)
+    finite(values)  # compiled (or loaded) before it is timed
+    return {"client": round(statistics.median(timed(client_check) for _ in range(reps)) * 1e3, 2),
+            "shard": round(statistics.median(timed(lambda: finite(values))
+                                             for _ in range(reps)) * 1e3, 2)}
+
+
+def startup(shards: int, reps: int) -> dict:
+    """Median seconds to start a LocalCluster, create its first model, and stop it."""
+    times: dict[str, list[float]] = {"start_s": [], "first_create_s": [], "stop_s": []}
+    for _ in range(reps):
+        t = time.perf_counter()
+        cluster = LocalCluster(shards=shards).start()
+        times["start_s"].append(time.perf_counter() - t)
+        client = cluster.client()
+        times["first_create_s"].append(timed(lambda: client.create_matrix("first", 1000, 64)))
+        times["stop_s"].append(timed(cluster.stop))
+    out = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    out["total_s"] = round(sum(out.values()), 3)
+    log(f"startup: {out}")
+    return out
 
 
 def small(cluster, client, raw: RawSocket, n: int, rows: int, cols: int,
@@ -196,6 +234,7 @@ def main() -> None:
         pull, push = bulk(client, raw, rows, cols, reps)
         small_pull = small(cluster, client, raw, n_small, 10_000, 64, pipelined_total)
     raw.close()
+    started_up = startup(a.shards, 3)
     result = {
         "benchmark": "pullpush",
         "machine": machine(),
@@ -206,6 +245,7 @@ def main() -> None:
         "bulk_pull": pull,
         "small_pull": small_pull,
         "bulk_push": push,
+        "startup": started_up,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     json.dump(result, sys.stdout, indent=2)

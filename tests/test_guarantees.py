@@ -185,3 +185,33 @@ def test_a_huge_request_streams_through_a_bounded_window(fresh_cluster):
     served = [client.run(client.aio.request(a, "stats")).args["ops"]
               for a in client.model("v").servers.values()]
     assert sum(ops["pull_rows"] for ops in served) > 100  # it really went in many pieces
+
+
+def test_fmpair_adjust_whose_reply_is_lost_is_applied_once(behind, fresh_cluster):
+    """One FMPair batch through a proxy that loses adjust's reply, and the same batch on a
+    plain cluster: the resend gets the remembered reply (a second run would find no cached
+    batch and fail), and both models end bit for bit the same."""
+    import scipy.sparse as sp
+    from models.fmpair import losses
+    from models.fmpair.features import FeatureSpace
+    from models.fmpair.sampling import NegativeSampler
+    train = sp.csr_matrix(np.eye(6, 8, dtype=np.float32) + np.eye(6, 8, 2, dtype=np.float32))
+    space = FeatureSpace.build(*train.shape)
+    config = {"n_features": space.n_features, "dims": 4, "seed": 7}
+    batch = losses.prepare(np.array([0, 1, 2]), np.array([0, 1, 2]), space,
+                           NegativeSampler(train), np.random.default_rng(3), 1)
+    coefficients = np.float32([[0.5], [-0.25], [1.0]])
+
+    def one_batch(client: Client) -> tuple[np.ndarray, np.ndarray]:
+        client.create_model("fm", "fmpair", config)
+        every = np.arange(space.n_features)
+        start = client.pull_rows("fm", "factors", every)
+        client.call("fm", "dotprod", {"key": 1}, batch.arrays, idempotent=True)
+        client.call("fm", "adjust", {"key": 1}, (coefficients,), once=True)
+        return start, client.pull_rows("fm", "factors", every)
+    lossy, proxy = behind(lambda target: ReplyDropper(target, "adjust"))
+    start, got = one_batch(lossy)
+    assert proxy.dropped == 1 and _stats(lossy, "fm")["duplicates"] == 1
+    _, expected = one_batch(fresh_cluster(1).client())
+    assert not np.array_equal(got, start)  # the batch did move the model ...
+    assert got.tobytes() == expected.tobytes()  # ... exactly as far as one application

@@ -211,7 +211,7 @@ def test_oversized_hellos_cannot_hold_a_shards_memory(fresh_cluster):
 
 
 def test_connections_that_never_finish_the_handshake_are_closed(fresh_cluster):
-    cluster = fresh_cluster(1, handshake_timeout=1.0)
+    cluster = fresh_cluster(1, handshake_timeout=3.0)
     pid = cluster.shard_processes[0].pid
     address = cluster.client().status()["servers"][0]["address"]
     baseline = open_sockets(pid)

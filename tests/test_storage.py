@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from psframework.errors import ConfigError, DTypeError, ShapeError
 from psframework.storage import Partition, Partitioner, TableSpec, init
-from psframework.storage.aggregate import BUILTIN as AGGREGATORS
+from psframework.storage.aggregate import BUILTIN as AGGREGATORS, finite
 from psframework.storage.table import TABLE_DTYPES
 
 FEW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -408,3 +408,27 @@ def test_wire_round_trip(spec):
 def test_from_wire_rejects_garbage(wire):
     with pytest.raises(ConfigError):
         TableSpec.from_wire(wire)
+
+
+# -- the shard's NaN/inf check ------------------------------------------------------------------
+@FEW
+@given(dtype=st.sampled_from(["float32", "float64"]), data=st.data())
+def test_finite_agrees_with_numpy(dtype, data):
+    from hypothesis.extra.numpy import arrays
+    values = data.draw(arrays(dtype, st.integers(0, 300), elements=st.floats(
+        allow_nan=True, allow_infinity=True, width=32 if dtype == "float32" else 64)))
+    assert finite(values) == bool(np.isfinite(values).all())
+
+
+def test_a_partition_refuses_nonfinite_pushes_unless_allowed():
+    for allow, expect in ((False, DTypeError), (True, None)):
+        spec = TableSpec("t", (4, 2), "float64", allow_nonfinite=allow, parts=1).validate()
+        p = Partition.create(spec, 0, AGGREGATORS["add"])
+        push = lambda: p.push_rows(np.array([1]), np.array([[1.0, np.nan]]))
+        if expect:
+            with pytest.raises(expect, match="allow_nonfinite"):
+                push()
+            np.testing.assert_array_equal(p.data, np.zeros((4, 2)))  # nothing applied
+        else:
+            push()
+            np.testing.assert_array_equal(p.data[1], [1.0, np.nan])
