@@ -21,6 +21,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertise", help="host clients should use to reach this server")
     p.add_argument("--master", help="the master's HOST:PORT")
     p.add_argument("--secret", help="shared secret (better: set PSF_SECRET)")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS with it (servers), "
+                   "or present it (clients)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", help="PEM CA bundle: verify servers (clients) and require "
+                   "client certificates (servers)")
     p.add_argument("--config", help="TOML file with settings (keys as in PSF_* without prefix)")
     p.add_argument("--log-level", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -42,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace):
     return load_settings(args.config, host=args.host, port=args.port, advertise=args.advertise,
-                         master=args.master, secret=args.secret, log_level=args.log_level)
+                         master=args.master, secret=args.secret, log_level=args.log_level,
+                         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca)
 
 
 def _serve(args: argparse.Namespace) -> int:
