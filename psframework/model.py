@@ -108,7 +108,10 @@ class Model:
         raise NotImplementedError(f"{type(self).__name__} must implement tables()")
 
     def on_partition(self, view: ShardView) -> None:
-        """Called on a shard once partition `view.part` exists (created or loaded)."""
+        """Called on a shard once partition `view.part` exists (created or loaded), on the
+        shard's thread pool and before any request can reach it: the place to load or
+        compile the plugin's kernels (call them on empty arrays), so that no request
+        waits for numba on the event loop."""
 
     def on_destroy(self) -> None:
         """Called on a shard when the model is destroyed: drop caches and state."""

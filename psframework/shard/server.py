@@ -348,6 +348,7 @@ class Shard:
                             for t in specs.values() if p < t.parts}
                 for partition in built[p].values():
                     aggregate.compile_for(partition.data, partition.combine)
+                plugin.on_partition(ShardView(msg.model, self.name, p, built[p]))
             return built
 
         built = await asyncio.get_running_loop().run_in_executor(self._pool, build)
@@ -357,8 +358,6 @@ class Shard:
         hosted = HostedModel(msg.model, str(msg.args.get("uid", "")), plugin, specs, built)
         self.models[msg.model] = hosted
         self._ops_known.update(cls.udfs)
-        for p in parts:
-            plugin.on_partition(hosted.view(self.name, p))
         return {"created": True}
 
     async def _create(self, msg: Message):
