@@ -173,7 +173,9 @@ def test_stray_files_never_mix_into_a_load_and_the_next_save_sweeps_them(fresh_c
     stray = ["values.part0.0123456789abcdef.npy", ".values.part0.0123456789abcdef.npy.tmp99",
              ".model.json.tmp42"]
     for name in stray:  # what a save killed mid-write leaves behind
-        np.save(tmp_path / "m" / name, np.full((20, 3), 9))
+        with open(tmp_path / "m" / name, "wb") as f:
+            np.save(f, np.full((20, 3), 9))
+    assert set(stray) <= set(_save_files(tmp_path / "m"))
     c.load(tmp_path / "m", name="copy")
     np.testing.assert_array_equal(c.matrix("copy").pull_rows([1, 0]), [[1, 2, 3], [0, 0, 0]])
     mine = tmp_path / "m" / "notes.txt"
