@@ -70,7 +70,8 @@ def _serve(args: argparse.Namespace) -> int:
                       log_level=settings.log_level, **rest) as cluster:
         print(f"psframework cluster ready: master at {cluster.address} with {args.shards} "
               "shards (Ctrl-C stops it)", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: SIGINT may have been
+            signal.signal(sig, _interrupt)           # ignored by whoever started us
         try:
             while cluster.master_process.poll() is None:
                 time.sleep(0.5)
