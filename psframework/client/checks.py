@@ -42,9 +42,13 @@ def values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
                          f"table {spec.name!r}")
     with np.errstate(over="ignore", invalid="ignore"):
         out = v.astype(spec.dtype, copy=False)
-    if out.dtype.kind == "f" and out.size and not (np.isfinite(out.min())
-                                                   and np.isfinite(out.max())):
-        if v.dtype.kind == "f" and (np.isfinite(v) & ~np.isfinite(out)).any():
+        # one pass: a sum is finite when every term is (it may overflow for huge finite
+        # values; the exact check then clears them)
+        narrowed = v.dtype.kind == "f" and v.dtype.itemsize > out.dtype.itemsize
+        suspect = (out.dtype.kind == "f" and out.size and (narrowed or not spec.allow_nonfinite)
+                   and not np.isfinite(out.sum()))
+    if suspect and not np.isfinite(out).all():
+        if narrowed and (np.isfinite(v) & ~np.isfinite(out)).any():
             raise DTypeError(f"values beyond the range of {spec.dtype} (largest "
                              f"{np.finfo(out.dtype).max:.3g}) cannot go into table "
                              f"{spec.name!r}; scale them or use a float64 table")

@@ -90,7 +90,11 @@ def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
 
 
 def _at(pos: np.ndarray | slice, chunk: slice) -> np.ndarray | slice:
-    return chunk if isinstance(pos, slice) else pos[chunk]
+    """Where chunk `chunk` of a partition's part sits in the whole request."""
+    if isinstance(pos, slice):
+        start = pos.start or 0
+        return slice(start + chunk.start, start + chunk.stop)
+    return pos[chunk]
 
 
 class AsyncClient:

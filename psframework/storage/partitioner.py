@@ -50,8 +50,9 @@ class Partitioner:
     def split(self, idx: np.ndarray) -> list[tuple[int, np.ndarray | slice, np.ndarray]]:
         """Group global indices by partition: [(part, positions in idx, local indices)].
 
-        `positions` is a slice when the whole request goes to one partition, so the
-        common cases (one partition, or a sorted range request) avoid index arrays."""
+        `positions` is a slice when each partition's indices are one run of the request
+        (one partition, or a request sorted by partition — `np.arange` over a range
+        partitioner), so the common cases cost views, not index arrays and copies."""
         idx = np.asarray(idx, dtype=np.int64)
         if self.parts == 1:
             return [(0, slice(None), idx)]
@@ -63,13 +64,13 @@ class Partitioner:
             local = idx // self.parts
         if owner.size and owner[0] == owner[-1] and (owner == owner[0]).all():
             return [(int(owner[0]), slice(None), local)]
-        order = np.argsort(owner, kind="stable")
         counts = np.bincount(owner, minlength=self.parts)
-        out = []
-        begin = 0
+        runs = owner.size < 2 or bool((owner[1:] >= owner[:-1]).all())  # sorted by partition
+        order = None if runs else np.argsort(owner, kind="stable")
+        out, begin = [], 0
         for part, count in enumerate(counts):
             if count:
-                pos = order[begin:begin + count]
+                pos = slice(begin, begin + count) if runs else order[begin:begin + count]
                 out.append((part, pos, local[pos]))
                 begin += count
         return out
