@@ -10,7 +10,8 @@ Guarantees:
 - Built-in ops and ordinary UDFs run on the event loop; UDFs marked `threaded=True` run on
   a thread pool, where GIL-free numba kernels use more cores — unless their request is
   smaller than `inline_below` bytes, when the hand-off would cost more than the work.
-  Kernels are compiled (or loaded from numba's cache) on that pool, never on the loop.
+  The built-in aggregation kernels load from numba's cache on that pool as the shard
+  starts; a plugin's aggregators are compiled and its `on_partition` runs there too.
 - Saved partitions are `.npy` files with checksums (storage.files), so a load is
   bit-for-bit or refused.
 - The shard registers with the master, heartbeats, and exits by itself when the master

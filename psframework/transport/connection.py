@@ -9,7 +9,7 @@ is full. TCP_NODELAY is set on every socket: requests are small and latency matt
 A server treats a connection as a stranger until its handshake completes: it may send
 only frames of `PREAUTH_LIMITS`, must finish within `handshake_timeout` seconds, and is
 refused outright when the server already has `max_connections` open. An idle connection
-holds a few kilobytes (the decoder's staging buffer grows only for busy streams).
+holds a few tens of kilobytes (the decoder's staging buffer grows only for busy streams).
 """
 
 from __future__ import annotations
