@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from psframework import LocalCluster
+from psframework import Client, LocalCluster, load_settings
 from psframework.config import parse_address
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -89,6 +89,37 @@ def cli():
     yield start
     for p in reversed(procs):
         p.stop()
+
+
+@pytest.fixture
+def behind(cli):
+    """start(make_proxy) -> (client, proxy): a master and one shard that every client
+    reaches through `make_proxy((host, port))`."""
+    proxies, clients = [], []
+
+    def start(make_proxy, **client_settings):
+        master = cli("serve", "master", "--port", "0")
+        free = socket.create_server(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        proxy = make_proxy(("127.0.0.1", port))
+        proxies.append(proxy)
+        cli("serve", "shard", "--master", master.address, "--port", str(port),
+            "--advertise", f"127.0.0.1:{proxy.port}", env=PLUGIN_ENV)
+        client = Client(master.address, load_settings(**client_settings))
+        clients.append(client)
+        return client, proxy
+    yield start
+    for c in clients:
+        c.close()
+    for p in proxies:
+        p.close()
+
+
+def model_stats(client: Client, model: str) -> dict:
+    """The stats of the one shard that hosts `model`."""
+    (address,) = client.model(model).servers.values()
+    return client.run(client.aio.request(address, "stats")).args
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from psframework import (
-    Client, ConnectionLostError, DTypeError, ProtocolError, ShapeError, UnknownModelError,
+    ConnectionLostError, DTypeError, ProtocolError, ShapeError, UnknownModelError,
     load_settings,
 )
 from psframework.config import parse_address
 from psframework.errors import error_from_wire
 from psframework.protocol import Kind, Message, encode
-from conftest import PLUGIN_ENV, wait_until
+from conftest import model_stats, wait_until
 from proxy import ReplyDropper
 from wire import handshaken, read_frames
 
@@ -96,30 +96,18 @@ def test_killed_shard_is_reported_not_hung(fresh_cluster):
     assert dead == victim
 
 
-def test_push_whose_reply_is_lost_is_resent_and_applied_once(cli):
-    master = cli("serve", "master", "--port", "0")
-    # the shard advertises the proxy's port, so every client goes through it
-    free = socket.create_server(("127.0.0.1", 0))
-    shard_port = free.getsockname()[1]
-    free.close()
-    proxy = ReplyDropper(("127.0.0.1", shard_port), drop_op="push_rows")
-    try:
-        cli("serve", "shard", "--master", master.address, "--port", str(shard_port),
-            "--advertise", f"127.0.0.1:{proxy.port}", env=PLUGIN_ENV)
-        with Client(master.address) as c:
-            m = c.create_matrix("m", 8, 2, "int64")
-            m.push_rows([3, 3, 5], [[1, 1], [10, 10], [100, 100]])
-            assert proxy.dropped == 1
-            expected = np.zeros((8, 2), np.int64)
-            expected[3] = 11
-            expected[5] = 100
-            np.testing.assert_array_equal(m.to_numpy(), expected)
-            (address,) = c.model("m").servers.values()
-            stats = c.run(c.aio.request(address, "stats")).args
-            assert stats["ops"]["push_rows"] == 2  # sent twice ...
-            assert stats["duplicates"] == 1  # ... and recognised once as a resend
-    finally:
-        proxy.close()
+def test_push_whose_reply_is_lost_is_resent_and_applied_once(behind):
+    c, proxy = behind(lambda target: ReplyDropper(target, drop_op="push_rows"))
+    m = c.create_matrix("m", 8, 2, "int64")
+    m.push_rows([3, 3, 5], [[1, 1], [10, 10], [100, 100]])
+    assert proxy.dropped == 1
+    expected = np.zeros((8, 2), np.int64)
+    expected[3] = 11
+    expected[5] = 100
+    np.testing.assert_array_equal(m.to_numpy(), expected)
+    stats = model_stats(c, "m")
+    assert stats["ops"]["push_rows"] == 2  # sent twice ...
+    assert stats["duplicates"] == 1  # ... and recognised once as a resend
 
 
 def test_shards_exit_when_the_master_goes_away(fresh_cluster):

@@ -6,7 +6,6 @@ framing, and huge requests that stream through a bounded window."""
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 
 import numpy as np
@@ -18,41 +17,11 @@ from psframework import (
 from psframework.client.core import WINDOW_CHUNKS
 from psframework.errors import error_from_wire
 from psframework.protocol import Kind, Message
-from conftest import PLUGIN_ENV, wait_until
+from conftest import model_stats, wait_until
 from proxy import Corrupter, ReplyDropper
 from wire import handshaken, read_frames, send
 
 BIG = np.zeros(Settings().inline_below // 8, np.int64)  # arrays this big run a threaded op on the pool
-
-
-@pytest.fixture
-def behind(cli):
-    """start(make_proxy) -> (client, proxy): a master and one shard that every client
-    reaches through `make_proxy((host, port))`."""
-    proxies, clients = [], []
-
-    def start(make_proxy, **client_settings):
-        master = cli("serve", "master", "--port", "0")
-        free = socket.create_server(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-        free.close()
-        proxy = make_proxy(("127.0.0.1", port))
-        proxies.append(proxy)
-        cli("serve", "shard", "--master", master.address, "--port", str(port),
-            "--advertise", f"127.0.0.1:{proxy.port}", env=PLUGIN_ENV)
-        client = Client(master.address, load_settings(**client_settings))
-        clients.append(client)
-        return client, proxy
-    yield start
-    for c in clients:
-        c.close()
-    for p in proxies:
-        p.close()
-
-
-def _stats(client: Client, model: str) -> dict:
-    (address,) = client.model(model).servers.values()
-    return client.run(client.aio.request(address, "stats")).args
 
 
 # -- exactly once across lost replies -------------------------------------------------------------
@@ -64,7 +33,7 @@ def test_a_push_elems_whose_reply_is_lost_is_applied_once(behind):
     expected = np.zeros((6, 4), np.int64)
     expected[1, 0], expected[5, 3] = 5, 7
     np.testing.assert_array_equal(m.to_numpy(), expected)
-    stats = _stats(client, "m")
+    stats = model_stats(client, "m")
     assert stats["ops"]["push_elems"] == 2 and stats["duplicates"] == 1
 
 
@@ -101,7 +70,7 @@ def test_a_resend_that_meets_the_first_attempt_still_running_waits_for_it(fresh_
     # the reply takes 2 s, the client waits 0.5 s and resends: the resend must join the first
     (args, _), = client.call("sc", "nap", {"seconds": 2.0}, (BIG,), once=True)
     assert args["naps"] == 1
-    assert _stats(client, "sc")["duplicates"] >= 1
+    assert model_stats(client, "sc")["duplicates"] >= 1
     (args, _), = client.call("sc", "nap", {"seconds": 0.0}, (BIG,), once=True)
     assert args["naps"] == 2  # the first call ran once
 
@@ -211,7 +180,7 @@ def test_fmpair_adjust_whose_reply_is_lost_is_applied_once(behind, fresh_cluster
         return start, client.pull_rows("fm", "factors", every)
     lossy, proxy = behind(lambda target: ReplyDropper(target, "adjust"))
     start, got = one_batch(lossy)
-    assert proxy.dropped == 1 and _stats(lossy, "fm")["duplicates"] == 1
+    assert proxy.dropped == 1 and model_stats(lossy, "fm")["duplicates"] == 1
     _, expected = one_batch(fresh_cluster(1).client())
     assert not np.array_equal(got, start)  # the batch did move the model ...
     assert got.tobytes() == expected.tobytes()  # ... exactly as far as one application

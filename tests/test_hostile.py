@@ -21,7 +21,7 @@ from psframework import (
 from psframework.config import parse_address
 from psframework.errors import error_from_wire
 from psframework.protocol import Kind, Message, encode
-from psframework.shard.server import physical_memory
+from psframework.storage.memory import physical_memory
 from conftest import PLUGIN_ENV, wait_until
 from wire import ask, handshaken, open_sockets, read_frames, rss_mb, send
 

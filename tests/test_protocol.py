@@ -1,10 +1,8 @@
-"""The sans-IO protocol: frames (encode / FrameDecoder) and the handshake, without a network."""
+"""The sans-IO frames (encode / FrameDecoder), without a network. (The handshake:
+test_handshake.py.)"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import tracemalloc
 
 import msgpack
@@ -14,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from psframework.errors import AuthError, ProtocolError
+from psframework.errors import ProtocolError
 from psframework.protocol import (
-    DTYPES, PROTOCOL_VERSION, ClientHandshake, FrameDecoder, Kind, Limits, Message,
-    OversizedFrame, ServerHandshake, encode,
+    DTYPES, FrameDecoder, Kind, Limits, Message,
+    OversizedFrame, encode,
 )
 
 PREFIX_BYTES = 16  # b"PSF1" | header length u32 LE | payload length u64 LE, per the frames docstring
@@ -315,133 +313,3 @@ def test_oversized_payload_is_never_allocated():
         tracemalloc.stop()
     assert peak < 2 * 1024 * 1024  # the staging buffer grows to 256 KiB at most
     assert dec.next_event() is None and not dec.idle
-
-
-# -- handshake ------------------------------------------------------------------------
-
-def over_wire(msg: Message) -> Message:
-    (got,) = decode_all(wire(msg))
-    return got
-
-
-def mac(secret: bytes, role: bytes, a: bytes, b: bytes) -> bytes:
-    return hmac.new(secret, role + a + b, hashlib.sha256).digest()
-
-
-def test_handshake_without_secret_is_one_round():
-    limits = Limits(max_frame_bytes=123456, max_header_bytes=4096)
-    c, s = ClientHandshake(), ServerHandshake(None, limits, name="shard-1")
-    (hello,) = s.receive(over_wire(c.start()))
-    assert s.done and hello.kind == Kind.HELLO
-    assert c.receive(over_wire(hello)) is None
-    assert c.done
-    assert c.server_name == "shard-1" and c.server_limits == limits
-    assert len(c.nonce) == 16 and c.nonce != ClientHandshake().nonce
-
-
-def test_handshake_with_secret_proves_it_both_ways():
-    secret = b"s3cret"
-    c, s = ClientHandshake(secret), ServerHandshake(secret, Limits())
-    (hello,) = s.receive(over_wire(c.start()))
-    assert not s.done and hello.args["auth"] is True
-    auth = c.receive(over_wire(hello))
-    assert auth.kind == Kind.AUTH and not c.done
-    assert auth.args["mac"] == mac(secret, b"client", s.nonce, c.nonce)
-    assert secret not in wire(auth) and secret not in wire(c.start())
-    (welcome,) = s.receive(over_wire(auth))
-    assert s.done and welcome.kind == Kind.WELCOME
-    assert welcome.args["mac"] == mac(secret, b"server", c.nonce, s.nonce)
-    assert c.receive(over_wire(welcome)) is None
-    assert c.done
-
-
-def test_wrong_secret_is_refused_by_the_server():
-    c, s = ClientHandshake(b"guess"), ServerHandshake(b"right", Limits())
-    auth = c.receive(s.receive(c.start())[0])
-    with pytest.raises(AuthError):
-        s.receive(auth)
-    assert not s.done
-
-
-@pytest.mark.parametrize("client_secret, server_secret", [(None, b"x"), (b"x", None)])
-def test_secret_on_one_side_only_is_an_auth_error_on_the_client(client_secret, server_secret):
-    c, s = ClientHandshake(client_secret), ServerHandshake(server_secret, Limits())
-    (hello,) = s.receive(c.start())
-    with pytest.raises(AuthError):
-        c.receive(hello)
-    assert not c.done
-
-
-def test_version_mismatch_is_a_protocol_error_on_either_side():
-    newer = {"version": PROTOCOL_VERSION + 1}
-    hello = ServerHandshake(None, Limits()).receive(ClientHandshake().start())[0]
-    with pytest.raises(ProtocolError, match="version"):
-        ClientHandshake().receive(Message(Kind.HELLO, args={**hello.args, **newer}))
-    hello = ClientHandshake().start()
-    with pytest.raises(ProtocolError, match="version"):
-        ServerHandshake(None, Limits()).receive(Message(Kind.HELLO, args={**hello.args, **newer}))
-
-
-@pytest.mark.parametrize("secret, error", [(b"k", AuthError), (None, ProtocolError)])
-@pytest.mark.parametrize("after_hello", [False, True])
-def test_request_during_the_handshake_is_refused(secret, error, after_hello):
-    s = ServerHandshake(secret, Limits())
-    if after_hello:
-        s.receive(ClientHandshake(secret).start())
-    with pytest.raises(error):  # AuthError: a secret server serves nobody unproven
-        s.receive(Message(Kind.REQUEST, 1, "pull_rows", "m"))
-
-
-@pytest.mark.parametrize("secret", [None, b"k"])
-def test_client_refuses_messages_out_of_order(secret):
-    c, s = ClientHandshake(secret), ServerHandshake(secret, Limits())
-    with pytest.raises(ProtocolError):  # a WELCOME before the server's HELLO
-        c.receive(Message(Kind.WELCOME, args={"mac": b"\0" * 32}))
-    hello = s.receive(c.start())[0]
-    c.receive(hello)
-    for unexpected in (hello, Message(Kind.REPLY, 1), Message(Kind.REQUEST, 1)):
-        with pytest.raises(ProtocolError):
-            c.receive(unexpected)
-    if secret is None:
-        with pytest.raises(ProtocolError):  # nothing to verify: a WELCOME is out of place
-            c.receive(Message(Kind.WELCOME, args={"mac": b"\0" * 32}))
-    assert c.done == (secret is None)
-
-
-FORGED = [os.urandom(32), hmac.new(b"other", b"server", hashlib.sha256).digest(), b"",
-          None, "text", 2**40, [1, 2]]
-
-
-@pytest.mark.parametrize("forged", FORGED, ids=lambda v: type(v).__name__)
-def test_forged_macs_are_auth_errors_on_both_sides(forged):
-    c, s = ClientHandshake(b"k"), ServerHandshake(b"k", Limits())
-    c.receive(s.receive(c.start())[0])
-    with pytest.raises(AuthError):
-        s.receive(Message(Kind.AUTH, args={"mac": forged}))
-    with pytest.raises(AuthError):
-        c.receive(Message(Kind.WELCOME, args={"mac": forged}))
-    assert not c.done and not s.done
-
-
-def test_replayed_welcome_from_another_session_is_refused():
-    c1, s1 = ClientHandshake(b"k"), ServerHandshake(b"k", Limits())
-    (welcome,) = s1.receive(c1.receive(s1.receive(c1.start())[0]))
-    c2, s2 = ClientHandshake(b"k"), ServerHandshake(b"k", Limits())
-    c2.receive(s2.receive(c2.start())[0])
-    with pytest.raises(AuthError):
-        c2.receive(welcome)
-
-
-@pytest.mark.parametrize("args", [{"nonce": b"short"}, {"nonce": None}, {"limits": [1, 2]},
-                                  {"limits": {"max_frame_bytes": 10}}, {"limits": {"x": 1}}])
-def test_bad_server_hello_is_a_protocol_error(args):
-    hello = ServerHandshake(None, Limits()).receive(ClientHandshake().start())[0]
-    with pytest.raises(ProtocolError):
-        ClientHandshake().receive(Message(Kind.HELLO, args={**hello.args, **args}))
-
-
-def test_server_error_during_handshake_is_reraised_typed():
-    err = AuthError("wrong shared secret", shard="s1")
-    with pytest.raises(AuthError, match="wrong shared secret") as info:
-        ClientHandshake(b"k").receive(over_wire(Message(Kind.ERROR, args=err.to_wire())))
-    assert info.value.shard == "s1"

@@ -53,8 +53,7 @@ def values(values: Any, spec: TableSpec, shape: tuple[int, ...]) -> np.ndarray:
                              f"{np.finfo(out.dtype).max:.3g}) cannot go into table "
                              f"{spec.name!r}; scale them or use a float64 table")
         if not spec.allow_nonfinite:
-            raise DTypeError(f"NaN or infinite values cannot go into table {spec.name!r}; "
-                             "create it with allow_nonfinite=True if they are meant")
+            raise spec.nonfinite_error()
     elif out.dtype.kind in "iu" and v.dtype.kind in "iu" and out.dtype != v.dtype and v.size:
         info = np.iinfo(out.dtype)
         low, high = v.min(), v.max()

@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, NamedTuple
+from typing import Any, Awaitable, Callable, Iterable
 
 import numpy as np
 from pydantic import SecretStr
@@ -34,67 +33,14 @@ from psframework.errors import (
 from psframework.protocol import Message
 from psframework.storage import init as initializers
 from psframework.storage.table import TableSpec
-from psframework.client import checks
+from psframework.client import checks, plan
 from psframework.client.flow import Tags, Window
+from psframework.client.model_info import ModelInfo
 from psframework.transport import ClientConnection, NotSent, connect
 
 __all__ = ["AsyncClient", "ModelInfo"]
 
-HEADER_ROOM = 64 * 1024  # bytes kept free in every frame for the header
 WINDOW_CHUNKS = 4  # bytes in flight per connection: this many chunk_bytes (one at least)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Where a model lives: its tables and the server of each partition."""
-
-    name: str
-    uid: str  # this incarnation of the name; shards refuse requests for another
-    type: str
-    config: dict
-    tables: dict[str, TableSpec]
-    placement: tuple[str, ...]
-    servers: dict[str, str]
-
-    @classmethod
-    def from_wire(cls, d: dict) -> "ModelInfo":
-        tables = {t["name"]: TableSpec.from_wire(t) for t in d["tables"]}
-        return cls(d["name"], d["uid"], d["type"], d["config"], tables,
-                   tuple(d["placement"]), dict(d["servers"]))
-
-    @property
-    def parts(self) -> int:
-        return len(self.placement)
-
-    def table(self, name: str) -> TableSpec:
-        try:
-            return self.tables[name]
-        except KeyError:
-            raise UnknownModelError(f"model {self.name!r} has no table {name!r} "
-                                    f"(tables: {sorted(self.tables)})", model=self.name) from None
-
-    def address(self, part: int) -> tuple[str, str]:
-        shard = self.placement[part]
-        try:
-            return shard, self.servers[shard]
-        except KeyError:
-            raise ConnectionLostError(
-                f"partition {part} of model {self.name!r} was on shard {shard}, which the "
-                "master no longer knows (it died); load a saved copy of the model",
-                model=self.name, shard=shard) from None
-
-
-def _chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
-    step = max(1, (limit - HEADER_ROOM) // max(1, bytes_per_item))
-    return (slice(a, min(a + step, n)) for a in range(0, max(n, 1), step))
-
-
-def _at(pos: np.ndarray | slice, chunk: slice) -> np.ndarray | slice:
-    """Where chunk `chunk` of a partition's part sits in the whole request."""
-    if isinstance(pos, slice):
-        start = pos.start or 0
-        return slice(start + chunk.start, start + chunk.stop)
-    return pos[chunk]
 
 
 class AsyncClient:
@@ -149,11 +95,12 @@ class AsyncClient:
         return conn
 
     async def _retrying(self, attempt: Callable[[], Awaitable], *, address: str, op: str,
-                        model: str = "", shard: str | None = None, safe: bool = True,
+                        model: str = "", shard: str | None = None, retry: bool = True,
                         once: bool = False):
         """Run `attempt()`; on connection loss or timeout retry it with exponential backoff
-        until the retry deadline — if it is `safe` to resend, or it was never sent — then
-        raise a typed error that says where, what, and whether it may have been applied."""
+        until the retry deadline — if resending is safe (`retry`: harmless; `once`: tagged)
+        or it was never sent — then raise a typed error that says where, what, and whether
+        it may have been applied."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.retry_deadline
         delay = 0.02
@@ -163,20 +110,17 @@ class AsyncClient:
             except (ConnectionLostError, RequestTimeoutError) as e:
                 # NotSent never left; an error a server sent was not applied there
                 definite = isinstance(e, NotSent) or e.from_server
-                resend = safe or definite
+                resend = retry or once or definite
                 if resend and loop.time() + delay <= deadline:
                     await asyncio.sleep(delay * (1 + random.random() / 2))
                     delay = min(2 * delay, 1.0)
                     continue
-                if definite:
-                    note = ""
-                elif once:
+                note = ""
+                if not definite and once:
                     note = "; whether the server applied it is unknown"
-                elif not safe:
+                elif not resend:
                     note = ("; it may or may not have run on the server (call ops that "
                             "change state with once=True, so that they can be retried)")
-                else:
-                    note = ""
                 if resend:
                     note = f" (gave up after retrying for {self.settings.retry_deadline:g}s)" + note
                 cls = ConnectionLostError if isinstance(e, NotSent) else type(e)
@@ -197,16 +141,14 @@ class AsyncClient:
         async def attempt() -> Message:
             conn = await self._connection(address)
             a = {**(args or {}), "once": tags.tag(seq)} if tags is not None else args
-            send = lambda: conn.request(op, model, a, arrays, timeout=self.settings.request_timeout)
-            if weight < self.settings.chunk_bytes // 16:  # small: no need to queue
-                return await send()
             window = self._windows.get(address)
             if window is None:
                 window = self._windows[address] = Window(WINDOW_CHUNKS * self.settings.chunk_bytes)
-            return await window(weight, send)
+            return await window(weight, lambda: conn.request(
+                op, model, a, arrays, timeout=self.settings.request_timeout))
         try:
             return await self._retrying(attempt, address=address, op=op, model=model,
-                                        shard=shard, safe=retry or once, once=once)
+                                        shard=shard, retry=retry, once=once)
         finally:
             if tags is not None:
                 tags.finish(seq)
@@ -225,7 +167,7 @@ class AsyncClient:
         if conn is None or not conn.is_open:
             conn = await self._retrying(lambda: self._connection(address), address=address,
                                         op=op, model=info.name, shard=shard)
-        return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + HEADER_ROOM)
+        return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
 
     # -- catalog -----------------------------------------------------------------------
     async def ping(self) -> None:
@@ -305,10 +247,10 @@ class AsyncClient:
         return BigVector(self.master, model, table, spec.shape, spec.dtype)
 
     # -- data --------------------------------------------------------------------------
-    async def _scatter(self, info: ModelInfo, jobs: list[_Job], *, once: bool = False,
+    async def _scatter(self, info: ModelInfo, jobs: list[plan.Job], *, once: bool = False,
                        retry: bool = True) -> None:
         """Send the jobs concurrently; on the first failure cancel the others and raise."""
-        async def one(job: _Job) -> None:
+        async def one(job: plan.Job) -> None:
             shard, address = info.address(job.part)
             weight = sum(a.nbytes for a in job.arrays) + job.reply_bytes
             try:
@@ -326,7 +268,7 @@ class AsyncClient:
             return await one(jobs[0])
         tasks = [asyncio.ensure_future(one(job)) for job in jobs]
         try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
             for t in tasks:
                 t.cancel()
@@ -340,20 +282,19 @@ class AsyncClient:
         where the part sits in the whole request). A row partition gets its own rows; a
         column partition gets every row, and its part is a block of columns. Each request
         stays below the frame limit."""
-        item = np.dtype(spec.dtype).itemsize
         split = spec.split()
-        plan = []
+        pieces = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
                 limit = await self._limit(info, part, op)
-                for c in _chunks(local.size, 8 + item * spec.cols, limit):
-                    plan.append((part, local[c], _at(pos, c)))
+                for c in plan.chunks(local.size, 8 + spec.row_bytes(part), limit):
+                    pieces.append((part, local[c], plan.at(pos, c)))
         else:
             for part in range(spec.parts):
                 limit = await self._limit(info, part, op)
-                for c in _chunks(rows.size, 8 + item * split.size(part), limit):
-                    plan.append((part, rows[c], (c, split.indices(part))))
-        return plan
+                for c in plan.chunks(rows.size, 8 + spec.row_bytes(part), limit):
+                    pieces.append((part, rows[c], (c, split.indices(part))))
+        return pieces
 
     async def pull_rows(self, model: str, table: str, rows: Any) -> np.ndarray:
         """Rows of a matrix (or elements of a vector), in the order asked."""
@@ -361,13 +302,11 @@ class AsyncClient:
         spec = info.table(table)
         rows = checks.indices(rows, spec.shape[0], "rows")
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
-        plan = await self._row_plan(info, spec, rows, "pull_rows")
-        row_bytes = out.itemsize * (spec.cols if spec.axis == 0 else 0)
+        pieces = await self._row_plan(info, spec, rows, "pull_rows")
         await self._scatter(info, [
-            _Job(part, "pull_rows", {"table": table}, (idx,),
-                 lambda r, at=at: out.__setitem__(at, r.arrays[0]),
-                 idx.size * (row_bytes or out.itemsize * spec.split().size(part)))
-            for part, idx, at in plan])
+            plan.Job(part, "pull_rows", {"table": table}, (idx,),
+                 lambda r, at=at: out.__setitem__(at, r.arrays[0]), idx.size * spec.row_bytes(part))
+            for part, idx, at in pieces])
         return out
 
     async def _elem_plan(self, info: ModelInfo, spec: TableSpec, rows: Any, cols: Any,
@@ -380,14 +319,14 @@ class AsyncClient:
         if rows.shape != cols.shape:
             raise ShapeError("rows and cols must have the same length", model=info.name)
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
-        plan = []
+        pieces = []
         for part, pos, local in spec.split().split(key):
             limit = await self._limit(info, part, op)
-            for c in _chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
-                at = _at(pos, c)
+            for c in plan.chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
+                at = plan.at(pos, c)
                 pair = (local[c], other[at]) if spec.axis == 0 else (other[at], local[c])
-                plan.append((part, pair, at))
-        return rows.size, plan
+                pieces.append((part, pair, at))
+        return rows.size, pieces
 
     async def pull(self, model: str, table: str, rows: Any, cols: Any = None) -> np.ndarray:
         """Elements (rows[i], cols[i]) of a matrix, or (rows[i]) of a vector."""
@@ -395,12 +334,12 @@ class AsyncClient:
         spec = info.table(table)
         if spec.is_vector:
             return await self.pull_rows(model, table, rows)
-        n, plan = await self._elem_plan(info, spec, rows, cols, "pull_elems")
+        n, pieces = await self._elem_plan(info, spec, rows, cols, "pull_elems")
         out = np.empty(n, dtype=spec.dtype)
         await self._scatter(info, [
-            _Job(part, "pull_elems", {"table": table}, pair,
+            plan.Job(part, "pull_elems", {"table": table}, pair,
                  lambda r, at=at: out.__setitem__(at, r.arrays[0]), pair[0].size * out.itemsize)
-            for part, pair, at in plan])
+            for part, pair, at in pieces])
         return out
 
     async def push_rows(self, model: str, table: str, rows: Any, values: Any) -> None:
@@ -409,9 +348,9 @@ class AsyncClient:
         spec = info.table(table)
         rows = checks.indices(rows, spec.shape[0], "rows")
         values = checks.values(values, spec, (rows.size,) + spec.shape[1:])
-        plan = await self._row_plan(info, spec, rows, "push_rows")
-        await self._scatter(info, [_Job(part, "push_rows", {"table": table}, (idx, values[at]))
-                                   for part, idx, at in plan], once=True)
+        pieces = await self._row_plan(info, spec, rows, "push_rows")
+        await self._scatter(info, [plan.Job(part, "push_rows", {"table": table}, (idx, values[at]))
+                                   for part, idx, at in pieces], once=True)
 
     async def push(self, model: str, table: str, rows: Any, cols: Any = None,
                    values: Any = None) -> None:
@@ -422,10 +361,10 @@ class AsyncClient:
             if values is None:
                 values, cols = cols, None
             return await self.push_rows(model, table, rows, values)
-        n, plan = await self._elem_plan(info, spec, rows, cols, "push_elems")
+        n, pieces = await self._elem_plan(info, spec, rows, cols, "push_elems")
         values = checks.values(values, spec, (n,))
-        await self._scatter(info, [_Job(part, "push_elems", {"table": table}, pair + (values[at],))
-                                   for part, pair, at in plan], once=True)
+        await self._scatter(info, [plan.Job(part, "push_elems", {"table": table}, pair + (values[at],))
+                                   for part, pair, at in pieces], once=True)
 
     async def call(self, model: str, op: str, args: dict | None = None, arrays: tuple = (), *,
                    parts: Iterable[int] | None = None, once: bool = False,
@@ -445,24 +384,8 @@ class AsyncClient:
                 raise ShapeError(f"partition {p} out of range: model {model!r} has {info.parts}",
                                  model=model, op=op)
         replies: list = [None] * len(parts)
-        jobs = [_Job(p, op, dict(args or {}), tuple(arrays),
+        jobs = [plan.Job(p, op, dict(args or {}), tuple(arrays),
                      lambda r, i=i: replies.__setitem__(i, (r.args, r.arrays)))
                 for i, p in enumerate(parts)]
         await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies
-
-
-def _ignore(reply: Message) -> None:
-    pass
-
-
-class _Job(NamedTuple):
-    """One request of a scattered call: to partition `part`; `on_reply` takes the reply;
-    `reply_bytes` is what the reply will hold (for the connection's window)."""
-
-    part: int
-    op: str
-    args: dict
-    arrays: tuple
-    on_reply: Callable[[Message], None] = _ignore
-    reply_bytes: int = 0

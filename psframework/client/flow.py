@@ -38,7 +38,8 @@ class Tags:
 
 class Window:
     """At most `capacity` bytes of requests (and their replies) in flight on one
-    connection; a request larger than that still goes when it is alone."""
+    connection; a request larger than that still goes when it is alone, and a small one
+    (under 1/64 of it) never waits: it is not what fills a connection."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -47,6 +48,8 @@ class Window:
         self._changed = asyncio.Condition()
 
     async def __call__(self, nbytes: int, send: Callable[[], Awaitable]):
+        if nbytes < self.capacity // 64:
+            return await send()
         async with self._changed:
             await self._changed.wait_for(lambda: self.used == 0
                                          or self.used + nbytes <= self.capacity)

@@ -1,19 +1,24 @@
 """What the master knows: the servers (with what they report) and the models (with
-where their partitions are), and whether a new model fits in the shards' memory."""
+where their partitions are); whether a new model fits in the shards' memory; what a
+shard that registers again must drop; and the checks on names and paths clients send."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 from psframework.errors import ConfigError
-from psframework.master.messages import ShardStats
+from psframework.master.messages import Hosted, ShardStats
+from psframework.storage import memory
 from psframework.storage.table import TableSpec
 
-__all__ = ["ServerInfo", "ModelEntry", "budget", "check_memory", "DEFAULT_MEMORY_SHARE"]
+__all__ = ["ServerInfo", "ModelEntry", "budget", "check_memory", "reconcile", "model_name",
+           "save_directory", "differences"]
 
-DEFAULT_MEMORY_SHARE = 0.5  # of a machine's memory, for the shards on it, unless they set a limit
+log = logging.getLogger("psframework.master")
 
 
 @dataclass
@@ -42,8 +47,7 @@ class ModelEntry:
         return [p for p, s in enumerate(self.placement) if s == shard]
 
     def bytes_on(self, shard: str) -> int:
-        return sum(t.part_bytes(p) for p in self.parts_on(shard) for t in self.tables
-                   if p < t.parts)
+        return memory.partition_bytes(self.tables, self.parts_on(shard))
 
     def describe(self, servers: dict[str, ServerInfo]) -> dict:
         return {
@@ -63,8 +67,8 @@ def budget(shard: str, servers: dict[str, ServerInfo]) -> tuple[int | None, str]
     if not info.memory:
         return None, ""
     peers = sum(1 for s in servers.values() if s.alive and s.machine == info.machine)
-    share = int(info.memory * DEFAULT_MEMORY_SHARE / max(peers, 1))
-    return share, (f"half of its machine's {_gb(info.memory)} of memory, shared by "
+    share = int(info.memory * memory.DEFAULT_SHARE / max(peers, 1))
+    return share, (f"half of its machine's {info.memory / 1e9:.1f} GB of memory, shared by "
                    f"{peers} shard{'s' * (peers > 1)}; set PSF_MEMORY_LIMIT on the shards "
                    "to change it")
 
@@ -76,16 +80,53 @@ def check_memory(entry: ModelEntry, servers: dict[str, ServerInfo],
     models = list(models)
     for shard in sorted(set(entry.placement)):
         limit, why = budget(shard, servers)
-        if limit is None:
+        if limit is not None:
+            memory.refuse_over(entry.name, shard, sum(m.bytes_on(shard) for m in models),
+                               entry.bytes_on(shard), limit, why)
+
+
+def reconcile(shard: str, hosts: dict[str, Hosted], models: dict[str, ModelEntry],
+              installing: set[str]) -> dict[str, list[int] | None]:
+    """What a registering shard must drop of what it `hosts`: models the catalog does not
+    know (destroyed or re-created meanwhile; None: the whole model), and partitions it
+    places elsewhere — models being installed right now aside. Partitions the catalog
+    places on the shard that it lacks are lost, and said so."""
+    drop: dict[str, list[int] | None] = {}
+    for model, hosted in hosts.items():
+        entry = models.get(model)
+        if hosted.uid in installing:
             continue
-        held = sum(m.bytes_on(shard) for m in models)
-        need = entry.bytes_on(shard)
-        if held + need > limit:
-            raise ConfigError(
-                f"model {entry.name!r} needs {_gb(need)} on shard {shard}, which holds "
-                f"{_gb(held)} of its {_gb(limit)} ({why}); make the model smaller, "
-                "destroy others or add shards", model=entry.name, shard=shard)
+        if entry is None or entry.uid != hosted.uid:
+            drop[model] = None
+        elif extra := sorted(set(hosted.parts) - set(entry.parts_on(shard))):
+            drop[model] = extra
+    for entry in models.values():
+        hosted = hosts.get(entry.name)
+        held = hosted.parts if hosted is not None and hosted.uid == entry.uid else ()
+        if lost := sorted(set(entry.parts_on(shard)) - set(held)):
+            log.error("shard %s came back without partitions %s of model %s: they are "
+                      "lost; load a saved copy", shard, lost, entry.name)
+    return drop
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+def model_name(name: str) -> str:
+    if not name or len(name) > 256 or not name.isprintable():
+        raise ConfigError(f"a model needs a name of 1 to 256 printable characters, got {name!r}")
+    return name
+
+
+def save_directory(path: object) -> Path:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"save and load need a directory path, got {path!r}")
+    return Path(path).resolve()
+
+
+def differences(have: dict, want: dict) -> str:
+    keys = sorted(k for k in {*have, *want} if have.get(k) != want.get(k))
+    return ", ".join(f"{k}={_short(have.get(k))} (asked: {_short(want.get(k))})"
+                     for k in keys[:3]) or "another config"
+
+
+def _short(value: object, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -31,7 +31,9 @@ from psframework.errors import (
     ConfigError, ConnectionLostError, ModelExistsError, PSError, StorageError,
     UnknownModelError,
 )
-from psframework.master.catalog import ModelEntry, ServerInfo, check_memory
+from psframework.master.catalog import (
+    ModelEntry, ServerInfo, check_memory, differences, model_name, reconcile, save_directory,
+)
 from psframework.master.messages import Heartbeat, Registration, parse
 from psframework.model import model_type
 from psframework.protocol import Message
@@ -107,22 +109,25 @@ class Master:
     async def _register(self, msg: Message):
         reg = parse(Registration, msg.args, "register")
         async with self._admitting:
-            await self._reach(reg.address)
+            conn = await self._reach(reg.address)
         name = self._name_for(reg)
         known = self.servers.get(name)
         if known is not None and not known.alive:
             log.warning("shard %s is back at %s", name, reg.address)
         self.servers[name] = ServerInfo(name, reg.address, time.monotonic(), machine=reg.machine,
                                         memory=reg.memory, memory_limit=reg.memory_limit)
-        self._conns.pop(name, None)
-        drop = self._reconcile(name, reg)
+        old = self._conns.pop(name, None)
+        if old is not None:
+            old.close()
+        self._conns[name] = conn  # the connection that admitted it is the master's to it
+        drop = reconcile(name, reg.hosts, self.models, self._installing)
         log.info("shard %s registered at %s (%d alive)%s", name, reg.address, len(self.alive()),
                  f"; it drops {drop}" if drop else "")
         return {"name": name, "drop": drop}, ()
 
-    async def _reach(self, address: str) -> None:
+    async def _reach(self, address: str) -> ClientConnection:
         """Admit only a server that answers at the address it gave, so nobody can list
-        shards that are not there."""
+        shards that are not there; the connection is kept for the master's requests."""
         s = self.settings
         host, port = parse_address(address)
         try:
@@ -132,7 +137,7 @@ class Master:
             raise ConnectionLostError(f"the master cannot reach the registering shard at "
                                       f"{address} ({e.message}); advertise an address the "
                                       "master can connect to (--advertise)") from None
-        conn.close()
+        return conn
 
     def _name_for(self, reg: Registration) -> str:
         """The shard's own name when it has one (unless another live shard holds it),
@@ -147,29 +152,6 @@ class Master:
         while f"shard-{self._ids}" in self.servers:
             self._ids += 1
         return f"shard-{self._ids}"
-
-    def _reconcile(self, name: str, reg: Registration) -> dict[str, list[int] | None]:
-        """What a registering shard must drop: models it hosts that the catalog does not
-        know (destroyed or re-created meanwhile; None: the whole model), and partitions
-        the catalog places elsewhere. Partitions the catalog places on it that it lacks
-        are lost, and said so."""
-        drop: dict[str, list[int] | None] = {}
-        for model, hosted in reg.hosts.items():
-            entry = self.models.get(model)
-            if hosted.uid in self._installing:
-                continue
-            if entry is None or entry.uid != hosted.uid:
-                drop[model] = None
-            elif extra := sorted(set(hosted.parts) - set(entry.parts_on(name))):
-                drop[model] = extra
-        for entry in self.models.values():
-            hosted = reg.hosts.get(entry.name)
-            lost = set(entry.parts_on(name)) - set(hosted.parts if hosted and
-                                                    hosted.uid == entry.uid else ())
-            if lost:
-                log.error("shard %s came back without partitions %s of model %s: they are "
-                          "lost; load a saved copy", name, sorted(lost), entry.name)
-        return drop
 
     def _heartbeat(self, msg: Message):
         beat = parse(Heartbeat, msg.args, "heartbeat")
@@ -299,7 +281,7 @@ class Master:
         return replies
 
     async def _create_model(self, msg: Message):
-        name = _model_name(msg.model)
+        name = model_name(msg.model)
         type_, config = msg.args.get("type"), msg.args.get("config") or {}
         if not isinstance(type_, str) or not isinstance(config, dict):
             raise ConfigError("create_model needs a plugin type (a string) and a config (a map)",
@@ -311,7 +293,7 @@ class Master:
                     if (existing.type, existing.config) != (type_, config):
                         raise ModelExistsError(
                             f"a model named {name!r} exists, but as {existing.type} with "
-                            f"{_differences(existing.config, config)}; destroy it or ask for "
+                            f"{differences(existing.config, config)}; destroy it or ask for "
                             "the same model", model=name)
                     return existing.describe(self.servers), ()
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
@@ -333,7 +315,7 @@ class Master:
             return {"destroyed": True}, ()
 
     async def _save(self, msg: Message):
-        directory = _directory(msg.args.get("path"))
+        directory = save_directory(msg.args.get("path"))
         entry = self._entry(msg.model)
         lock = self._saving.setdefault(directory, asyncio.Lock())
         async with lock:
@@ -344,7 +326,7 @@ class Master:
                                                                 "save_id": save_id})
                 records = [files.FileRecord.model_validate(r)
                            for reply in replies for r in reply.args.get("files", [])]
-                expected = {(t.name, p) for t in entry.tables for p in range(t.parts)}
+                expected = _partitions(entry.tables)
                 if {(r.table, r.part) for r in records} != expected or len(records) != len(expected):
                     raise StorageError(f"the shards saved {len(records)} partitions of model "
                                        f"{entry.name!r}, not the {len(expected)} it has; nothing "
@@ -354,13 +336,10 @@ class Master:
                     config=entry.config, tables=[t.to_wire() for t in entry.tables],
                     parts=len(entry.placement), files=records))
             except (OSError, ValidationError) as e:
-                self._sweep(directory)
                 raise StorageError(f"cannot save model {entry.name!r} to {directory}: "
                                    f"{getattr(e, 'strerror', None) or e}", model=entry.name) from None
-            except BaseException:
-                self._sweep(directory)  # the previous save stays published and whole
-                raise
-            self._sweep(directory)
+            finally:  # what is not the published save goes: a failed one leaves the old whole
+                self._sweep(directory)
         return {"path": str(directory), "save_id": save_id}, ()
 
     @staticmethod
@@ -376,9 +355,9 @@ class Master:
             log.warning("could not clean up %s: %s", directory, e)
 
     async def _load(self, msg: Message):
-        directory = _directory(msg.args.get("path"))
+        directory = save_directory(msg.args.get("path"))
         manifest = files.read_manifest(directory)
-        name = _model_name(msg.model or manifest.name)
+        name = model_name(msg.model or manifest.name)
         async with self._lock:
             if name in self.models:
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
@@ -387,9 +366,7 @@ class Master:
                 tables = [TableSpec.from_wire(t) for t in manifest.tables]
             except ConfigError as e:
                 raise StorageError(f"{directory / files.MANIFEST}: {e.message}") from None
-            records = {(r.table, r.part): r for r in manifest.files}
-            missing = [(t.name, p) for t in tables for p in range(t.parts)
-                       if (t.name, p) not in records]
+            missing = sorted(_partitions(tables) - {(r.table, r.part) for r in manifest.files})
             if missing or any(t.parts < 1 or t.parts > manifest.parts for t in tables):
                 raise StorageError(f"{directory / files.MANIFEST} lists no file for partitions "
                                    f"{missing[:5]} of its tables; the save is incomplete")
@@ -414,24 +391,6 @@ class Master:
         }, ()
 
 
-def _model_name(name: str) -> str:
-    if not name or len(name) > 256 or not name.isprintable():
-        raise ConfigError(f"a model needs a name of 1 to 256 printable characters, got {name!r}")
-    return name
-
-
-def _directory(path: object) -> Path:
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"save and load need a directory path, got {path!r}")
-    return Path(path).resolve()
-
-
-def _differences(have: dict, want: dict) -> str:
-    keys = sorted(k for k in {*have, *want} if have.get(k) != want.get(k))
-    return ", ".join(f"{k}={_short(have.get(k))} (asked: {_short(want.get(k))})"
-                     for k in keys[:3]) or "another config"
-
-
-def _short(value: object, limit: int = 160) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+def _partitions(tables: list[TableSpec]) -> set[tuple[str, int]]:
+    """(table, partition) of every partition a save of these tables holds."""
+    return {(t.name, p) for t in tables for p in range(t.parts)}

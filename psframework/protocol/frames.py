@@ -273,9 +273,12 @@ class FrameDecoder:
                 break
             magic, hlen, plen = PREFIX.unpack_from(self._buf, self._start)
             if magic != MAGIC:
-                self._fail(ProtocolError(
-                    f"not a psframework frame (got {bytes(magic)!r}); is another program "
-                    "talking to this port, or a different protocol version?"))
+                self._fail(ProtocolError(f"not a psframework frame (got {bytes(magic)!r}); " + (
+                    "this looks like TLS (a record header): give both ends the same TLS "
+                    "settings (tls_cert / tls_key on servers, tls_ca on clients)"
+                    if magic[:1] in (b"\x15", b"\x16") and magic[1:2] == b"\x03" else
+                    "is another program talking to this port, or a different protocol "
+                    "version?")))
             if hlen > self.limits.max_header_bytes:
                 self._fail(ProtocolError(
                     f"frame header of {hlen} bytes exceeds max_header_bytes="

@@ -24,10 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,60 +37,17 @@ from psframework.errors import (
 )
 from psframework.model import Model, ShardView, model_type
 from psframework.protocol import Message
-from psframework.storage import aggregate, files
+from psframework.storage import aggregate, files, memory
 from psframework.storage.table import Partition, TableSpec
 from psframework.transport import ClientConnection, Traffic, connect, serve
+from psframework.shard.hosted import HostedModel
 from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.shard")
 
-__all__ = ["Shard", "physical_memory", "machine_id"]
+__all__ = ["Shard"]
 
 READS = ("ping", "pull_rows", "pull_elems", "stats")
-DEFAULT_MEMORY_SHARE = 0.5  # of physical memory, when memory_limit is not set
-
-
-def physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 0
-
-
-def machine_id() -> str:
-    """Names this machine (and boot): shards that share it share its memory."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}"
-
-
-@dataclass
-class HostedModel:
-    name: str
-    uid: str
-    plugin: Model
-    specs: dict[str, TableSpec]
-    parts: dict[int, dict[str, Partition]] = field(default_factory=dict)
-
-    def view(self, shard: str, part: int) -> ShardView:
-        try:
-            return ShardView(self.name, shard, part, self.parts[part])
-        except KeyError:
-            raise UnknownModelError(f"partition {part} of model {self.name!r} is not on this "
-                                    "shard; look the model up again", model=self.name) from None
-
-    def partition(self, table: str, part: int) -> Partition:
-        try:
-            return self.parts[part][table]
-        except KeyError:
-            raise UnknownModelError(f"model {self.name!r} has no partition {part} of table "
-                                    f"{table!r} on this shard", model=self.name) from None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(p.data.nbytes for tables in self.parts.values() for p in tables.values())
 
 
 class Shard:
@@ -110,7 +65,7 @@ class Shard:
         self._tls = settings.client_tls()
         self._warm: asyncio.Future | None = None  # the built-in kernels, loading
         self.memory_limit = settings.memory_limit if settings.memory_limit is not None else \
-            int(physical_memory() * DEFAULT_MEMORY_SHARE)
+            int(memory.physical_memory() * memory.DEFAULT_SHARE)
         self._server: asyncio.AbstractServer | None = None
         self._master: ClientConnection | None = None
         self._stopped = asyncio.Event()
@@ -160,7 +115,8 @@ class Shard:
         self._master = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
                                      timeout=s.connect_timeout, ssl_context=self._tls)
         again = self.name != "shard"
-        args = {"address": self.address, "machine": machine_id(), "memory": physical_memory(),
+        args = {"address": self.address, "machine": memory.machine_id(),
+                "memory": memory.physical_memory(),
                 "memory_limit": s.memory_limit,
                 "hosts": {n: {"uid": m.uid, "parts": sorted(m.parts)} for n, m in self.models.items()}}
         if again:
@@ -322,15 +278,6 @@ class Shard:
                               model=msg.model)
         return cls, plugin, specs, parts
 
-    def _check_memory(self, model: str, specs: dict[str, TableSpec], parts: list[int]) -> None:
-        need = sum(t.part_bytes(p) for p in parts for t in specs.values() if p < t.parts)
-        held = sum(m.nbytes for m in self.models.values())
-        if held + need > self.memory_limit:
-            raise ConfigError(
-                f"model {model!r} needs {need / 1e6:.1f} MB on shard {self.name}, which holds "
-                f"{held / 1e6:.1f} MB of its memory_limit {self.memory_limit / 1e6:.1f} MB; make "
-                "the model smaller, destroy others, or raise PSF_MEMORY_LIMIT", model=model)
-
     async def _install(self, msg: Message, make) -> dict:
         """Build the partitions of msg.model with `make(spec, part, combine)` on the thread
         pool — a big random init or a numba compile then never stalls the event loop —
@@ -339,7 +286,9 @@ class Shard:
             raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
                                    "destroy it first", model=msg.model)
         cls, plugin, specs, parts = self._new_model(msg)
-        self._check_memory(msg.model, specs, parts)
+        memory.refuse_over(msg.model, self.name, sum(m.nbytes for m in self.models.values()),
+                           memory.partition_bytes(specs.values(), parts), self.memory_limit,
+                           "its memory_limit; raise PSF_MEMORY_LIMIT for more")
         combiners = {**aggregate.BUILTIN, **cls.aggregators}
 
         def build() -> dict[int, dict[str, Partition]]:
@@ -410,10 +359,8 @@ class Shard:
             if record is None:
                 raise StorageError(f"the save in {directory} has no file for partition {part} "
                                    f"of table {spec.name!r}", model=msg.model)
-            shape = list(spec.shape)
-            shape[spec.axis] = spec.split().size(part)
             try:
-                data = files.read_partition(directory, record, spec.dtype, tuple(shape))
+                data = files.read_partition(directory, record, spec.dtype, spec.part_shape(part))
             except StorageError as e:
                 raise StorageError(e.message, model=msg.model) from None
             return Partition(spec, part, data, combine)
@@ -427,7 +374,8 @@ class Shard:
             "bytes": sum(m.nbytes for m in self.models.values()),
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
             "ops": dict(self.ops_served), "udf_seconds": dict(self.udf_seconds),
-            "duplicates": self.once.duplicates, "connections": self.traffic.connections,
+            "duplicates": self.once.duplicates, "stale": self.once.stale,
+            "connections": self.traffic.connections,
             "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
             "memory_limit": self.memory_limit, "kernels": aggregate.compiled(),
             "warm": self._warm is not None and self._warm.done(),

@@ -36,6 +36,7 @@ __all__ = ["FORMAT", "MANIFEST", "FileRecord", "Manifest", "partition_name", "wr
 FORMAT = 2
 MANIFEST = "model.json"
 _OURS = re.compile(r"^(?P<table>.+)\.part(?P<part>\d+)\.(?P<save>[0-9a-f]{16})\.npy$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.tmp\d+$")  # what _publish writes before renaming
 _BLOCK = 16 << 20  # bytes checksummed and written at a time
 
 
@@ -44,7 +45,7 @@ class FileRecord(BaseModel):
 
     table: str
     part: int = Field(ge=0)
-    file: str
+    file: str = Field(pattern=r"^[^/\\\x00]+\.npy$")  # a name in the save's directory, no path
     bytes: int = Field(ge=0)
     crc32: int = Field(ge=0, lt=1 << 32)
 
@@ -112,8 +113,6 @@ def read_partition(directory: str | Path, record: FileRecord, dtype: str,
                    shape: tuple[int, ...]) -> np.ndarray:
     """The array in `record`'s file, after checking its size, checksum, dtype and shape."""
     path = Path(directory) / record.file
-    if Path(record.file).name != record.file:
-        raise StorageError(f"the manifest names {record.file!r}, which is not a file in {directory}")
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -186,12 +185,9 @@ def sweep(directory: str | Path, keep: str | None) -> list[str]:
     directory = Path(directory)
     gone = []
     for path in directory.iterdir() if directory.is_dir() else ():
-        m = _OURS.match(path.name)
-        stale = (m is not None and m["save"] != keep) or (
-            path.name.startswith(".") and ".tmp" in path.name
-            and (_OURS.match(path.name[1:path.name.rindex(".tmp")]) or
-                 path.name.startswith(f".{MANIFEST}.tmp")))
-        if stale:
+        temporary, ours = _TEMPORARY.match(path.name), _OURS.match(path.name)
+        if (temporary and (temporary["name"] == MANIFEST or _OURS.match(temporary["name"]))
+                or ours and ours["save"] != keep):
             path.unlink(missing_ok=True)
             gone.append(path.name)
     return gone

@@ -101,10 +101,24 @@ class TableSpec:
         return self if self.parts else replace(
             self, parts=min(parts, self.shape[self.axis], MAX_PARTS))
 
+    def part_shape(self, part: int) -> tuple[int, ...]:
+        """The shape of the array partition `part` holds."""
+        shape = list(self.shape)
+        shape[self.axis] = self.split().size(part)
+        return tuple(shape)
+
     def part_bytes(self, part: int) -> int:
         """Bytes partition `part` holds."""
-        across = self.shape[1 - self.axis] if len(self.shape) == 2 else 1
-        return self.split().size(part) * across * np.dtype(self.dtype).itemsize
+        return int(np.prod(self.part_shape(part))) * np.dtype(self.dtype).itemsize
+
+    def row_bytes(self, part: int) -> int:
+        """Bytes one row (a vector: one element) of partition `part` holds."""
+        width = self.part_shape(part)[1] if len(self.shape) == 2 else 1
+        return width * np.dtype(self.dtype).itemsize
+
+    def nonfinite_error(self) -> DTypeError:
+        return DTypeError(f"NaN or infinite values cannot go into table {self.name!r}; "
+                          "create it with allow_nonfinite=True if they are meant")
 
     @cached_property
     def _partitioner(self) -> Partitioner:
@@ -165,9 +179,7 @@ class Partition:
         if values.dtype.kind == "f" and not self.spec.allow_nonfinite:
             from psframework.storage.aggregate import finite
             if not finite(values):
-                raise DTypeError(f"NaN or infinite values cannot go into table "
-                                 f"{self.spec.name!r}; create it with allow_nonfinite=True "
-                                 "if they are meant")
+                raise self.spec.nonfinite_error()
         return values
 
     def pull_rows(self, rows: np.ndarray) -> np.ndarray:

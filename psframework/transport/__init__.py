@@ -1,9 +1,9 @@
 """asyncio transport over TCP: framing, handshake, request ids, backpressure, timeouts."""
 
-from psframework.transport.connection import (
-    PREAUTH_LIMITS, ClientConnection, NotSent, ServerConnection, Traffic, connect, serve,
-)
+from psframework.transport.client import ClientConnection, NotSent, connect
 from psframework.transport.loop import new_event_loop, run
+from psframework.transport.peer import Traffic
+from psframework.transport.server import PREAUTH_LIMITS, ServerConnection, serve
 
 __all__ = ["ClientConnection", "ServerConnection", "Traffic", "NotSent", "PREAUTH_LIMITS",
            "connect", "serve", "new_event_loop", "run"]

@@ -44,11 +44,13 @@ ENTRY_OVERHEAD = 240  # bytes of bookkeeping per remembered reply (dict slots, k
 
 
 class _Stream:
-    __slots__ = ("floor", "seqs")
+    __slots__ = ("id", "floor", "seqs", "running")
 
-    def __init__(self) -> None:
+    def __init__(self, stream_id: bytes) -> None:
+        self.id = stream_id
         self.floor = 0
         self.seqs: dict[int, None] = {}  # remembered seqs, in arrival order
+        self.running = 0  # its requests still being applied
 
 
 class OnceLog:
@@ -78,7 +80,7 @@ class OnceLog:
             key = (stream_id, seq)
             stream = self._stream(stream_id)
             if floor > stream.floor:
-                self._advance(stream_id, stream, floor)
+                self._advance(stream, floor)
             if key in self._running:
                 self.duplicates += 1
                 return asyncio.shield(self._running[key])
@@ -96,6 +98,7 @@ class OnceLog:
             if inspect.isawaitable(result):
                 result = asyncio.ensure_future(result)
                 self._running[key] = result
+                stream.running += 1
                 result.add_done_callback(lambda f: self._settle(key, stream, f))
             else:
                 self._remember(key, stream, result)
@@ -106,7 +109,7 @@ class OnceLog:
     def _stream(self, stream_id: bytes) -> _Stream:
         stream = self._streams.get(stream_id)
         if stream is None:
-            stream = self._streams[stream_id] = _Stream()
+            stream = self._streams[stream_id] = _Stream(stream_id)
             while len(self._streams) > self.max_streams:
                 self._drop_stream()
         else:
@@ -117,16 +120,14 @@ class OnceLog:
         """Forget the least recently used stream that has no request running: its
         remembered replies go, and a stream seen again starts with floor 0 — safe only
         because its old copies are long gone (it was idle longest of `max_streams`)."""
-        for stream_id, stream in self._streams.items():
-            if not any(key[0] == stream_id for key in self._running):
-                break
-        else:
+        stream = next((s for s in self._streams.values() if not s.running), None)
+        if stream is None:
             return
-        del self._streams[stream_id]
+        del self._streams[stream.id]
         for seq in stream.seqs:
-            self._forget((stream_id, seq))
+            self._forget((stream.id, seq))
 
-    def _advance(self, stream_id: bytes, stream: _Stream, floor: int) -> None:
+    def _advance(self, stream: _Stream, floor: int) -> None:
         stream.floor = floor
         seqs = stream.seqs
         while seqs:
@@ -134,10 +135,11 @@ class OnceLog:
             if seq >= floor:
                 break
             del seqs[seq]
-            self._forget((stream_id, seq))
+            self._forget((stream.id, seq))
 
     def _settle(self, key: Hashable, stream: _Stream, fut: asyncio.Future) -> None:
         del self._running[key]
+        stream.running -= 1
         if not fut.cancelled() and fut.exception() is None and key[1] >= stream.floor:
             self._remember(key, stream, fut.result())
 
@@ -154,12 +156,11 @@ class OnceLog:
         """Drop the oldest reply and raise its stream's floor past it, so that a retry
         of it is refused rather than applied again."""
         key = next(iter(self._replies))
-        stream_id, seq = key
         self._forget(key)
-        stream = self._streams[stream_id]
+        stream, seq = self._streams[key[0]], key[1]
         stream.seqs.pop(seq, None)
         if seq >= stream.floor:
-            self._advance(stream_id, stream, seq + 1)
+            self._advance(stream, seq + 1)
 
     def _forget(self, key: Hashable) -> None:
         entry = self._replies.pop(key, None)

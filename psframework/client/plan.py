@@ -1,0 +1,43 @@
+"""How a scattered request is cut up: into chunks below the frame limit, each a `Job`
+for one partition, with where its part sits in the whole request."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, NamedTuple
+
+import numpy as np
+
+from psframework.protocol import Message
+
+__all__ = ["HEADER_ROOM", "Job", "chunks", "at"]
+
+HEADER_ROOM = 64 * 1024  # bytes kept free in every frame for the header
+
+
+def chunks(n: int, bytes_per_item: int, limit: int) -> Iterable[slice]:
+    step = max(1, (limit - HEADER_ROOM) // max(1, bytes_per_item))
+    return (slice(a, min(a + step, n)) for a in range(0, max(n, 1), step))
+
+
+def at(pos: np.ndarray | slice, chunk: slice) -> np.ndarray | slice:
+    """Where chunk `chunk` of a partition's part sits in the whole request."""
+    if isinstance(pos, slice):
+        start = pos.start or 0
+        return slice(start + chunk.start, start + chunk.stop)
+    return pos[chunk]
+
+
+def _ignore(reply: Message) -> None:
+    pass
+
+
+class Job(NamedTuple):
+    """One request of a scattered call: to partition `part`; `on_reply` takes the reply;
+    `reply_bytes` is what the reply will hold (for the connection's window)."""
+
+    part: int
+    op: str
+    args: dict
+    arrays: tuple
+    on_reply: Callable[[Message], None] = _ignore
+    reply_bytes: int = 0

@@ -1,0 +1,39 @@
+"""A model as one shard hosts it: its plugin instance, its tables' specs, and the
+partitions placed here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psframework.errors import UnknownModelError
+from psframework.model import Model, ShardView
+from psframework.storage.table import Partition, TableSpec
+
+__all__ = ["HostedModel"]
+
+
+@dataclass
+class HostedModel:
+    name: str
+    uid: str
+    plugin: Model
+    specs: dict[str, TableSpec]
+    parts: dict[int, dict[str, Partition]] = field(default_factory=dict)
+
+    def view(self, shard: str, part: int) -> ShardView:
+        try:
+            return ShardView(self.name, shard, part, self.parts[part])
+        except KeyError:
+            raise UnknownModelError(f"partition {part} of model {self.name!r} is not on this "
+                                    "shard; look the model up again", model=self.name) from None
+
+    def partition(self, table: str, part: int) -> Partition:
+        try:
+            return self.parts[part][table]
+        except KeyError:
+            raise UnknownModelError(f"model {self.name!r} has no partition {part} of table "
+                                    f"{table!r} on this shard", model=self.name) from None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.data.nbytes for tables in self.parts.values() for p in tables.values())
