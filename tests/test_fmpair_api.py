@@ -53,6 +53,31 @@ def test_recommend_and_predict_equal_numpy_scoring(fitted, data):
     np.testing.assert_allclose(model.predict(users, items), full[np.arange(3), items], rtol=1e-5)
 
 
+def test_recommend_for_everyone_filters_and_items_side_equal_numpy(fitted, data):
+    """All users at once with filter_items, and the best users per item, against numpy
+    scoring of every pair (ids exact where scores are not within rounding of a tie)."""
+    model = fitted
+    full = numpy_scores(model, np.arange(data.n_users)).astype(np.float64)
+    banned = np.array([2, 5, 40])
+    ids, scores = model.recommend(k=8, filter_items=banned)
+    masked = full.copy()
+    masked[data.train.nonzero()] = -np.inf
+    masked[:, banned] = -np.inf
+    best = np.argsort(-masked, axis=1, kind="stable")[:, :8]
+    np.testing.assert_allclose(scores, np.take_along_axis(masked, best, 1), atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(masked, ids, 1), scores, atol=1e-5)
+    assert not np.isin(ids, banned).any()
+    items = np.array([0, 13, 89])
+    users, per_item = model.recommend_users(items, k=6)
+    by_item = full[:, items].T.copy()
+    by_item[data.train[:, items].T.nonzero()] = -np.inf
+    want = np.argsort(-by_item, axis=1, kind="stable")[:, :6]
+    np.testing.assert_allclose(per_item, np.take_along_axis(by_item, want, 1), atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(by_item, users, 1), per_item, atol=1e-5)
+    with pytest.raises(ConfigError, match="filter_items"):
+        model.recommend([0], filter_items=[90])
+
+
 def test_callback_history_and_cleanup(cluster, client):
     """The loss each epoch reports equals BPR computed in numpy. Every user has items 0
     and 1, with features A and B; all other items share feature C, so whichever negative

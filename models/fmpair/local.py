@@ -25,6 +25,7 @@ from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS, NegativeSampler
 from models.fmpair.worker import EpochStats, Trainer
+from models.recommend import top_k
 
 __all__ = ["LocalFMPair"]
 
@@ -195,32 +196,84 @@ class LocalFMPair:
         reps = self.user_representations(users, context)
         return (reps * vectors[items]).sum(axis=1) + bias[items]
 
-    def recommend(self, users, k: int = 10, filter_seen: bool = True, context=None,
-                  exclude=None) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k items for each user: (ids, scores), both len(users) × k, best first.
-        filter_seen leaves out the user's training items; `exclude` (len(users) × items,
-        sparse) further items per user. Left-out items score -inf (they come last)."""
-        users = np.atleast_1d(np.asarray(users, np.int64))
+    def recommend(self, users=None, k: int = 10, filter_seen: bool = True, context=None,
+                  exclude=None, filter_items=None) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k items for each user (default: every user): (ids, scores), both
+        len(users) × k, best first, equal scores by lower item id. filter_seen leaves out
+        the user's training items, `exclude` (len(users) × items, sparse) further items per
+        user and `filter_items` (item ids) items for everyone. Left-out items score -inf
+        (they come last, only when fewer than k others remain). Scored in blocks of
+        bounded memory (`models.recommend.top_k`)."""
+        self._fitted()
+        n_users, n_items = self.space_.n_users, self.space_.n_items
+        users = np.arange(n_users) if users is None else np.atleast_1d(
+            np.asarray(users, np.int64))
         vectors, bias = self.item_representations()
-        scores = self.user_representations(users, context) @ vectors.T + bias
-        for skip in ([self.train_[users]] if filter_seen else []) + (
-                [sp.csr_matrix(exclude)] if exclude is not None else []):
-            skip = skip.tocoo()
-            scores[skip.row, skip.col] = -np.inf
-        k = min(k, scores.shape[1])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+        skip = self._left_out(users, filter_seen, exclude, self.train_)
+        if filter_items is not None:
+            items = np.unique(np.asarray(filter_items, np.int64))
+            if items.size and (items[0] < 0 or items[-1] >= n_items):
+                raise ConfigError(f"filter_items must be item ids in [0, {n_items})")
+            everyone = sp.csr_matrix((np.ones(users.size * items.size, np.float32),
+                                      np.tile(items, users.size),
+                                      np.arange(users.size + 1) * items.size),
+                                     shape=(users.size, n_items))
+            skip = everyone if skip is None else skip + everyone
+        return self._top_k(self.user_representations(users, context), vectors, k,
+                           target_bias=bias, exclude=skip, unit="users")
+
+    def recommend_users(self, items=None, k: int = 10, filter_seen: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k users for each item (default: every item), scored as `predict` does
+        (without context): (user ids, scores), both len(items) × k, best first.
+        filter_seen leaves out the users who had the item in training."""
+        self._fitted()
+        items = np.arange(self.space_.n_items) if items is None else np.atleast_1d(
+            np.asarray(items, np.int64))
+        vectors, bias = self.item_representations()
+        train = None if self.train_ is None else self.train_.T.tocsr()
+        skip = self._left_out(items, filter_seen, None, train)
+        return self._top_k(vectors[items], self.user_representations(), k,
+                           query_bias=bias[items], exclude=skip, unit="items")
+
+    @staticmethod
+    def _left_out(rows: np.ndarray, filter_seen: bool, exclude, train) -> sp.csr_matrix | None:
+        skip = []
+        if filter_seen:
+            if train is None:
+                raise ConfigError("this model holds no training matrix to filter_seen by; "
+                                  "pass filter_seen=False and the items to leave out as exclude")
+            skip.append(train[rows])
+        if exclude is not None:
+            exclude = sp.csr_matrix(exclude)
+            if exclude.shape[0] != rows.size:
+                raise ConfigError(f"exclude needs one row per user asked for ({rows.size}), "
+                                  f"got {exclude.shape[0]}")
+            skip.append(exclude)
+        return sum(skip[1:], skip[0]).tocsr() if skip else None
+
+    def _top_k(self, queries, targets, k, unit: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        bar = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(queries), unit=unit, desc="recommend")
+        try:
+            return top_k(queries, targets, k, on_block=bar.update if bar else None, **kwargs)
+        finally:
+            if bar is not None:
+                bar.close()
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Parameters, feature space and training matrix in one .npz file."""
+        """Parameters, feature space and training matrix (if it holds one) in one .npz
+        file."""
         self._fitted()
         space = self.space_
         context = space.context[:0] if space.context is not None else sp.csr_matrix((0, 0))
-        mats = {"user": space.user, "item": space.item, "train": self.train_,
+        mats = {"user": space.user, "item": space.item,
                 "context": context}  # the context's width is what scoring needs
+        if self.train_ is not None:
+            mats["train"] = self.train_
         arrays = {f"{n}_{part}": getattr(m, part) for n, m in mats.items()
                   for part in ("data", "indices", "indptr")}
         arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
@@ -234,9 +287,9 @@ class LocalFMPair:
             model = cls(**json.loads(str(f["params"])))
             mats = {n: sp.csr_matrix((f[f"{n}_data"], f[f"{n}_indices"], f[f"{n}_indptr"]),
                                      shape=tuple(f[f"{n}_shape"]))
-                    for n in ("user", "item", "train", "context")}
+                    for n in ("user", "item", "train", "context") if f"{n}_shape" in f}
             model.factors_, model.linear_ = f["factors"], f["linear"]
         context = mats["context"] if mats["context"].shape[1] else None
         model.space_ = FeatureSpace(mats["user"], mats["item"], context)
-        model.train_ = mats["train"]
+        model.train_ = mats.get("train")
         return model
