@@ -5,14 +5,17 @@ server (the Glint-FMPair way), and `FMPairModel` recommends without one.
     model = FMPair(numDims=64, maxIter=10).fit(interactions)      # integrated mode
     model.recommendForAllUsers(10).show()
 
-`fit` computes the feature metadata on Spark (counts, popularity, item features, sampling
-attribute, training items per user), starts a `SparkParameterServer` (master on the
-driver, `numParameterServers` shards on executors) or uses the one at
-`parameterServerHost`, repartitions the interactions by user and runs one Spark job per
-epoch in which every partition trains its users' positives with the FMPair worker loop
-(`models.fmpair.worker.Trainer`) through its executor's client. The driver logs each
+`fit` computes the metadata by aggregations on Spark (id ranges, and per item its
+popularity, features and sampling attribute: O(items) on the driver, broadcast to the
+tasks), starts a `SparkParameterServer` (master on the driver, `numParameterServers`
+shards on executors) or uses the one at `parameterServerHost`, repartitions the
+interactions by user and runs one Spark job per epoch in which every partition builds its
+users' positives (and the training items its sampler must skip) from its Arrow batches and
+trains them with the FMPair worker loop (`models.fmpair.worker.Trainer`) through its
+executor's client. Nothing per interaction reaches the driver. The driver logs each
 epoch's loss and pairs/s. The parameters are then pulled into the model, so recommending,
 scoring and saving need no parameter server; in integrated mode it stops after `fit`.
+Recommending and scoring run on the executors in Arrow blocks (`models.recommend.top_k`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
@@ -45,6 +49,8 @@ from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS, NegativeSampler
 from models.fmpair.worker import Trainer
+from models.arrow import ids, lists_to_csr, per_id_vectors, ranked_lists, vectors_to_csr
+from models.memory import ensure_memory, from_job_failure, size
 
 __all__ = ["FMPair", "FMPairModel"]
 
@@ -205,45 +211,56 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                 "optimizer": self._value("optimizer")})
             try:
                 history = self._train(spark, dataset, meta, ps.master, name)
-                every = np.arange(meta.space.n_features)
+                n = meta.space.n_features
+                ensure_memory(n * (self._value("numDims") + 1) * 4 * 2,
+                              f"FMPair.fit pulling {n:,} features' parameters to the driver",
+                              "give the driver more memory (spark.driver.memory)")
+                every = np.arange(n)
                 state = LocalFMPair(dims=self._value("numDims"))
                 state.factors_ = client.pull_rows(name, "factors", every)
                 state.linear_ = client.pull_rows(name, "linear", every)
             except BaseException:
                 client.destroy(name)
                 raise
-            state.space_, state.train_ = meta.space, meta.train
+            state.space_, state.train_ = meta.space, None  # training items stay in Spark
             state.history_ = history
             keep = not ps.integrated  # a separate cluster keeps it until destroy()
-            model = FMPairModel(state, meta.user_context, meta.exclude,
-                                ps.master if keep else None, name if keep else None)
+            model = FMPairModel(state, meta.users, ps.master if keep else None,
+                                name if keep else None)
         return self._copyValues(model)
 
     def _train(self, spark, dataset: DataFrame, meta: "_Metadata", master: str,
                name: str) -> list[dict]:
-        cols = [self._value("userCol"), self._value("itemCol")]
+        cols = [F.col(self._value("userCol")).cast("long").alias("user"),
+                F.col(self._value("itemCol")).cast("long").alias("item")]
         if self._value("userctxfeaturesCol"):
-            cols.append(self._value("userctxfeaturesCol"))
+            cols.append(F.col(self._value("userctxfeaturesCol")).alias("context"))
         sc = spark.sparkContext
         parts = max(sc.defaultParallelism, 1)
-        data = dataset.select(*cols).repartition(parts, cols[0]).persist()
+        data = dataset.select(*cols).repartition(parts, "user").persist()
         shared = sc.broadcast({"item": meta.space.item, "attribute": meta.attribute,
                                "popularity": meta.popularity, "n_users": meta.n_users,
                                "n_items": meta.n_items, "context_width": meta.context_width})
         job = {k: self._value(k) for k in ("sampler", "loss", "rho", "seed", "batchSize",
                                            "numNegatives", "numConcurrentBatches")}
-        job.update(master=master, name=name)
+        job.update(master=master, name=name, epochs=self._value("maxIter"))
         history = []
         try:
             for epoch in range(self._value("maxIter")):
                 started = time.perf_counter()
-                sc.setJobDescription(f"FMPair epoch {epoch + 1}/{self._value('maxIter')}")
-                out = data.rdd.mapPartitionsWithIndex(
-                    _EpochTask(job, shared, epoch)).collect()
+                step = f"FMPair epoch {epoch + 1}/{self._value('maxIter')}"
+                sc.setJobDescription(step)
+                try:
+                    out = data.mapInArrow(_EpochTask(job, shared, epoch), EPOCH_STATS).collect()
+                except Exception as e:
+                    memory = from_job_failure(e, step)
+                    if memory is None:
+                        raise
+                    raise memory from e
                 seconds = time.perf_counter() - started
-                pairs = sum(p for p, _, _ in out)
-                counted = sum(c for _, _, c in out)
-                loss = sum(total for _, total, _ in out) / max(counted, 1)
+                pairs = sum(r.pairs for r in out)
+                counted = sum(r.counted for r in out)
+                loss = sum(r.loss for r in out) / max(counted, 1)
                 history.append({"epoch": epoch, "loss": loss, "pairs": pairs,
                                 "seconds": seconds})
                 log.info("FMPair epoch %d/%d: loss %.4f, %d pairs, %.0f pairs/s", epoch + 1,
@@ -255,30 +272,45 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         return history
 
 
+EPOCH_STATS = "pairs long, loss double, counted long"
+BYTES_PER_POSITIVE = 96  # a task's numpy and scipy copies of one interaction, measured
+
+
 class _EpochTask:
     """One epoch over one partition (a user's positives are all in one partition):
-    build its share of the interactions, then run the worker loop through this
-    executor's client. Returns [(positives, loss sum, pairs counted)]."""
+    build its share of the interactions from the partition's Arrow batches (the
+    training items the sampler must not draw for a user are the user's rows here), then
+    run the worker loop through this executor's client. Yields one row of EPOCH_STATS."""
 
     def __init__(self, job: dict, shared, epoch: int) -> None:
         self.job, self.shared, self.epoch = job, shared, epoch
 
-    def __call__(self, index: int, rows: Iterable) -> Iterator[tuple[int, float, int]]:
-        rows = list(rows)
-        if not rows:
-            return iter([(0, 0.0, 0)])
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+        index = TaskContext.get().partitionId()
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            yield _stats(0, 0.0, 0)
+            return
+        table = pa.Table.from_batches(batches)
         job, meta = self.job, self.shared.value
-        users = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        items = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        ensure_memory(table.num_rows * BYTES_PER_POSITIVE + meta["n_users"] * 24,
+                      f"FMPair epoch {self.epoch + 1}/{job['epochs']}, Spark partition {index} "
+                      f"({table.num_rows:,} interactions)",
+                      "repartition the interactions into more partitions "
+                      "(spark.default.parallelism) or give executors more memory")
+        users, items = ids(table.column("user")), ids(table.column("item"))
         # one positive per (user, item), in the row-major order the context must follow
         _, first = np.unique(users * meta["n_items"] + items, return_index=True)
         users, items = users[first], items[first]
         train = sp.csr_matrix((np.ones(first.size, np.float32), (users, items)),
                               shape=(meta["n_users"], meta["n_items"]))
-        user = sp.csr_matrix((meta["n_users"], 0), dtype=np.float32)
         if meta["context_width"]:
-            context = _vectors_to_csr([rows[i][2] for i in first], meta["context_width"])
-            space = FeatureSpace(user, meta["item"], context)
+            context = vectors_to_csr(table.column("context").take(pa.array(first)),
+                                     meta["context_width"],
+                                     what="a vector of userctxfeaturesCol")
+            space = FeatureSpace(sp.csr_matrix((meta["n_users"], 0), dtype=np.float32),
+                                 meta["item"], context)
         else:
             space = FeatureSpace(sp.identity(meta["n_users"], np.float32, format="csr"),
                                  meta["item"])
@@ -295,11 +327,21 @@ class _EpochTask:
             totals[0] += total
             totals[1] += counted
         stats = client.run(trainer.epoch(self.epoch, on_batch))
-        return iter([(stats.pairs, totals[0], totals[1])])
+        yield _stats(stats.pairs, totals[0], totals[1])
+
+
+def _stats(pairs: int, loss: float, counted: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([pairs], pa.int64()), pa.array([loss]),
+                                       pa.array([counted], pa.int64())],
+                                      names=["pairs", "loss", "counted"])
 
 
 class _Metadata:
-    """What fit learns about the data on Spark before training."""
+    """What fit learns about the data before training, by aggregations on Spark: the id
+    ranges, and per item its popularity, features and sampling attribute (O(items), on
+    the driver and broadcast to the tasks). Nothing per interaction reaches the driver:
+    per user, the items to leave out of recommendations and the context fit saw stay in
+    Spark as `users` (id, exclude[, context]), a DataFrame the model keeps."""
 
     @classmethod
     def compute(cls, params: _FMPairParams, df: DataFrame) -> "_Metadata":
@@ -314,105 +356,70 @@ class _Metadata:
         if row[0] < 0 or row[2] < 0:
             raise ConfigError(f"FMPair.fit: ids in {u!r} and {i!r} must be >= 0 (found "
                               f"{min(row[0], row[2])}); index them first, e.g. StringIndexer")
-        m.n_users, m.n_items = int(row[1]) + 1, int(row[3]) + 1
-        pairs = np.array(df.select(u, i).distinct().collect(), np.int64).reshape(-1, 2)
-        m.train = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
-                                shape=(m.n_users, m.n_items))
-        m.popularity = np.asarray(m.train.sum(axis=0)).ravel()
-        item = sp.identity(m.n_items, np.float32, format="csr")
+        m.n_users, m.n_items, m.rows = int(row[1]) + 1, int(row[3]) + 1, int(row[4])
+        user, item = F.col(u).cast("long"), F.col(i).cast("long")
+        counts = (df.select(user.alias("u"), item.alias("i")).distinct().groupBy("i").count()
+                  .toArrow())
+        m.popularity = np.zeros(m.n_items, np.int64)  # users per item
+        m.popularity[ids(counts.column("i"))] = ids(counts.column("count"))
+        item_features = sp.identity(m.n_items, np.float32, format="csr")
         if params._value("itemfeaturesCol"):
-            item = _per_id(df, i, params._value("itemfeaturesCol"), m.n_items)
+            item_features = per_id_vectors(df, i, params._value("itemfeaturesCol"), m.n_items)
         m.attribute = None
         if params._value("samplingCol"):
-            got = df.groupBy(i).agg(F.first(params._value("samplingCol"), ignorenulls=True)
-                                    ).collect()
+            got = (df.groupBy(item.alias("i"))
+                   .agg(F.first(F.col(params._value("samplingCol")).cast("long"),
+                                ignorenulls=True).alias("a"))
+                   .where("a IS NOT NULL").toArrow())
             m.attribute = np.arange(m.n_items, dtype=np.int64) + 2**40  # unshared by default
-            for item_id, value in got:
-                if value is not None:
-                    m.attribute[item_id] = value
+            m.attribute[ids(got.column("i"))] = ids(got.column("a"))
         m.context_width = 0
-        m.user_context = None
-        if params._value("userctxfeaturesCol"):
-            m.user_context = _per_id(df, u, params._value("userctxfeaturesCol"), m.n_users)
-            m.context_width = m.user_context.shape[1]
-            user = sp.csr_matrix((m.n_users, 0), dtype=np.float32)
-            m.space = FeatureSpace(user, item, sp.csr_matrix((0, m.context_width), dtype=np.float32))
+        ctx = params._value("userctxfeaturesCol")
+        if ctx:
+            first = df.where(F.col(ctx).isNotNull()).select(ctx).first()
+            m.context_width = first[0].size if first is not None else 0
+            m.space = FeatureSpace(sp.csr_matrix((m.n_users, 0), dtype=np.float32),
+                                   item_features,
+                                   sp.csr_matrix((0, m.context_width), dtype=np.float32))
         else:
-            m.space = FeatureSpace(sp.identity(m.n_users, np.float32, format="csr"), item)
-        m.exclude = None
-        if params._value("filterItemsCol"):
-            m.exclude = _filter_items(df, u, params._value("filterItemsCol"), m.n_users, m.n_items)
+            m.space = FeatureSpace(sp.identity(m.n_users, np.float32, format="csr"),
+                                   item_features)
+        m.users = _users_frame(df, params, m.n_items)
+        held = sum(a.nbytes for a in (m.popularity, m.attribute) if a is not None) + sum(
+            x.data.nbytes + x.indices.nbytes + x.indptr.nbytes for x in (item_features,))
+        log.info("FMPair.fit: %d users, %d items, %d interactions; %s of item data "
+                 "(popularity, features, sampling attribute) on the driver and broadcast",
+                 m.n_users, m.n_items, m.rows, size(held))
         return m
 
 
-def _vectors_to_csr(vectors: list, width: int) -> sp.csr_matrix:
-    """Rows of pyspark.ml Vectors (sparse or dense) as a float32 CSR, `width` columns."""
-    indptr, indices, data = [0], [], []
-    for v in vectors:
-        if v is None:
-            raise ConfigError("a feature vector is null; every row needs one")
-        if v.size != width:
-            raise ConfigError(f"feature vectors must all have size {width}, found {v.size}")
-        if hasattr(v, "indices"):  # SparseVector
-            idx, val = v.indices, v.values
-        else:  # DenseVector
-            dense = v.toArray()
-            idx = np.flatnonzero(dense)
-            val = dense[idx]
-        indices.append(np.asarray(idx, np.int64))
-        data.append(np.asarray(val, np.float32))
-        indptr.append(indptr[-1] + len(idx))
-    m = sp.csr_matrix((np.concatenate(data) if data else np.zeros(0, np.float32),
-                       np.concatenate(indices) if indices else np.zeros(0, np.int64),
-                       np.array(indptr)), shape=(len(vectors), width), dtype=np.float32)
-    m.sum_duplicates()
-    return m
-
-
-def _per_id(df: DataFrame, id_col: str, vector_col: str, n: int) -> sp.csr_matrix:
-    """One vector per id (from one of its rows; ids without rows get an empty row)."""
-    got = df.groupBy(id_col).agg(F.first(vector_col, ignorenulls=True).alias("v")).collect()
-    width = next((v.size for _, v in got if v is not None), 0)
-    vectors = _vectors_to_csr([v for _, v in got], width)
-    ids = np.array([k for k, _ in got], np.int64)
-    place = sp.csr_matrix((np.ones(ids.size, np.float32), (ids, np.arange(ids.size))),
-                          shape=(n, ids.size))
-    return (place @ vectors).tocsr()
-
-
-def _filter_items(df: DataFrame, id_col: str, items_col: str, n_users: int,
-                  n_items: int) -> sp.csr_matrix:
-    pairs = df.select(id_col, F.explode(items_col).alias("_item")).where("_item IS NOT NULL")
-    rows = np.array(pairs.distinct().collect(), np.int64).reshape(-1, 2)
-    rows = rows[(rows[:, 1] >= 0) & (rows[:, 1] < n_items)]
-    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows[:, 0], rows[:, 1])),
-                         shape=(n_users, n_items))
-
-
-class _Scorer:
-    """The fitted parameters and what scoring needs besides them; what executors get."""
-
-    def __init__(self, state: LocalFMPair, user_context: sp.csr_matrix | None,
-                 exclude: sp.csr_matrix | None) -> None:
-        self.state, self.user_context, self.exclude = state, user_context, exclude
-
-    def context(self, users: np.ndarray, given: list | None) -> sp.csr_matrix | None:
-        """Context rows for `users`: the vectors given, else those fit saw."""
-        if self.user_context is None:
-            return None
-        if given is not None and all(v is not None for v in given):
-            return _vectors_to_csr(given, self.user_context.shape[1])
-        return self.user_context[users]
+def _users_frame(df: DataFrame, params: _FMPairParams, n_items: int) -> DataFrame:
+    """Per training user: the items never to recommend (its training items and those of
+    filterItemsCol) and the first userctxfeaturesCol vector of its rows."""
+    u, i = params._value("userCol"), params._value("itemCol")
+    exclude = F.collect_set(F.col(i).cast("long"))
+    if params._value("filterItemsCol"):
+        blocked = F.flatten(F.collect_list(F.col(params._value("filterItemsCol"))
+                                           .cast("array<long>")))
+        exclude = F.array_union(exclude, F.filter(
+            blocked, lambda x: x.isNotNull() & (x >= 0) & (x < n_items)))
+    aggs = [exclude.alias("exclude")]
+    if params._value("userctxfeaturesCol"):
+        aggs.append(F.first(params._value("userctxfeaturesCol"), ignorenulls=True)
+                    .alias("context"))
+    return df.groupBy(F.col(u).cast("long").alias("id")).agg(*aggs)
 
 
 class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
-    """A fitted FMPair: its parameters live in the driver (and travel to executors by
-    broadcast), so it recommends and scores without a parameter server."""
+    """A fitted FMPair. Its parameters live in the driver and travel to executors by
+    broadcast (O(features × numDims)); what it knows per user (the items to leave out,
+    the context fit saw) is the DataFrame `users`, so it recommends and scores on the
+    executors, in Arrow blocks, without a parameter server."""
 
-    def __init__(self, state: LocalFMPair | None = None, user_context=None, exclude=None,
+    def __init__(self, state: LocalFMPair | None = None, users: DataFrame | None = None,
                  ps_master: str | None = None, ps_model: str | None = None) -> None:
         super().__init__()
-        self.state, self.user_context, self.exclude = state, user_context, exclude
+        self.state, self.users = state, users
         self.ps_master, self.ps_model = ps_master, ps_model
 
     @property
@@ -420,8 +427,20 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         """Per epoch of fit: loss, pairs, seconds."""
         return getattr(self.state, "history_", [])
 
-    def _scorer(self) -> _Scorer:
-        return _Scorer(self.state, self.user_context, self.exclude)
+    @property
+    def _has_context(self) -> bool:
+        return self.state.space_.n_context_features > 0
+
+    def _broadcast(self, spark):
+        return spark.sparkContext.broadcast(self.state)
+
+    def _with_fit_context(self, df: DataFrame, key) -> DataFrame:
+        """`df` with the context fit saw for its user (key) as `_fit_context`, if any."""
+        if not self._has_context:
+            return df
+        fit = self.users.select(F.col("id").alias("_fit_id"),
+                                F.col("context").alias("_fit_context"))
+        return df.join(fit, key == fit["_fit_id"], "left").drop("_fit_id")
 
     # -- scoring -------------------------------------------------------------------------
     def _transform(self, dataset: DataFrame) -> DataFrame:
@@ -430,108 +449,74 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         if i not in dataset.columns:
             raise ConfigError(f"FMPairModel.transform needs the item column {i!r}")
         ctx = self._value("userctxfeaturesCol")
-        ctx = ctx if ctx in dataset.columns else None
+        given = ctx if ctx in dataset.columns and self._has_context else None
         names = dataset.columns
-        at = (names.index(u), names.index(i), names.index(ctx) if ctx else None)
-        model = dataset.sparkSession.sparkContext.broadcast(self._scorer())
-
-        def score(rows: Iterable) -> Iterator[tuple]:
-            rows = list(rows)
-            if not rows:
-                return
-            me = model.value
-            users = np.array([-1 if r[at[0]] is None else r[at[0]] for r in rows], np.int64)
-            items = np.array([-1 if r[at[1]] is None else r[at[1]] for r in rows], np.int64)
-            n_users, n_items = me.state.train_.shape
-            known = (users >= 0) & (users < n_users) & (items >= 0) & (items < n_items)
-            out = np.full(len(rows), np.nan)
-            if known.any():
-                k = np.flatnonzero(known)
-                context = me.context(users[k], [rows[j][at[2]] for j in k] if at[2] is not None
-                                     else None)
-                out[k] = me.state.predict(users[k], items[k], context)
-            for r, p in zip(rows, out):
-                yield (*r, float(p))
+        scored = self._with_fit_context(dataset, dataset[u].cast("long"))
         schema = T.StructType(dataset.schema.fields + [
             T.StructField(self._value("predictionCol"), T.DoubleType())])
-        return dataset.sparkSession.createDataFrame(dataset.rdd.mapPartitions(score), schema)
+        task = _Score(self._broadcast(dataset.sparkSession), names, u, i, given,
+                      self._value("predictionCol"))
+        return scored.mapInArrow(task, schema)
 
     def recommendForAllUsers(self, numItems: int) -> DataFrame:
         """The top `numItems` for every user with training interactions, best first, as
         pyspark's ALS: (userCol, recommendations: array<struct<itemCol, rating>>)."""
-        from pyspark.sql import SparkSession
-        spark = SparkSession.active()
-        users = np.flatnonzero(self.state.train_.getnnz(axis=1)).tolist()
-        df = spark.createDataFrame([(int(x),) for x in users],
-                                   T.StructType([T.StructField(self._value("userCol"),
-                                                               T.LongType())]))
-        return self.recommendForUserSubset(df, numItems)
+        return self._recommend(self.users, numItems, given=False, blocked=False)
 
     def recommendForUserSubset(self, dataset: DataFrame, numItems: int) -> DataFrame:
         """The top `numItems` for each distinct user of `dataset`, leaving out their
         training items, the items fit saw in filterItemsCol, and those in the dataset's
         filterItemsCol (if it has one). With a userctxfeaturesCol in the dataset, its
         first vector per user is the context; otherwise the one fit saw."""
+        self._check_columns(dataset.schema, training=False)
+        u = self._value("userCol")
+        ctx, flt = self._value("userctxfeaturesCol"), self._value("filterItemsCol")
+        ctx = ctx if ctx in dataset.columns and self._has_context else None
+        flt = flt if flt in dataset.columns else None
+        n_users = self.state.space_.n_users
+        key = F.col(u).cast("long")
+        asked = dataset.where(key.isNotNull() & (key >= 0) & (key < n_users))
+        aggs = [F.lit(1).alias("_one")]
+        if ctx:
+            aggs.append(F.first(ctx, ignorenulls=True).alias("_given"))
+        if flt:
+            aggs.append(F.flatten(F.collect_list(F.col(flt).cast("array<long>"))).alias("_blocked"))
+        asked = asked.groupBy(key.alias("id")).agg(*aggs).drop("_one")
+        known = self.users.select("id", "exclude", *(["context"] if self._has_context else []))
+        return self._recommend(asked.join(known, "id", "left"), numItems, given=bool(ctx),
+                               blocked=bool(flt))
+
+    def _recommend(self, users: DataFrame, numItems, *, given: bool, blocked: bool
+                   ) -> DataFrame:
         if (isinstance(numItems, bool) or not isinstance(numItems, numbers.Integral)
                 or numItems < 1):  # numpy integers too
             raise ConfigError(f"numItems must be a positive integer, got {numItems!r}")
-        self._check_columns(dataset.schema, training=False)
-        u = self._value("userCol")
-        aggs = []
-        ctx, flt = self._value("userctxfeaturesCol"), self._value("filterItemsCol")
-        ctx = ctx if ctx in dataset.columns else None
-        flt = flt if flt in dataset.columns else None
-        if ctx:
-            aggs.append(F.first(ctx, ignorenulls=True).alias("ctx"))
-        if flt:
-            aggs.append(F.flatten(F.collect_list(flt)).alias("flt"))
-        users = (dataset.groupBy(u).agg(*aggs) if aggs else dataset.select(u).distinct())
-        model = dataset.sparkSession.sparkContext.broadcast(self._scorer())
-        n = int(numItems)
-
-        def recommend(rows: Iterable) -> Iterator[tuple]:
-            rows = [r for r in rows if r[0] is not None]
-            me = model.value
-            n_users, n_items = me.state.train_.shape
-            rows = [r for r in rows if 0 <= r[0] < n_users]  # unknown users: nothing to say
-            if not rows:
-                return
-            ids = np.array([r[0] for r in rows], np.int64)
-            exclude = me.exclude[ids] if me.exclude is not None else None
-            if flt:
-                extra = [[j for j in (r["flt"] or []) if j is not None and 0 <= j < n_items]
-                         for r in rows]
-                given = sp.csr_matrix((np.ones(sum(map(len, extra)), np.float32),
-                                       np.concatenate([np.array(e, np.int64) for e in extra]),
-                                       np.cumsum([0] + [len(e) for e in extra])),
-                                      shape=(len(rows), n_items))
-                exclude = given if exclude is None else exclude + given
-            context = me.context(ids, [r["ctx"] for r in rows] if ctx else None)
-            top, scores = me.state.recommend(ids, n, filter_seen=True, context=context,
-                                             exclude=exclude)
-            for user, t, s in zip(ids, top, scores):
-                keep = np.isfinite(s)
-                yield (int(user), [(int(a), float(b)) for a, b in zip(t[keep], s[keep])])
+        u, i = self._value("userCol"), self._value("itemCol")
         schema = T.StructType([
             T.StructField(u, T.LongType()),
             T.StructField("recommendations", T.ArrayType(T.StructType([
-                T.StructField(self._value("itemCol"), T.LongType()),
-                T.StructField("rating", T.FloatType())])))])
-        return dataset.sparkSession.createDataFrame(users.rdd.mapPartitions(recommend), schema)
+                T.StructField(i, T.LongType()), T.StructField("rating", T.FloatType())])))])
+        task = _Recommend(self._broadcast(users.sparkSession), int(numItems), (u, i),
+                          given=given, blocked=blocked)
+        return users.mapInArrow(task, schema)
 
     @property
     def userFactors(self) -> DataFrame:
         """(id, features): each user's representation Σ x_g v_g over its features (with
         userctxfeaturesCol: the context fit saw for the user)."""
-        users = np.arange(self.state.train_.shape[0])
-        reps = self.state.user_representations(users, self._scorer().context(users, None))
-        return _factor_frame(reps)
+        from pyspark.sql import SparkSession
+        spark = SparkSession.active()
+        users = self._with_fit_context(spark.range(self.state.space_.n_users), F.col("id"))
+        return users.mapInArrow(_Factors(self._broadcast(spark), "user"),
+                                "id long, features array<float>")
 
     @property
     def itemFactors(self) -> DataFrame:
         """(id, features, bias): each item's Σ x_f v_f and Σ x_f w_f."""
-        vectors, bias = self.state.item_representations()
-        return _factor_frame(vectors, bias)
+        from pyspark.sql import SparkSession
+        spark = SparkSession.active()
+        return spark.range(self.state.space_.n_items).mapInArrow(
+            _Factors(self._broadcast(spark), "item"), "id long, features array<float>, bias float")
 
     def destroy(self) -> bool:
         """Free the model on the parameter server it was trained on (separate mode; in
@@ -551,6 +536,103 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
     @classmethod
     def read(cls) -> MLReader:
         return _ModelReader(cls)
+
+
+def _context(batch: pa.RecordBatch, width: int, given: str | None) -> sp.csr_matrix:
+    """Each row's context: its `given` vector where it has one, else the one fit saw."""
+    fit = vectors_to_csr(batch.column("_fit_context" if "_fit_context" in batch.schema.names
+                                      else "context"), width, nulls="empty")
+    if given is None:
+        return fit
+    mine = batch.column(given)
+    use = sp.diags(np.asarray(mine.is_valid(), np.float32))
+    return (use @ vectors_to_csr(mine, width, nulls="empty")
+            + (sp.identity(len(mine), np.float32) - use) @ fit).tocsr()
+
+
+class _Recommend:
+    """mapInArrow: users (id, exclude[, context][, _given][, _blocked]) to their top n."""
+
+    def __init__(self, state, n: int, names: tuple[str, str], *, given: bool,
+                 blocked: bool) -> None:
+        self.state, self.n, self.names = state, n, names
+        self.given, self.blocked = given, blocked
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        me = self.state.value
+        n_items = me.space_.n_items
+        width = me.space_.n_context_features
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            users = ids(batch.column("id"))
+            exclude = lists_to_csr(batch.column("exclude"), n_items)
+            if self.blocked:
+                exclude = exclude + lists_to_csr(batch.column("_blocked"), n_items)
+            context = (_context(batch, width, "_given" if self.given else None)
+                       if width else None)
+            top, scores = me.recommend(users, self.n, filter_seen=False, context=context,
+                                       exclude=exclude)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(users), ranked_lists(top, scores, (self.names[1], "rating"))],
+                names=[self.names[0], "recommendations"])
+
+
+class _Score:
+    """mapInArrow: rows to the same rows with the predicted score (NaN for an unknown
+    user or item, as ALS's coldStartStrategy "nan")."""
+
+    def __init__(self, state, names: list[str], user: str, item: str, given: str | None,
+                 prediction: str) -> None:
+        self.state, self.names, self.user, self.item = state, names, user, item
+        self.given, self.prediction = given, prediction
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        me = self.state.value
+        n_users, n_items = me.space_.n_users, me.space_.n_items
+        width = me.space_.n_context_features
+        for batch in batches:
+            users, items = ids(batch.column(self.user)), ids(batch.column(self.item))
+            known = np.flatnonzero((users >= 0) & (users < n_users) & (items >= 0)
+                                   & (items < n_items))
+            out = np.full(batch.num_rows, np.nan)
+            if known.size:
+                context = None
+                if width:
+                    context = _context(batch.take(pa.array(known)), width, self.given)
+                out[known] = me.predict(users[known], items[known], context)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(n) for n in self.names] + [pa.array(out)],
+                names=self.names + [self.prediction])
+
+
+class _Factors:
+    """mapInArrow: ids (with the fit context, for users) to their representations."""
+
+    def __init__(self, state, side: str) -> None:
+        self.state, self.side = state, side
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        me = self.state.value
+        vectors = bias = None
+        for batch in batches:
+            rows = ids(batch.column("id"))
+            if self.side == "user":
+                width = me.space_.n_context_features
+                context = _context(batch, width, None) if width else None
+                out = [me.user_representations(rows, context)]
+            else:
+                if vectors is None:
+                    vectors, bias = me.item_representations()
+                out = [vectors[rows], bias[rows]]
+            arrays = [pa.array(rows), _fixed_lists(out[0])] + [pa.array(b) for b in out[1:]]
+            yield pa.RecordBatch.from_arrays(arrays, names=["id", "features", "bias"][:len(arrays)])
+
+
+def _fixed_lists(matrix: np.ndarray) -> pa.Array:
+    matrix = np.ascontiguousarray(matrix, np.float32)
+    offsets = np.arange(matrix.shape[0] + 1, dtype=np.int32) * matrix.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
 
 
 PARAMS = [p.name for p in vars(_FMPairParams).values() if isinstance(p, Param)]
@@ -581,22 +663,15 @@ for _name in ("userCol", "itemCol", "userctxfeaturesCol", "filterItemsCol", "pre
     setattr(FMPairModel, f"set{_name[0].upper()}{_name[1:]}", getattr(FMPair, f"set{_name[0].upper()}{_name[1:]}"))
 
 
-def _factor_frame(vectors: np.ndarray, bias: np.ndarray | None = None) -> DataFrame:
-    from pyspark.sql import SparkSession
-    fields = [T.StructField("id", T.LongType()),
-              T.StructField("features", T.ArrayType(T.FloatType()))]
-    rows = [(i, [float(x) for x in v]) for i, v in enumerate(vectors)]
-    if bias is not None:
-        fields.append(T.StructField("bias", T.FloatType()))
-        rows = [(*r, float(b)) for r, b in zip(rows, bias)]
-    return SparkSession.active().createDataFrame(rows, T.StructType(fields))
-
-
 def _data_dir(path: str) -> Path:
     """Model arrays are numpy files beside Spark's metadata, on a local or mounted path."""
     if "://" in path and not path.startswith("file://"):
         raise ConfigError(f"FMPairModel saves to local or mounted paths, not {path!r}")
     return Path(path.removeprefix("file://")) / "data"
+
+
+def _data_uri(path: str) -> str:
+    return _data_dir(path).resolve().as_uri()
 
 
 class _ModelWriter(MLWriter):
@@ -611,14 +686,8 @@ class _ModelWriter(MLWriter):
         data = _data_dir(path)
         os.makedirs(data, exist_ok=True)
         m.state.save(data / "fmpair.npz")
-        extra = {}
-        for name in ("user_context", "exclude"):
-            mat = getattr(m, name)
-            if mat is not None:
-                extra.update({f"{name}_{p}": getattr(mat, p) for p in ("data", "indices", "indptr")})
-                extra[f"{name}_shape"] = np.array(mat.shape)
-        with open(data / "extra.npz", "wb") as f:
-            np.savez(f, **extra)
+        # per user, written by the executors: nothing per user passes the driver
+        m.users.write.mode("overwrite").parquet(str(_data_uri(path) + "/users"))
 
 
 class _ModelReader(MLReader):
@@ -631,15 +700,8 @@ class _ModelReader(MLReader):
         data = _data_dir(path)
         state = LocalFMPair.load(data / "fmpair.npz")
         state.history_ = meta.get("history", [])
-        mats = {}
-        with np.load(data / "extra.npz", allow_pickle=False) as f:
-            for name in ("user_context", "exclude"):
-                if f"{name}_shape" in f:
-                    mats[name] = sp.csr_matrix((f[f"{name}_data"], f[f"{name}_indices"],
-                                                f[f"{name}_indptr"]),
-                                               shape=tuple(f[f"{name}_shape"]))
-        model = self.cls(state, mats.get("user_context"), mats.get("exclude"),
-                         meta.get("ps_master"), meta.get("ps_model"))
+        users = self.sparkSession.read.parquet(_data_uri(path) + "/users")
+        model = self.cls(state, users, meta.get("ps_master"), meta.get("ps_model"))
         model._resetUid(meta["uid"])  # as DefaultParamsReader does: params keep their owner
         DefaultParamsReader.getAndSetParams(model, meta)
         return model

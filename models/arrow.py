@@ -1,0 +1,148 @@
+"""Arrow batches (what `DataFrame.mapInArrow` hands a Spark task) to numpy and scipy and
+back, column at a time and without a Python loop per row: what the models' pyspark.ml
+estimators use to train and to score on executors in blocks.
+
+A pyspark.ml Vector column arrives as its SQL struct (type 0 sparse / 1 dense, size,
+indices, values); `vectors_to_csr` turns a batch of them into one CSR matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+
+from psframework import ConfigError
+
+__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "ranked_lists", "per_id_vectors",
+           "SPARSE_PARTS"]
+
+SPARSE_PARTS = "id long, size int, indices array<int>, values array<float>"
+
+
+def _flat(column) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def ids(column, missing: int = -1) -> np.ndarray:
+    """An integer column as int64, nulls as `missing`."""
+    column = _flat(column)
+    if column.null_count:
+        column = pc.fill_null(column, missing)
+    return column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _list_parts(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(offsets from 0, the values they index) of a list array, slices and nulls
+    included (a null list has no values)."""
+    offsets = column.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = column.values.slice(offsets[0], offsets[-1] - offsets[0])
+    return offsets - offsets[0], values
+
+
+def vectors_to_csr(column, width: int, *, nulls: str = "error",
+                   what: str = "a feature vector") -> sp.csr_matrix:
+    """Vectors (sparse or dense) as a float32 CSR with `width` columns. A null vector is
+    an error (nulls="error") or an empty row (nulls="empty")."""
+    column = _flat(column)
+    n = len(column)
+    if n == 0:
+        return sp.csr_matrix((0, width), dtype=np.float32)
+    if column.null_count and nulls == "error":
+        raise ConfigError(f"{what} is null; every row needs one")
+    kind, size, indices, values = column.flatten()  # nulls: null children
+    dense = ids(kind, 0) == 1
+    v_off, v_flat = _list_parts(values)
+    i_off, i_flat = _list_parts(indices)
+    lengths = np.diff(v_off)
+    sizes = np.where(dense, lengths, ids(size, width))
+    present = np.asarray(column.is_valid())
+    if (sizes[present] != width).any():
+        bad = int(sizes[present][sizes[present] != width][0])
+        raise ConfigError(f"{what} must have size {width}, found one of size {bad}")
+    data = v_flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    row = np.repeat(np.arange(n), lengths)
+    within = np.arange(data.size) - np.repeat(v_off[:-1], lengths)
+    cols = within.copy()
+    sparse_entries = ~dense[row]
+    if sparse_entries.any():
+        positions = i_off[:-1][row[sparse_entries]] + within[sparse_entries]
+        cols[sparse_entries] = i_flat.to_numpy(zero_copy_only=False)[positions]
+    out = sp.csr_matrix((data, cols, v_off), shape=(n, width), dtype=np.float32)
+    out.sum_duplicates()
+    out.eliminate_zeros()  # a dense vector's zeros
+    return out
+
+
+def lists_to_csr(column, n_cols: int) -> sp.csr_matrix:
+    """Rows of integer lists as a 0/1 CSR with `n_cols` columns: null lists, null
+    elements and ids outside [0, n_cols) are left out, repeats counted once."""
+    column = _flat(column)
+    n = len(column)
+    offsets, values = _list_parts(column)
+    cols = ids(values)
+    keep = (cols >= 0) & (cols < n_cols)
+    row = np.repeat(np.arange(n), np.diff(offsets))[keep]
+    out = sp.csr_matrix((np.ones(row.size, np.float32), (row, cols[keep])), shape=(n, n_cols))
+    out.sum_duplicates()
+    out.data[:] = 1
+    return out
+
+
+def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]) -> pa.Array:
+    """Rows of (target, score) structs from top_k's n × k answer, best first; entries
+    that scored -inf (left out) are dropped, so a row may be shorter than k."""
+    keep = np.isfinite(scores)
+    offsets = np.zeros(len(targets) + 1, np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    pairs = pa.StructArray.from_arrays(
+        [pa.array(targets[keep].astype(np.int64)), pa.array(scores[keep].astype(np.float32))],
+        names=list(names))
+    return pa.ListArray.from_arrays(pa.array(offsets), pairs)
+
+
+def _sparse_parts(batches):
+    """mapInArrow: (id, vector) batches to (id, size, indices, values) of plain types."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        vectors = batch.column(1)
+        kind, size, _, values = vectors.flatten()
+        present = np.asarray(vectors.is_valid())
+        sizes = np.where(ids(kind, 0) == 1, np.diff(_list_parts(values)[0]), ids(size, -1))
+        for w in np.unique(sizes[present]):  # one CSR per width: sizes are checked later
+            rows = np.flatnonzero(present & (sizes == w))
+            csr = vectors_to_csr(vectors.take(pa.array(rows)), int(w))
+            yield pa.RecordBatch.from_arrays([
+                pa.array(ids(batch.column(0))[rows]), pa.array(np.full(rows.size, w, np.int32)),
+                pa.ListArray.from_arrays(pa.array(csr.indptr.astype(np.int32)),
+                                         pa.array(csr.indices.astype(np.int32))),
+                pa.ListArray.from_arrays(pa.array(csr.indptr.astype(np.int32)),
+                                         pa.array(csr.data))],
+                names=["id", "size", "indices", "values"])
+
+
+def per_id_vectors(df, id_col: str, vector_col: str, n: int) -> sp.csr_matrix:
+    """One vector per id in [0, n) (the first non-null of its rows; an id without one
+    gets an empty row), gathered on the driver: O(ids) there, nothing per row."""
+    from pyspark.sql import functions as F
+    first = df.groupBy(F.col(id_col).cast("long")).agg(F.first(vector_col, ignorenulls=True))
+    table = first.mapInArrow(_sparse_parts, SPARSE_PARTS).toArrow()
+    widths = np.unique(ids(table.column("size")))
+    if widths.size > 1:
+        raise ConfigError(f"vectors in {vector_col!r} must all have one size, found "
+                          f"{widths.tolist()}")
+    width = int(widths[0]) if widths.size else 0
+    offsets, flat = _list_parts(_flat(table.column("indices")))
+    rows = ids(table.column("id"))
+    inside = (rows >= 0) & (rows < n)
+    counts = np.diff(offsets)
+    cols = ids(flat)
+    data = _list_parts(_flat(table.column("values")))[1].to_numpy(zero_copy_only=False)
+    entry_row = np.repeat(rows, counts)
+    keep = np.repeat(inside, counts)
+    out = sp.csr_matrix((data[keep].astype(np.float32), (entry_row[keep], cols[keep])),
+                        shape=(n, width), dtype=np.float32)
+    out.sum_duplicates()
+    return out
