@@ -182,11 +182,30 @@ def integrated(session, interactions):
                 started.append(SimpleNamespace(master=self.master, shards=list(self.shards),
                                                pid=self._master_process.pid))
             super().close()
+    collected = []  # (what, rows) for everything fit brings to the driver
+
+    def recording(cls, method):
+        original = getattr(cls, method)
+
+        def wrapper(self, *args, **kwargs):
+            out = original(self, *args, **kwargs)
+            rows = out.num_rows if hasattr(out, "num_rows") else (
+                1 if method == "first" and out is not None else len(out or []))
+            collected.append((f"{cls.__name__}.{method}", rows))
+            return out
+        return wrapper
+    from pyspark.rdd import RDD
+    from pyspark.sql.classic.dataframe import DataFrame
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(estimator, "SparkParameterServer", Recorded)
+        for cls, methods in ((DataFrame, ("collect", "toArrow", "toPandas", "take", "first",
+                                          "head", "tail", "toLocalIterator")),
+                             (RDD, ("collect", "take", "toLocalIterator"))):
+            for method in methods:
+                mp.setattr(cls, method, recording(cls, method))
         model = FMPair(**TRAINING, numParameterServers=2, itemfeaturesCol="features",
                        samplingCol="artist", filterItemsCol="blocked").fit(interactions.df)
-    return SimpleNamespace(model=model, started=started)
+    return SimpleNamespace(model=model, started=started, collected=collected)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +235,38 @@ def test_recommend_for_all_users_equals_numpy_top_n_with_als_schema(integrated, 
     users = np.flatnonzero(data.train.getnnz(axis=1))
     assert_top_n(collect_recs(recs), reference.scores, data.train + interactions.blocked,
                  users)
+
+
+def test_spark_recommendations_equal_the_local_ones(integrated, data, interactions):
+    """recommendForAllUsers on the executors gives what LocalFMPair.recommend gives on
+    the driver with the same parameters and the same items left out: same ids, same
+    float32 ratings."""
+    model = integrated.model
+    users = np.flatnonzero(data.train.getnnz(axis=1))
+    ids, scores = model.state.recommend(users, N, filter_seen=False,
+                                        exclude=(data.train + interactions.blocked)[users])
+    recs = collect_recs(model.recommendForAllUsers(N))
+    for row, u in enumerate(users):
+        assert [i for i, _ in recs[u]] == ids[row].tolist()
+        np.testing.assert_array_equal([r for _, r in recs[u]], scores[row])
+
+
+def test_fit_brings_nothing_per_interaction_to_the_driver(integrated, data, interactions):
+    """What fit collected (recorded on every DataFrame and RDD action the driver ran) is
+    O(items) per result, and the model on the driver holds nothing per interaction."""
+    n_rows = interactions.df.count()
+    results = integrated.collected
+    assert results and n_rows > 3 * data.n_items  # the bound below is a real one
+    assert max(rows for _, rows in results) <= data.n_items, results
+    epochs, partitions = TRAINING["maxIter"], 4
+    # beside O(items): the epochs' stats, an aggregate row, the shards' start-up job
+    assert sum(rows for _, rows in results) <= 3 * data.n_items + epochs * partitions + 20
+    state = integrated.model.state
+    assert state.train_ is None
+    arrays = [state.factors_, state.linear_, state.space_.user.indices, state.space_.item.indices]
+    n_features = state.space_.n_features
+    assert all(a.shape[0] <= n_features for a in arrays)
+    assert state.factors_.shape == (n_features, TRAINING["numDims"])
 
 
 def test_recommend_for_user_subset_also_leaves_out_the_subsets_filter_items(

@@ -357,6 +357,10 @@ class _Metadata:
             raise ConfigError(f"FMPair.fit: ids in {u!r} and {i!r} must be >= 0 (found "
                               f"{min(row[0], row[2])}); index them first, e.g. StringIndexer")
         m.n_users, m.n_items, m.rows = int(row[1]) + 1, int(row[3]) + 1, int(row[4])
+        ensure_memory((m.n_users + m.n_items) * 16 * 2,
+                      f"FMPair.fit's feature space for ids up to {m.n_users - 1:,} (users) and "
+                      f"{m.n_items - 1:,} (items)", "ids must be indices 0..n-1 with no big "
+                      "gaps: index them first, e.g. with StringIndexer")
         user, item = F.col(u).cast("long"), F.col(i).cast("long")
         counts = (df.select(user.alias("u"), item.alias("i")).distinct().groupBy("i").count()
                   .toArrow())
