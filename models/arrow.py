@@ -15,8 +15,8 @@ import scipy.sparse as sp
 
 from psframework import ConfigError
 
-__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "ranked_lists", "per_id_vectors",
-           "SPARSE_PARTS"]
+__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "ranked_lists", "sparse_parts",
+           "per_id_csr", "SPARSE_PARTS"]
 
 SPARSE_PARTS = "id long, size int, indices array<int>, values array<float>"
 
@@ -102,8 +102,9 @@ def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]
     return pa.ListArray.from_arrays(pa.array(offsets), pairs)
 
 
-def _sparse_parts(batches):
-    """mapInArrow: (id, vector) batches to (id, size, indices, values) of plain types."""
+def sparse_parts(batches):
+    """mapInArrow: (id, vector) batches to SPARSE_PARTS rows, plain types the driver can
+    take with toArrow (which fails on vectors with nulls)."""
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -123,26 +124,20 @@ def _sparse_parts(batches):
                 names=["id", "size", "indices", "values"])
 
 
-def per_id_vectors(df, id_col: str, vector_col: str, n: int) -> sp.csr_matrix:
-    """One vector per id in [0, n) (the first non-null of its rows; an id without one
-    gets an empty row), gathered on the driver: O(ids) there, nothing per row."""
-    from pyspark.sql import functions as F
-    first = df.groupBy(F.col(id_col).cast("long")).agg(F.first(vector_col, ignorenulls=True))
-    table = first.mapInArrow(_sparse_parts, SPARSE_PARTS).toArrow()
+def per_id_csr(table: pa.Table, n: int, what: str) -> sp.csr_matrix:
+    """The rows of a `sparse_parts` output (id, size, indices, values) as an n-row CSR:
+    row `id` holds its vector, ids without one (or outside [0, n)) are empty."""
     widths = np.unique(ids(table.column("size")))
     if widths.size > 1:
-        raise ConfigError(f"vectors in {vector_col!r} must all have one size, found "
-                          f"{widths.tolist()}")
+        raise ConfigError(f"vectors in {what} must all have one size, found {widths.tolist()}")
     width = int(widths[0]) if widths.size else 0
     offsets, flat = _list_parts(_flat(table.column("indices")))
     rows = ids(table.column("id"))
-    inside = (rows >= 0) & (rows < n)
     counts = np.diff(offsets)
-    cols = ids(flat)
     data = _list_parts(_flat(table.column("values")))[1].to_numpy(zero_copy_only=False)
     entry_row = np.repeat(rows, counts)
-    keep = np.repeat(inside, counts)
-    out = sp.csr_matrix((data[keep].astype(np.float32), (entry_row[keep], cols[keep])),
+    keep = (entry_row >= 0) & (entry_row < n)
+    out = sp.csr_matrix((data[keep].astype(np.float32), (entry_row[keep], ids(flat)[keep])),
                         shape=(n, width), dtype=np.float32)
     out.sum_duplicates()
     return out

@@ -49,7 +49,9 @@ from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS, NegativeSampler
 from models.fmpair.worker import Trainer
-from models.arrow import ids, lists_to_csr, per_id_vectors, ranked_lists, vectors_to_csr
+from models.arrow import (
+    SPARSE_PARTS, ids, lists_to_csr, per_id_csr, ranked_lists, sparse_parts, vectors_to_csr,
+)
 from models.memory import ensure_memory, from_job_failure, size
 
 __all__ = ["FMPair", "FMPairModel"]
@@ -368,7 +370,10 @@ class _Metadata:
         m.popularity[ids(counts.column("i"))] = ids(counts.column("count"))
         item_features = sp.identity(m.n_items, np.float32, format="csr")
         if params._value("itemfeaturesCol"):
-            item_features = per_id_vectors(df, i, params._value("itemfeaturesCol"), m.n_items)
+            vectors = params._value("itemfeaturesCol")
+            first = df.groupBy(item).agg(F.first(vectors, ignorenulls=True))
+            item_features = per_id_csr(first.mapInArrow(sparse_parts, SPARSE_PARTS).toArrow(),
+                                       m.n_items, repr(vectors))
         m.attribute = None
         if params._value("samplingCol"):
             got = (df.groupBy(item.alias("i"))
