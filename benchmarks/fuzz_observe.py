@@ -11,6 +11,9 @@ from collections import Counter
 
 import numpy as np
 
+from procs import rss_bytes
+
+
 class GoodClient(threading.Thread):
     """A well-behaved user throughout the attack: pushes small integer deltas (exact in
     float64 and int64), pulls, asks for status, and replays its pushes in numpy."""
@@ -66,11 +69,8 @@ class GoodClient(threading.Thread):
 
 
 def rss_mb(pid: int) -> float | None:
-    with contextlib.suppress(OSError):
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) * 1024 / 1e6, 1)
-    return None
+    rss = rss_bytes(pid)
+    return None if rss is None else round(rss / 1e6, 1)
 
 
 def sockets(pid: int) -> int | None:

@@ -275,7 +275,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
 
 
 EPOCH_STATS = "pairs long, loss double, counted long"
-BYTES_PER_POSITIVE = 96  # a task's numpy and scipy copies of one interaction, measured
+BYTES_PER_POSITIVE = 96  # a task's numpy and scipy copies of one interaction: 82 measured, 5 per user
 
 
 class _EpochTask:
@@ -443,12 +443,17 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
     def _broadcast(self, spark):
         return spark.sparkContext.broadcast(self.state)
 
+    def _known_users(self, *columns: str) -> DataFrame:
+        """`users` with `columns` and, if the model has context, the context fit saw as
+        `_fit_context`."""
+        fit = [F.col("context").alias("_fit_context")] if self._has_context else []
+        return self.users.select(*columns, *fit)
+
     def _with_fit_context(self, df: DataFrame, key) -> DataFrame:
         """`df` with the context fit saw for its user (key) as `_fit_context`, if any."""
         if not self._has_context:
             return df
-        fit = self.users.select(F.col("id").alias("_fit_id"),
-                                F.col("context").alias("_fit_context"))
+        fit = self._known_users(F.col("id").alias("_fit_id"))
         return df.join(fit, key == fit["_fit_id"], "left").drop("_fit_id")
 
     # -- scoring -------------------------------------------------------------------------
@@ -470,7 +475,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
     def recommendForAllUsers(self, numItems: int) -> DataFrame:
         """The top `numItems` for every user with training interactions, best first, as
         pyspark's ALS: (userCol, recommendations: array<struct<itemCol, rating>>)."""
-        return self._recommend(self.users, numItems, given=False, blocked=False)
+        return self._recommend(self._known_users("id", "exclude"), numItems, given=False,
+                               blocked=False)
 
     def recommendForUserSubset(self, dataset: DataFrame, numItems: int) -> DataFrame:
         """The top `numItems` for each distinct user of `dataset`, leaving out their
@@ -491,9 +497,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         if flt:
             aggs.append(F.flatten(F.collect_list(F.col(flt).cast("array<long>"))).alias("_blocked"))
         asked = asked.groupBy(key.alias("id")).agg(*aggs).drop("_one")
-        known = self.users.select("id", "exclude", *(["context"] if self._has_context else []))
-        return self._recommend(asked.join(known, "id", "left"), numItems, given=bool(ctx),
-                               blocked=bool(flt))
+        return self._recommend(asked.join(self._known_users("id", "exclude"), "id", "left"),
+                               numItems, given=bool(ctx), blocked=bool(flt))
 
     def _recommend(self, users: DataFrame, numItems, *, given: bool, blocked: bool
                    ) -> DataFrame:
@@ -549,8 +554,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
 def _context(batch: pa.RecordBatch, width: int, given: str | None) -> sp.csr_matrix:
     """Each row's context: its `given` vector where it has one, else the one fit saw."""
-    fit = vectors_to_csr(batch.column("_fit_context" if "_fit_context" in batch.schema.names
-                                      else "context"), width, nulls="empty")
+    fit = vectors_to_csr(batch.column("_fit_context"), width, nulls="empty")
     if given is None:
         return fit
     mine = batch.column(given)
@@ -560,7 +564,7 @@ def _context(batch: pa.RecordBatch, width: int, given: str | None) -> sp.csr_mat
 
 
 class _Recommend:
-    """mapInArrow: users (id, exclude[, context][, _given][, _blocked]) to their top n."""
+    """mapInArrow: users (id, exclude[, _fit_context][, _given][, _blocked]) to their top n."""
 
     def __init__(self, state, n: int, names: tuple[str, str], *, given: bool,
                  blocked: bool) -> None:
