@@ -214,11 +214,8 @@ class LocalFMPair:
             items = np.unique(np.asarray(filter_items, np.int64))
             if items.size and (items[0] < 0 or items[-1] >= n_items):
                 raise ConfigError(f"filter_items must be item ids in [0, {n_items})")
-            everyone = sp.csr_matrix((np.ones(users.size * items.size, np.float32),
-                                      np.tile(items, users.size),
-                                      np.arange(users.size + 1) * items.size),
-                                     shape=(users.size, n_items))
-            skip = everyone if skip is None else skip + everyone
+            bias = bias.copy()
+            bias[items] = -np.inf  # left out for everyone, at no cost per user
         return self._top_k(self.user_representations(users, context), vectors, k,
                            target_bias=bias, exclude=skip, unit="users")
 
