@@ -21,6 +21,7 @@ is the same call with the roles swapped.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numba
@@ -32,6 +33,9 @@ from psframework import ConfigError
 __all__ = ["top_k", "DEFAULT_MEMORY", "block_rows"]
 
 DEFAULT_MEMORY = 256 * 2**20  # bytes of scores held at once
+# one selection at a time per process: it already uses every core, and numba's
+# workqueue threading layer (its fallback without OpenMP or TBB) is not thread-safe
+_SELECTING = threading.Lock()
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -133,7 +137,8 @@ def top_k(queries, targets, k: int, *, target_bias=None, query_bias=None, exclud
         stop = min(start + rows, n)
         block = buffer[:stop - start]
         np.matmul(queries[start:stop], t, out=block)
-        _select(block, bias, ex_ptr, ex_idx, start, ids, scores)
+        with _SELECTING:
+            _select(block, bias, ex_ptr, ex_idx, start, ids, scores)
         if on_block is not None:
             on_block(stop - start)
     if query_bias is not None:
