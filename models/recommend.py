@@ -144,6 +144,7 @@ def top_k(queries, targets, k: int, *, target_bias=None, query_bias=None, exclud
     if query_bias is not None:
         query_bias = np.asarray(query_bias, np.float32)
         if query_bias.shape != (n,):
-            raise ConfigError(f"query_bias needs one value per query ({n}), got {query_bias.shape}")
+            raise ConfigError(f"query_bias needs one value per query ({n}), got "
+                              f"{query_bias.shape}")
         scores += query_bias[:, None]
     return ids, scores

@@ -1,6 +1,6 @@
-"""models.arrow against references built here, row by row in plain Python: Spark's
-Vector struct (sparse and dense, nulls, sliced batches) to CSR, integer lists to CSR,
-and top_k answers to lists of structs."""
+"""psframework.spark.arrow and models.frames against references built here, row by row
+in plain Python: Spark's Vector struct (sparse and dense, nulls, sliced batches) to CSR,
+integer lists to CSR, and top_k answers to lists of structs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from psframework import ConfigError
-from models.arrow import lists_to_csr, ranked_lists, vectors_to_csr
+from psframework.spark.arrow import lists_to_csr, vectors_to_csr
+from models.frames import ranked_lists
 
 VECTOR = pa.struct([pa.field("type", pa.int8(), nullable=False), ("size", pa.int32()),
                     ("indices", pa.list_(pa.int32())), ("values", pa.list_(pa.float64()))])

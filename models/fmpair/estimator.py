@@ -42,16 +42,14 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import SparkParameterServer, executor_client
+from psframework.spark import SparkParameterServer, arrow, executor_client
 from models.fmpair.features import FeatureSpace
 from models.fmpair.local import LocalFMPair
 from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS, NegativeSampler
 from models.fmpair.worker import Trainer
-from models.arrow import (
-    SPARSE_PARTS, ids, lists_to_csr, per_id_csr, ranked_lists, sparse_parts, vectors_to_csr,
-)
+from models.frames import ranked_lists
 from models.memory import ensure_memory, from_job_failure, size
 
 __all__ = ["FMPair", "FMPairModel"]
@@ -275,7 +273,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
 
 
 EPOCH_STATS = "pairs long, loss double, counted long"
-BYTES_PER_POSITIVE = 96  # a task's numpy and scipy copies of one interaction: 82 measured, 5 per user
+BYTES_PER_POSITIVE = 96  # a task's numpy/scipy copies of one interaction (82 measured)
 
 
 class _EpochTask:
@@ -301,16 +299,16 @@ class _EpochTask:
                       f"({table.num_rows:,} interactions)",
                       "repartition the interactions into more partitions "
                       "(spark.default.parallelism) or give executors more memory")
-        users, items = ids(table.column("user")), ids(table.column("item"))
+        users, items = arrow.ids(table.column("user")), arrow.ids(table.column("item"))
         # one positive per (user, item), in the row-major order the context must follow
         _, first = np.unique(users * meta["n_items"] + items, return_index=True)
         users, items = users[first], items[first]
         train = sp.csr_matrix((np.ones(first.size, np.float32), (users, items)),
                               shape=(meta["n_users"], meta["n_items"]))
         if meta["context_width"]:
-            context = vectors_to_csr(table.column("context").take(pa.array(first)),
-                                     meta["context_width"],
-                                     what="a vector of userctxfeaturesCol")
+            context = arrow.vectors_to_csr(table.column("context").take(pa.array(first)),
+                                           meta["context_width"],
+                                           what="a vector of userctxfeaturesCol")
             space = FeatureSpace(sp.csr_matrix((meta["n_users"], 0), dtype=np.float32),
                                  meta["item"], context)
         else:
@@ -367,13 +365,13 @@ class _Metadata:
         counts = (df.select(user.alias("u"), item.alias("i")).distinct().groupBy("i").count()
                   .toArrow())
         m.popularity = np.zeros(m.n_items, np.int64)  # users per item
-        m.popularity[ids(counts.column("i"))] = ids(counts.column("count"))
+        m.popularity[arrow.ids(counts.column("i"))] = arrow.ids(counts.column("count"))
         item_features = sp.identity(m.n_items, np.float32, format="csr")
         if params._value("itemfeaturesCol"):
             vectors = params._value("itemfeaturesCol")
             first = df.groupBy(item).agg(F.first(vectors, ignorenulls=True))
-            item_features = per_id_csr(first.mapInArrow(sparse_parts, SPARSE_PARTS).toArrow(),
-                                       m.n_items, repr(vectors))
+            parts = first.mapInArrow(arrow.sparse_parts, arrow.SPARSE_PARTS).toArrow()
+            item_features = arrow.per_id_csr(parts, m.n_items, repr(vectors))
         m.attribute = None
         if params._value("samplingCol"):
             got = (df.groupBy(item.alias("i"))
@@ -381,7 +379,7 @@ class _Metadata:
                                 ignorenulls=True).alias("a"))
                    .where("a IS NOT NULL").toArrow())
             m.attribute = np.arange(m.n_items, dtype=np.int64) + 2**40  # unshared by default
-            m.attribute[ids(got.column("i"))] = ids(got.column("a"))
+            m.attribute[arrow.ids(got.column("i"))] = arrow.ids(got.column("a"))
         m.context_width = 0
         ctx = params._value("userctxfeaturesCol")
         if ctx:
@@ -495,7 +493,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         if ctx:
             aggs.append(F.first(ctx, ignorenulls=True).alias("_given"))
         if flt:
-            aggs.append(F.flatten(F.collect_list(F.col(flt).cast("array<long>"))).alias("_blocked"))
+            blocked = F.collect_list(F.col(flt).cast("array<long>"))
+            aggs.append(F.flatten(blocked).alias("_blocked"))
         asked = asked.groupBy(key.alias("id")).agg(*aggs).drop("_one")
         return self._recommend(asked.join(self._known_users("id", "exclude"), "id", "left"),
                                numItems, given=bool(ctx), blocked=bool(flt))
@@ -554,12 +553,12 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
 def _context(batch: pa.RecordBatch, width: int, given: str | None) -> sp.csr_matrix:
     """Each row's context: its `given` vector where it has one, else the one fit saw."""
-    fit = vectors_to_csr(batch.column("_fit_context"), width, nulls="empty")
+    fit = arrow.vectors_to_csr(batch.column("_fit_context"), width, nulls="empty")
     if given is None:
         return fit
     mine = batch.column(given)
     use = sp.diags(np.asarray(mine.is_valid(), np.float32))
-    return (use @ vectors_to_csr(mine, width, nulls="empty")
+    return (use @ arrow.vectors_to_csr(mine, width, nulls="empty")
             + (sp.identity(len(mine), np.float32) - use) @ fit).tocsr()
 
 
@@ -578,10 +577,10 @@ class _Recommend:
         for batch in batches:
             if not batch.num_rows:
                 continue
-            users = ids(batch.column("id"))
-            exclude = lists_to_csr(batch.column("exclude"), n_items)
+            users = arrow.ids(batch.column("id"))
+            exclude = arrow.lists_to_csr(batch.column("exclude"), n_items)
             if self.blocked:
-                exclude = exclude + lists_to_csr(batch.column("_blocked"), n_items)
+                exclude = exclude + arrow.lists_to_csr(batch.column("_blocked"), n_items)
             context = (_context(batch, width, "_given" if self.given else None)
                        if width else None)
             top, scores = me.recommend(users, self.n, filter_seen=False, context=context,
@@ -605,7 +604,8 @@ class _Score:
         n_users, n_items = me.space_.n_users, me.space_.n_items
         width = me.space_.n_context_features
         for batch in batches:
-            users, items = ids(batch.column(self.user)), ids(batch.column(self.item))
+            users = arrow.ids(batch.column(self.user))
+            items = arrow.ids(batch.column(self.item))
             known = np.flatnonzero((users >= 0) & (users < n_users) & (items >= 0)
                                    & (items < n_items))
             out = np.full(batch.num_rows, np.nan)
@@ -629,7 +629,7 @@ class _Factors:
         me = self.state.value
         vectors = bias = None
         for batch in batches:
-            rows = ids(batch.column("id"))
+            rows = arrow.ids(batch.column("id"))
             if self.side == "user":
                 width = me.space_.n_context_features
                 context = _context(batch, width, None) if width else None
@@ -639,7 +639,8 @@ class _Factors:
                     vectors, bias = me.item_representations()
                 out = [vectors[rows], bias[rows]]
             arrays = [pa.array(rows), _fixed_lists(out[0])] + [pa.array(b) for b in out[1:]]
-            yield pa.RecordBatch.from_arrays(arrays, names=["id", "features", "bias"][:len(arrays)])
+            names = ["id", "features", "bias"][:len(arrays)]
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def _fixed_lists(matrix: np.ndarray) -> pa.Array:

@@ -1,6 +1,12 @@
-"""Arrow batches (what `DataFrame.mapInArrow` hands a Spark task) to numpy and scipy and
-back, column at a time and without a Python loop per row: what the models' pyspark.ml
-estimators use to train and to score on executors in blocks.
+"""Arrow batches (what `DataFrame.mapInArrow` hands a Spark task) to numpy and scipy, a
+column at a time and without a Python loop per row: how a PS application's Spark tasks
+read their data in blocks (models' estimators train and score this way).
+
+    from psframework.spark import arrow
+    def task(batches):
+        for batch in batches:
+            users = arrow.ids(batch.column("user"))
+            features = arrow.vectors_to_csr(batch.column("features"), width)
 
 A pyspark.ml Vector column arrives as its SQL struct (type 0 sparse / 1 dense, size,
 indices, values); `vectors_to_csr` turns a batch of them into one CSR matrix.
@@ -13,10 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from psframework import ConfigError
+from psframework.errors import ConfigError
 
-__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "ranked_lists", "sparse_parts",
-           "per_id_csr", "SPARSE_PARTS"]
+__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "sparse_parts", "per_id_csr",
+           "SPARSE_PARTS"]
 
 SPARSE_PARTS = "id long, size int, indices array<int>, values array<float>"
 
@@ -88,18 +94,6 @@ def lists_to_csr(column, n_cols: int) -> sp.csr_matrix:
     out.sum_duplicates()
     out.data[:] = 1
     return out
-
-
-def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]) -> pa.Array:
-    """Rows of (target, score) structs from top_k's n × k answer, best first; entries
-    that scored -inf (left out) are dropped, so a row may be shorter than k."""
-    keep = np.isfinite(scores)
-    offsets = np.zeros(len(targets) + 1, np.int32)
-    np.cumsum(keep.sum(axis=1), out=offsets[1:])
-    pairs = pa.StructArray.from_arrays(
-        [pa.array(targets[keep].astype(np.int64)), pa.array(scores[keep].astype(np.float32))],
-        names=list(names))
-    return pa.ListArray.from_arrays(pa.array(offsets), pairs)
 
 
 def sparse_parts(batches):
