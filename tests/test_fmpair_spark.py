@@ -251,6 +251,22 @@ def test_spark_recommendations_equal_the_local_ones(integrated, data, interactio
         np.testing.assert_array_equal([r for _, r in recs[u]], scores[row])
 
 
+def test_scoring_tasks_run_the_drivers_interpreter_in_local_mode(integrated, session,
+                                                                 monkeypatch):
+    """With neither spark.pyspark.python nor PYSPARK_PYTHON set, pyspark would start its
+    workers with whatever `python3` it finds (here one that does not exist): the model's
+    Python tasks run the driver's interpreter instead."""
+    sc = session.sparkContext
+    before = sc.pythonExec
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    try:
+        sc.pythonExec = "/nonexistent/python3"
+        assert integrated.model.recommendForAllUsers(2).count() > 0
+        assert sc.pythonExec == before
+    finally:
+        sc.pythonExec = before
+
+
 def test_fit_brings_nothing_per_interaction_to_the_driver(integrated, data, interactions):
     """What fit collected (recorded on every DataFrame and RDD action the driver ran) is
     O(items) per result, and the model on the driver holds nothing per interaction."""

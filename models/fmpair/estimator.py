@@ -42,7 +42,9 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import SparkParameterServer, arrow, executor_client
+from psframework.spark import (
+    SparkParameterServer, arrow, executor_client, pin_local_interpreter,
+)
 from models.fmpair.features import FeatureSpace
 from models.fmpair.local import LocalFMPair
 from models.fmpair.losses import LOSSES
@@ -196,6 +198,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
     def _fit(self, dataset: DataFrame) -> "FMPairModel":
         self._check()
         self._check_columns(dataset.schema, training=True)
+        pin_local_interpreter(dataset.sparkSession.sparkContext)  # metadata runs Python tasks
         meta = _Metadata.compute(self, dataset)
         host = self._value("parameterServerHost")
         spark = dataset.sparkSession
@@ -439,6 +442,9 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         return self.state.space_.n_context_features > 0
 
     def _broadcast(self, spark):
+        """The parameters, for this model's Python tasks (which must run an interpreter
+        that has psframework: see pin_local_interpreter)."""
+        pin_local_interpreter(spark.sparkContext)
         return spark.sparkContext.broadcast(self.state)
 
     def _known_users(self, *columns: str) -> DataFrame:

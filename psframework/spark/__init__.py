@@ -17,6 +17,7 @@ driver and `spark.executorEnv.PSF_SECRET` for the executors (see docs/spark.md).
 from psframework.spark import arrow
 from psframework.spark.executor import executor_client
 from psframework.spark.launch import ShardProcess
-from psframework.spark.parameter_server import SparkParameterServer
+from psframework.spark.parameter_server import SparkParameterServer, pin_local_interpreter
 
-__all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow"]
+__all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow",
+           "pin_local_interpreter"]
