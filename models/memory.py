@@ -70,7 +70,8 @@ def from_job_failure(error: BaseException, step: str) -> NotEnoughMemoryError | 
         return NotEnoughMemoryError(f"{step}: an executor ran out of memory; give executors "
                                     "more memory or use more partitions")
     if "exited unexpectedly (crashed)" in text or "exit code 137" in text:
-        return NotEnoughMemoryError(f"{step}: an executor's Python worker was killed, most "
-                                    "likely for lack of memory (see the system log); give "
-                                    "executors more memory or use more partitions")
+        return NotEnoughMemoryError(f"{step}: an executor's Python worker died without a "
+                                    "Python error, as when the kernel's out-of-memory killer "
+                                    "ends it (the system log says); give executors more "
+                                    "memory or use more partitions")
     return None

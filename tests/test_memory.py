@@ -58,6 +58,21 @@ def test_an_executors_shortage_reaches_the_driver_as_not_enough_memory(spark):
     assert from_job_failure(e.value, "the step") is None
 
 
+def _killed(rows):
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer does
+    return rows
+
+
+def test_a_worker_killed_outright_is_reported_as_likely_out_of_memory(spark):
+    with pytest.raises(Exception) as e:
+        spark.sparkContext.parallelize(range(2), 1).mapPartitions(_killed).collect()
+    found = from_job_failure(e.value, "the step")
+    assert isinstance(found, NotEnoughMemoryError)
+    assert str(found).startswith("the step: an executor's Python worker died")
+
+
 def test_fmpair_fit_on_sparse_ids_fails_before_allocating_for_them(spark):
     """A user id of 10^11 would mean a feature space of 10^11 users on the driver."""
     df = spark.createDataFrame([(0, 0), (10**11, 1)], "user long, item long")

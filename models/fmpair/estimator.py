@@ -395,8 +395,9 @@ class _Metadata:
             m.space = FeatureSpace(sp.identity(m.n_users, np.float32, format="csr"),
                                    item_features)
         m.users = _users_frame(df, params, m.n_items)
-        held = sum(a.nbytes for a in (m.popularity, m.attribute) if a is not None) + sum(
-            x.data.nbytes + x.indices.nbytes + x.indptr.nbytes for x in (item_features,))
+        held = (m.popularity.nbytes + (0 if m.attribute is None else m.attribute.nbytes)
+                + item_features.data.nbytes + item_features.indices.nbytes
+                + item_features.indptr.nbytes)
         log.info("FMPair.fit: %d users, %d items, %d interactions; %s of item data "
                  "(popularity, features, sampling attribute) on the driver and broadcast",
                  m.n_users, m.n_items, m.rows, size(held))
