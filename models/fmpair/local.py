@@ -19,13 +19,13 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from psframework import AsyncClient, ConfigError, LocalCluster, run
+from psframework import AsyncClient, ConfigError
 from models.fmpair.features import FeatureSpace
 from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS, NegativeSampler
 from models.fmpair.worker import EpochStats, Trainer
-from models.recommend import top_k
+from models.recommender import LocalRecommender
 
 __all__ = ["LocalFMPair"]
 
@@ -34,7 +34,7 @@ PARAMS = ("dims", "loss", "sampler", "rho", "step_size", "linear_reg", "factors_
           "filter_seen", "seed", "master", "num_shards")
 
 
-class LocalFMPair:
+class LocalFMPair(LocalRecommender):
     """Pairwise factorization machine (the LightFM model) trained on the parameter server.
 
     dims: latent dimensions k. loss: "bpr" or "warp". sampler: "uniform", "exp" (by
@@ -98,15 +98,8 @@ class LocalFMPair:
                                    context_features, train.nnz)
         sampler = NegativeSampler(train, self.sampler, self.rho, self.filter_seen,
                                   sampling_attribute)
-        cluster = None
-        if self.master is None:
-            cluster = LocalCluster(self.num_shards).start()
-        try:
-            self.history_ = run(self._fit(cluster.address if cluster else self.master,
-                                          space, train, sampler))
-        finally:
-            if cluster is not None:
-                cluster.stop()
+        self.history_ = self._on_cluster(lambda master: self._fit(master, space, train,
+                                                                   sampler))
         self.space_, self.train_ = space, train
         return self
 
@@ -131,10 +124,7 @@ class LocalFMPair:
         return history
 
     async def _epochs(self, trainer: Trainer, positives: int) -> list[EpochStats]:
-        bar = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=self.epochs * positives, unit="pairs", desc="fmpair")
+        bar = self._bar(self.epochs * positives, "pairs", "fmpair")
         history = []
         started = time.perf_counter()
         seen = {"pairs": 0, "loss": 0.0, "counted": 0}
@@ -248,17 +238,6 @@ class LocalFMPair:
                                   f"got {exclude.shape[0]}")
             skip.append(exclude)
         return sum(skip[1:], skip[0]).tocsr() if skip else None
-
-    def _top_k(self, queries, targets, k, unit: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-        bar = None
-        if self.show_progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(queries), unit=unit, desc="recommend")
-        try:
-            return top_k(queries, targets, k, on_block=bar.update if bar else None, **kwargs)
-        finally:
-            if bar is not None:
-                bar.close()
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -1,0 +1,267 @@
+"""`LocalMFSGD`: matrix factorization of explicit ratings by SGD on the parameter server,
+from plain Python, Surprise-style.
+
+    model = LocalMFSGD(rank=50, epochs=20).fit(users, items, ratings, valid=(vu, vi, vr))
+    model.predict(users, items); ids, scores = model.recommend([0, 1], k=10)
+
+r(u, i) ≈ μ + b_u + b_i + ⟨w_u, h_i⟩. The item side (H, b_i) lives on the parameter
+server; `num_workers` workers in this process (threads running GIL-free kernels, the
+Spark executors' role) each own the ratings of the users u with u % num_workers == w and
+those users' factors. `schedule="rotation"` (Harp-DAAL's model rotation): the items are
+cut into num_workers blocks and in sub-epoch s worker w trains block (w + s) mod
+num_workers, one pull and one push per block, so the result equals a sequential SGD;
+`schedule="async"`: Hogwild-like mini-batches with deltas pushed (add). After `fit` the
+parameters are in the estimator: predict, recommend, save and load need no parameter
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from psframework import AsyncClient, ConfigError
+from models.mf_sgd.kernels import squared_errors
+from models.mf_sgd.plugin import SCHEDULES
+from models.mf_sgd.worker import Worker
+from models.recommender import LocalRecommender
+
+__all__ = ["LocalMFSGD"]
+
+PARAMS = ("rank", "epochs", "step_size", "reg", "biases", "schedule", "num_workers",
+          "batch_size", "concurrent_batches", "decay", "init_std", "seed", "master",
+          "num_shards")
+
+
+def _ratings(users, items, ratings, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    users, items = np.asarray(users), np.asarray(items)
+    ratings = np.asarray(ratings, np.float64)
+    if not (users.ndim == items.ndim == ratings.ndim == 1
+            and users.size == items.size == ratings.size):
+        raise ConfigError(f"{what}: users, items and ratings must be 1-d of one length, got "
+                          f"{users.shape}, {items.shape}, {ratings.shape}")
+    for name, ids in (("users", users), ("items", items)):
+        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0):
+            raise ConfigError(f"{what}: {name} must be integer ids >= 0 (index them first)")
+    if not np.isfinite(ratings).all():
+        raise ConfigError(f"{what}: ratings must be finite numbers")
+    return users.astype(np.int64), items.astype(np.int64), ratings
+
+
+class LocalMFSGD(LocalRecommender):
+    """rank: latent dimensions. step_size, reg: SGD's learning rate and L2 weight
+    (Surprise's lr_all, reg_all); decay: the step size is step_size · decay^epoch.
+    biases: μ + b_u + b_i (Surprise's SVD); without, r ≈ ⟨w_u, h_i⟩. init_std: factors
+    start N(0, init_std). batch_size, concurrent_batches: the async schedule's mini-batches
+    and how many are in flight per worker. callback(epoch, entry) after every epoch, with
+    the entry appended to `history_` (epoch, train_rmse, valid_rmse, seconds, updates)."""
+
+    def __init__(self, *, rank: int = 100, epochs: int = 20, step_size: float = 0.005,
+                 reg: float = 0.02, biases: bool = True, schedule: str = "rotation",
+                 num_workers: int = 2, batch_size: int = 256, concurrent_batches: int = 2,
+                 decay: float = 1.0, init_std: float = 0.1, seed: int = 0,
+                 master: str | None = None, num_shards: int = 2, show_progress: bool = True,
+                 callback: Callable[[int, dict], Any] | None = None) -> None:
+        self.rank, self.epochs, self.step_size, self.reg = rank, epochs, step_size, reg
+        self.biases, self.schedule, self.num_workers = biases, schedule, num_workers
+        self.batch_size, self.concurrent_batches = batch_size, concurrent_batches
+        self.decay, self.init_std, self.seed = decay, init_std, seed
+        self.master, self.num_shards = master, num_shards
+        self.show_progress, self.callback = show_progress, callback
+
+    def get_params(self) -> dict:
+        return {p: getattr(self, p) for p in PARAMS}
+
+    def _validate(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
+        for name in ("rank", "epochs", "num_workers", "batch_size", "concurrent_batches",
+                     "num_shards"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                 and value >= 1, name, "a positive integer")
+        need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+        need(self.step_size > 0, "step_size", "> 0")
+        need(self.reg >= 0, "reg", ">= 0")
+        need(0 < self.decay <= 1, "decay", "in (0, 1]")
+        need(self.init_std >= 0, "init_std", ">= 0")
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, users, items, ratings, valid=None) -> "LocalMFSGD":
+        """Train on ratings[t] of (users[t], items[t]); `valid` = (users, items, ratings)
+        scored after every epoch."""
+        self._validate()
+        users, items, ratings = _ratings(users, items, ratings, "fit")
+        if users.size == 0:
+            raise ConfigError("fit: there are no ratings to train on")
+        if valid is not None:
+            valid = _ratings(*valid, "valid")
+        n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+        self.global_mean_ = float(ratings.mean()) if self.biases else 0.0
+        rng = np.random.default_rng(self.seed)
+        self.user_factors_ = rng.normal(0, self.init_std, (n_users, self.rank)).astype(np.float32)
+        start = rng.normal(0, self.init_std, (n_items, self.rank)).astype(np.float32)
+        self.user_bias_ = np.zeros(n_users, np.float32)
+        self.history_ = []
+        self._on_cluster(lambda master: self._fit(master, users, items, ratings, valid, start))
+        self.train_ = sp.csr_matrix((np.ones(users.size, np.float32), (users, items)),
+                                    shape=(n_users, n_items))
+        self.train_.data[:] = 1.0
+        return self
+
+    async def _fit(self, master: str, users, items, ratings, valid, start) -> None:
+        name = f"mf_sgd-{uuid.uuid4().hex[:12]}"
+        n_items = start.shape[0]
+        async with AsyncClient(master) as client:
+            await client.create_model(name, "mf_sgd", {"n_items": n_items, "rank": self.rank,
+                                                       "schedule": self.schedule})
+            try:
+                every = np.arange(n_items)
+                await client.push_rows(name, "item_factors", every, start)  # onto zeros
+                workers = [Worker(client, name, w, users[mine], items[mine], ratings[mine],
+                                  self.user_factors_, self.user_bias_, mu=self.global_mean_,
+                                  reg=self.reg, biases=self.biases, seed=self.seed)
+                           for w in range(self.num_workers)
+                           for mine in [np.flatnonzero(users % self.num_workers == w)]]
+                await self._epochs(client, name, workers, (users, items, ratings), valid)
+                self.item_factors_ = await client.pull_rows(name, "item_factors", every)
+                self.item_bias_ = await client.pull_rows(name, "item_bias", every)
+            finally:
+                await client.destroy(name)
+
+    async def _epoch(self, workers: list[Worker], epoch: int, n_items: int
+                     ) -> tuple[float, int]:
+        lr = self.step_size * self.decay ** epoch
+        orders = [w.order(epoch) for w in workers]
+        done = []
+        if self.schedule == "rotation":
+            p = len(workers)
+            sizes = [b.size for b in np.array_split(np.arange(n_items), p)]
+            edges = np.concatenate([[0], np.cumsum(sizes)])  # block b: [edges[b], edges[b+1])
+            for s in range(p):  # sub-epochs, with a barrier between them
+                done += await asyncio.gather(*(
+                    w.block(order, int(edges[(k + s) % p]), int(edges[(k + s) % p + 1]), lr)
+                    for k, (w, order) in enumerate(zip(workers, orders))))
+        else:
+            done = await asyncio.gather(*(w.batches(order, lr, self.batch_size,
+                                                    self.concurrent_batches)
+                                          for w, order in zip(workers, orders)))
+        return sum(sse for sse, _ in done), sum(n for _, n in done)
+
+    async def _epochs(self, client: AsyncClient, name: str, workers: list[Worker],
+                      train: tuple, valid) -> None:
+        n_items = int(train[1].max()) + 1
+        every = np.arange(n_items)
+        bar = self._bar(self.epochs * train[0].size, "ratings", "mf_sgd")
+        started = time.perf_counter()
+        try:
+            for epoch in range(self.epochs):
+                began = time.perf_counter()
+                _, updates = await self._epoch(workers, epoch, n_items)
+                H = await client.pull_rows(name, "item_factors", every)
+                bi = await client.pull_rows(name, "item_bias", every)
+                entry = {"epoch": epoch, "train_rmse": self._rmse(train, H, bi),
+                         "valid_rmse": None if valid is None else self._rmse(valid, H, bi),
+                         "seconds": time.perf_counter() - began, "updates": updates}
+                self.history_.append(entry)
+                if bar is not None:
+                    bar.update(updates)
+                    rate = sum(h["updates"] for h in self.history_) / (
+                        time.perf_counter() - started)
+                    bar.set_postfix(train_rmse=f"{entry['train_rmse']:.4f}",
+                                    valid_rmse="-" if valid is None else
+                                    f"{entry['valid_rmse']:.4f}", updates_s=f"{rate:,.0f}")
+                if self.callback is not None:
+                    self.callback(epoch, entry)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _rmse(self, ratings: tuple, H: np.ndarray, bi: np.ndarray) -> float:
+        """RMSE over (users, items, ratings) with these item parameters; pairs with an
+        unknown user or item are predicted as `predict` does."""
+        users, items, r = ratings
+        known = (users < self.user_factors_.shape[0]) & (items < H.shape[0])
+        sse = squared_errors(users[known], items[known], r[known], self.user_factors_,
+                             self.user_bias_, H, bi, self.global_mean_, self.biases)
+        if not known.all():
+            rest = ~known
+            sse += float(((r[rest] - self._fallback(users[rest], items[rest], bi)) ** 2).sum())
+        return float(np.sqrt(sse / max(users.size, 1)))
+
+    # -- scoring -------------------------------------------------------------------------
+    def _fitted(self) -> None:
+        if not hasattr(self, "item_factors_"):
+            raise ConfigError("this LocalMFSGD is not fitted yet; call fit() or load()")
+
+    def _fallback(self, users: np.ndarray, items: np.ndarray, bi: np.ndarray) -> np.ndarray:
+        """μ plus whichever biases are known (Surprise's rule for unknown ids)."""
+        out = np.full(users.size, self.global_mean_)
+        if self.biases:
+            ku = users < self.user_bias_.size
+            ki = items < bi.size
+            out[ku] += self.user_bias_[users[ku]]
+            out[ki] += bi[items[ki]]
+        return out
+
+    def predict(self, users, items) -> np.ndarray:
+        """The rating predicted for each (users[t], items[t]); an unknown user or item
+        gets μ plus the biases that are known, as Surprise does."""
+        self._fitted()
+        users, items, _ = _ratings(users, items, np.zeros(np.size(users)), "predict")
+        out = self._fallback(users, items, self.item_bias_)
+        known = np.flatnonzero((users < self.user_factors_.shape[0])
+                               & (items < self.item_factors_.shape[0]))
+        out[known] += np.einsum("nd,nd->n", self.user_factors_[users[known]].astype(np.float64),
+                                self.item_factors_[items[known]].astype(np.float64))
+        return out
+
+    def recommend(self, users=None, k: int = 10, filter_seen: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k items by predicted rating for each user (default: every user):
+        (ids, scores), best first, equal scores by lower item id; filter_seen leaves out
+        the user's rated items (they come last, only if fewer than k others remain)."""
+        self._fitted()
+        n_users = self.user_factors_.shape[0]
+        users = np.arange(n_users) if users is None else np.atleast_1d(
+            np.asarray(users, np.int64))
+        if users.size and (users.min() < 0 or users.max() >= n_users):
+            raise ConfigError(f"users must be ids in [0, {n_users})")
+        bias = self.user_bias_[users] + np.float32(self.global_mean_)
+        return self._top_k(self.user_factors_[users], self.item_factors_, k, "users",
+                           target_bias=self.item_bias_, query_bias=bias,
+                           exclude=self.train_[users] if filter_seen else None)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Parameters, hyper-parameters and the rated pairs in one .npz file."""
+        self._fitted()
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, user_factors=self.user_factors_, item_factors=self.item_factors_,
+                     user_bias=self.user_bias_, item_bias=self.item_bias_,
+                     global_mean=np.array(self.global_mean_),
+                     train_indptr=self.train_.indptr, train_indices=self.train_.indices,
+                     params=np.array(json.dumps(self.get_params())),
+                     history=np.array(json.dumps(self.history_)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LocalMFSGD":
+        with np.load(Path(path), allow_pickle=False) as f:
+            model = cls(**json.loads(str(f["params"])))
+            model.user_factors_, model.item_factors_ = f["user_factors"], f["item_factors"]
+            model.user_bias_, model.item_bias_ = f["user_bias"], f["item_bias"]
+            model.global_mean_ = float(f["global_mean"])
+            shape = (model.user_factors_.shape[0], model.item_factors_.shape[0])
+            indices = f["train_indices"]
+            model.train_ = sp.csr_matrix((np.ones(indices.size, np.float32), indices,
+                                          f["train_indptr"]), shape=shape)
+            model.history_ = json.loads(str(f["history"]))
+        return model

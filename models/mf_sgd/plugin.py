@@ -1,0 +1,38 @@
+"""The `mf_sgd` model on the parameter server: the item side of the factorization.
+
+Tables, row-partitioned over the shards: `item_factors` (items × rank, float32) and
+`item_bias` (items). The users' factors and biases never leave the workers that own the
+users' ratings (Harp-DAAL's layout). No server ops beyond the built-in pulls and pushes:
+the `rotation` schedule replaces a block it trained (aggregate "replace"), `async` adds
+deltas ("add")."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from psframework import ConfigError, Model, TableSpec
+
+__all__ = ["MFSGDModel", "SCHEDULES", "AGGREGATE"]
+
+SCHEDULES = ("rotation", "async")
+AGGREGATE = {"rotation": "replace", "async": "add"}
+
+
+class MFSGDModel(Model):
+    """config: n_items, rank, schedule."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        for key in ("n_items", "rank"):
+            value = self.config.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"mf_sgd config {key} must be a positive integer, got {value!r}")
+        if self.config.get("schedule") not in SCHEDULES:
+            raise ConfigError(f"mf_sgd config schedule must be one of {SCHEDULES}, got "
+                              f"{self.config.get('schedule')!r}")
+
+    def tables(self) -> list[TableSpec]:
+        n, rank = self.config["n_items"], self.config["rank"]
+        aggregate = AGGREGATE[self.config["schedule"]]
+        return [TableSpec("item_factors", (n, rank), "float32", aggregate=aggregate),
+                TableSpec("item_bias", (n,), "float32", aggregate=aggregate)]

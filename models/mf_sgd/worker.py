@@ -1,0 +1,93 @@
+"""One MF-SGD worker: the ratings of its users and their factors, trained against the
+item side on the parameter server by either schedule.
+
+- rotation (`block`): pull a block of items once, run SGD over this worker's ratings of
+  those items, push the block back (replace). The caller gives each worker a different
+  block per sub-epoch, so no two workers touch one item at a time and the result is that
+  of a sequential SGD.
+- async (`batches`): mini-batches of this worker's ratings, each pulling its items' rows,
+  updating them locally and pushing the deltas (add), `concurrent` batches in flight.
+
+Every epoch visits the worker's ratings in the order `order(epoch)`, seeded by (seed,
+worker, epoch); kernels run on a thread (they release the GIL), so workers of one
+process train in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from psframework import AsyncClient
+from models.mf_sgd.kernels import sgd
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    def __init__(self, client: AsyncClient, model: str, index: int, users: np.ndarray,
+                 items: np.ndarray, ratings: np.ndarray, W: np.ndarray, bu: np.ndarray, *,
+                 mu: float, reg: float, biases: bool, seed: int) -> None:
+        """W and bu: factors and biases indexed by user id (this worker writes only its
+        users' rows)."""
+        self.client, self.model, self.index = client, model, index
+        self.users, self.items = users.astype(np.int64), items.astype(np.int64)
+        self.ratings = ratings.astype(np.float32)
+        self.W, self.bu = W, bu
+        self.mu, self.reg, self.biases, self.seed = float(mu), float(reg), biases, seed
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.index, epoch]).permutation(self.users.size)
+
+    async def _train(self, picked: np.ndarray, rows: np.ndarray, H: np.ndarray,
+                     bi: np.ndarray, lr: float) -> float:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, sgd, self.users[picked], rows, self.ratings[picked], self.W, self.bu, H, bi,
+            self.mu, float(lr), self.reg, self.biases)
+
+    async def _pull(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return await asyncio.gather(self.client.pull_rows(self.model, "item_factors", ids),
+                                    self.client.pull_rows(self.model, "item_bias", ids))
+
+    async def _push(self, ids: np.ndarray, H: np.ndarray, bi: np.ndarray) -> None:
+        await asyncio.gather(self.client.push_rows(self.model, "item_factors", ids, H),
+                             self.client.push_rows(self.model, "item_bias", ids, bi))
+
+    async def block(self, order: np.ndarray, lo: int, hi: int, lr: float) -> tuple[float, int]:
+        """Rotation: train this worker's ratings of items [lo, hi), in `order`, on one
+        pull and one push of the block. Returns (sum of squared errors, ratings)."""
+        picked = order[(self.items[order] >= lo) & (self.items[order] < hi)]
+        if picked.size == 0:
+            return 0.0, 0
+        ids = np.arange(lo, hi)
+        H, bi = await self._pull(ids)
+        sse = await self._train(picked, self.items[picked] - lo, H, bi, lr)
+        await self._push(ids, H, bi)
+        return sse, int(picked.size)
+
+    async def batches(self, order: np.ndarray, lr: float, batch_size: int,
+                      concurrent: int) -> tuple[float, int]:
+        """Async: mini-batches of `order`, each one pull, local SGD and one push of deltas;
+        a batch starts when fewer than `concurrent` are in flight."""
+        gate = asyncio.Semaphore(concurrent)
+
+        async def one(picked: np.ndarray) -> float:
+            try:
+                ids, rows = np.unique(self.items[picked], return_inverse=True)
+                H, bi = await self._pull(ids)
+                H0, b0 = H.copy(), bi.copy()
+                sse = await self._train(picked, rows.astype(np.int64), H, bi, lr)
+                await self._push(ids, H - H0, bi - b0)
+                return sse
+            finally:
+                gate.release()
+        tasks = []
+        try:
+            for start in range(0, order.size, batch_size):
+                await gate.acquire()
+                tasks.append(asyncio.ensure_future(one(order[start:start + batch_size])))
+            return float(sum(await asyncio.gather(*tasks))), int(order.size)
+        finally:
+            for task in tasks:
+                task.cancel()
