@@ -1,8 +1,8 @@
 """LocalMFSGD (matrix factorization by SGD, Harp-DAAL style) against a plain-numpy
-reference written here in float64 from the spec: its parameters after fit under the
+reference written here in float64 from docs/mf_sgd.md: its parameters after fit under the
 "rotation" schedule (1, 2 and 3 workers; 1, 2 and 3 shards; with and without biases;
 with decayed steps) and under "async" with one worker and one batch in flight, all equal
-sequential SGD in the order the spec defines; its history against RMSEs computed in
+sequential SGD in the order docs/mf_sgd.md defines; its history against RMSEs computed in
 numpy from the fitted parameters; learning on synthetic low-rank ratings against the
 noise floor; predict and recommend against numpy scoring (Surprise's rule for unknown
 ids, a stable dense top-k); persistence without a parameter server; and bad parameters
@@ -27,8 +27,11 @@ def epoch_sequence(users, items, n_items, *, num_workers, schedule, seed, epoch)
     """Indices of the ratings in the order sequential SGD visits them in `epoch`."""
     p = num_workers
     orders = []
+    owners = np.empty(users.max() + 1, np.int64)  # users in contiguous blocks
+    for w, ids in enumerate(np.array_split(np.arange(users.max() + 1), p)):
+        owners[ids] = w
     for w in range(p):
-        own = np.flatnonzero(users % p == w)  # stable: input order
+        own = np.flatnonzero(owners[users] == w)  # stable: input order
         orders.append(own[np.random.default_rng([seed, w, epoch]).permutation(own.size)])
     if schedule == "async":
         assert p == 1, "async equals sequential SGD only with one worker"
@@ -42,7 +45,7 @@ def epoch_sequence(users, items, n_items, *, num_workers, schedule, seed, epoch)
 
 def reference(users, items, ratings, *, rank, epochs, step_size, reg=0.02, biases=True,
               schedule="rotation", num_workers=2, decay=1.0, init_std=0.1, seed=0):
-    """Sequential SGD exactly as the spec defines it, in float64. Returns the parameters
+    """Sequential SGD exactly as docs/mf_sgd.md defines it, in float64. Returns the parameters
     and each epoch's train RMSE, computed from the parameters that epoch left."""
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     ratings = np.asarray(ratings, np.float64)

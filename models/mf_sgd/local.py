@@ -6,8 +6,8 @@ from plain Python, Surprise-style.
 
 r(u, i) ≈ μ + b_u + b_i + ⟨w_u, h_i⟩. The item side (H, b_i) lives on the parameter
 server; `num_workers` workers in this process (threads running GIL-free kernels, the
-Spark executors' role) each own the ratings of the users u with u % num_workers == w and
-those users' factors. `schedule="rotation"` (Harp-DAAL's model rotation): the items are
+Spark executors' role) each own the ratings of one contiguous block of users and those
+users' factors. `schedule="rotation"` (Harp-DAAL's model rotation): the items are
 cut into num_workers blocks and in sub-epoch s worker w trains block (w + s) mod
 num_workers, one pull and one push per block, so the result equals a sequential SGD;
 `schedule="async"`: Hogwild-like mini-batches with deltas pushed (add). After `fit` the
@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from psframework import AsyncClient, ConfigError
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.plugin import SCHEDULES
-from models.mf_sgd.worker import Worker
+from models.mf_sgd.worker import Worker, block_edges
 from models.recommender import LocalRecommender
 
 __all__ = ["LocalMFSGD"]
@@ -126,11 +126,13 @@ class LocalMFSGD(LocalRecommender):
             try:
                 every = np.arange(n_items)
                 await client.push_rows(name, "item_factors", every, start)  # onto zeros
+                edges = block_edges(self.user_factors_.shape[0], self.num_workers)
                 workers = [Worker(client, name, w, users[mine], items[mine], ratings[mine],
                                   self.user_factors_, self.user_bias_, mu=self.global_mean_,
                                   reg=self.reg, biases=self.biases, seed=self.seed)
                            for w in range(self.num_workers)
-                           for mine in [np.flatnonzero(users % self.num_workers == w)]]
+                           for mine in [np.flatnonzero((users >= edges[w])
+                                                       & (users < edges[w + 1]))]]
                 await self._epochs(client, name, workers, (users, items, ratings), valid)
                 self.item_factors_ = await client.pull_rows(name, "item_factors", every)
                 self.item_bias_ = await client.pull_rows(name, "item_bias", every)
@@ -144,8 +146,7 @@ class LocalMFSGD(LocalRecommender):
         done = []
         if self.schedule == "rotation":
             p = len(workers)
-            sizes = [b.size for b in np.array_split(np.arange(n_items), p)]
-            edges = np.concatenate([[0], np.cumsum(sizes)])  # block b: [edges[b], edges[b+1])
+            edges = block_edges(n_items, p)
             for s in range(p):  # sub-epochs, with a barrier between them
                 done += await asyncio.gather(*(
                     w.block(order, int(edges[(k + s) % p]), int(edges[(k + s) % p + 1]), lr)

@@ -21,7 +21,15 @@ import numpy as np
 from psframework import AsyncClient
 from models.mf_sgd.kernels import sgd
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "block_edges"]
+
+
+def block_edges(n: int, parts: int) -> np.ndarray:
+    """Ids 0..n-1 cut into `parts` contiguous blocks as np.array_split cuts them: block b
+    is [edges[b], edges[b + 1]). Workers own blocks of users (contiguous, so no two
+    threads write one cache line of the users' factors and biases) and train blocks of
+    items."""
+    return np.concatenate([[0], np.cumsum([b.size for b in np.array_split(np.arange(n), parts)])])
 
 
 class Worker:

@@ -1,0 +1,421 @@
+"""MF-SGD on the parameter server versus Surprise's SVD and pyspark.ml's ALS, in one run.
+
+Run (JSON on stdout, progress on stderr):
+
+    cd benchmarks && python mf_sgd.py [--quick] [--shards 2] [--reps EPOCHS] > mf_sgd.json
+
+--quick (1,000 users × 600 items, ~40 ratings per user, 5 epochs) takes under a minute on
+2 cores; the full run (6,000 users × 4,000 items, ~100 ratings per user, 20 epochs) a few
+minutes. --reps sets the epoch count N (default 20, quick 5).
+
+data: synthetic explicit ratings, MovieLens-like: r = 3.5 + b_u + b_i + ⟨p_u, q_i⟩ + ε,
+true rank 10, p, q, b_u, b_i ~ N(0, 0.3), ε ~ N(0, 0.5²), clipped to [1, 5] (continuous,
+not rounded). Each user rates a uniform random set of distinct items (between half and
+1.5× the mean count); 10% of each user's ratings (at least one) are the test set. All
+seeded; every method below sees the same train and test split.
+
+- rotation, async: `LocalMFSGD(schedule=...)`, num_workers=2 (threads running the numba
+  kernels), an embedded LocalCluster with --shards shards, no validation set (each epoch
+  still scores the train RMSE, and that time is in its `seconds`). updates_per_s is the
+  median, over the epochs after the first (warm-up: numba, connections), of the epoch's
+  `history_` updates / seconds. fit_s is the whole `fit`: cluster start and stop, model
+  creation, the initial push, every epoch, the final pull. test_rmse is `model.predict`
+  on the test set (unknown items get μ + b_u, as Surprise does), unclipped;
+  test_rmse_clipped the same predictions clipped to [1, 5].
+- bytes_per_update: a second fit of the same schedule on a LocalCluster started here
+  (--shards shards), reading every shard's `stats` op (bytes_in + bytes_out of all its
+  client connections, frames included, the shard's own connection to the master not
+  counted) before and after the fit, divided by the ratings trained (epochs × train
+  ratings). It includes the initial push of the item factors, the per-epoch pull of the
+  whole item side that `fit` does to score the train RMSE, and the final pull;
+  eval_bytes is our estimate of those three (payload only), and
+  bytes_per_update_training = (total - eval_bytes) / updates, the traffic of the
+  schedule itself. "run" gives that fit's updates_per_s and test_rmse, as a repeat.
+- surprise: scikit-surprise's `SVD` (single-threaded Cython SGD with biases, float64,
+  the same update; it visits the ratings in one fixed order every epoch, ours reshuffles
+  every epoch) with the same
+  n_factors, n_epochs, lr_all, reg_all, init_std_dev, biased=True. fit_s is `algo.fit`
+  on a prebuilt trainset; updates_per_s = n_epochs × train ratings / fit_s. test_rmse
+  from its factors (pu, qi, bu, bi through the trainset's inner ids; unknown ids as
+  Surprise's `estimate` treats them), unclipped, and clipped as `algo.predict` does;
+  predict_check is the largest difference from `algo.predict(..., clip=False)` on 200
+  test ratings.
+- als: pyspark.ml's `ALS` (explicit, rank = the same, maxIter = N, regParam = ALS_REG,
+  coldStartStrategy "drop", seed 0) on local[2], 2 shuffle partitions, the training
+  DataFrame cached and counted before the clock starts, a checkpoint directory set (without
+  one, 20 iterations overflow the JVM stack on the lineage). fit_s is `als.fit`; test_rmse is
+  the RegressionEvaluator's over the test ratings it can score (test_dropped had an item
+  not in training; its predictions are not clipped). ALS is alternating least squares,
+  not SGD, and has no biases: its updates_per_s = maxIter × train ratings / fit_s is only
+  for scale.
+- baselines: sigma (the noise), true_model_rmse (the noiseless true score against the
+  test ratings: the floor any model can reach, a little under sigma because the ratings
+  are clipped), true_biases_rmse (the true 3.5 + b_u + b_i without the interaction: what
+  a model that learns the biases perfectly and no factors would get), global_mean_rmse
+  (the mean training rating for every test rating).
+- kernel: the numba SGD kernel of `models.mf_sgd` alone, no server, medians of 3 after a
+  warm-up. updates_per_s / pass_s: one thread, one call over all training ratings in a
+  random order (the compute floor of one worker). parallel_updates_per_s /
+  parallel_epoch_s: one rotation epoch as `LocalMFSGD` computes it, on num_workers
+  threads: users in contiguous blocks (as LocalMFSGD), one shared W and b_u, num_workers sub-epochs each
+  with every thread on its own copy of its item block; parallel_speedup = pass_s /
+  parallel_epoch_s (num_workers would be perfect). eval_s: one `squared_errors` pass over
+  the training ratings, the train RMSE that each of our epochs also computes.
+  per_epoch_s in rotation/async is the median epoch's seconds, to set against these:
+  compute_share = (parallel_epoch_s + eval_s) / per_epoch_s is the part of an epoch the
+  kernels explain, overhead_s_per_epoch the rest (pulls, pushes, the server, executor
+  hops, the per-epoch permutations and gathers, the item side pulled for the train RMSE);
+  for rotation it is also given per sub-epoch (num_workers per epoch), for async per
+  mini-batch of one worker (ms_per_batch = per_epoch_s / batches per worker).
+- ratios: rotation_vs_surprise_updates = rotation updates/s / Surprise's updates/s, the
+  same for async and ALS; *_vs_kernel against one kernel thread.
+
+Hyper-parameters (config): rank 20, lr 0.01, reg 0.05, init_std 0.1 for ours and
+Surprise alike (tuned once on the full data: Surprise's test RMSE is 0.5710-0.5714 for
+lr 0.003-0.01, reg 0.05-0.1, 0.573-0.60 for lr 0.02-0.03 or reg 0.02 or 0.2-0.3, and no
+better after 60 epochs: near true_biases_rmse, i.e. at this density SGD barely learns
+the weak rank-10 interaction); ALS regParam 0.07 (tuned once
+among 0.03-0.3: 0.03 0.585, 0.05 0.560, 0.07 0.558, 0.1 0.570, 0.2 0.606 on the full data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from common import arguments, log, machine
+from models.mf_sgd import LocalMFSGD
+from models.mf_sgd.kernels import sgd, squared_errors
+from models.mf_sgd.worker import block_edges
+
+RANK, LR, REG, INIT_STD, SEED = 20, 0.01, 0.05, 0.1, 0
+ALS_REG = 0.07
+TRUE_RANK, FACTOR_STD, BIAS_STD, OFFSET, SIGMA, LOW, HIGH = 10, 0.3, 0.3, 3.5, 0.5, 1.0, 5.0
+TEST_FRACTION, WORKERS, BATCH, IN_FLIGHT = 0.1, 2, 256, 2
+
+
+def make_ratings(n_users: int, n_items: int, per_user: int, seed: int) -> dict:
+    """The synthetic ratings, split per user; also the noiseless true score of each."""
+    rng = np.random.default_rng(seed)
+    P = rng.normal(0, FACTOR_STD, (n_users, TRUE_RANK))
+    Q = rng.normal(0, FACTOR_STD, (n_items, TRUE_RANK))
+    bu, bi = rng.normal(0, BIAS_STD, n_users), rng.normal(0, BIAS_STD, n_items)
+    counts = rng.integers(per_user // 2, per_user * 3 // 2 + 1, n_users)
+    users, items, test = [], [], []
+    for u, k in enumerate(counts):
+        chosen = rng.choice(n_items, size=k, replace=False)  # in random order
+        held = np.zeros(k, bool)
+        held[:max(1, int(round(TEST_FRACTION * k)))] = True
+        users.append(np.full(k, u))
+        items.append(chosen)
+        test.append(held)
+    users, items, test = np.concatenate(users), np.concatenate(items), np.concatenate(test)
+    true = OFFSET + bu[users] + bi[items] + np.einsum("nd,nd->n", P[users], Q[items])
+    ratings = np.clip(true + rng.normal(0, SIGMA, true.size), LOW, HIGH)
+    train = ~test
+    return {"train": (users[train], items[train], ratings[train]),
+            "test": (users[test], items[test], ratings[test]), "test_true": true[test],
+            "test_biases": (OFFSET + bu[users] + bi[items])[test]}
+
+
+def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(predicted, np.float64) - actual) ** 2)))
+
+
+def scores(predicted: np.ndarray, actual: np.ndarray) -> dict:
+    return {"test_rmse": round(rmse(predicted, actual), 4),
+            "test_rmse_clipped": round(rmse(np.clip(predicted, LOW, HIGH), actual), 4)}
+
+
+def median_rate(history: list[dict]) -> tuple[float, float]:
+    """(median updates/s, median seconds) over the epochs after the first."""
+    rest = history[1:] or history
+    return (statistics.median(h["updates"] / h["seconds"] for h in rest),
+            statistics.median(h["seconds"] for h in rest))
+
+
+def estimator(schedule: str, epochs: int, **kwargs) -> LocalMFSGD:
+    return LocalMFSGD(rank=RANK, epochs=epochs, step_size=LR, reg=REG, init_std=INIT_STD,
+                      biases=True, schedule=schedule, num_workers=WORKERS, seed=SEED,
+                      batch_size=BATCH, concurrent_batches=IN_FLIGHT,
+                      show_progress=False, **kwargs)
+
+
+def shard_bytes(client) -> dict:
+    """bytes_in + bytes_out of every shard, by name, from its `stats` op."""
+    out = {}
+    for server in client.status()["servers"]:
+        stats = client.run(client.aio.request(server["address"], "stats",
+                                              shard=server["name"])).args
+        out[server["name"]] = stats["bytes_in"] + stats["bytes_out"]
+    return out
+
+
+def ours(schedule: str, data: dict, epochs: int, shards: int) -> dict:
+    from psframework import Client, LocalCluster
+    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    log(f"{schedule}: LocalMFSGD on an embedded cluster ({shards} shards)")
+    started = time.perf_counter()
+    model = estimator(schedule, epochs, num_shards=shards).fit(users, items, ratings)
+    fit_s = time.perf_counter() - started
+    rate, per_epoch = median_rate(model.history_)
+    result = {"updates_per_s": round(rate), "fit_s": round(fit_s, 2),
+              "per_epoch_s": round(per_epoch, 4),
+              **scores(model.predict(tu, ti), tr),
+              "train_rmse_last_epoch": round(model.history_[-1]["train_rmse"], 4),
+              "epoch_seconds": [round(h["seconds"], 4) for h in model.history_]}
+    log(f"  {rate:,.0f} updates/s, fit {fit_s:.1f} s, test RMSE {result['test_rmse']:.4f}")
+
+    log(f"{schedule}: bytes on the wire, on a LocalCluster started here")
+    try:
+        with LocalCluster(shards=shards) as cluster, Client(cluster.address) as client:
+            before = shard_bytes(client)
+            again = estimator(schedule, epochs, master=cluster.address).fit(users, items,
+                                                                            ratings)
+            after = shard_bytes(client)
+    except Exception as e:  # report, do not hide the timed result
+        result["bytes_per_update"] = None
+        result["bytes_error"] = f"{type(e).__name__}: {e}"
+        log(f"  failed: {result['bytes_error']}")
+        return result
+    total = sum(after[name] - before.get(name, 0) for name in after)
+    updates = sum(h["updates"] for h in again.history_)
+    n_items = int(items.max()) + 1
+    side = n_items * (RANK + 1) * 4  # item_factors + item_bias, float32
+    eval_bytes = n_items * RANK * 4 + (epochs + 1) * side  # initial push, per-epoch + final pulls
+    again_rate, _ = median_rate(again.history_)
+    result.update({
+        "bytes_per_update": round(total / updates, 2),
+        "bytes_per_update_training": round((total - eval_bytes) / updates, 2),
+        "bytes_total": total, "eval_bytes": eval_bytes, "updates": updates,
+        "run": {"updates_per_s": round(again_rate),
+                "test_rmse": round(rmse(again.predict(tu, ti), tr), 4)}})
+    log(f"  {result['bytes_per_update']:.1f} bytes/update "
+        f"({result['bytes_per_update_training']:.1f} without the item-side pulls)")
+    return result
+
+
+def kernel(data: dict) -> dict:
+    """The SGD kernel alone: one thread over all training ratings, then the rotation's
+    two sub-epochs on WORKERS threads (users in contiguous blocks, one W and bu shared, each
+    thread its own copy of its item block), as `LocalMFSGD` runs them, minus the server."""
+    users, items, ratings = data["train"]
+    users, items, r32 = users.astype(np.int64), items.astype(np.int64), ratings.astype(np.float32)
+    rng = np.random.default_rng(SEED)
+    W0 = rng.normal(0, INIT_STD, (int(users.max()) + 1, RANK)).astype(np.float32)
+    H0 = rng.normal(0, INIT_STD, (int(items.max()) + 1, RANK)).astype(np.float32)
+    bu0, bi0 = np.zeros(W0.shape[0], np.float32), np.zeros(H0.shape[0], np.float32)
+    mu = float(ratings.mean())
+    W, H, bu, bi = W0.copy(), H0.copy(), bu0.copy(), bi0.copy()
+    sgd(users[:100], items[:100], r32[:100], W, bu, H, bi, mu, LR, REG, True)  # compile
+    W, H, bu, bi = W0.copy(), H0.copy(), bu0.copy(), bi0.copy()
+    times = []
+    for _ in range(3):
+        order = rng.permutation(users.size)
+        u, i, r = users[order], items[order], r32[order]
+        started = time.perf_counter()
+        sgd(u, i, r, W, bu, H, bi, mu, LR, REG, True)
+        times.append(time.perf_counter() - started)
+    squared_errors(users[:100], items[:100], r32[:100], W, bu, H, bi, mu, True)
+    started = time.perf_counter()
+    squared_errors(users, items, r32, W, bu, H, bi, mu, True)
+    eval_s = time.perf_counter() - started
+    one = statistics.median(times)
+
+    by_user = block_edges(W0.shape[0], WORKERS)
+    mine = [np.flatnonzero((users >= by_user[w]) & (users < by_user[w + 1]))
+            for w in range(WORKERS)]
+    edges = block_edges(H0.shape[0], WORKERS)
+    W, bu = W0.copy(), bu0.copy()
+    epochs = []
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for _ in range(3):
+            total = 0.0
+            for s in range(WORKERS):
+                jobs = []
+                for w in range(WORKERS):
+                    lo, hi = int(edges[(w + s) % WORKERS]), int(edges[(w + s) % WORKERS + 1])
+                    order = mine[w][rng.permutation(mine[w].size)]
+                    order = order[(items[order] >= lo) & (items[order] < hi)]
+                    jobs.append((users[order], items[order] - lo, r32[order], W, bu,
+                                 H0[lo:hi].copy(), bi0[lo:hi].copy(), mu, LR, REG, True))
+                started = time.perf_counter()
+                list(pool.map(lambda job: sgd(*job), jobs))
+                total += time.perf_counter() - started
+            epochs.append(total)
+    parallel = statistics.median(epochs)
+    log(f"kernel: {users.size / one:,.0f} updates/s on one thread, "
+        f"{users.size / parallel:,.0f} on {WORKERS} (rotation's split), "
+        f"eval pass {1000 * eval_s:.2f} ms")
+    return {"updates_per_s": round(users.size / one), "pass_s": round(one, 6),
+            "parallel_updates_per_s": round(users.size / parallel),
+            "parallel_epoch_s": round(parallel, 6),
+            "parallel_speedup": round(one / parallel, 3), "eval_s": round(eval_s, 6)}
+
+
+def surprise_svd(data: dict, epochs: int) -> dict:
+    try:
+        import pandas as pd
+        from surprise import SVD, Dataset, Reader
+        import surprise
+    except ImportError as e:
+        return {"error": f"scikit-surprise is not installed: {e}"}
+    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    log("surprise: SVD")
+    frame = pd.DataFrame({"user": users, "item": items, "rating": ratings})
+    trainset = Dataset.load_from_df(frame, Reader(rating_scale=(LOW, HIGH))
+                                    ).build_full_trainset()
+    algo = SVD(n_factors=RANK, n_epochs=epochs, biased=True, init_mean=0,
+               init_std_dev=INIT_STD, lr_all=LR, reg_all=REG, random_state=SEED)
+    started = time.perf_counter()
+    algo.fit(trainset)
+    fit_s = time.perf_counter() - started
+    # predictions from the factors, with Surprise's rule for unknown users and items
+    uid = {}
+    for u in np.unique(tu).tolist():
+        try:
+            uid[u] = trainset.to_inner_uid(u)
+        except ValueError:
+            pass
+    iid = {}
+    for i in np.unique(ti).tolist():
+        try:
+            iid[i] = trainset.to_inner_iid(i)
+        except ValueError:
+            pass
+    ui = np.array([uid.get(u, -1) for u in tu.tolist()])
+    ii = np.array([iid.get(i, -1) for i in ti.tolist()])
+    ku, ki = ui >= 0, ii >= 0
+    est = np.full(tu.size, trainset.global_mean)
+    est[ku] += algo.bu[ui[ku]]
+    est[ki] += algo.bi[ii[ki]]
+    both = ku & ki
+    est[both] += np.einsum("nd,nd->n", algo.pu[ui[both]], algo.qi[ii[both]])
+    check = max(abs(algo.predict(u, i, clip=False).est - e)
+                for u, i, e in zip(tu[:200].tolist(), ti[:200].tolist(), est[:200]))
+    rate = epochs * users.size / fit_s
+    result = {"version": surprise.__version__, "updates_per_s": round(rate),
+              "fit_s": round(fit_s, 2), **scores(est, tr),
+              "predict_check": float(f"{check:.2e}"),
+              "test_unknown_items": int((~ki).sum())}
+    log(f"  {rate:,.0f} updates/s, fit {fit_s:.1f} s, test RMSE {result['test_rmse']:.4f}")
+    return result
+
+
+def als(data: dict, epochs: int) -> dict:
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    import pandas as pd
+    from pyspark.ml.evaluation import RegressionEvaluator
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import SparkSession
+    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    log("als: pyspark.ml ALS on local[2]")
+    spark = (SparkSession.builder.master("local[2]").appName("mf_sgd-bench")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.shuffle.partitions", "2")
+             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    checkpoints = tempfile.TemporaryDirectory(prefix="mf_sgd-als-")
+    spark.sparkContext.setCheckpointDir(checkpoints.name)
+    try:
+        def frame(u, i, r):
+            return spark.createDataFrame(pd.DataFrame({
+                "user": u.astype(np.int32), "item": i.astype(np.int32),
+                "rating": r.astype(np.float32)}))
+        train = frame(users, items, ratings).repartition(2).cache()
+        test = frame(tu, ti, tr).cache()
+        train.count(), test.count()
+        started = time.perf_counter()
+        model = ALS(rank=RANK, maxIter=epochs, regParam=ALS_REG, userCol="user",
+                    itemCol="item", ratingCol="rating", coldStartStrategy="drop",
+                    implicitPrefs=False, seed=SEED).fit(train)
+        fit_s = time.perf_counter() - started
+        predictions = model.transform(test).cache()
+        scored = predictions.count()
+        test_rmse = RegressionEvaluator(metricName="rmse", labelCol="rating",
+                                        predictionCol="prediction").evaluate(predictions)
+        import pyspark
+        version = pyspark.__version__
+    finally:
+        spark.stop()
+        checkpoints.cleanup()
+    rate = epochs * users.size / fit_s
+    log(f"  {rate:,.0f} 'updates'/s, fit {fit_s:.1f} s, test RMSE {test_rmse:.4f}")
+    return {"version": version, "reg_param": ALS_REG, "updates_per_s": round(rate),
+            "updates_per_s_note": "maxIter x train ratings / fit_s; ALS is not SGD",
+            "fit_s": round(fit_s, 2), "test_rmse": round(test_rmse, 4),
+            "test_dropped": int(tu.size - scored)}
+
+
+def main() -> int:
+    args = arguments(__doc__, "small data and 5 epochs, for CI",
+                     "epochs N for every method (default 20, quick 5)")
+    epochs = args.reps or (5 if args.quick else 20)
+    n_users, n_items, per_user = (1000, 600, 40) if args.quick else (6000, 4000, 100)
+    data = make_ratings(n_users, n_items, per_user, SEED)
+    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    log(f"data: {n_users} users, {n_items} items, {users.size} train and {tu.size} test "
+        f"ratings; {epochs} epochs")
+    baselines = {"sigma": SIGMA, "true_model_rmse": round(rmse(data["test_true"], tr), 4),
+                 "true_biases_rmse": round(rmse(data["test_biases"], tr), 4),
+                 "global_mean_rmse": round(rmse(np.full(tr.size, ratings.mean()), tr), 4)}
+    log(f"baselines: {baselines}")
+
+    out: dict = {"benchmark": "mf_sgd", "machine": machine(), "config": {
+        "quick": args.quick, "epochs": epochs, "rank": RANK, "lr": LR, "reg": REG,
+        "init_std": INIT_STD, "biases": True, "seed": SEED, "num_workers": WORKERS,
+        "shards": args.shards, "async_batch_size": BATCH, "async_concurrent_batches": IN_FLIGHT,
+        "als_reg_param": ALS_REG, "spark_master": "local[2]"},
+        "data": {"users": n_users, "items": n_items, "ratings_per_user_mean": per_user,
+                 "train_ratings": int(users.size), "test_ratings": int(tu.size),
+                 "true_rank": TRUE_RANK, "factor_std": FACTOR_STD, "bias_std": BIAS_STD,
+                 "offset": OFFSET, "sigma": SIGMA, "clip": [LOW, HIGH],
+                 "test_fraction": TEST_FRACTION,
+                 "test_items_unseen_in_train": int(np.setdiff1d(ti, items).size)},
+        "baselines": baselines}
+    out["kernel"] = k = kernel(data)
+    for schedule in ("rotation", "async"):
+        out[schedule] = r = ours(schedule, data, epochs, args.shards)
+        compute = k["parallel_epoch_s"] + k["eval_s"]
+        r["compute_share"] = round(compute / r["per_epoch_s"], 3)
+        r["overhead_s_per_epoch"] = round(r["per_epoch_s"] - compute, 5)
+        if schedule == "rotation":
+            r["overhead_ms_per_sub_epoch"] = round(1000 * r["overhead_s_per_epoch"] / WORKERS, 2)
+        else:
+            batches = -(-users.size // WORKERS // BATCH)
+            r["ms_per_batch"] = round(1000 * r["per_epoch_s"] / batches, 3)
+    out["surprise"] = surprise_svd(data, epochs)
+    try:
+        out["als"] = als(data, epochs)
+    except Exception as e:
+        log(f"als failed: {type(e).__name__}: {e}")
+        out["als"] = {"error": f"{type(e).__name__}: {e}"}
+
+    ratios = {}
+    for name in ("rotation", "async"):
+        ours_rate = out[name]["updates_per_s"]
+        for other in ("surprise", "als"):
+            if "updates_per_s" in out[other]:
+                ratios[f"{name}_vs_{other}_updates"] = round(
+                    ours_rate / out[other]["updates_per_s"], 3)
+        ratios[f"{name}_vs_kernel_updates"] = round(ours_rate / out["kernel"]["updates_per_s"], 3)
+    ratios["async_vs_rotation_updates"] = round(
+        out["async"]["updates_per_s"] / out["rotation"]["updates_per_s"], 3)
+    if "updates_per_s" in out["surprise"]:
+        ratios["surprise_vs_kernel_updates"] = round(
+            out["surprise"]["updates_per_s"] / out["kernel"]["updates_per_s"], 3)
+    out["ratios"] = ratios
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
