@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import VectorUDT
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
     DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter,
     MLReadable, MLReader, MLWritable, MLWriter,
@@ -43,7 +43,7 @@ from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
 from psframework.spark import (
-    SparkParameterServer, arrow, executor_client, pin_local_interpreter,
+    SparkParameterServer, arrow, executor_client, ml, pin_local_interpreter,
 )
 from models.fmpair.features import FeatureSpace
 from models.fmpair.local import LocalFMPair
@@ -61,11 +61,10 @@ log = logging.getLogger("models.fmpair")
 INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
-def _param(name: str, doc: str, converter) -> Param:
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
+_param = ml.param
 
 
-class _FMPairParams(Params):
+class _FMPairParams(ml.ParamValues):
     """The params of FMPair and FMPairModel (defaults as in the Glint fork)."""
 
     userCol = _param("userCol", "column of user ids (integers >= 0)", TypeConverters.toString)
@@ -112,11 +111,6 @@ class _FMPairParams(Params):
                          seed=1, batchSize=256, numDims=150, linearReg=0.01, factorsReg=0.001,
                          numNegatives=10, optimizer="adagrad", numParameterServers=3,
                          numConcurrentBatches=2)
-
-    def _value(self, name: str) -> Any:
-        """The param's value, or None when an optional one is not set."""
-        param = self.getParam(name)
-        return self.getOrDefault(param) if self.isDefined(param) else None
 
     def _check(self) -> None:
         """Every param, before anything starts; errors name the param."""
@@ -656,39 +650,17 @@ def _fixed_lists(matrix: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
 
 
-PARAMS = [p.name for p in vars(_FMPairParams).values() if isinstance(p, Param)]
+PARAMS = ml.param_names(_FMPairParams)
 
-
-def _add_accessors(cls: type, setters: bool) -> None:
-    """getX() for every param (None for an optional one left unset) and, if `setters`,
-    setX(value) returning self, as pyspark.ml classes have."""
-    for name in PARAMS:
-        cap = name[0].upper() + name[1:]
-
-        def get(self, _name=name):
-            return self._value(_name)
-
-        def set_(self, value, _name=name):
-            return self._set(**{_name: value})
-        get.__name__, get.__doc__ = f"get{cap}", f"The value of {name}."
-        set_.__name__, set_.__doc__ = f"set{cap}", f"Set {name}; returns self."
-        setattr(cls, get.__name__, get)
-        if setters:
-            setattr(cls, set_.__name__, set_)
-
-
-_add_accessors(_FMPairParams, setters=False)
-_add_accessors(FMPair, setters=True)
+ml.add_accessors(_FMPairParams, PARAMS, setters=False)
+ml.add_accessors(FMPair, PARAMS, setters=True)
 for _name in ("userCol", "itemCol", "userctxfeaturesCol", "filterItemsCol", "predictionCol"):
     # what changes how a fitted model reads its input, as ALSModel allows
     setattr(FMPairModel, f"set{_name[0].upper()}{_name[1:]}", getattr(FMPair, f"set{_name[0].upper()}{_name[1:]}"))
 
 
 def _data_dir(path: str) -> Path:
-    """Model arrays are numpy files beside Spark's metadata, on a local or mounted path."""
-    if "://" in path and not path.startswith("file://"):
-        raise ConfigError(f"FMPairModel saves to local or mounted paths, not {path!r}")
-    return Path(path.removeprefix("file://")) / "data"
+    return ml.data_dir(path, "FMPairModel")
 
 
 def _data_uri(path: str) -> str:

@@ -243,15 +243,17 @@ class LocalMFSGD(LocalRecommender):
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Parameters, hyper-parameters and the rated pairs in one .npz file."""
+        """Parameters, hyper-parameters and the rated pairs (if it holds them) in one
+        .npz file."""
         self._fitted()
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, user_factors=self.user_factors_, item_factors=self.item_factors_,
                      user_bias=self.user_bias_, item_bias=self.item_bias_,
                      global_mean=np.array(self.global_mean_),
-                     train_indptr=self.train_.indptr, train_indices=self.train_.indices,
                      params=np.array(json.dumps(self.get_params())),
-                     history=np.array(json.dumps(self.history_)))
+                     history=np.array(json.dumps(self.history_)),
+                     **({} if self.train_ is None else {"train_indptr": self.train_.indptr,
+                                                        "train_indices": self.train_.indices}))
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalMFSGD":
@@ -261,8 +263,10 @@ class LocalMFSGD(LocalRecommender):
             model.user_bias_, model.item_bias_ = f["user_bias"], f["item_bias"]
             model.global_mean_ = float(f["global_mean"])
             shape = (model.user_factors_.shape[0], model.item_factors_.shape[0])
-            indices = f["train_indices"]
-            model.train_ = sp.csr_matrix((np.ones(indices.size, np.float32), indices,
-                                          f["train_indptr"]), shape=shape)
+            model.train_ = None
+            if "train_indices" in f:
+                indices = f["train_indices"]
+                model.train_ = sp.csr_matrix((np.ones(indices.size, np.float32), indices,
+                                              f["train_indptr"]), shape=shape)
             model.history_ = json.loads(str(f["history"]))
         return model

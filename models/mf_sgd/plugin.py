@@ -19,7 +19,10 @@ AGGREGATE = {"rotation": "replace", "async": "add"}
 
 
 class MFSGDModel(Model):
-    """config: n_items, rank, schedule."""
+    """config: n_items, rank, schedule; with `epochs`, also `epoch_errors` (epochs × 3,
+    float64, add): the workers' (Σ squared error, ratings, seconds) of each epoch, which the Spark
+    estimator's driver reads while training runs, and `arrivals` (1, add): how many times
+    workers have reached the end of a sub-epoch, which they wait on to meet."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -27,6 +30,10 @@ class MFSGDModel(Model):
             value = self.config.get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"mf_sgd config {key} must be a positive integer, got {value!r}")
+        epochs = self.config.get("epochs")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                                   or epochs < 1):
+            raise ConfigError(f"mf_sgd config epochs must be a positive integer, got {epochs!r}")
         if self.config.get("schedule") not in SCHEDULES:
             raise ConfigError(f"mf_sgd config schedule must be one of {SCHEDULES}, got "
                               f"{self.config.get('schedule')!r}")
@@ -34,5 +41,9 @@ class MFSGDModel(Model):
     def tables(self) -> list[TableSpec]:
         n, rank = self.config["n_items"], self.config["rank"]
         aggregate = AGGREGATE[self.config["schedule"]]
-        return [TableSpec("item_factors", (n, rank), "float32", aggregate=aggregate),
-                TableSpec("item_bias", (n,), "float32", aggregate=aggregate)]
+        tables = [TableSpec("item_factors", (n, rank), "float32", aggregate=aggregate),
+                  TableSpec("item_bias", (n,), "float32", aggregate=aggregate)]
+        if self.config.get("epochs"):
+            tables.append(TableSpec("epoch_errors", (self.config["epochs"], 3), "float64"))
+            tables.append(TableSpec("arrivals", (1,), "float64"))  # workers' meeting count
+        return tables

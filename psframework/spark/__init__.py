@@ -14,10 +14,10 @@ The secret travels through Spark configuration: `spark.psframework.secret` for t
 driver and `spark.executorEnv.PSF_SECRET` for the executors (see docs/spark.md).
 """
 
-from psframework.spark import arrow
+from psframework.spark import arrow, ml
 from psframework.spark.executor import executor_client
 from psframework.spark.launch import ShardProcess
 from psframework.spark.parameter_server import SparkParameterServer, pin_local_interpreter
 
-__all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow",
+__all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow", "ml",
            "pin_local_interpreter"]

@@ -1,0 +1,532 @@
+"""`MFSGD`: MF-SGD as a pyspark.ml Estimator with ALS's names; Spark executors train it
+on the parameter server with Harp-DAAL's model rotation, and `MFSGDModel` predicts and
+recommends without one.
+
+    from models.mf_sgd import MFSGD
+    model = MFSGD(rank=20, maxIter=10, regParam=0.02, stepSize=0.01).fit(ratings)
+    model.transform(test)                        # prediction column, as ALS
+    model.recommendForAllUsers(10)
+
+`fit` checks the params and columns (ids may be StringIndexer's integral doubles), reads
+μ, the id ranges and which ids are rated by aggregations, starts a `SparkParameterServer`
+(or uses the one at `parameterServerHost`), pushes the initial item factors, and runs ONE
+barrier-mode Spark job over the ratings repartitioned by user: each task is a worker
+(`models.mf_sgd.worker.Worker`) that owns its partition's users and their factors for the
+whole fit and trains block (w + s) mod P of the items in sub-epoch s, the tasks meeting at
+a barrier between sub-epochs. The tasks add each epoch's squared errors to the model's
+`epoch_errors` table, which the driver polls to log train RMSE and updates/s while the
+job runs. The job returns the users' factors; the item side is pulled from the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import threading
+import time
+import uuid
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import TypeConverters
+from pyspark.ml.util import (
+    DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter,
+    MLReadable, MLReader, MLWritable, MLWriter,
+)
+from pyspark.sql import DataFrame, functions as F, types as T
+
+from psframework import ConfigError
+from psframework.spark import (
+    SparkParameterServer, arrow, executor_client, ml, pin_local_interpreter,
+)
+from models.frames import ranked_lists
+from models.mf_sgd.kernels import squared_errors
+from models.mf_sgd.local import LocalMFSGD
+from models.mf_sgd.plugin import SCHEDULES
+from models.mf_sgd.worker import Worker, block_edges
+
+__all__ = ["MFSGD", "MFSGDModel"]
+
+log = logging.getLogger("models.mf_sgd")
+
+NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+           T.DecimalType)
+COLD_START = ("nan", "drop")
+MEETING_TIMEOUT = 600.0  # seconds a task waits for the others at the end of a sub-epoch
+
+
+class _MFSGDParams(ml.ParamValues):
+    userCol = ml.param("userCol", "column of user ids (integers >= 0, or integral doubles)",
+                       TypeConverters.toString)
+    itemCol = ml.param("itemCol", "column of item ids (integers >= 0, or integral doubles)",
+                       TypeConverters.toString)
+    ratingCol = ml.param("ratingCol", "column of ratings", TypeConverters.toString)
+    predictionCol = ml.param("predictionCol", "prediction column", TypeConverters.toString)
+    rank = ml.param("rank", "latent dimensions", TypeConverters.toInt)
+    maxIter = ml.param("maxIter", "epochs", TypeConverters.toInt)
+    regParam = ml.param("regParam", "L2 regularization of factors and biases",
+                        TypeConverters.toFloat)
+    stepSize = ml.param("stepSize", "SGD learning rate", TypeConverters.toFloat)
+    biases = ml.param("biases", "model mu + b_u + b_i besides the factors",
+                      TypeConverters.toBoolean)
+    schedule = ml.param("schedule", f"one of {SCHEDULES}", TypeConverters.toString)
+    seed = ml.param("seed", "random seed", TypeConverters.toInt)
+    coldStartStrategy = ml.param("coldStartStrategy", "unknown ids in transform: 'nan' "
+                                 "predicts NaN, 'drop' drops the row", TypeConverters.toString)
+    batchSize = ml.param("batchSize", "async schedule: ratings per mini-batch",
+                         TypeConverters.toInt)
+    numConcurrentBatches = ml.param("numConcurrentBatches", "async schedule: mini-batches in "
+                                    "flight per task", TypeConverters.toInt)
+    numParameterServers = ml.param("numParameterServers", "shards in integrated mode",
+                                   TypeConverters.toInt)
+    parameterServerHost = ml.param("parameterServerHost", "HOST:PORT of a running "
+                                   "psframework master (separate mode)", TypeConverters.toString)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(userCol="user", itemCol="item", ratingCol="rating",
+                         predictionCol="prediction", rank=10, maxIter=10, regParam=0.02,
+                         stepSize=0.005, biases=True, schedule="rotation", seed=0,
+                         coldStartStrategy="nan", batchSize=256, numConcurrentBatches=2,
+                         numParameterServers=2)
+
+    def _check(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"MFSGD param {name} must be {what}, got "
+                                  f"{self._value(name)!r}")
+        for name in ("rank", "maxIter", "batchSize", "numConcurrentBatches",
+                     "numParameterServers"):
+            need(self._value(name) >= 1, name, "a positive integer")
+        need(self._value("stepSize") > 0, "stepSize", "> 0")
+        need(self._value("regParam") >= 0, "regParam", ">= 0")
+        need(self._value("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+        need(self._value("coldStartStrategy") in COLD_START, "coldStartStrategy",
+             f"one of {COLD_START}")
+        host = self._value("parameterServerHost")
+        port = (host or "").rpartition(":")[2]
+        need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
+             "HOST:PORT of a psframework master")
+
+    def _check_columns(self, schema: T.StructType, names: Iterable[str]) -> None:
+        fields = {f.name: f.dataType for f in schema.fields}
+        for name in names:
+            column = self._value(name)
+            if column not in fields:
+                raise ConfigError(f"MFSGD param {name}: column {column!r} is not in the "
+                                  f"DataFrame (it has {sorted(fields)})")
+            if not isinstance(fields[column], NUMERIC):
+                raise ConfigError(f"MFSGD param {name}: column {column!r} must be numeric, "
+                                  f"not {fields[column].simpleString()}")
+
+
+def _ids(column: str) -> Any:
+    return F.col(column).cast("long")
+
+
+class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadable):
+    """Matrix factorization by SGD on the parameter server (docs/mf_sgd.md)."""
+
+    @keyword_only
+    def __init__(self, *, userCol: str = "user", itemCol: str = "item",
+                 ratingCol: str = "rating", predictionCol: str = "prediction", rank: int = 10,
+                 maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
+                 biases: bool = True, schedule: str = "rotation", seed: int = 0,
+                 coldStartStrategy: str = "nan", batchSize: int = 256,
+                 numConcurrentBatches: int = 2, numParameterServers: int = 2,
+                 parameterServerHost: str | None = None) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, userCol: str = "user", itemCol: str = "item",
+                  ratingCol: str = "rating", predictionCol: str = "prediction", rank: int = 10,
+                  maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
+                  biases: bool = True, schedule: str = "rotation", seed: int = 0,
+                  coldStartStrategy: str = "nan", batchSize: int = 256,
+                  numConcurrentBatches: int = 2, numParameterServers: int = 2,
+                  parameterServerHost: str | None = None) -> "MFSGD":
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _fit(self, dataset: DataFrame) -> "MFSGDModel":
+        self._check()
+        self._check_columns(dataset.schema, ("userCol", "itemCol", "ratingCol"))
+        sc = dataset.sparkSession.sparkContext
+        pin_local_interpreter(sc)
+        meta = _metadata(self, dataset)
+        host = self._value("parameterServerHost")
+        parts = max(sc.defaultParallelism, 1)
+        with SparkParameterServer(dataset.sparkSession, None if host else
+                                  self._value("numParameterServers"), host=host) as ps:
+            name = f"mf_sgd-{uuid.uuid4().hex[:12]}"
+            client = ps.client()
+            epochs, rank = self._value("maxIter"), self._value("rank")
+            client.create_model(name, "mf_sgd", {"n_items": meta["n_items"], "rank": rank,
+                                                 "schedule": self._value("schedule"),
+                                                 "epochs": epochs})
+            try:
+                rng = np.random.default_rng(self._value("seed"))
+                every = np.arange(meta["n_items"])
+                client.push_rows(name, "item_factors", every, rng.normal(
+                    0, 0.1, (meta["n_items"], rank)).astype(np.float32))
+                job = {k: self._value(k) for k in ("rank", "maxIter", "regParam", "stepSize",
+                                                   "biases", "schedule", "seed", "batchSize",
+                                                   "numConcurrentBatches")}
+                job.update(master=ps.master, name=name, mu=meta["mu"], n_items=meta["n_items"],
+                           parts=parts)
+                data = dataset.select(_ids(self._value("userCol")).alias("user"),
+                                      _ids(self._value("itemCol")).alias("item"),
+                                      F.col(self._value("ratingCol")).cast("float")
+                                      .alias("rating")).repartition(parts, "user")
+                with _EpochLog(client, name, epochs, meta["ratings"], parts) as progress:
+                    users = data.mapInArrow(_Train(job), "id long, features array<float>, "
+                                            "bias float", barrier=True).toArrow()
+                state = LocalMFSGD(rank=rank, epochs=epochs, step_size=self._value("stepSize"),
+                                   reg=self._value("regParam"), biases=self._value("biases"),
+                                   schedule=self._value("schedule"), seed=self._value("seed"),
+                                   show_progress=False)
+                state.item_factors_ = client.pull_rows(name, "item_factors", every)
+                state.item_bias_ = client.pull_rows(name, "item_bias", every)
+                state.history_ = progress.history()
+            finally:  # the fitted model needs no server: nothing stays on it
+                client.destroy(name)
+        ids = arrow.ids(users.column("id"))
+        state.user_factors_ = np.zeros((meta["n_users"], rank), np.float32)
+        state.user_bias_ = np.zeros(meta["n_users"], np.float32)
+        if ids.size:
+            flat = users.column("features").combine_chunks()
+            state.user_factors_[ids] = flat.values.to_numpy(zero_copy_only=False).reshape(
+                ids.size, rank)
+            state.user_bias_[ids] = users.column("bias").to_numpy()
+        state.global_mean_, state.train_ = meta["mu"], None
+        rated_users = np.zeros(meta["n_users"], bool)
+        rated_users[ids] = True
+        return self._copyValues(MFSGDModel(state, rated_users, meta["rated_items"]))
+
+
+def _metadata(params: _MFSGDParams, df: DataFrame) -> dict:
+    """μ, the id ranges and the rated items, by aggregations (O(items) on the driver)."""
+    u, i, r = (params._value(n) for n in ("userCol", "itemCol", "ratingCol"))
+    integral = [F.sum((F.col(c) != F.floor(F.col(c))).cast("long")) for c in (u, i)]
+    row = df.agg(F.min(u), F.max(u), F.min(i), F.max(i), F.count(F.lit(1)), F.count(u),
+                 F.count(i), F.count(r), F.avg(r), *integral,
+                 F.sum(F.isnan(F.col(r).cast("double")).cast("long"))).first()
+    if row[4] == 0:
+        raise ConfigError("MFSGD.fit: the DataFrame has no ratings to train on")
+    if not row[4] == row[5] == row[6] == row[7]:
+        raise ConfigError(f"MFSGD.fit: columns {u!r}, {i!r} and {r!r} must not hold nulls")
+    if row[9] or row[10]:
+        raise ConfigError(f"MFSGD.fit: ids in {u!r} and {i!r} must be integers (integral "
+                          "doubles such as StringIndexer's are fine)")
+    if row[0] < 0 or row[2] < 0:
+        raise ConfigError(f"MFSGD.fit: ids must be >= 0 (found {min(row[0], row[2])}); "
+                          "index them first, e.g. with StringIndexer")
+    if row[11]:
+        raise ConfigError(f"MFSGD.fit: {r!r} holds NaN ratings")
+    n_items = int(row[3]) + 1
+    rated = df.select(_ids(i).alias("i")).distinct().toArrow()
+    rated_items = np.zeros(n_items, bool)
+    rated_items[arrow.ids(rated.column("i"))] = True
+    return {"n_users": int(row[1]) + 1, "n_items": n_items, "ratings": int(row[4]),
+            "mu": float(row[8]) if params._value("biases") else 0.0, "rated_items": rated_items}
+
+
+class _Train:
+    """The task of the barrier stage (Spark runs all of them at once or none): one worker
+    for the whole fit, meeting the others through the server between sub-epochs."""
+
+    def __init__(self, job: dict) -> None:
+        self.job = job
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import BarrierTaskContext
+        ctx = BarrierTaskContext.get()
+        job, w, parts = self.job, ctx.partitionId(), self.job["parts"]
+        table = pa.Table.from_batches([b for b in batches if b.num_rows],
+                                      schema=pa.schema([("user", pa.int64()),
+                                                        ("item", pa.int64()),
+                                                        ("rating", pa.float32())]))
+        ids, users = np.unique(arrow.ids(table.column("user")), return_inverse=True)
+        items = arrow.ids(table.column("item"))
+        ratings = table.column("rating").to_numpy().astype(np.float32)
+        rng = np.random.default_rng([job["seed"], w])
+        W = rng.normal(0, 0.1, (ids.size, job["rank"])).astype(np.float32)
+        bu = np.zeros(ids.size, np.float32)
+        client = executor_client(job["master"])
+        worker = Worker(client.aio, job["name"], w, users, items, ratings, W, bu,
+                        mu=job["mu"], reg=job["regParam"], biases=job["biases"],
+                        seed=job["seed"])
+        edges = block_edges(job["n_items"], parts)
+        every = np.arange(job["n_items"])
+        meetings = 0
+
+        def meet() -> None:
+            """Wait until every task got here (Spark's ctx.barrier() takes ~1 s; the
+            server's count takes a round trip or a few)."""
+            nonlocal meetings
+            meetings += 1
+            client.push_rows(job["name"], "arrivals", [0], [1.0])
+            deadline = time.monotonic() + MEETING_TIMEOUT
+            while client.pull_rows(job["name"], "arrivals", [0])[0] < meetings * parts:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"MF-SGD task {w}: the other tasks did not reach "
+                                       f"meeting {meetings} within {MEETING_TIMEOUT} s")
+                time.sleep(0.0005)
+        for epoch in range(job["maxIter"]):
+            began = time.perf_counter()
+            lr = job["stepSize"]
+            order = worker.order(epoch)
+            if job["schedule"] == "rotation":
+                for s in range(parts):
+                    b = (w + s) % parts
+                    client.run(worker.block(order, int(edges[b]), int(edges[b + 1]), lr))
+                    meet()  # no block is trained by two tasks at once
+            else:
+                client.run(worker.batches(order, lr, job["batchSize"],
+                                          job["numConcurrentBatches"]))
+                meet()
+            H = client.pull_rows(job["name"], "item_factors", every)
+            bi = client.pull_rows(job["name"], "item_bias", every)
+            sse = squared_errors(users, items, ratings, W, bu, H, bi, job["mu"],
+                                 job["biases"])
+            client.push_rows(job["name"], "epoch_errors", [epoch],
+                             np.array([[sse, users.size, time.perf_counter() - began]]))
+            meet()  # every task scored this epoch before any trains the next
+        offsets = np.arange(ids.size + 1, dtype=np.int32) * job["rank"]
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(ids), pa.ListArray.from_arrays(pa.array(offsets), pa.array(W.ravel())),
+             pa.array(bu)], names=["id", "features", "bias"])
+
+
+class _EpochLog:
+    """While fit's job runs: poll the epoch_errors table and log each finished epoch's
+    train RMSE and updates/s; `history()` afterwards."""
+
+    def __init__(self, client, name: str, epochs: int, ratings: int, parts: int) -> None:
+        self.client, self.name, self.epochs, self.ratings = client, name, epochs, ratings
+        self.parts = parts
+        self.done: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mf_sgd-epochs")
+
+    def _poll(self) -> None:
+        rows = self.client.pull_rows(self.name, "epoch_errors", np.arange(self.epochs))
+        while len(self.done) < self.epochs and rows[len(self.done), 1] >= self.ratings:
+            sse, n, seconds = rows[len(self.done)]
+            entry = {"epoch": len(self.done), "train_rmse": float(np.sqrt(sse / n)),
+                     "valid_rmse": None, "seconds": float(seconds) / self.parts,  # tasks' mean
+                     "updates": int(n)}
+            self.done.append(entry)
+            log.info("MF-SGD epoch %d/%d: train RMSE %.4f, %.0f updates/s", len(self.done),
+                     self.epochs, entry["train_rmse"], n / max(entry["seconds"], 1e-9))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._poll()
+
+    def __enter__(self) -> "_EpochLog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self._poll()
+
+    def history(self) -> list[dict]:
+        return list(self.done)
+
+
+class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
+    """A fitted MF-SGD: factors and biases in the driver (broadcast to the scoring tasks),
+    so it predicts and recommends without a parameter server. Only rated users and items
+    are known: the others are cold-start (coldStartStrategy) and never recommended."""
+
+    def __init__(self, state: LocalMFSGD | None = None, rated_users=None,
+                 rated_items=None) -> None:
+        super().__init__()
+        self.state, self.rated_users, self.rated_items = state, rated_users, rated_items
+
+    @property
+    def history(self) -> list[dict]:
+        """Per epoch of fit: train_rmse, seconds, updates."""
+        return getattr(self.state, "history_", [])
+
+    def _shipped(self, spark):
+        pin_local_interpreter(spark.sparkContext)
+        return spark.sparkContext.broadcast(self)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        self._check_columns(dataset.schema, ("userCol", "itemCol"))
+        names = dataset.columns
+        prediction = self._value("predictionCol")
+        schema = T.StructType(dataset.schema.fields + [T.StructField(prediction,
+                                                                     T.FloatType())])
+        out = dataset.mapInArrow(_Predict(self._shipped(dataset.sparkSession), names,
+                                          self._value("userCol"), self._value("itemCol"),
+                                          prediction), schema)
+        if self._value("coldStartStrategy") == "drop":
+            out = out.where(~F.isnan(prediction))
+        return out
+
+    def _scores(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(queries, targets, query bias, target bias) for recommending on `side`;
+        targets never rated get -inf."""
+        s = self.state
+        users = (s.user_factors_, s.user_bias_ + np.float32(s.global_mean_), self.rated_users)
+        items = (s.item_factors_, s.item_bias_.astype(np.float32), self.rated_items)
+        (q, qb, _), (t, tb, known) = (users, items) if side == "user" else (items, users)
+        return q, t, qb, np.where(known, tb, -np.inf).astype(np.float32)
+
+    def _recommend(self, ids: DataFrame, side: str, n) -> DataFrame:
+        if (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise ConfigError(f"the number of recommendations must be a positive integer, "
+                              f"got {n!r}")
+        this, other = ((self._value("userCol"), self._value("itemCol")) if side == "user"
+                       else (self._value("itemCol"), self._value("userCol")))
+        schema = T.StructType([T.StructField(this, T.LongType()), T.StructField(
+            "recommendations", T.ArrayType(T.StructType([
+                T.StructField(other, T.LongType()), T.StructField("rating", T.FloatType())])))])
+        return ids.mapInArrow(_Recommend(self._shipped(ids.sparkSession), side, int(n),
+                                         (this, other)), schema)
+
+    def _rated(self, side: str) -> DataFrame:
+        from pyspark.sql import SparkSession
+        rated = np.flatnonzero(self.rated_users if side == "user" else self.rated_items)
+        return SparkSession.active().createDataFrame(pa.table({"id": pa.array(rated)}))
+
+    def _subset(self, dataset: DataFrame, side: str) -> DataFrame:
+        column = self._value("userCol" if side == "user" else "itemCol")
+        self._check_columns(dataset.schema, ("userCol" if side == "user" else "itemCol",))
+        return dataset.select(_ids(column).alias("id")).where("id IS NOT NULL").distinct()
+
+    def recommendForAllUsers(self, numItems: int) -> DataFrame:
+        """Top `numItems` items per rated user, as ALS: (userCol, recommendations:
+        array<struct<itemCol, rating>>)."""
+        return self._recommend(self._rated("user"), "user", numItems)
+
+    def recommendForUserSubset(self, dataset: DataFrame, numItems: int) -> DataFrame:
+        return self._recommend(self._subset(dataset, "user"), "user", numItems)
+
+    def recommendForAllItems(self, numUsers: int) -> DataFrame:
+        """Top `numUsers` users per rated item: (itemCol, recommendations:
+        array<struct<userCol, rating>>)."""
+        return self._recommend(self._rated("item"), "item", numUsers)
+
+    def recommendForItemSubset(self, dataset: DataFrame, numUsers: int) -> DataFrame:
+        return self._recommend(self._subset(dataset, "item"), "item", numUsers)
+
+    def _factors(self, side: str) -> DataFrame:
+        from pyspark.sql import SparkSession
+        s = self.state
+        known = self.rated_users if side == "user" else self.rated_items
+        factors = s.user_factors_ if side == "user" else s.item_factors_
+        bias = s.user_bias_ if side == "user" else s.item_bias_
+        ids = np.flatnonzero(known)
+        rows = np.ascontiguousarray(factors[ids], np.float32)
+        offsets = np.arange(ids.size + 1, dtype=np.int32) * rows.shape[1]
+        return SparkSession.active().createDataFrame(pa.table({
+            "id": pa.array(ids),
+            "features": pa.ListArray.from_arrays(pa.array(offsets), pa.array(rows.ravel())),
+            "bias": pa.array(bias[ids].astype(np.float32))}))
+
+    @property
+    def userFactors(self) -> DataFrame:
+        """(id, features, bias) of every rated user, as ALS's (plus the bias)."""
+        return self._factors("user")
+
+    @property
+    def itemFactors(self) -> DataFrame:
+        """(id, features, bias) of every rated item."""
+        return self._factors("item")
+
+    def write(self) -> MLWriter:
+        return _Writer(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _Reader(cls)
+
+
+class _Predict:
+    def __init__(self, model, names: list[str], user: str, item: str, prediction: str) -> None:
+        self.model, self.names, self.user, self.item = model, names, user, item
+        self.prediction = prediction
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        me = self.model.value
+        for batch in batches:
+            users, items = arrow.ids(batch.column(self.user)), arrow.ids(batch.column(self.item))
+            known = ((users >= 0) & (users < me.rated_users.size) & (items >= 0)
+                     & (items < me.rated_items.size))
+            known[known] &= me.rated_users[users[known]] & me.rated_items[items[known]]
+            out = np.full(batch.num_rows, np.nan, np.float32)
+            if known.any():
+                out[known] = me.state.predict(users[known], items[known])
+            yield pa.RecordBatch.from_arrays([batch.column(n) for n in self.names]
+                                             + [pa.array(out)],
+                                             names=self.names + [self.prediction])
+
+
+class _Recommend:
+    def __init__(self, model, side: str, n: int, names: tuple[str, str]) -> None:
+        self.model, self.side, self.n, self.names = model, side, n, names
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from models.recommend import top_k
+        me = self.model.value
+        queries, targets, qb, tb = me._scores(self.side)
+        for batch in batches:
+            ids = arrow.ids(batch.column("id"))
+            ids = ids[(ids >= 0) & (ids < len(queries))]
+            if not ids.size:
+                continue
+            top, scores = top_k(queries[ids], targets, self.n, query_bias=qb[ids],
+                                target_bias=tb)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(ids), ranked_lists(top, scores, (self.names[1], "rating"))],
+                names=[self.names[0], "recommendations"])
+
+
+PARAMS = ml.param_names(_MFSGDParams)
+ml.add_accessors(_MFSGDParams, PARAMS, setters=False)
+ml.add_accessors(MFSGD, PARAMS, setters=True)
+for _name in ("userCol", "itemCol", "predictionCol", "coldStartStrategy"):
+    setattr(MFSGDModel, f"set{_name[0].upper()}{_name[1:]}",
+            getattr(MFSGD, f"set{_name[0].upper()}{_name[1:]}"))
+
+
+class _Writer(MLWriter):
+    def __init__(self, instance: MFSGDModel) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        import os
+        m = self.instance
+        DefaultParamsWriter.saveMetadata(m, path, self.sc, extraMetadata={"history": m.history})
+        data = ml.data_dir(path, "MFSGDModel")
+        os.makedirs(data, exist_ok=True)
+        m.state.save(data / "mf_sgd.npz")
+        with open(data / "rated.npz", "wb") as f:
+            np.savez(f, users=m.rated_users, items=m.rated_items)
+
+
+class _Reader(MLReader):
+    def __init__(self, cls: type) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> MFSGDModel:
+        meta = DefaultParamsReader.loadMetadata(path, self.sc)
+        data = ml.data_dir(path, "MFSGDModel")
+        state = LocalMFSGD.load(data / "mf_sgd.npz")
+        with np.load(data / "rated.npz") as f:
+            model = self.cls(state, f["users"], f["items"])
+        model._resetUid(meta["uid"])
+        DefaultParamsReader.getAndSetParams(model, meta)
+        return model

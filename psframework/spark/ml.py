@@ -1,0 +1,57 @@
+"""pyspark.ml plumbing that every PS model's estimator needs: params with getters and
+setters as pyspark.ml classes have them, and arrays saved beside pyspark.ml's metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pyspark.ml.param import Param, Params
+
+from psframework.errors import ConfigError
+
+__all__ = ["param", "ParamValues", "add_accessors", "data_dir", "param_names"]
+
+
+def param(name: str, doc: str, converter: Callable) -> Param:
+    """A class-level Param, as pyspark.ml declares them."""
+    return Param(Params._dummy(), name, doc, typeConverter=converter)
+
+
+class ParamValues(Params):
+    """Params with `_value(name)`: the value, or None when an optional one is unset."""
+
+    def _value(self, name: str) -> Any:
+        p = self.getParam(name)
+        return self.getOrDefault(p) if self.isDefined(p) else None
+
+
+def param_names(cls: type) -> list[str]:
+    """The names of the Params a class declares."""
+    return [p.name for p in vars(cls).values() if isinstance(p, Param)]
+
+
+def add_accessors(cls: type, names: Iterable[str], setters: bool) -> None:
+    """getX() for every param in `names` (None for an optional one left unset) and, if
+    `setters`, setX(value) returning self."""
+    for name in names:
+        cap = name[0].upper() + name[1:]
+
+        def get(self, _name=name):
+            return self._value(_name)
+
+        def set_(self, value, _name=name):
+            return self._set(**{_name: value})
+        get.__name__, get.__doc__ = f"get{cap}", f"The value of {name}."
+        set_.__name__, set_.__doc__ = f"set{cap}", f"Set {name}; returns self."
+        setattr(cls, get.__name__, get)
+        if setters:
+            setattr(cls, set_.__name__, set_)
+
+
+def data_dir(path: str, what: str) -> Path:
+    """Where a model's arrays go: `path/data`, beside Spark's metadata, on a local or
+    mounted path."""
+    if "://" in path and not path.startswith("file://"):
+        raise ConfigError(f"{what} saves to local or mounted paths, not {path!r}")
+    return Path(path.removeprefix("file://")) / "data"
