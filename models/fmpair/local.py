@@ -29,9 +29,6 @@ from models.recommender import LocalRecommender
 
 __all__ = ["LocalFMPair"]
 
-PARAMS = ("dims", "loss", "sampler", "rho", "step_size", "linear_reg", "factors_reg",
-          "optimizer", "epochs", "batch_size", "num_negatives", "concurrent_batches",
-          "filter_seen", "seed", "master", "num_shards")
 
 
 class LocalFMPair(LocalRecommender):
@@ -47,6 +44,10 @@ class LocalFMPair(LocalRecommender):
     callback(epoch, elapsed_seconds, loss) is called after every epoch.
     """
 
+    PARAMS = ("dims", "loss", "sampler", "rho", "step_size", "linear_reg", "factors_reg",
+              "optimizer", "epochs", "batch_size", "num_negatives", "concurrent_batches",
+              "filter_seen", "seed", "master", "num_shards")
+
     def __init__(self, *, dims: int = 32, loss: str = "bpr", sampler: str = "uniform",
                  rho: float = 1.0, step_size: float = 0.05, linear_reg: float = 0.0,
                  factors_reg: float = 0.0, optimizer: str = "adagrad", epochs: int = 10,
@@ -61,23 +62,17 @@ class LocalFMPair(LocalRecommender):
         self.filter_seen, self.seed, self.master, self.num_shards = filter_seen, seed, master, num_shards
         self.show_progress, self.callback = show_progress, callback
 
-    def get_params(self) -> dict:
-        return {p: getattr(self, p) for p in PARAMS}
-
     def _validate(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
-        for name in ("dims", "epochs", "batch_size", "num_negatives", "concurrent_batches",
-                     "num_shards"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and value >= 1, name, "a positive integer")
+        need = self._need
+        self._need_counts(("dims", "epochs", "batch_size", "num_negatives",
+                           "concurrent_batches", "num_shards"))
         need(self.loss in LOSSES, "loss", f"one of {LOSSES}")
         need(self.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
         need(self.step_size > 0, "step_size", "> 0")
         need(self.rho > 0, "rho", "> 0")
-        need(self.linear_reg >= 0 and self.factors_reg >= 0, "linear_reg", ">= 0 (so must factors_reg)")
+        need(self.linear_reg >= 0 and self.factors_reg >= 0, "linear_reg",
+             ">= 0 (so must factors_reg)")
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, user_features=None, item_features=None,

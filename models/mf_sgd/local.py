@@ -35,9 +35,6 @@ from models.recommender import LocalRecommender
 
 __all__ = ["LocalMFSGD"]
 
-PARAMS = ("rank", "epochs", "step_size", "reg", "biases", "schedule", "num_workers",
-          "batch_size", "concurrent_batches", "decay", "init_std", "seed", "master",
-          "num_shards")
 
 
 def _ratings(users, items, ratings, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,6 +60,10 @@ class LocalMFSGD(LocalRecommender):
     and how many are in flight per worker. callback(epoch, entry) after every epoch, with
     the entry appended to `history_` (epoch, train_rmse, valid_rmse, seconds, updates)."""
 
+    PARAMS = ("rank", "epochs", "step_size", "reg", "biases", "schedule", "num_workers",
+              "batch_size", "concurrent_batches", "decay", "init_std", "seed", "master",
+              "num_shards")
+
     def __init__(self, *, rank: int = 100, epochs: int = 20, step_size: float = 0.005,
                  reg: float = 0.02, biases: bool = True, schedule: str = "rotation",
                  num_workers: int = 2, batch_size: int = 256, concurrent_batches: int = 2,
@@ -76,18 +77,10 @@ class LocalMFSGD(LocalRecommender):
         self.master, self.num_shards = master, num_shards
         self.show_progress, self.callback = show_progress, callback
 
-    def get_params(self) -> dict:
-        return {p: getattr(self, p) for p in PARAMS}
-
     def _validate(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
-        for name in ("rank", "epochs", "num_workers", "batch_size", "concurrent_batches",
-                     "num_shards"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-                 and value >= 1, name, "a positive integer")
+        need = self._need
+        self._need_counts(("rank", "epochs", "num_workers", "batch_size",
+                           "concurrent_batches", "num_shards"))
         need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
         need(self.step_size > 0, "step_size", "> 0")
         need(self.reg >= 0, "reg", ">= 0")
