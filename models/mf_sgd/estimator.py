@@ -43,7 +43,6 @@ from psframework.spark import (
     SparkParameterServer, arrow, executor_client, ml, pin_local_interpreter,
 )
 from models.frames import ranked_lists
-from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.local import LocalMFSGD
 from models.mf_sgd.plugin import SCHEDULES
 from models.mf_sgd.worker import Worker, block_edges
@@ -256,10 +255,10 @@ class _Train:
         W = rng.normal(0, 0.1, (ids.size, job["rank"])).astype(np.float32)
         bu = np.zeros(ids.size, np.float32)
         client = executor_client(job["master"])
+        edges = block_edges(job["n_items"], parts)
         worker = Worker(client.aio, job["name"], w, users, items, ratings, W, bu,
                         mu=job["mu"], reg=job["regParam"], biases=job["biases"],
-                        seed=job["seed"])
-        edges = block_edges(job["n_items"], parts)
+                        seed=job["seed"], edges=edges)
         every = np.arange(job["n_items"])
         meetings = 0
 
@@ -280,9 +279,11 @@ class _Train:
             lr = job["stepSize"]
             order = worker.order(epoch)
             if job["schedule"] == "rotation":
+                grouped, starts = worker.by_block(order)
                 for s in range(parts):
                     b = (w + s) % parts
-                    client.run(worker.block(order, int(edges[b]), int(edges[b + 1]), lr))
+                    client.run(worker.block(grouped[starts[b]:starts[b + 1]], int(edges[b]),
+                                            int(edges[b + 1]), lr))
                     meet()  # no block is trained by two tasks at once
             else:
                 client.run(worker.batches(order, lr, job["batchSize"],
@@ -290,8 +291,7 @@ class _Train:
                 meet()
             H = client.pull_rows(job["name"], "item_factors", every)
             bi = client.pull_rows(job["name"], "item_bias", every)
-            sse = squared_errors(users, items, ratings, W, bu, H, bi, job["mu"],
-                                 job["biases"])
+            sse = client.run(worker.squared_errors(H, bi))
             client.push_rows(job["name"], "epoch_errors", [epoch],
                              np.array([[sse, users.size, time.perf_counter() - began]]))
             meet()  # every task scored this epoch before any trains the next

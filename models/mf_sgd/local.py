@@ -120,9 +120,11 @@ class LocalMFSGD(LocalRecommender):
                 every = np.arange(n_items)
                 await client.push_rows(name, "item_factors", every, start)  # onto zeros
                 edges = block_edges(self.user_factors_.shape[0], self.num_workers)
+                item_blocks = block_edges(n_items, self.num_workers)
                 workers = [Worker(client, name, w, users[mine], items[mine], ratings[mine],
                                   self.user_factors_, self.user_bias_, mu=self.global_mean_,
-                                  reg=self.reg, biases=self.biases, seed=self.seed)
+                                  reg=self.reg, biases=self.biases, seed=self.seed,
+                                  edges=item_blocks)
                            for w in range(self.num_workers)
                            for mine in [np.flatnonzero((users >= edges[w])
                                                        & (users < edges[w + 1]))]]
@@ -132,18 +134,19 @@ class LocalMFSGD(LocalRecommender):
             finally:
                 await client.destroy(name)
 
-    async def _epoch(self, workers: list[Worker], epoch: int, n_items: int
-                     ) -> tuple[float, int]:
+    async def _epoch(self, workers: list[Worker], epoch: int) -> tuple[float, int]:
         lr = self.step_size * self.decay ** epoch
         orders = [w.order(epoch) for w in workers]
         done = []
         if self.schedule == "rotation":
-            p = len(workers)
-            edges = block_edges(n_items, p)
+            p, edges = len(workers), workers[0].edges
+            plans = [w.by_block(order) for w, order in zip(workers, orders)]
             for s in range(p):  # sub-epochs, with a barrier between them
                 done += await asyncio.gather(*(
-                    w.block(order, int(edges[(k + s) % p]), int(edges[(k + s) % p + 1]), lr)
-                    for k, (w, order) in enumerate(zip(workers, orders))))
+                    w.block(grouped[starts[b]:starts[b + 1]], int(edges[b]), int(edges[b + 1]),
+                            lr)
+                    for k, (w, (grouped, starts)) in enumerate(zip(workers, plans))
+                    for b in [(k + s) % p]))
         else:
             done = await asyncio.gather(*(w.batches(order, lr, self.batch_size,
                                                     self.concurrent_batches)
@@ -159,10 +162,11 @@ class LocalMFSGD(LocalRecommender):
         try:
             for epoch in range(self.epochs):
                 began = time.perf_counter()
-                _, updates = await self._epoch(workers, epoch, n_items)
+                _, updates = await self._epoch(workers, epoch)
                 H = await client.pull_rows(name, "item_factors", every)
                 bi = await client.pull_rows(name, "item_bias", every)
-                entry = {"epoch": epoch, "train_rmse": self._rmse(train, H, bi),
+                sse = sum(await asyncio.gather(*(w.squared_errors(H, bi) for w in workers)))
+                entry = {"epoch": epoch, "train_rmse": float(np.sqrt(sse / train[0].size)),
                          "valid_rmse": None if valid is None else self._rmse(valid, H, bi),
                          "seconds": time.perf_counter() - began, "updates": updates}
                 self.history_.append(entry)
