@@ -158,8 +158,25 @@ def test_cross_validator_tunes_reg_param_with_regression_evaluator(session, data
     assert best.bestModel.getRegParam() == 0.02
 
 
+def test_decay_shrinks_later_epochs_steps(session, data):
+    """With decay 1e-6 every epoch after the first barely moves the factors: five epochs
+    end where one epoch (without decay) ends; with decay 1 they do not."""
+    train = ~data.test
+    df = frame(session, data.users[train], data.items[train], data.ratings[train]).persist()
+    with LocalCluster(shards=2, secret=SPARK_SECRET, **FAST) as cluster:
+        def fit(**kw):
+            return MFSGD(rank=4, stepSize=0.02, seed=2, parameterServerHost=cluster.address,
+                         **kw).fit(df).state
+        one, decayed, plain = fit(maxIter=1), fit(maxIter=5, decay=1e-6), fit(maxIter=5)
+    df.unpersist()
+    np.testing.assert_allclose(decayed.item_factors_, one.item_factors_, atol=1e-4)
+    np.testing.assert_allclose(decayed.user_factors_, one.user_factors_, atol=1e-4)
+    assert np.abs(plain.item_factors_ - one.item_factors_).max() > 1e-2
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"rank": 0}, "rank"), ({"schedule": "nope"}, "schedule"), ({"stepSize": -1}, "stepSize"),
+    ({"decay": 0.0}, "decay"),
     ({"coldStartStrategy": "zero"}, "coldStartStrategy"), ({"ratingCol": "score"}, "score"),
     ({"parameterServerHost": "nowhere"}, "parameterServerHost")])
 def test_bad_params_and_columns_are_refused_before_any_job(session, bad, match):

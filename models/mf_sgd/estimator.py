@@ -69,6 +69,8 @@ class _MFSGDParams(ml.ParamValues):
     regParam = ml.param("regParam", "L2 regularization of factors and biases",
                         TypeConverters.toFloat)
     stepSize = ml.param("stepSize", "SGD learning rate", TypeConverters.toFloat)
+    decay = ml.param("decay", "the learning rate of epoch e is stepSize * decay^e",
+                     TypeConverters.toFloat)
     biases = ml.param("biases", "model mu + b_u + b_i besides the factors",
                       TypeConverters.toBoolean)
     schedule = ml.param("schedule", f"one of {SCHEDULES}", TypeConverters.toString)
@@ -88,7 +90,7 @@ class _MFSGDParams(ml.ParamValues):
         super().__init__(*args)
         self._setDefault(userCol="user", itemCol="item", ratingCol="rating",
                          predictionCol="prediction", rank=10, maxIter=10, regParam=0.02,
-                         stepSize=0.005, biases=True, schedule="rotation", seed=0,
+                         stepSize=0.005, decay=1.0, biases=True, schedule="rotation", seed=0,
                          coldStartStrategy="nan", batchSize=256, numConcurrentBatches=2,
                          numParameterServers=2)
 
@@ -102,6 +104,7 @@ class _MFSGDParams(ml.ParamValues):
             need(self._value(name) >= 1, name, "a positive integer")
         need(self._value("stepSize") > 0, "stepSize", "> 0")
         need(self._value("regParam") >= 0, "regParam", ">= 0")
+        need(0 < self._value("decay") <= 1, "decay", "in (0, 1]")
         need(self._value("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
         need(self._value("coldStartStrategy") in COLD_START, "coldStartStrategy",
              f"one of {COLD_START}")
@@ -133,8 +136,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
     def __init__(self, *, userCol: str = "user", itemCol: str = "item",
                  ratingCol: str = "rating", predictionCol: str = "prediction", rank: int = 10,
                  maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
-                 biases: bool = True, schedule: str = "rotation", seed: int = 0,
-                 coldStartStrategy: str = "nan", batchSize: int = 256,
+                 decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
+                 seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 256,
                  numConcurrentBatches: int = 2, numParameterServers: int = 2,
                  parameterServerHost: str | None = None) -> None:
         super().__init__()
@@ -144,8 +147,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
     def setParams(self, *, userCol: str = "user", itemCol: str = "item",
                   ratingCol: str = "rating", predictionCol: str = "prediction", rank: int = 10,
                   maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
-                  biases: bool = True, schedule: str = "rotation", seed: int = 0,
-                  coldStartStrategy: str = "nan", batchSize: int = 256,
+                  decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
+                  seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 256,
                   numConcurrentBatches: int = 2, numParameterServers: int = 2,
                   parameterServerHost: str | None = None) -> "MFSGD":
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
@@ -172,8 +175,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                 client.push_rows(name, "item_factors", every, rng.normal(
                     0, 0.1, (meta["n_items"], rank)).astype(np.float32))
                 job = {k: self._value(k) for k in ("rank", "maxIter", "regParam", "stepSize",
-                                                   "biases", "schedule", "seed", "batchSize",
-                                                   "numConcurrentBatches")}
+                                                   "decay", "biases", "schedule", "seed",
+                                                   "batchSize", "numConcurrentBatches")}
                 job.update(master=ps.master, name=name, mu=meta["mu"], n_items=meta["n_items"],
                            parts=parts)
                 data = dataset.select(_ids(self._value("userCol")).alias("user"),
@@ -184,7 +187,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                     users = data.mapInArrow(_Train(job), "id long, features array<float>, "
                                             "bias float", barrier=True).toArrow()
                 state = LocalMFSGD(rank=rank, epochs=epochs, step_size=self._value("stepSize"),
-                                   reg=self._value("regParam"), biases=self._value("biases"),
+                                   decay=self._value("decay"), reg=self._value("regParam"),
+                                   biases=self._value("biases"),
                                    schedule=self._value("schedule"), seed=self._value("seed"),
                                    show_progress=False)
                 state.item_factors_ = client.pull_rows(name, "item_factors", every)
@@ -276,7 +280,7 @@ class _Train:
                 time.sleep(0.0005)
         for epoch in range(job["maxIter"]):
             began = time.perf_counter()
-            lr = job["stepSize"]
+            lr = job["stepSize"] * job["decay"] ** epoch
             order = worker.order(epoch)
             if job["schedule"] == "rotation":
                 grouped, starts = worker.by_block(order)
