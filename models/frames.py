@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ranked_lists"]
+__all__ = ["ranked_lists", "recommendations"]
 
 
 def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]) -> pa.Array:
@@ -19,3 +19,12 @@ def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]
         [pa.array(targets[keep].astype(np.int64)), pa.array(scores[keep].astype(np.float32))],
         names=list(names))
     return pa.ListArray.from_arrays(pa.array(offsets), pairs)
+
+
+def recommendations(ids: np.ndarray, targets: np.ndarray, scores: np.ndarray,
+                    names: tuple[str, str]) -> pa.RecordBatch:
+    """ALS's recommendation rows: (names[0] = ids, recommendations = each id's ranked
+    (names[1], rating) structs)."""
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.asarray(ids, np.int64)), ranked_lists(targets, scores, (names[1], "rating"))],
+        names=[names[0], "recommendations"])

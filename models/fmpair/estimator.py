@@ -51,7 +51,7 @@ from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS, NegativeSampler
 from models.fmpair.worker import Trainer
-from models.frames import ranked_lists
+from models.frames import recommendations
 from models.memory import ensure_memory, from_job_failure, size
 
 __all__ = ["FMPair", "FMPairModel"]
@@ -586,9 +586,7 @@ class _Recommend:
                        if width else None)
             top, scores = me.recommend(users, self.n, filter_seen=False, context=context,
                                        exclude=exclude)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(users), ranked_lists(top, scores, (self.names[1], "rating"))],
-                names=[self.names[0], "recommendations"])
+            yield recommendations(users, top, scores, self.names)
 
 
 class _Score:
@@ -604,6 +602,7 @@ class _Score:
         me = self.state.value
         n_users, n_items = me.space_.n_users, me.space_.n_items
         width = me.space_.n_context_features
+        item_side = me.item_representations()  # once per task, not per batch
         for batch in batches:
             users = arrow.ids(batch.column(self.user))
             items = arrow.ids(batch.column(self.item))
@@ -614,7 +613,8 @@ class _Score:
                 context = None
                 if width:
                     context = _context(batch.take(pa.array(known)), width, self.given)
-                out[known] = me.predict(users[known], items[known], context)
+                reps = me.user_representations(users[known], context)
+                out[known] = me.pair_scores(reps, items[known], *item_side)
             yield pa.RecordBatch.from_arrays(
                 [batch.column(n) for n in self.names] + [pa.array(out)],
                 names=self.names + [self.prediction])
@@ -639,15 +639,9 @@ class _Factors:
                 if vectors is None:
                     vectors, bias = me.item_representations()
                 out = [vectors[rows], bias[rows]]
-            arrays = [pa.array(rows), _fixed_lists(out[0])] + [pa.array(b) for b in out[1:]]
+            arrays = [pa.array(rows), arrow.rows_to_lists(out[0])] + [pa.array(b) for b in out[1:]]
             names = ["id", "features", "bias"][:len(arrays)]
             yield pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def _fixed_lists(matrix: np.ndarray) -> pa.Array:
-    matrix = np.ascontiguousarray(matrix, np.float32)
-    offsets = np.arange(matrix.shape[0] + 1, dtype=np.int32) * matrix.shape[1]
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
 
 
 PARAMS = ml.param_names(_FMPairParams)

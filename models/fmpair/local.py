@@ -177,8 +177,14 @@ class LocalFMPair(LocalRecommender):
         users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
         if users.shape != items.shape:
             raise ConfigError("users and items must have the same length")
-        vectors, bias = self.item_representations()
-        reps = self.user_representations(users, context)
+        return self.pair_scores(self.user_representations(users, context), items,
+                                *self.item_representations())
+
+    @staticmethod
+    def pair_scores(reps: np.ndarray, items: np.ndarray, vectors: np.ndarray,
+                    bias: np.ndarray) -> np.ndarray:
+        """score(reps[i], items[i]) from item_representations() computed once (callers
+        scoring many batches reuse them)."""
         return (reps * vectors[items]).sum(axis=1) + bias[items]
 
     def recommend(self, users=None, k: int = 10, filter_seen: bool = True, context=None,

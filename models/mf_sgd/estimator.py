@@ -42,10 +42,10 @@ from psframework import ConfigError
 from psframework.spark import (
     SparkParameterServer, arrow, executor_client, ml, pin_local_interpreter,
 )
-from models.frames import ranked_lists
+from models.frames import recommendations
 from models.mf_sgd.local import LocalMFSGD
 from models.mf_sgd.plugin import SCHEDULES
-from models.mf_sgd.worker import Worker, block_edges
+from models.mf_sgd.worker import Worker, block_edges, pull_item_side
 
 __all__ = ["MFSGD", "MFSGDModel"]
 
@@ -191,8 +191,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                                    biases=self._value("biases"),
                                    schedule=self._value("schedule"), seed=self._value("seed"),
                                    show_progress=False)
-                state.item_factors_ = client.pull_rows(name, "item_factors", every)
-                state.item_bias_ = client.pull_rows(name, "item_bias", every)
+                state.item_factors_, state.item_bias_ = client.run(
+                    pull_item_side(client.aio, name, every))
                 state.history_ = progress.history()
             finally:  # the fitted model needs no server: nothing stays on it
                 client.destroy(name)
@@ -293,16 +293,13 @@ class _Train:
                 client.run(worker.batches(order, lr, job["batchSize"],
                                           job["numConcurrentBatches"]))
                 meet()
-            H = client.pull_rows(job["name"], "item_factors", every)
-            bi = client.pull_rows(job["name"], "item_bias", every)
+            H, bi = client.run(pull_item_side(client.aio, job["name"], every))
             sse = client.run(worker.squared_errors(H, bi))
             client.push_rows(job["name"], "epoch_errors", [epoch],
                              np.array([[sse, users.size, time.perf_counter() - began]]))
             meet()  # every task scored this epoch before any trains the next
-        offsets = np.arange(ids.size + 1, dtype=np.int32) * job["rank"]
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(ids), pa.ListArray.from_arrays(pa.array(offsets), pa.array(W.ravel())),
-             pa.array(bu)], names=["id", "features", "bias"])
+        yield pa.RecordBatch.from_arrays([pa.array(ids), arrow.rows_to_lists(W), pa.array(bu)],
+                                         names=["id", "features", "bias"])
 
 
 class _EpochLog:
@@ -431,11 +428,8 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
         factors = s.user_factors_ if side == "user" else s.item_factors_
         bias = s.user_bias_ if side == "user" else s.item_bias_
         ids = np.flatnonzero(known)
-        rows = np.ascontiguousarray(factors[ids], np.float32)
-        offsets = np.arange(ids.size + 1, dtype=np.int32) * rows.shape[1]
         return SparkSession.active().createDataFrame(pa.table({
-            "id": pa.array(ids),
-            "features": pa.ListArray.from_arrays(pa.array(offsets), pa.array(rows.ravel())),
+            "id": pa.array(ids), "features": arrow.rows_to_lists(factors[ids]),
             "bias": pa.array(bias[ids].astype(np.float32))}))
 
     @property
@@ -491,9 +485,7 @@ class _Recommend:
                 continue
             top, scores = top_k(queries[ids], targets, self.n, query_bias=qb[ids],
                                 target_bias=tb)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(ids), ranked_lists(top, scores, (self.names[1], "rating"))],
-                names=[self.names[0], "recommendations"])
+            yield recommendations(ids, top, scores, self.names)
 
 
 PARAMS = ml.param_names(_MFSGDParams)

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from psframework import AsyncClient, ConfigError
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.plugin import SCHEDULES
-from models.mf_sgd.worker import Worker, block_edges
+from models.mf_sgd.worker import Worker, block_edges, pull_item_side
 from models.recommender import LocalRecommender
 
 __all__ = ["LocalMFSGD"]
@@ -129,8 +129,7 @@ class LocalMFSGD(LocalRecommender):
                            for mine in [np.flatnonzero((users >= edges[w])
                                                        & (users < edges[w + 1]))]]
                 await self._epochs(client, name, workers, (users, items, ratings), valid)
-                self.item_factors_ = await client.pull_rows(name, "item_factors", every)
-                self.item_bias_ = await client.pull_rows(name, "item_bias", every)
+                self.item_factors_, self.item_bias_ = await pull_item_side(client, name, every)
             finally:
                 await client.destroy(name)
 
@@ -163,8 +162,7 @@ class LocalMFSGD(LocalRecommender):
             for epoch in range(self.epochs):
                 began = time.perf_counter()
                 _, updates = await self._epoch(workers, epoch)
-                H = await client.pull_rows(name, "item_factors", every)
-                bi = await client.pull_rows(name, "item_bias", every)
+                H, bi = await pull_item_side(client, name, every)
                 sse = sum(await asyncio.gather(*(w.squared_errors(H, bi) for w in workers)))
                 entry = {"epoch": epoch, "train_rmse": float(np.sqrt(sse / train[0].size)),
                          "valid_rmse": None if valid is None else self._rmse(valid, H, bi),

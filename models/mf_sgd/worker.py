@@ -21,7 +21,7 @@ import numpy as np
 from psframework import AsyncClient
 from models.mf_sgd.kernels import sgd, squared_errors
 
-__all__ = ["Worker", "block_edges"]
+__all__ = ["Worker", "block_edges", "pull_item_side"]
 
 
 def block_edges(n: int, parts: int) -> np.ndarray:
@@ -30,6 +30,13 @@ def block_edges(n: int, parts: int) -> np.ndarray:
     threads write one cache line of the users' factors and biases) and train blocks of
     items."""
     return np.concatenate([[0], np.cumsum([b.size for b in np.array_split(np.arange(n), parts)])])
+
+
+async def pull_item_side(client: AsyncClient, model: str, ids: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The item factors and biases of `ids`, both pulls at once."""
+    return await asyncio.gather(client.pull_rows(model, "item_factors", ids),
+                                client.pull_rows(model, "item_bias", ids))
 
 
 class Worker:
@@ -76,10 +83,6 @@ class Worker:
                                           self.ratings, self.W, self.bu, H, bi, self.mu,
                                           self.biases)
 
-    async def _pull(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return await asyncio.gather(self.client.pull_rows(self.model, "item_factors", ids),
-                                    self.client.pull_rows(self.model, "item_bias", ids))
-
     async def _push(self, ids: np.ndarray, H: np.ndarray, bi: np.ndarray) -> None:
         await asyncio.gather(self.client.push_rows(self.model, "item_factors", ids, H),
                              self.client.push_rows(self.model, "item_bias", ids, bi))
@@ -91,7 +94,7 @@ class Worker:
         if picked.size == 0:
             return 0.0, 0
         ids = np.arange(lo, hi)
-        H, bi = await self._pull(ids)
+        H, bi = await pull_item_side(self.client, self.model, ids)
         sse = await self._train(picked, self.items[picked] - lo, H, bi, lr)
         await self._push(ids, H, bi)
         return sse, int(picked.size)
@@ -105,7 +108,7 @@ class Worker:
         async def one(picked: np.ndarray) -> float:
             try:
                 ids, rows = np.unique(self.items[picked], return_inverse=True)
-                H, bi = await self._pull(ids)
+                H, bi = await pull_item_side(self.client, self.model, ids)
                 H0, b0 = H.copy(), bi.copy()
                 sse = await self._train(picked, rows.astype(np.int64), H, bi, lr)
                 await self._push(ids, H - H0, bi - b0)

@@ -21,8 +21,8 @@ import scipy.sparse as sp
 
 from psframework.errors import ConfigError
 
-__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "sparse_parts", "per_id_csr",
-           "SPARSE_PARTS"]
+__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "rows_to_lists", "sparse_parts",
+           "per_id_csr", "SPARSE_PARTS"]
 
 SPARSE_PARTS = "id long, size int, indices array<int>, values array<float>"
 
@@ -94,6 +94,13 @@ def lists_to_csr(column, n_cols: int) -> sp.csr_matrix:
     out.sum_duplicates()
     out.data[:] = 1
     return out
+
+
+def rows_to_lists(matrix: np.ndarray) -> pa.Array:
+    """A float32 matrix as a column of its rows (`array<float>`), without copying per row."""
+    matrix = np.ascontiguousarray(matrix, np.float32)
+    offsets = np.arange(matrix.shape[0] + 1, dtype=np.int32) * matrix.shape[1]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
 
 
 def sparse_parts(batches):
