@@ -28,7 +28,7 @@ def main() -> int:
     p.add_argument("--ps", help="HOST:PORT of a running psframework master (separate mode)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("models.mf_sgd").setLevel(logging.INFO)  # epoch, train RMSE, updates/s
+    logging.getLogger("models.mf_sgd").setLevel(logging.INFO)  # epoch, train and test RMSE, updates/s
     builder = (SparkSession.builder.appName("mf-sgd-example")
                .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2"))
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python; spark-submit sets the master
@@ -40,9 +40,11 @@ def main() -> int:
         df = spark.createDataFrame(pa.table({"user": users, "item": items, "rating": ratings,
                                              "test": test}))
         train, held = df.where(~F.col("test")), df.where(F.col("test"))
+        # the test rows ride along, marked: not trained on, scored after every epoch
         mf = MFSGD(rank=16, maxIter=20, stepSize=0.01, regParam=0.05,
-                   coldStartStrategy="drop", parameterServerHost=args.ps)
-        model = mf.fit(train)
+                   validationIndicatorCol="test", coldStartStrategy="drop",
+                   parameterServerHost=args.ps)
+        model = mf.fit(df)
         evaluator = RegressionEvaluator(labelCol="rating")
         rmse = evaluator.evaluate(model.transform(held))
         mean = train.agg(F.avg("rating")).first()[0]

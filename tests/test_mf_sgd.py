@@ -26,21 +26,23 @@ RTOL, ATOL = 1e-4, 1e-5
 def epoch_sequence(users, items, n_items, *, num_workers, schedule, seed, epoch):
     """Indices of the ratings in the order sequential SGD visits them in `epoch`."""
     p = num_workers
-    orders = []
     owners = np.empty(users.max() + 1, np.int64)  # users in contiguous blocks
     for w, ids in enumerate(np.array_split(np.arange(users.max() + 1), p)):
         owners[ids] = w
-    for w in range(p):
-        own = np.flatnonzero(owners[users] == w)  # stable: input order
-        orders.append(own[np.random.default_rng([seed, w, epoch]).permutation(own.size)])
     if schedule == "async":
         assert p == 1, "async equals sequential SGD only with one worker"
-        return orders[0]
-    block = np.empty(n_items, np.int64)
+        return np.random.default_rng([seed, 0, epoch]).permutation(users.size)
+    block = np.empty(n_items, np.int64)  # items in contiguous blocks
     for b, ids in enumerate(np.array_split(np.arange(n_items), p)):
         block[ids] = b
-    return np.concatenate([orders[w][block[items[orders[w]]] == (w + s) % p]
-                           for s in range(p) for w in range(p)])
+    sequence = []
+    for s in range(p):          # sub-epochs, and in each the workers one after another
+        for w in range(p):
+            b = (w + s) % p
+            mine = np.flatnonzero((owners[users] == w) & (block[items] == b))  # input order
+            sequence.append(mine[np.random.default_rng([seed, w, epoch, b])
+                                 .permutation(mine.size)])
+    return np.concatenate(sequence)
 
 
 def reference(users, items, ratings, *, rank, epochs, step_size, reg=0.02, biases=True,

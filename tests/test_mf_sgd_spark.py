@@ -41,20 +41,21 @@ def data():
     return SimpleNamespace(users=users, items=items, ratings=ratings, test=test)
 
 
-def frame(session, users, items, ratings, id_type=np.float64):
+def frame(session, users, items, ratings, id_type=np.float64, **more):
     """Ids as doubles, as StringIndexer leaves them."""
     return session.createDataFrame(pa.table({"user": users.astype(id_type),
                                              "item": items.astype(id_type),
-                                             "rating": ratings}))
+                                             "rating": ratings, **more}))
 
 
 @pytest.fixture(scope="module")
 def fitted(session, data):
-    train = ~data.test
-    df = frame(session, data.users[train], data.items[train], data.ratings[train])
+    """Trained on the rows not in the test set; the test rows ride along in the same
+    DataFrame, marked by validationIndicatorCol."""
+    df = frame(session, data.users, data.items, data.ratings, held_out=data.test)
     model = MFSGD(rank=6, maxIter=20, stepSize=0.02, regParam=0.02, seed=3,
-                  numParameterServers=2).fit(df)
-    return SimpleNamespace(model=model, train=train)
+                  validationIndicatorCol="held_out", numParameterServers=2).fit(df)
+    return SimpleNamespace(model=model, train=~data.test)
 
 
 def numpy_scores(model):
@@ -74,6 +75,11 @@ def test_fit_learns_and_reports_every_epoch(fitted, data, session):
                             - data.ratings[known]) ** 2))
     baseline = np.sqrt(np.mean((data.ratings[train].mean() - data.ratings[known]) ** 2))
     assert rmse < 0.75 * baseline and rmse < 2 * SIGMA
+    # the validation RMSE of the last epoch is that of the model on the test rows it can
+    # score (user and item rated in training), and only the training rows were trained
+    assert model.history[-1]["valid_rmse"] == pytest.approx(rmse, rel=1e-4)
+    assert all(h["valid_rmse"] is not None for h in model.history)
+    assert model.state.global_mean_ == pytest.approx(data.ratings[train].mean(), rel=1e-6)
     # the train RMSE the last epoch reported is that of the factors the model holds
     fit_rmse = np.sqrt(np.mean((numpy_scores(model)[data.users[train], data.items[train]]
                                 - data.ratings[train]) ** 2))
@@ -178,6 +184,7 @@ def test_decay_shrinks_later_epochs_steps(session, data):
     ({"rank": 0}, "rank"), ({"schedule": "nope"}, "schedule"), ({"stepSize": -1}, "stepSize"),
     ({"decay": 0.0}, "decay"),
     ({"coldStartStrategy": "zero"}, "coldStartStrategy"), ({"ratingCol": "score"}, "score"),
+    ({"validationIndicatorCol": "rating"}, "boolean"),
     ({"parameterServerHost": "nowhere"}, "parameterServerHost")])
 def test_bad_params_and_columns_are_refused_before_any_job(session, bad, match):
     df = session.createDataFrame([(0, 0, 1.0)], "user long, item long, rating double")

@@ -10,20 +10,17 @@ recommends without one.
 `fit` checks the params and columns (ids may be StringIndexer's integral doubles), reads
 μ, the id ranges and which ids are rated by aggregations, starts a `SparkParameterServer`
 (or uses the one at `parameterServerHost`), pushes the initial item factors, and runs ONE
-barrier-mode Spark job over the ratings repartitioned by user: each task is a worker
-(`models.mf_sgd.worker.Worker`) that owns its partition's users and their factors for the
-whole fit and trains block (w + s) mod P of the items in sub-epoch s, the tasks meeting at
-a barrier between sub-epochs. The tasks add each epoch's squared errors to the model's
-`epoch_errors` table, which the driver polls to log train RMSE and updates/s while the
-job runs. The job returns the users' factors; the item side is pulled from the server.
+barrier-mode Spark job over the ratings repartitioned by user (`models.mf_sgd.job`): each
+task is a worker that owns its partition's users and their factors for the whole fit and
+trains block (w + s) mod P of the items in sub-epoch s, the tasks meeting between
+sub-epochs. The driver logs every epoch's train RMSE (and validation RMSE, with
+`validationIndicatorCol`) and updates/s while the job runs. The job returns the users'
+factors; the item side is pulled from the server.
 """
 
 from __future__ import annotations
 
-import logging
 import numbers
-import threading
-import time
 import uuid
 from typing import Any, Iterable, Iterator
 
@@ -39,22 +36,18 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import (
-    SparkParameterServer, arrow, executor_client, ml, pin_local_interpreter,
-)
+from psframework.spark import SparkParameterServer, arrow, ml, pin_local_interpreter
 from models.frames import recommendations
+from models.mf_sgd.job import USERS_SCHEMA, EpochLog, Train, id_column, metadata
 from models.mf_sgd.local import LocalMFSGD
 from models.mf_sgd.plugin import SCHEDULES
-from models.mf_sgd.worker import Worker, block_edges, pull_item_side
+from models.mf_sgd.worker import pull_item_side, push_item_side
 
 __all__ = ["MFSGD", "MFSGDModel"]
-
-log = logging.getLogger("models.mf_sgd")
 
 NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
            T.DecimalType)
 COLD_START = ("nan", "drop")
-MEETING_TIMEOUT = 600.0  # seconds a task waits for the others at the end of a sub-epoch
 
 
 class _MFSGDParams(ml.ParamValues):
@@ -63,6 +56,9 @@ class _MFSGDParams(ml.ParamValues):
     itemCol = ml.param("itemCol", "column of item ids (integers >= 0, or integral doubles)",
                        TypeConverters.toString)
     ratingCol = ml.param("ratingCol", "column of ratings", TypeConverters.toString)
+    validationIndicatorCol = ml.param(
+        "validationIndicatorCol", "boolean column: rows where it is true are not trained on "
+        "but scored after every epoch (validation RMSE)", TypeConverters.toString)
     predictionCol = ml.param("predictionCol", "prediction column", TypeConverters.toString)
     rank = ml.param("rank", "latent dimensions", TypeConverters.toInt)
     maxIter = ml.param("maxIter", "epochs", TypeConverters.toInt)
@@ -120,13 +116,11 @@ class _MFSGDParams(ml.ParamValues):
             if column not in fields:
                 raise ConfigError(f"MFSGD param {name}: column {column!r} is not in the "
                                   f"DataFrame (it has {sorted(fields)})")
-            if not isinstance(fields[column], NUMERIC):
-                raise ConfigError(f"MFSGD param {name}: column {column!r} must be numeric, "
+            kind = T.BooleanType if name == "validationIndicatorCol" else NUMERIC
+            if not isinstance(fields[column], kind):
+                raise ConfigError(f"MFSGD param {name}: column {column!r} must be "
+                                  f"{'boolean' if kind is T.BooleanType else 'numeric'}, "
                                   f"not {fields[column].simpleString()}")
-
-
-def _ids(column: str) -> Any:
-    return F.col(column).cast("long")
 
 
 class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadable):
@@ -134,7 +128,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
 
     @keyword_only
     def __init__(self, *, userCol: str = "user", itemCol: str = "item",
-                 ratingCol: str = "rating", predictionCol: str = "prediction", rank: int = 10,
+                 ratingCol: str = "rating", validationIndicatorCol: str | None = None,
+                 predictionCol: str = "prediction", rank: int = 10,
                  maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
                  decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
                  seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 256,
@@ -145,7 +140,8 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
 
     @keyword_only
     def setParams(self, *, userCol: str = "user", itemCol: str = "item",
-                  ratingCol: str = "rating", predictionCol: str = "prediction", rank: int = 10,
+                  ratingCol: str = "rating", validationIndicatorCol: str | None = None,
+                 predictionCol: str = "prediction", rank: int = 10,
                   maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
                   decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
                   seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 256,
@@ -155,191 +151,66 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
 
     def _fit(self, dataset: DataFrame) -> "MFSGDModel":
         self._check()
-        self._check_columns(dataset.schema, ("userCol", "itemCol", "ratingCol"))
+        valid = self._value("validationIndicatorCol")
+        self._check_columns(dataset.schema, ("userCol", "itemCol", "ratingCol")
+                            + (("validationIndicatorCol",) if valid else ()))
         sc = dataset.sparkSession.sparkContext
         pin_local_interpreter(sc)
-        meta = _metadata(self, dataset)
+        user, item, rating = (self._value(n) for n in ("userCol", "itemCol", "ratingCol"))
+        meta = metadata(dataset, user, item, rating, valid, self._value("biases"))
         host = self._value("parameterServerHost")
         parts = max(sc.defaultParallelism, 1)
+        epochs, rank = self._value("maxIter"), self._value("rank")
+        state = LocalMFSGD(rank=rank, epochs=epochs, step_size=self._value("stepSize"),
+                           decay=self._value("decay"), reg=self._value("regParam"),
+                           biases=self._value("biases"), schedule=self._value("schedule"),
+                           seed=self._value("seed"), show_progress=False)
         with SparkParameterServer(dataset.sparkSession, None if host else
                                   self._value("numParameterServers"), host=host) as ps:
             name = f"mf_sgd-{uuid.uuid4().hex[:12]}"
             client = ps.client()
-            epochs, rank = self._value("maxIter"), self._value("rank")
             client.create_model(name, "mf_sgd", {"n_items": meta["n_items"], "rank": rank,
                                                  "schedule": self._value("schedule"),
                                                  "epochs": epochs})
+            rated = sc.broadcast(meta["rated_items"]) if meta["valid_ratings"] else None
             try:
                 rng = np.random.default_rng(self._value("seed"))
                 every = np.arange(meta["n_items"])
-                client.push_rows(name, "item_factors", every, rng.normal(
-                    0, 0.1, (meta["n_items"], rank)).astype(np.float32))
+                client.run(push_item_side(
+                    client.aio, name, every, rng.normal(0, 0.1, (meta["n_items"], rank))
+                    .astype(np.float32), np.zeros(meta["n_items"], np.float32)))
                 job = {k: self._value(k) for k in ("rank", "maxIter", "regParam", "stepSize",
                                                    "decay", "biases", "schedule", "seed",
                                                    "batchSize", "numConcurrentBatches")}
                 job.update(master=ps.master, name=name, mu=meta["mu"], n_items=meta["n_items"],
                            parts=parts)
-                data = dataset.select(_ids(self._value("userCol")).alias("user"),
-                                      _ids(self._value("itemCol")).alias("item"),
-                                      F.col(self._value("ratingCol")).cast("float")
-                                      .alias("rating")).repartition(parts, "user")
-                with _EpochLog(client, name, epochs, meta["ratings"], parts) as progress:
-                    users = data.mapInArrow(_Train(job), "id long, features array<float>, "
-                                            "bias float", barrier=True).toArrow()
-                state = LocalMFSGD(rank=rank, epochs=epochs, step_size=self._value("stepSize"),
-                                   decay=self._value("decay"), reg=self._value("regParam"),
-                                   biases=self._value("biases"),
-                                   schedule=self._value("schedule"), seed=self._value("seed"),
-                                   show_progress=False)
+                data = dataset.select(
+                    id_column(user).alias("user"), id_column(item).alias("item"),
+                    F.col(rating).cast("float").alias("rating"),
+                    (F.col(valid) if valid else F.lit(False)).alias("valid"),
+                ).repartition(parts, "user")
+                with EpochLog(client, name, epochs, parts, rated is not None) as progress:
+                    users = data.mapInArrow(Train(job, rated), USERS_SCHEMA,
+                                            barrier=True).toArrow()
                 state.item_factors_, state.item_bias_ = client.run(
                     pull_item_side(client.aio, name, every))
                 state.history_ = progress.history()
             finally:  # the fitted model needs no server: nothing stays on it
                 client.destroy(name)
-        ids = arrow.ids(users.column("id"))
+                if rated is not None:
+                    rated.destroy()
+        user_ids = arrow.ids(users.column("id"))
         state.user_factors_ = np.zeros((meta["n_users"], rank), np.float32)
         state.user_bias_ = np.zeros(meta["n_users"], np.float32)
-        if ids.size:
+        if user_ids.size:
             flat = users.column("features").combine_chunks()
-            state.user_factors_[ids] = flat.values.to_numpy(zero_copy_only=False).reshape(
-                ids.size, rank)
-            state.user_bias_[ids] = users.column("bias").to_numpy()
+            state.user_factors_[user_ids] = flat.values.to_numpy(zero_copy_only=False).reshape(
+                user_ids.size, rank)
+            state.user_bias_[user_ids] = users.column("bias").to_numpy()
         state.global_mean_, state.train_ = meta["mu"], None
         rated_users = np.zeros(meta["n_users"], bool)
-        rated_users[ids] = True
+        rated_users[user_ids] = True
         return self._copyValues(MFSGDModel(state, rated_users, meta["rated_items"]))
-
-
-def _metadata(params: _MFSGDParams, df: DataFrame) -> dict:
-    """μ, the id ranges and the rated items, by aggregations (O(items) on the driver)."""
-    u, i, r = (params._value(n) for n in ("userCol", "itemCol", "ratingCol"))
-    integral = [F.sum((F.col(c) != F.floor(F.col(c))).cast("long")) for c in (u, i)]
-    row = df.agg(F.min(u), F.max(u), F.min(i), F.max(i), F.count(F.lit(1)), F.count(u),
-                 F.count(i), F.count(r), F.avg(r), *integral,
-                 F.sum(F.isnan(F.col(r).cast("double")).cast("long"))).first()
-    if row[4] == 0:
-        raise ConfigError("MFSGD.fit: the DataFrame has no ratings to train on")
-    if not row[4] == row[5] == row[6] == row[7]:
-        raise ConfigError(f"MFSGD.fit: columns {u!r}, {i!r} and {r!r} must not hold nulls")
-    if row[9] or row[10]:
-        raise ConfigError(f"MFSGD.fit: ids in {u!r} and {i!r} must be integers (integral "
-                          "doubles such as StringIndexer's are fine)")
-    if row[0] < 0 or row[2] < 0:
-        raise ConfigError(f"MFSGD.fit: ids must be >= 0 (found {min(row[0], row[2])}); "
-                          "index them first, e.g. with StringIndexer")
-    if row[11]:
-        raise ConfigError(f"MFSGD.fit: {r!r} holds NaN ratings")
-    n_items = int(row[3]) + 1
-    rated = df.select(_ids(i).alias("i")).distinct().toArrow()
-    rated_items = np.zeros(n_items, bool)
-    rated_items[arrow.ids(rated.column("i"))] = True
-    return {"n_users": int(row[1]) + 1, "n_items": n_items, "ratings": int(row[4]),
-            "mu": float(row[8]) if params._value("biases") else 0.0, "rated_items": rated_items}
-
-
-class _Train:
-    """The task of the barrier stage (Spark runs all of them at once or none): one worker
-    for the whole fit, meeting the others through the server between sub-epochs."""
-
-    def __init__(self, job: dict) -> None:
-        self.job = job
-
-    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import BarrierTaskContext
-        ctx = BarrierTaskContext.get()
-        job, w, parts = self.job, ctx.partitionId(), self.job["parts"]
-        table = pa.Table.from_batches([b for b in batches if b.num_rows],
-                                      schema=pa.schema([("user", pa.int64()),
-                                                        ("item", pa.int64()),
-                                                        ("rating", pa.float32())]))
-        ids, users = np.unique(arrow.ids(table.column("user")), return_inverse=True)
-        items = arrow.ids(table.column("item"))
-        ratings = table.column("rating").to_numpy().astype(np.float32)
-        rng = np.random.default_rng([job["seed"], w])
-        W = rng.normal(0, 0.1, (ids.size, job["rank"])).astype(np.float32)
-        bu = np.zeros(ids.size, np.float32)
-        client = executor_client(job["master"])
-        edges = block_edges(job["n_items"], parts)
-        worker = Worker(client.aio, job["name"], w, users, items, ratings, W, bu,
-                        mu=job["mu"], reg=job["regParam"], biases=job["biases"],
-                        seed=job["seed"], edges=edges)
-        every = np.arange(job["n_items"])
-        meetings = 0
-
-        def meet() -> None:
-            """Wait until every task got here (Spark's ctx.barrier() takes ~1 s; the
-            server's count takes a round trip or a few)."""
-            nonlocal meetings
-            meetings += 1
-            client.push_rows(job["name"], "arrivals", [0], [1.0])
-            deadline = time.monotonic() + MEETING_TIMEOUT
-            while client.pull_rows(job["name"], "arrivals", [0])[0] < meetings * parts:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"MF-SGD task {w}: the other tasks did not reach "
-                                       f"meeting {meetings} within {MEETING_TIMEOUT} s")
-                time.sleep(0.0005)
-        for epoch in range(job["maxIter"]):
-            began = time.perf_counter()
-            lr = job["stepSize"] * job["decay"] ** epoch
-            order = worker.order(epoch)
-            if job["schedule"] == "rotation":
-                grouped, starts = worker.by_block(order)
-                for s in range(parts):
-                    b = (w + s) % parts
-                    client.run(worker.block(grouped[starts[b]:starts[b + 1]], int(edges[b]),
-                                            int(edges[b + 1]), lr))
-                    meet()  # no block is trained by two tasks at once
-            else:
-                client.run(worker.batches(order, lr, job["batchSize"],
-                                          job["numConcurrentBatches"]))
-                meet()
-            H, bi = client.run(pull_item_side(client.aio, job["name"], every))
-            sse = client.run(worker.squared_errors(H, bi))
-            client.push_rows(job["name"], "epoch_errors", [epoch],
-                             np.array([[sse, users.size, time.perf_counter() - began]]))
-            meet()  # every task scored this epoch before any trains the next
-        yield pa.RecordBatch.from_arrays([pa.array(ids), arrow.rows_to_lists(W), pa.array(bu)],
-                                         names=["id", "features", "bias"])
-
-
-class _EpochLog:
-    """While fit's job runs: poll the epoch_errors table and log each finished epoch's
-    train RMSE and updates/s; `history()` afterwards."""
-
-    def __init__(self, client, name: str, epochs: int, ratings: int, parts: int) -> None:
-        self.client, self.name, self.epochs, self.ratings = client, name, epochs, ratings
-        self.parts = parts
-        self.done: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="mf_sgd-epochs")
-
-    def _poll(self) -> None:
-        rows = self.client.pull_rows(self.name, "epoch_errors", np.arange(self.epochs))
-        while len(self.done) < self.epochs and rows[len(self.done), 1] >= self.ratings:
-            sse, n, seconds = rows[len(self.done)]
-            entry = {"epoch": len(self.done), "train_rmse": float(np.sqrt(sse / n)),
-                     "valid_rmse": None, "seconds": float(seconds) / self.parts,  # tasks' mean
-                     "updates": int(n)}
-            self.done.append(entry)
-            log.info("MF-SGD epoch %d/%d: train RMSE %.4f, %.0f updates/s", len(self.done),
-                     self.epochs, entry["train_rmse"], n / max(entry["seconds"], 1e-9))
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self._poll()
-
-    def __enter__(self) -> "_EpochLog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if exc[0] is None:
-            self._poll()
-
-    def history(self) -> list[dict]:
-        return list(self.done)
 
 
 class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
@@ -354,7 +225,8 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
 
     @property
     def history(self) -> list[dict]:
-        """Per epoch of fit: train_rmse, seconds, updates."""
+        """Per epoch of fit: epoch, train_rmse, valid_rmse (None without a
+        validationIndicatorCol), seconds, updates."""
         return getattr(self.state, "history_", [])
 
     def _shipped(self, spark):
@@ -374,14 +246,14 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
             out = out.where(~F.isnan(prediction))
         return out
 
-    def _scores(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(queries, targets, query bias, target bias) for recommending on `side`;
-        targets never rated get -inf."""
+    def _scores(self, side: str) -> tuple[np.ndarray, ...]:
+        """(queries, targets, query bias, target bias, rated queries) for recommending on
+        `side`; targets never rated get -inf."""
         s = self.state
         users = (s.user_factors_, s.user_bias_ + np.float32(s.global_mean_), self.rated_users)
         items = (s.item_factors_, s.item_bias_.astype(np.float32), self.rated_items)
-        (q, qb, _), (t, tb, known) = (users, items) if side == "user" else (items, users)
-        return q, t, qb, np.where(known, tb, -np.inf).astype(np.float32)
+        (q, qb, rated), (t, tb, known) = (users, items) if side == "user" else (items, users)
+        return q, t, qb, np.where(known, tb, -np.inf).astype(np.float32), rated
 
     def _recommend(self, ids: DataFrame, side: str, n) -> DataFrame:
         if (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
@@ -403,7 +275,7 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
     def _subset(self, dataset: DataFrame, side: str) -> DataFrame:
         column = self._value("userCol" if side == "user" else "itemCol")
         self._check_columns(dataset.schema, ("userCol" if side == "user" else "itemCol",))
-        return dataset.select(_ids(column).alias("id")).where("id IS NOT NULL").distinct()
+        return dataset.select(id_column(column).alias("id")).where("id IS NOT NULL").distinct()
 
     def recommendForAllUsers(self, numItems: int) -> DataFrame:
         """Top `numItems` items per rated user, as ALS: (userCol, recommendations:
@@ -477,10 +349,11 @@ class _Recommend:
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from models.recommend import top_k
         me = self.model.value
-        queries, targets, qb, tb = me._scores(self.side)
+        queries, targets, qb, tb, rated = me._scores(self.side)
         for batch in batches:
             ids = arrow.ids(batch.column("id"))
             ids = ids[(ids >= 0) & (ids < len(queries))]
+            ids = ids[rated[ids]]  # only ids rated in training are in the model, as ALS
             if not ids.size:
                 continue
             top, scores = top_k(queries[ids], targets, self.n, query_bias=qb[ids],

@@ -8,14 +8,15 @@ __all__ = ["sgd", "squared_errors"]
 
 
 @numba.njit(nogil=True, cache=True)
-def sgd(users, rows, ratings, W, bu, H, bi, mu, lr, reg, biases):
-    """For each rating t, in order: user users[t], item row rows[t] of H / bi. Updates
-    W, bu (the worker's users) and H, bi (the items it holds) in place; returns the sum of
-    squared errors before each update."""
+def sgd(users, items, ratings, W, bu, H, bi, first, mu, lr, reg, biases):
+    """For each rating t, in order: user users[t], the item in row items[t] - first of H
+    and bi (they hold items first, first + 1, ...). Updates W, bu (the worker's users)
+    and H, bi (the items it holds) in place; returns the sum of squared errors before
+    each update."""
     total = 0.0
     rank = W.shape[1]
     for t in range(users.shape[0]):
-        u, j = users[t], rows[t]
+        u, j = users[t], items[t] - first
         pred = mu
         if biases:
             pred += bu[u] + bi[j]

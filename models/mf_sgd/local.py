@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from psframework import AsyncClient, ConfigError
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.plugin import SCHEDULES
-from models.mf_sgd.worker import Worker, block_edges, pull_item_side
+from models.mf_sgd.worker import Worker, block_edges, pull_item_side, push_item_side
 from models.recommender import LocalRecommender
 
 __all__ = ["LocalMFSGD"]
@@ -118,13 +118,13 @@ class LocalMFSGD(LocalRecommender):
                                                        "schedule": self.schedule})
             try:
                 every = np.arange(n_items)
-                await client.push_rows(name, "item_factors", every, start)  # onto zeros
+                await push_item_side(client, name, every, start, np.zeros(n_items, np.float32))
                 edges = block_edges(self.user_factors_.shape[0], self.num_workers)
                 item_blocks = block_edges(n_items, self.num_workers)
                 workers = [Worker(client, name, w, users[mine], items[mine], ratings[mine],
                                   self.user_factors_, self.user_bias_, mu=self.global_mean_,
                                   reg=self.reg, biases=self.biases, seed=self.seed,
-                                  edges=item_blocks)
+                                  edges=item_blocks if self.schedule == "rotation" else None)
                            for w in range(self.num_workers)
                            for mine in [np.flatnonzero((users >= edges[w])
                                                        & (users < edges[w + 1]))]]
@@ -135,21 +135,14 @@ class LocalMFSGD(LocalRecommender):
 
     async def _epoch(self, workers: list[Worker], epoch: int) -> tuple[float, int]:
         lr = self.step_size * self.decay ** epoch
-        orders = [w.order(epoch) for w in workers]
-        done = []
         if self.schedule == "rotation":
-            p, edges = len(workers), workers[0].edges
-            plans = [w.by_block(order) for w, order in zip(workers, orders)]
-            for s in range(p):  # sub-epochs, with a barrier between them
-                done += await asyncio.gather(*(
-                    w.block(grouped[starts[b]:starts[b + 1]], int(edges[b]), int(edges[b + 1]),
-                            lr)
-                    for k, (w, (grouped, starts)) in enumerate(zip(workers, plans))
-                    for b in [(k + s) % p]))
+            done = []
+            for s in range(len(workers)):  # sub-epochs, with a barrier between them
+                done += await asyncio.gather(*(w.sub_epoch(epoch, s, lr) for w in workers))
         else:
-            done = await asyncio.gather(*(w.batches(order, lr, self.batch_size,
+            done = await asyncio.gather(*(w.batches(epoch, lr, self.batch_size,
                                                     self.concurrent_batches)
-                                          for w, order in zip(workers, orders)))
+                                          for w in workers))
         return sum(sse for sse, _ in done), sum(n for _, n in done)
 
     async def _epochs(self, client: AsyncClient, name: str, workers: list[Worker],

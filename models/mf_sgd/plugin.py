@@ -1,7 +1,8 @@
 """The `mf_sgd` model on the parameter server: the item side of the factorization.
 
-Tables, row-partitioned over the shards: `item_factors` (items × rank, float32) and
-`item_bias` (items). The users' factors and biases never leave the workers that own the
+One table, row-partitioned over the shards: `items` (items × (rank + 1), float32), each
+row an item's factors and, in the last column, its bias, so that a block of the item side
+moves in one request. The users' factors and biases never leave the workers that own the
 users' ratings (Harp-DAAL's layout). No server ops beyond the built-in pulls and pushes:
 the `rotation` schedule replaces a block it trained (aggregate "replace"), `async` adds
 deltas ("add")."""
@@ -19,10 +20,11 @@ AGGREGATE = {"rotation": "replace", "async": "add"}
 
 
 class MFSGDModel(Model):
-    """config: n_items, rank, schedule; with `epochs`, also `epoch_errors` (epochs × 3,
-    float64, add): the workers' (Σ squared error, ratings, seconds) of each epoch, which the Spark
-    estimator's driver reads while training runs, and `arrivals` (1, add): how many times
-    workers have reached the end of a sub-epoch, which they wait on to meet."""
+    """config: n_items, rank, schedule; with `epochs`, also `epoch_errors` (epochs × 6,
+    float64, add): the workers' sums of (1, squared error, ratings, seconds, squared
+    validation error, validation ratings) for each epoch, which the Spark estimator's
+    driver reads while training runs, and `arrivals` (1, add): how many times workers
+    have reached the end of a sub-epoch, which they wait on to meet."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -40,10 +42,9 @@ class MFSGDModel(Model):
 
     def tables(self) -> list[TableSpec]:
         n, rank = self.config["n_items"], self.config["rank"]
-        aggregate = AGGREGATE[self.config["schedule"]]
-        tables = [TableSpec("item_factors", (n, rank), "float32", aggregate=aggregate),
-                  TableSpec("item_bias", (n,), "float32", aggregate=aggregate)]
+        tables = [TableSpec("items", (n, rank + 1), "float32",
+                            aggregate=AGGREGATE[self.config["schedule"]])]
         if self.config.get("epochs"):
-            tables.append(TableSpec("epoch_errors", (self.config["epochs"], 3), "float64"))
+            tables.append(TableSpec("epoch_errors", (self.config["epochs"], 6), "float64"))
             tables.append(TableSpec("arrivals", (1,), "float64"))  # workers' meeting count
         return tables

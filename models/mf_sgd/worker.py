@@ -1,16 +1,18 @@
 """One MF-SGD worker: the ratings of its users and their factors, trained against the
 item side on the parameter server by either schedule.
 
-- rotation (`block`): pull a block of items once, run SGD over this worker's ratings of
-  those items, push the block back (replace). The caller gives each worker a different
-  block per sub-epoch, so no two workers touch one item at a time and the result is that
-  of a sequential SGD.
+- rotation (`sub_epoch`): in sub-epoch s of P, worker w pulls item block (w + s) mod P
+  once, runs SGD over its ratings of those items, and pushes the block back (replace).
+  No two workers hold one block at a time, so the result is that of a sequential SGD.
 - async (`batches`): mini-batches of this worker's ratings, each pulling its items' rows,
   updating them locally and pushing the deltas (add), `concurrent` batches in flight.
 
-Every epoch visits the worker's ratings in the order `order(epoch)`, seeded by (seed,
-worker, epoch); kernels run on a thread (they release the GIL), so workers of one
-process train in parallel."""
+The order of an epoch is seeded: rotation visits the worker's ratings of block b (in
+input order) in `default_rng([seed, worker, epoch, b]).permutation(...)`, async all its
+ratings in `default_rng([seed, worker, epoch]).permutation(...)`. Shuffles, gathers and
+kernels run on a thread (they release the GIL), so the workers of one process train in
+parallel.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import numpy as np
 from psframework import AsyncClient
 from models.mf_sgd.kernels import sgd, squared_errors
 
-__all__ = ["Worker", "block_edges", "pull_item_side"]
+__all__ = ["Worker", "block_edges", "pull_item_side", "push_item_side"]
+
+TABLE = "items"  # the model's one table: item factors, and the item bias in the last column
 
 
 def block_edges(n: int, parts: int) -> np.ndarray:
@@ -32,11 +36,22 @@ def block_edges(n: int, parts: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum([b.size for b in np.array_split(np.arange(n), parts)])])
 
 
+def ids_dtype(n: int) -> type:
+    """The narrowest integer dtype for ids below n (int32 halves what the kernels read)."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 async def pull_item_side(client: AsyncClient, model: str, ids: np.ndarray
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """The item factors and biases of `ids`, both pulls at once."""
-    return await asyncio.gather(client.pull_rows(model, "item_factors", ids),
-                                client.pull_rows(model, "item_bias", ids))
+    """The item factors and biases of `ids`, in one pull, as contiguous arrays."""
+    side = await client.pull_rows(model, TABLE, ids)
+    return np.ascontiguousarray(side[:, :-1]), np.ascontiguousarray(side[:, -1])
+
+
+async def push_item_side(client: AsyncClient, model: str, ids: np.ndarray, H: np.ndarray,
+                         bi: np.ndarray) -> None:
+    """Push factors and biases of `ids` (combined with the table's aggregator)."""
+    await client.push_rows(model, TABLE, ids, np.column_stack([H, bi]))
 
 
 class Worker:
@@ -45,64 +60,59 @@ class Worker:
                  mu: float, reg: float, biases: bool, seed: int,
                  edges: np.ndarray | None = None) -> None:
         """W and bu: factors and biases indexed by user id (this worker writes only its
-        users' rows). edges: the item blocks of rotation (`block_edges`)."""
+        users' rows). edges: the item blocks of rotation (`block_edges`); with them the
+        worker keeps its ratings grouped by block, in input order within each."""
         self.client, self.model, self.index = client, model, index
-        self.users, self.items = users.astype(np.int64), items.astype(np.int64)
+        self.users = users.astype(ids_dtype(W.shape[0]))
+        self.items = items.astype(ids_dtype(int(items.max(initial=0)) + 1))
         self.ratings = ratings.astype(np.float32)
         self.W, self.bu = W, bu
         self.mu, self.reg, self.biases, self.seed = float(mu), float(reg), biases, seed
         self.edges = edges
-        if edges is not None:  # the block of each rating, once; int16 sorts by radix
-            kind = np.int16 if edges.size <= 2**15 else np.int32
-            self._block = (np.searchsorted(edges, self.items, side="right") - 1).astype(kind)
+        if edges is not None:
+            block = np.searchsorted(edges, self.items, side="right") - 1
+            grouped = np.argsort(block, kind="stable")
+            self.users, self.items = self.users[grouped], self.items[grouped]
+            self.ratings = self.ratings[grouped]
+            counts = np.bincount(block, minlength=edges.size - 1)
+            self.starts = np.concatenate([[0], np.cumsum(counts)])  # block b: [starts[b], starts[b + 1])
 
-    def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.index, epoch]).permutation(self.users.size)
+    def _sgd(self, picked: np.ndarray, items: np.ndarray, first: int, H: np.ndarray,
+             bi: np.ndarray, lr: float) -> float:
+        """SGD over the ratings `picked` in that order, their items' rows being
+        items - first in H and bi (gathered first: a pass over contiguous arrays is twice
+        as fast as one that jumps)."""
+        return sgd(self.users.take(picked), items, self.ratings.take(picked), self.W, self.bu,
+                   H, bi, first, self.mu, float(lr), self.reg, self.biases)
 
-    def by_block(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rotation: `order` grouped by item block (the `edges` given), in order within
-        each: (grouped, starts), block b's ratings being grouped[starts[b]:starts[b + 1]].
-        One stable sort per epoch instead of a pass over every rating per sub-epoch."""
-        blocks = self._block[order]
-        grouped = order[np.argsort(blocks, kind="stable")]
-        counts = np.bincount(blocks, minlength=self.edges.size - 1)
-        return grouped, np.concatenate([[0], np.cumsum(counts)])
+    async def _thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    async def _train(self, picked: np.ndarray, rows: np.ndarray, H: np.ndarray,
-                     bi: np.ndarray, lr: float) -> float:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, sgd, self.users[picked], rows, self.ratings[picked], self.W, self.bu, H, bi,
-            self.mu, float(lr), self.reg, self.biases)
-
-    async def squared_errors(self, H: np.ndarray, bi: np.ndarray) -> float:
-        """Σ (r - prediction)² over this worker's ratings with this item side, on a thread
-        (workers score in parallel)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, squared_errors, self.users, self.items,
-                                          self.ratings, self.W, self.bu, H, bi, self.mu,
-                                          self.biases)
-
-    async def _push(self, ids: np.ndarray, H: np.ndarray, bi: np.ndarray) -> None:
-        await asyncio.gather(self.client.push_rows(self.model, "item_factors", ids, H),
-                             self.client.push_rows(self.model, "item_bias", ids, bi))
-
-    async def block(self, picked: np.ndarray, lo: int, hi: int, lr: float) -> tuple[float, int]:
-        """Rotation: train the ratings `picked` (this worker's of items [lo, hi), from
-        `by_block`), in that order, on one pull and one push of the block. Returns (sum of
-        squared errors, ratings)."""
-        if picked.size == 0:
+    async def sub_epoch(self, epoch: int, s: int, lr: float) -> tuple[float, int]:
+        """Rotation: train item block (index + s) mod P on one pull and one push.
+        Returns (sum of squared errors, ratings)."""
+        b = (self.index + s) % (self.edges.size - 1)
+        lo, hi = int(self.edges[b]), int(self.edges[b + 1])
+        start, stop = int(self.starts[b]), int(self.starts[b + 1])
+        if start == stop:
             return 0.0, 0
         ids = np.arange(lo, hi)
         H, bi = await pull_item_side(self.client, self.model, ids)
-        sse = await self._train(picked, self.items[picked] - lo, H, bi, lr)
-        await self._push(ids, H, bi)
-        return sse, int(picked.size)
 
-    async def batches(self, order: np.ndarray, lr: float, batch_size: int,
+        def train() -> float:
+            rng = np.random.default_rng([self.seed, self.index, epoch, b])
+            picked = start + rng.permutation(stop - start)
+            return self._sgd(picked, self.items.take(picked), lo, H, bi, lr)
+        sse = await self._thread(train)
+        await push_item_side(self.client, self.model, ids, H, bi)
+        return sse, stop - start
+
+    async def batches(self, epoch: int, lr: float, batch_size: int,
                       concurrent: int) -> tuple[float, int]:
-        """Async: mini-batches of `order`, each one pull, local SGD and one push of deltas;
-        a batch starts when fewer than `concurrent` are in flight."""
+        """Async: mini-batches of the epoch's order, each one pull, local SGD and one
+        push of deltas; a batch starts when fewer than `concurrent` are in flight."""
+        order = np.random.default_rng([self.seed, self.index, epoch]).permutation(
+            self.users.size)
         gate = asyncio.Semaphore(concurrent)
 
         async def one(picked: np.ndarray) -> float:
@@ -110,8 +120,8 @@ class Worker:
                 ids, rows = np.unique(self.items[picked], return_inverse=True)
                 H, bi = await pull_item_side(self.client, self.model, ids)
                 H0, b0 = H.copy(), bi.copy()
-                sse = await self._train(picked, rows.astype(np.int64), H, bi, lr)
-                await self._push(ids, H - H0, bi - b0)
+                sse = await self._thread(self._sgd, picked, rows, 0, H, bi, lr)
+                await push_item_side(self.client, self.model, ids, H - H0, bi - b0)
                 return sse
             finally:
                 gate.release()
@@ -124,3 +134,9 @@ class Worker:
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def squared_errors(self, H: np.ndarray, bi: np.ndarray) -> float:
+        """Σ (r - prediction)² over this worker's ratings with this item side, on a thread
+        (workers score in parallel)."""
+        return await self._thread(squared_errors, self.users, self.items, self.ratings,
+                                  self.W, self.bu, H, bi, self.mu, self.biases)
