@@ -374,3 +374,15 @@ def test_bad_params_are_refused_before_anything_starts(no_cluster, bad, match, m
 def test_bad_data_is_refused_before_anything_starts(no_cluster, users, items, ratings):
     with pytest.raises(ConfigError):
         LocalMFSGD(show_progress=False).fit(np.array(users), np.array(items), np.array(ratings))
+
+
+@pytest.mark.parametrize("schedule", ["rotation", "async"])
+def test_divergence_is_a_clear_error_and_the_server_keeps_serving(cluster, schedule):
+    """A step size far too large makes the errors overflow: fit stops with advice before
+    a non-finite value is pushed, and removes its model from the server."""
+    with pytest.raises(ConfigError, match="diverged.*lower the step size"):
+        fit_small(cluster.address, schedule=schedule, step_size=50.0)
+    with Client(cluster.address) as client:
+        assert not [m for m in client.status()["models"] if m["type"] == "mf_sgd"]
+    model, params = fit_small(cluster.address, num_workers=1)  # and the next fit is fine
+    assert_matches(model, reference(*SMALL, **params))

@@ -87,7 +87,7 @@ class _MFSGDParams(ml.ParamValues):
         self._setDefault(userCol="user", itemCol="item", ratingCol="rating",
                          predictionCol="prediction", rank=10, maxIter=10, regParam=0.02,
                          stepSize=0.005, decay=1.0, biases=True, schedule="rotation", seed=0,
-                         coldStartStrategy="nan", batchSize=256, numConcurrentBatches=2,
+                         coldStartStrategy="nan", batchSize=1024, numConcurrentBatches=2,
                          numParameterServers=2)
 
     def _check(self) -> None:
@@ -132,7 +132,7 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                  predictionCol: str = "prediction", rank: int = 10,
                  maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
                  decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
-                 seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 256,
+                 seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
                  numConcurrentBatches: int = 2, numParameterServers: int = 2,
                  parameterServerHost: str | None = None) -> None:
         super().__init__()
@@ -144,7 +144,7 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                  predictionCol: str = "prediction", rank: int = 10,
                   maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
                   decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
-                  seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 256,
+                  seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
                   numConcurrentBatches: int = 2, numParameterServers: int = 2,
                   parameterServerHost: str | None = None) -> "MFSGD":
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})

@@ -66,7 +66,7 @@ class LocalMFSGD(LocalRecommender):
 
     def __init__(self, *, rank: int = 100, epochs: int = 20, step_size: float = 0.005,
                  reg: float = 0.02, biases: bool = True, schedule: str = "rotation",
-                 num_workers: int = 2, batch_size: int = 256, concurrent_batches: int = 2,
+                 num_workers: int = 2, batch_size: int = 1024, concurrent_batches: int = 2,
                  decay: float = 1.0, init_std: float = 0.1, seed: int = 0,
                  master: str | None = None, num_shards: int = 2, show_progress: bool = True,
                  callback: Callable[[int, dict], Any] | None = None) -> None:

@@ -20,7 +20,7 @@ import asyncio
 
 import numpy as np
 
-from psframework import AsyncClient
+from psframework import AsyncClient, ConfigError
 from models.mf_sgd.kernels import sgd, squared_errors
 
 __all__ = ["Worker", "block_edges", "pull_item_side", "push_item_side"]
@@ -82,30 +82,38 @@ class Worker:
         """SGD over the ratings `picked` in that order, their items' rows being
         items - first in H and bi (gathered first: a pass over contiguous arrays is twice
         as fast as one that jumps)."""
-        return sgd(self.users.take(picked), items, self.ratings.take(picked), self.W, self.bu,
-                   H, bi, first, self.mu, float(lr), self.reg, self.biases)
+        sse = sgd(self.users.take(picked), items, self.ratings.take(picked), self.W, self.bu,
+                  H, bi, first, self.mu, float(lr), self.reg, self.biases)
+        if not np.isfinite(sse):  # before anything reaches the server
+            raise ConfigError(f"MF-SGD diverged: the squared error became {sse} at step size "
+                              f"{lr:g}; lower the step size (or, with the async schedule, "
+                              "the batch size or the batches in flight)")
+        return sse
 
     async def _thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    def train_block(self, epoch: int, b: int, H: np.ndarray, bi: np.ndarray,
+                    lr: float) -> float:
+        """Rotation's compute for item block b (H, bi: its rows): SGD over this worker's
+        ratings of the block, in the epoch's order for it; the sum of squared errors."""
+        start, stop = int(self.starts[b]), int(self.starts[b + 1])
+        rng = np.random.default_rng([self.seed, self.index, epoch, b])
+        picked = start + rng.permutation(stop - start)
+        return self._sgd(picked, self.items.take(picked), int(self.edges[b]), H, bi, lr)
 
     async def sub_epoch(self, epoch: int, s: int, lr: float) -> tuple[float, int]:
         """Rotation: train item block (index + s) mod P on one pull and one push.
         Returns (sum of squared errors, ratings)."""
         b = (self.index + s) % (self.edges.size - 1)
-        lo, hi = int(self.edges[b]), int(self.edges[b + 1])
-        start, stop = int(self.starts[b]), int(self.starts[b + 1])
-        if start == stop:
+        count = int(self.starts[b + 1] - self.starts[b])
+        if count == 0:
             return 0.0, 0
-        ids = np.arange(lo, hi)
+        ids = np.arange(self.edges[b], self.edges[b + 1])
         H, bi = await pull_item_side(self.client, self.model, ids)
-
-        def train() -> float:
-            rng = np.random.default_rng([self.seed, self.index, epoch, b])
-            picked = start + rng.permutation(stop - start)
-            return self._sgd(picked, self.items.take(picked), lo, H, bi, lr)
-        sse = await self._thread(train)
+        sse = await self._thread(self.train_block, epoch, b, H, bi, lr)
         await push_item_side(self.client, self.model, ids, H, bi)
-        return sse, stop - start
+        return sse, count
 
     async def batches(self, epoch: int, lr: float, batch_size: int,
                       concurrent: int) -> tuple[float, int]:
