@@ -52,6 +52,13 @@ seeded; every method below sees the same train and test split.
   not in training; its predictions are not clipped). ALS is alternating least squares,
   not SGD, and has no biases: its updates_per_s = maxIter × train ratings / fit_s is only
   for scale.
+- estimator: our pyspark.ml `MFSGD` (rotation, OURS, numParameterServers 2, integrated
+  mode: the master on the driver, the shards started on the executors) in the same
+  SparkSession on the same cached DataFrame, scored the same way. fit_s is the whole
+  `fit` (aggregations, starting and stopping the shards, the training job, collecting
+  the factors); updates_per_s is the median over epochs after the first of the epoch's
+  ratings / its seconds (the tasks' mean), updates_per_s_fit = maxIter × train ratings /
+  fit_s.
 - baselines: sigma (the noise), true_model_rmse (the noiseless true score against the
   test ratings: the floor any model can reach, a little under sigma because the ratings
   are clipped), true_biases_rmse (the true 3.5 + b_u + b_i without the interaction: what
@@ -324,49 +331,66 @@ def surprise_svd(data: dict, epochs: int) -> dict:
     return result
 
 
-def als(data: dict, epochs: int) -> dict:
+def spark(data: dict, epochs: int) -> dict:
+    """pyspark.ml's ALS and our MFSGD estimator in one local[2] SparkSession, on the same
+    cached training DataFrame, each scored by RegressionEvaluator on the test ratings."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     import pandas as pd
+    import pyspark
     from pyspark.ml.evaluation import RegressionEvaluator
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
+    from models.mf_sgd import MFSGD
     (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
-    log("als: pyspark.ml ALS on local[2]")
-    spark = (SparkSession.builder.master("local[2]").appName("mf_sgd-bench")
-             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-             .config("spark.sql.shuffle.partitions", "2")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    session = (SparkSession.builder.master("local[2]").appName("mf_sgd-bench")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
     checkpoints = tempfile.TemporaryDirectory(prefix="mf_sgd-als-")
-    spark.sparkContext.setCheckpointDir(checkpoints.name)
+    session.sparkContext.setCheckpointDir(checkpoints.name)
+    evaluator = RegressionEvaluator(metricName="rmse", labelCol="rating",
+                                    predictionCol="prediction")
+    out = {}
     try:
         def frame(u, i, r):
-            return spark.createDataFrame(pd.DataFrame({
+            return session.createDataFrame(pd.DataFrame({
                 "user": u.astype(np.int32), "item": i.astype(np.int32),
                 "rating": r.astype(np.float32)}))
         train = frame(users, items, ratings).repartition(2).cache()
         test = frame(tu, ti, tr).cache()
         train.count(), test.count()
-        started = time.perf_counter()
-        model = ALS(rank=RANK, maxIter=epochs, regParam=ALS_REG, userCol="user",
-                    itemCol="item", ratingCol="rating", coldStartStrategy="drop",
-                    implicitPrefs=False, seed=SEED).fit(train)
-        fit_s = time.perf_counter() - started
-        predictions = model.transform(test).cache()
-        scored = predictions.count()
-        test_rmse = RegressionEvaluator(metricName="rmse", labelCol="rating",
-                                        predictionCol="prediction").evaluate(predictions)
-        import pyspark
-        version = pyspark.__version__
+        for name, estimator_ in (
+                ("als", ALS(rank=RANK, maxIter=epochs, regParam=ALS_REG, userCol="user",
+                            itemCol="item", ratingCol="rating", coldStartStrategy="drop",
+                            implicitPrefs=False, seed=SEED)),
+                ("estimator", MFSGD(rank=RANK, maxIter=epochs, stepSize=OURS["step_size"],
+                                    decay=OURS["decay"], regParam=OURS["reg"], seed=SEED,
+                                    coldStartStrategy="drop", numParameterServers=2))):
+            log(f"{name}: {type(estimator_).__name__} on local[2]")
+            started = time.perf_counter()
+            model = estimator_.fit(train)
+            fit_s = time.perf_counter() - started
+            predictions = model.transform(test).cache()
+            scored = predictions.count()
+            rate = epochs * users.size / fit_s
+            out[name] = {"fit_s": round(fit_s, 2),
+                         "test_rmse": round(evaluator.evaluate(predictions), 4),
+                         "test_dropped": int(tu.size - scored)}
+            if name == "als":
+                out[name].update(version=pyspark.__version__, reg_param=ALS_REG,
+                                 updates_per_s=round(rate), updates_per_s_note=(
+                                     "maxIter x train ratings / fit_s; ALS is not SGD"))
+            else:
+                out[name].update(updates_per_s_fit=round(rate),
+                                 updates_per_s=round(median_rate(model.history)[0]))
+            log(f"  fit {fit_s:.1f} s, test RMSE {out[name]['test_rmse']:.4f}")
+            predictions.unpersist()
     finally:
-        spark.stop()
+        session.stop()
         checkpoints.cleanup()
-    rate = epochs * users.size / fit_s
-    log(f"  {rate:,.0f} 'updates'/s, fit {fit_s:.1f} s, test RMSE {test_rmse:.4f}")
-    return {"version": version, "reg_param": ALS_REG, "updates_per_s": round(rate),
-            "updates_per_s_note": "maxIter x train ratings / fit_s; ALS is not SGD",
-            "fit_s": round(fit_s, 2), "test_rmse": round(test_rmse, 4),
-            "test_dropped": int(tu.size - scored)}
+    return out
 
 
 def main() -> int:
@@ -409,9 +433,9 @@ def main() -> int:
     out["same_params"] = timed_fit("rotation", data, epochs, args.shards, SURPRISE)
     out["surprise"] = surprise_svd(data, epochs)
     try:
-        out["als"] = als(data, epochs)
+        out.update(spark(data, epochs))
     except Exception as e:
-        log(f"als failed: {type(e).__name__}: {e}")
+        log(f"spark failed: {type(e).__name__}: {e}")
         out["als"] = {"error": f"{type(e).__name__}: {e}"}
 
     ratios = {}
@@ -424,6 +448,12 @@ def main() -> int:
                 ratios[f"{name}_vs_{other}_test_rmse"] = round(
                     out[name]["test_rmse"] / out[other]["test_rmse"], 4)
         ratios[f"{name}_vs_kernel_updates"] = round(ours_rate / out["kernel"]["updates_per_s"], 3)
+    if "updates_per_s" in out.get("estimator", {}):
+        ratios["estimator_vs_rotation_updates"] = round(
+            out["estimator"]["updates_per_s"] / out["rotation"]["updates_per_s"], 3)
+        ratios["estimator_vs_als_fit_s"] = round(out["estimator"]["fit_s"] / out["als"]["fit_s"], 3)
+        ratios["estimator_vs_als_test_rmse"] = round(
+            out["estimator"]["test_rmse"] / out["als"]["test_rmse"], 4)
     ratios["async_vs_rotation_updates"] = round(
         out["async"]["updates_per_s"] / out["rotation"]["updates_per_s"], 3)
     if "updates_per_s" in out["surprise"]:

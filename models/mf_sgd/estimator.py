@@ -10,10 +10,10 @@ recommends without one.
 `fit` checks the params and columns (ids may be StringIndexer's integral doubles), reads
 μ, the id ranges and which ids are rated by aggregations, starts a `SparkParameterServer`
 (or uses the one at `parameterServerHost`), pushes the initial item factors, and runs ONE
-barrier-mode Spark job over the ratings repartitioned by user (`models.mf_sgd.job`): each
-task is a worker that owns its partition's users and their factors for the whole fit and
-trains block (w + s) mod P of the items in sub-epoch s, the tasks meeting between
-sub-epochs. The driver logs every epoch's train RMSE (and validation RMSE, with
+barrier-mode Spark job over the ratings repartitioned by user (`models.mf_sgd.spark_job`):
+each task is a worker that owns its partition's users and their factors for the whole
+fit and trains block (w + s) mod P of the items in sub-epoch s, the tasks meeting
+between sub-epochs. The driver logs every epoch's train RMSE (and validation RMSE, with
 `validationIndicatorCol`) and updates/s while the job runs. The job returns the users'
 factors; the item side is pulled from the server.
 """
@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, functions as F, types as T
 from psframework import ConfigError
 from psframework.spark import SparkParameterServer, arrow, ml, pin_local_interpreter
 from models.frames import recommendations
-from models.mf_sgd.job import USERS_SCHEMA, EpochLog, Train, id_column, metadata
+from models.mf_sgd.spark_job import USERS_SCHEMA, EpochLog, Train, id_column, metadata
 from models.mf_sgd.local import LocalMFSGD
 from models.mf_sgd.plugin import SCHEDULES
 from models.mf_sgd.worker import pull_item_side, push_item_side

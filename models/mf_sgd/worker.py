@@ -74,8 +74,8 @@ class Worker:
             grouped = np.argsort(block, kind="stable")
             self.users, self.items = self.users[grouped], self.items[grouped]
             self.ratings = self.ratings[grouped]
-            counts = np.bincount(block, minlength=edges.size - 1)
-            self.starts = np.concatenate([[0], np.cumsum(counts)])  # block b: [starts[b], starts[b + 1])
+            counts = np.bincount(block, minlength=edges.size - 1)  # block b's ratings are
+            self.starts = np.concatenate([[0], np.cumsum(counts)])  # [starts[b], starts[b + 1])
 
     def _sgd(self, picked: np.ndarray, items: np.ndarray, first: int, H: np.ndarray,
              bi: np.ndarray, lr: float) -> float:
