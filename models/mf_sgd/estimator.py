@@ -38,9 +38,9 @@ from pyspark.sql import DataFrame, functions as F, types as T
 from psframework import ConfigError
 from psframework.spark import SparkParameterServer, arrow, ml, pin_local_interpreter
 from models.frames import recommendations
-from models.mf_sgd.spark_job import USERS_SCHEMA, EpochLog, Train, id_column, metadata
 from models.mf_sgd.local import LocalMFSGD
 from models.mf_sgd.plugin import SCHEDULES
+from models.mf_sgd.spark_job import USERS_SCHEMA, EpochLog, Train, id_column, metadata
 from models.mf_sgd.worker import pull_item_side, push_item_side
 
 __all__ = ["MFSGD", "MFSGDModel"]
@@ -141,7 +141,7 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
     @keyword_only
     def setParams(self, *, userCol: str = "user", itemCol: str = "item",
                   ratingCol: str = "rating", validationIndicatorCol: str | None = None,
-                 predictionCol: str = "prediction", rank: int = 10,
+                  predictionCol: str = "prediction", rank: int = 10,
                   maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
                   decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
                   seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
