@@ -98,15 +98,15 @@ class Train:
         batches = [b for b in batches if b.num_rows]
         table = pa.Table.from_batches(batches) if batches else TRAIN_SCHEMA.empty_table()
         valid = table.column("valid").to_numpy(zero_copy_only=False)
+        train = ~valid
         users, items = arrow.ids(table.column("user")), arrow.ids(table.column("item"))
         ratings = table.column("rating").to_numpy().astype(np.float32)
-        ids = np.unique(users[~valid])
+        ids = np.unique(users[train])  # the users this task trains: rows of W
         rng = np.random.default_rng([job["seed"], w])
         W = rng.normal(0, 0.1, (ids.size, job["rank"])).astype(np.float32)
         bu = np.zeros(ids.size, np.float32)
         client = executor_client(job["master"])
         edges = block_edges(job["n_items"], parts) if job["schedule"] == "rotation" else None
-        train = ~valid
         worker = Worker(client.aio, job["name"], w, np.searchsorted(ids, users[train]),
                         items[train], ratings[train], W, bu, mu=job["mu"],
                         reg=job["regParam"], biases=job["biases"], seed=job["seed"],
