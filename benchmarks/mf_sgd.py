@@ -8,11 +8,12 @@ Run (JSON on stdout, progress on stderr):
 2 cores; the full run (6,000 users × 4,000 items, ~100 ratings per user, 20 epochs) a few
 minutes. --reps sets the epoch count N (default 20, quick 5).
 
-data: synthetic explicit ratings, MovieLens-like: r = 3.5 + b_u + b_i + ⟨p_u, q_i⟩ + ε,
-true rank 10, p, q, b_u, b_i ~ N(0, 0.3), ε ~ N(0, 0.5²), clipped to [1, 5] (continuous,
-not rounded). Each user rates a uniform random set of distinct items (between half and
-1.5× the mean count); 10% of each user's ratings (at least one) are the test set. All
-seeded; every method below sees the same train and test split.
+data: `models.synthetic_ratings.make_ratings` with its defaults, MovieLens-like:
+r = 3.5 + b_u + b_i + ⟨p_u, q_i⟩ + ε, true rank 10, p, q, b_u, b_i ~ N(0, 0.3),
+ε ~ N(0, 0.5²), clipped to [1, 5] (continuous, not rounded). Each user rates a uniform
+random set of distinct items (between half and 1.5× the mean count); 10% of each user's
+ratings (at least one) are the test set. All seeded; every method below sees the same
+train and test split.
 
 - rotation, async: `LocalMFSGD(schedule=...)` with OURS (below), num_workers=2 (threads
   running the numba kernels), an embedded LocalCluster with --shards shards, no
@@ -111,37 +112,14 @@ from common import arguments, log, machine
 from models.mf_sgd import LocalMFSGD
 from models.mf_sgd.kernels import sgd, squared_errors
 from models.mf_sgd.worker import Worker, block_edges
+from models.synthetic_ratings import SyntheticRatings, make_ratings
 
 RANK, INIT_STD, SEED = 20, 0.1, 0
 OURS = {"step_size": 0.3, "decay": 0.85, "reg": 0.07}
 SURPRISE = {"step_size": 0.005, "decay": 1.0, "reg": 0.05}
 ALS_REG = 0.07
-TRUE_RANK, FACTOR_STD, BIAS_STD, OFFSET, SIGMA, LOW, HIGH = 10, 0.3, 0.3, 3.5, 0.5, 1.0, 5.0
-TEST_FRACTION, WORKERS, BATCH, IN_FLIGHT = 0.1, 2, 1024, 2
-
-
-def make_ratings(n_users: int, n_items: int, per_user: int, seed: int) -> dict:
-    """The synthetic ratings, split per user; also the noiseless true score of each."""
-    rng = np.random.default_rng(seed)
-    P = rng.normal(0, FACTOR_STD, (n_users, TRUE_RANK))
-    Q = rng.normal(0, FACTOR_STD, (n_items, TRUE_RANK))
-    bu, bi = rng.normal(0, BIAS_STD, n_users), rng.normal(0, BIAS_STD, n_items)
-    counts = rng.integers(per_user // 2, per_user * 3 // 2 + 1, n_users)
-    users, items, test = [], [], []
-    for u, k in enumerate(counts):
-        chosen = rng.choice(n_items, size=k, replace=False)  # in random order
-        held = np.zeros(k, bool)
-        held[:max(1, int(round(TEST_FRACTION * k)))] = True
-        users.append(np.full(k, u))
-        items.append(chosen)
-        test.append(held)
-    users, items, test = np.concatenate(users), np.concatenate(items), np.concatenate(test)
-    true = OFFSET + bu[users] + bi[items] + np.einsum("nd,nd->n", P[users], Q[items])
-    ratings = np.clip(true + rng.normal(0, SIGMA, true.size), LOW, HIGH)
-    train = ~test
-    return {"train": (users[train], items[train], ratings[train]),
-            "test": (users[test], items[test], ratings[test]), "test_true": true[test],
-            "test_biases": (OFFSET + bu[users] + bi[items])[test]}
+SIGMA, LOW, HIGH = 0.5, 1.0, 5.0  # models.synthetic_ratings' defaults
+WORKERS, BATCH, IN_FLIGHT = 2, 1024, 2
 
 
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -176,9 +154,9 @@ def shard_bytes(client) -> dict:
     return out
 
 
-def timed_fit(schedule: str, data: dict, epochs: int, shards: int, params: dict) -> dict:
+def timed_fit(schedule: str, data: SyntheticRatings, epochs: int, shards: int, params: dict) -> dict:
     """One `fit` on an embedded cluster: speed and test RMSE."""
-    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    (users, items, ratings), (tu, ti, tr) = data.train, data.test
     log(f"{schedule}: LocalMFSGD on an embedded cluster ({shards} shards), {params}")
     started = time.perf_counter()
     model = estimator(schedule, epochs, params, num_shards=shards).fit(users, items, ratings)
@@ -193,10 +171,10 @@ def timed_fit(schedule: str, data: dict, epochs: int, shards: int, params: dict)
     return result
 
 
-def ours(schedule: str, data: dict, epochs: int, shards: int) -> dict:
+def ours(schedule: str, data: SyntheticRatings, epochs: int, shards: int) -> dict:
     """`timed_fit` with OURS, then a second fit that counts the bytes on the wire."""
     from psframework import Client, LocalCluster
-    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    (users, items, ratings), (tu, ti, tr) = data.train, data.test
     result = timed_fit(schedule, data, epochs, shards, OURS)
     log(f"{schedule}: bytes on the wire, on a LocalCluster started here")
     try:
@@ -227,11 +205,11 @@ def ours(schedule: str, data: dict, epochs: int, shards: int) -> dict:
     return result
 
 
-def kernel(data: dict) -> dict:
+def kernel(data: SyntheticRatings) -> dict:
     """The SGD kernel alone: one thread over all training ratings, then the rotation's
     sub-epochs on WORKERS threads, computed as `LocalMFSGD`'s workers compute them
     (`Worker.train_block`: shuffle, gather, kernel), minus the server."""
-    users, items, ratings = data["train"]
+    users, items, ratings = data.train
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
     u32, i32, r32 = users.astype(np.int32), items.astype(np.int32), ratings.astype(np.float32)
     rng = np.random.default_rng(SEED)
@@ -281,14 +259,25 @@ def kernel(data: dict) -> dict:
             "parallel_speedup": round(one / parallel, 3), "eval_s": round(eval_s, 6)}
 
 
-def surprise_svd(data: dict, epochs: int) -> dict:
+def inner_ids(to_inner, ids: np.ndarray) -> np.ndarray:
+    """Surprise's inner id of each raw id, -1 for one it does not know."""
+    def known(raw: int) -> int:
+        try:
+            return to_inner(raw)
+        except ValueError:
+            return -1
+    inner = {raw: known(raw) for raw in np.unique(ids).tolist()}
+    return np.array([inner[raw] for raw in ids.tolist()])
+
+
+def surprise_svd(data: SyntheticRatings, epochs: int) -> dict:
     try:
         import pandas as pd
         from surprise import SVD, Dataset, Reader
         import surprise
     except ImportError as e:
         return {"error": f"scikit-surprise is not installed: {e}"}
-    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    (users, items, ratings), (tu, ti, tr) = data.train, data.test
     log("surprise: SVD")
     frame = pd.DataFrame({"user": users, "item": items, "rating": ratings})
     trainset = Dataset.load_from_df(frame, Reader(rating_scale=(LOW, HIGH))
@@ -300,20 +289,7 @@ def surprise_svd(data: dict, epochs: int) -> dict:
     algo.fit(trainset)
     fit_s = time.perf_counter() - started
     # predictions from the factors, with Surprise's rule for unknown users and items
-    uid = {}
-    for u in np.unique(tu).tolist():
-        try:
-            uid[u] = trainset.to_inner_uid(u)
-        except ValueError:
-            pass
-    iid = {}
-    for i in np.unique(ti).tolist():
-        try:
-            iid[i] = trainset.to_inner_iid(i)
-        except ValueError:
-            pass
-    ui = np.array([uid.get(u, -1) for u in tu.tolist()])
-    ii = np.array([iid.get(i, -1) for i in ti.tolist()])
+    ui, ii = inner_ids(trainset.to_inner_uid, tu), inner_ids(trainset.to_inner_iid, ti)
     ku, ki = ui >= 0, ii >= 0
     est = np.full(tu.size, trainset.global_mean)
     est[ku] += algo.bu[ui[ku]]
@@ -331,7 +307,7 @@ def surprise_svd(data: dict, epochs: int) -> dict:
     return result
 
 
-def spark(data: dict, epochs: int) -> dict:
+def spark(data: SyntheticRatings, epochs: int) -> dict:
     """pyspark.ml's ALS and our MFSGD estimator in one local[2] SparkSession, on the same
     cached training DataFrame, each scored by RegressionEvaluator on the test ratings."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -341,7 +317,7 @@ def spark(data: dict, epochs: int) -> dict:
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
     from models.mf_sgd import MFSGD
-    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    (users, items, ratings), (tu, ti, tr) = data.train, data.test
     session = (SparkSession.builder.master("local[2]").appName("mf_sgd-bench")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
@@ -398,12 +374,12 @@ def main() -> int:
                      "epochs N for every method (default 20, quick 5)")
     epochs = args.reps or (5 if args.quick else 20)
     n_users, n_items, per_user = (1000, 600, 40) if args.quick else (6000, 4000, 100)
-    data = make_ratings(n_users, n_items, per_user, SEED)
-    (users, items, ratings), (tu, ti, tr) = data["train"], data["test"]
+    data = make_ratings(n_users, n_items, per_user, seed=SEED)
+    (users, items, ratings), (tu, ti, tr) = data.train, data.test
     log(f"data: {n_users} users, {n_items} items, {users.size} train and {tu.size} test "
         f"ratings; {epochs} epochs")
-    baselines = {"sigma": SIGMA, "true_model_rmse": round(rmse(data["test_true"], tr), 4),
-                 "true_biases_rmse": round(rmse(data["test_biases"], tr), 4),
+    baselines = {"sigma": SIGMA, "true_model_rmse": round(rmse(data.test_true, tr), 4),
+                 "true_biases_rmse": round(rmse(data.test_biases, tr), 4),
                  "global_mean_rmse": round(rmse(np.full(tr.size, ratings.mean()), tr), 4)}
     log(f"baselines: {baselines}")
 
@@ -414,9 +390,7 @@ def main() -> int:
         "als_reg_param": ALS_REG, "spark_master": "local[2]"},
         "data": {"users": n_users, "items": n_items, "ratings_per_user_mean": per_user,
                  "train_ratings": int(users.size), "test_ratings": int(tu.size),
-                 "true_rank": TRUE_RANK, "factor_std": FACTOR_STD, "bias_std": BIAS_STD,
-                 "offset": OFFSET, "sigma": SIGMA, "clip": [LOW, HIGH],
-                 "test_fraction": TEST_FRACTION,
+                 "generator": "models.synthetic_ratings.make_ratings, its defaults",
                  "test_items_unseen_in_train": int(np.setdiff1d(ti, items).size)},
         "baselines": baselines}
     out["kernel"] = k = kernel(data)

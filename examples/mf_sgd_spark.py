@@ -14,13 +14,13 @@ import logging
 import os
 import sys
 
+import numpy as np
 import pyarrow as pa
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.sql import SparkSession, functions as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mf_sgd_local import synthetic_ratings  # noqa: E402  (the same data as the local example)
-from models.mf_sgd import MFSGD  # noqa: E402
+from models.mf_sgd import MFSGD
+from models.synthetic_ratings import make_ratings
 
 
 def main() -> int:
@@ -28,7 +28,7 @@ def main() -> int:
     p.add_argument("--ps", help="HOST:PORT of a running psframework master (separate mode)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("models.mf_sgd").setLevel(logging.INFO)  # epoch, train and test RMSE, updates/s
+    logging.getLogger("models.mf_sgd").setLevel(logging.INFO)  # each epoch's RMSEs, updates/s
     builder = (SparkSession.builder.appName("mf-sgd-example")
                .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2"))
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain python; spark-submit sets the master
@@ -36,9 +36,13 @@ def main() -> int:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     try:
-        users, items, ratings, test = synthetic_ratings()
-        df = spark.createDataFrame(pa.table({"user": users, "item": items, "rating": ratings,
-                                             "test": test}))
+        data = make_ratings(n_users=2000, n_items=1000, ratings_per_user=50, seed=0)
+        (users, items, ratings), held_out = data.train, data.test
+        df = spark.createDataFrame(pa.table({
+            "user": np.concatenate([users, held_out[0]]),
+            "item": np.concatenate([items, held_out[1]]),
+            "rating": np.concatenate([ratings, held_out[2]]),
+            "test": np.arange(users.size + held_out[0].size) >= users.size}))
         train, held = df.where(~F.col("test")), df.where(F.col("test"))
         # the test rows ride along, marked: not trained on, scored after every epoch
         mf = MFSGD(rank=16, maxIter=20, stepSize=0.01, regParam=0.05,

@@ -116,11 +116,11 @@ class _MFSGDParams(ml.ParamValues):
             if column not in fields:
                 raise ConfigError(f"MFSGD param {name}: column {column!r} is not in the "
                                   f"DataFrame (it has {sorted(fields)})")
-            kind = T.BooleanType if name == "validationIndicatorCol" else NUMERIC
-            if not isinstance(fields[column], kind):
+            boolean = name == "validationIndicatorCol"
+            if not isinstance(fields[column], T.BooleanType if boolean else NUMERIC):
                 raise ConfigError(f"MFSGD param {name}: column {column!r} must be "
-                                  f"{'boolean' if kind is T.BooleanType else 'numeric'}, "
-                                  f"not {fields[column].simpleString()}")
+                                  f"{'boolean' if boolean else 'numeric'}, not "
+                                  f"{fields[column].simpleString()}")
 
 
 class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadable):
