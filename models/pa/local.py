@@ -1,0 +1,285 @@
+"""`LocalPA`: online passive-aggressive classification on the parameter server, from plain
+Python, scikit-learn-style.
+
+    model = LocalPA(variant="pa1", C=1.0, hash_bits=18)
+    for X, y in stream:                       # CSR matrices, or examples to hash
+        model.partial_fit(X, y, classes=[0, 1])
+    model.predict(X_new); model.close()      # weights kept in the estimator
+
+The weights live on the parameter server from the first `partial_fit` (or `fit`) until
+`close()`: on the cluster at `master`, or on an embedded LocalCluster started for this
+estimator. While attached, every call learns from or scores with the current weights on
+the server, so other processes may learn into the same model (name it with `name`; a
+named model on an external cluster outlives `close()` and a new LocalPA with that name
+continues from it). After `close()` (or `load`) predict, decision_function, coef_ and
+save need no server; the next partial_fit pushes the weights to a new server model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from psframework import Client, ConfigError, LocalCluster
+from models.local_estimator import LocalEstimator
+from models.pa.data import Classes, as_csr
+from models.pa.kernels import VARIANTS, margins
+from models.pa.worker import TABLE, Learner
+
+__all__ = ["LocalPA"]
+
+
+class LocalPA(LocalEstimator):
+    """variant: "pa", "pa1" or "pa2" (Crammer et al.'s PA, PA-I, PA-II); C: their
+    aggressiveness. hash_bits: the feature space has 2^hash_bits columns (hashed
+    features, or the column indices of CSR input). fit_intercept: learn a bias.
+    batch_size: examples per pull and push; num_workers: workers learning at once (each
+    one batch at a time, so 1 worker with batch_size=1 is the exact online algorithm).
+    max_iter, shuffle, seed: `fit`'s epochs and their order. name: the model's name on
+    the server (default: a fresh one)."""
+
+    PARAMS = ("variant", "C", "hash_bits", "fit_intercept", "batch_size", "num_workers",
+              "max_iter", "shuffle", "seed", "master", "num_shards", "name")
+
+    def __init__(self, *, variant: str = "pa1", C: float = 1.0, hash_bits: int = 18,
+                 fit_intercept: bool = True, batch_size: int = 64, num_workers: int = 1,
+                 max_iter: int = 5, shuffle: bool = True, seed: int = 0,
+                 master: str | None = None, num_shards: int = 2, name: str | None = None,
+                 show_progress: bool = True,
+                 callback: Callable[[int, dict], Any] | None = None) -> None:
+        self.variant, self.C, self.hash_bits = variant, C, hash_bits
+        self.fit_intercept, self.batch_size, self.num_workers = fit_intercept, batch_size, num_workers
+        self.max_iter, self.shuffle, self.seed = max_iter, shuffle, seed
+        self.master, self.num_shards, self.name = master, num_shards, name
+        self.show_progress, self.callback = show_progress, callback
+        self._ps: dict | None = None  # client, cluster, model name, learner while attached
+        self._weights: np.ndarray | None = None  # (n_features + 1, n_weights) when detached
+
+    @property
+    def n_features(self) -> int:
+        return 1 << self.hash_bits
+
+    def _validate(self) -> None:
+        self._need_counts(("hash_bits", "batch_size", "num_workers", "max_iter", "num_shards"))
+        self._need(self.hash_bits <= 31, "hash_bits", "at most 31")
+        self._need(self.variant in VARIANTS, "variant", f"one of {VARIANTS}")
+        self._need(self.C > 0, "C", "> 0")
+
+    # -- the model on the server ---------------------------------------------------------
+    def _attach(self, explicit: bool = False) -> Learner:
+        """Connect (starting an embedded cluster if need be) and create the model, or
+        join the one of this name and take its classes (refusing other `explicit` ones);
+        weights held here move to it."""
+        if self._ps is not None:
+            return self._ps["learner"]
+        self._validate()
+        cluster = LocalCluster(self.num_shards).start() if self.master is None else None
+        stop = weakref.finalize(self, cluster.stop) if cluster else None
+        client = Client(cluster.address if cluster else self.master)
+        try:
+            name = self.name or f"pa-{uuid.uuid4().hex[:12]}"
+            info = client.create_model(name, "pa", {
+                "n_features": self.n_features, "n_weights": self._classes.n_weights,
+                "classes": self._classes.to_wire()}, exists_ok=self.name is not None)
+            theirs = Classes.from_wire(info.config["classes"])
+            if explicit and theirs.to_wire() != self._classes.to_wire():
+                raise ConfigError(f"model {name!r} on the server has classes "
+                                  f"{theirs.to_wire()}, not {self._classes.to_wire()}")
+            self._classes = theirs
+            if info.config["n_features"] != self.n_features:
+                raise ConfigError(f"model {name!r} on the server has 2^"
+                                  f"{info.config['n_features'].bit_length() - 1} features, "
+                                  f"this LocalPA hash_bits={self.hash_bits}; use the same")
+            learner = Learner(client.aio, name, self.n_features, variant=self.variant,
+                              C=self.C, fit_intercept=self.fit_intercept)
+            if self._weights is not None:
+                client.push_rows(name, TABLE, np.arange(self.n_features + 1), self._weights)
+                self._weights = None
+        except BaseException:
+            client.close()
+            if stop:
+                stop()
+            raise
+        self._ps = {"client": client, "stop": stop, "name": name, "learner": learner}
+        return learner
+
+    def close(self) -> None:
+        """Keep the weights here and leave the server: the model is destroyed there
+        (unless it is named and on an external cluster) and an embedded cluster stops."""
+        self._detach(keep_weights=True)
+
+    def _detach(self, keep_weights: bool) -> None:
+        if self._ps is None:
+            return
+        ps, self._ps = self._ps, None
+        try:
+            if keep_weights:
+                self._weights = ps["client"].pull_rows(ps["name"], TABLE,
+                                                       np.arange(self.n_features + 1))
+            if not keep_weights or self.name is None or self.master is None:
+                ps["client"].destroy(ps["name"])
+        finally:
+            ps["client"].close()
+            if ps["stop"]:
+                ps["stop"]()
+
+    def __enter__(self) -> "LocalPA":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- learning ------------------------------------------------------------------------
+    def _learn(self, X: sp.csr_matrix, labels: np.ndarray) -> int:
+        learner = self._attach()
+        client = self._ps["client"]
+        n_batches = -(-X.shape[0] // self.batch_size)
+        workers = min(self.num_workers, max(n_batches, 1))
+
+        async def together() -> int:
+            import asyncio
+            done = await asyncio.gather(*(learner.learn(X, labels, self.batch_size,
+                                                        range(w, n_batches, workers))
+                                          for w in range(workers)))
+            return sum(done)
+        return client.run(together())
+
+    def partial_fit(self, X, y, classes=None) -> "LocalPA":
+        """Learn from one batch of examples, in order. `classes`: every label the stream
+        will hold (needed on the first call unless this batch holds them all)."""
+        self._validate()
+        X = as_csr(X, self.hash_bits)
+        if not hasattr(self, "_classes"):
+            self._classes = Classes.of(classes if classes is not None else y)
+        self._attach(explicit=classes is not None)
+        labels = self._classes.indices(y, X.shape[0])
+        self._last_mistakes = self._learn(X, labels)
+        return self
+
+    def fit(self, X, y, classes=None) -> "LocalPA":
+        """Forget what was learned and learn X, y for max_iter epochs (each in a fresh
+        seeded order when `shuffle`). history_: per epoch, its progressive accuracy,
+        seconds and examples/s."""
+        self._validate()
+        X = as_csr(X, self.hash_bits)
+        self._forget()
+        self._classes = Classes.of(classes if classes is not None else y)
+        labels = self._classes.indices(y, X.shape[0])
+        self._attach(explicit=True)
+        self.history_ = []
+        bar = self._bar(self.max_iter * X.shape[0], "examples", "pa")
+        try:
+            for epoch in range(self.max_iter):
+                order = (np.random.default_rng([self.seed, epoch]).permutation(X.shape[0])
+                         if self.shuffle else slice(None))
+                began = time.perf_counter()
+                mistakes = self._learn(X[order], labels[order])
+                seconds = time.perf_counter() - began
+                entry = {"epoch": epoch, "accuracy": 1 - mistakes / max(X.shape[0], 1),
+                         "seconds": seconds, "examples_per_s": X.shape[0] / max(seconds, 1e-9)}
+                self.history_.append(entry)
+                if bar is not None:
+                    bar.update(X.shape[0])
+                    bar.set_postfix(accuracy=f"{entry['accuracy']:.4f}",
+                                    examples_s=f"{entry['examples_per_s']:,.0f}")
+                if self.callback is not None:
+                    self.callback(epoch, entry)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def _forget(self) -> None:
+        self._detach(keep_weights=False)
+        self._weights = None
+        self.__dict__.pop("_classes", None)
+
+    def fit_stream(self, batches: Iterable[tuple[Any, Any]], classes=None) -> Iterator[dict]:
+        """Learn from (X, y) batches as they come, yielding after each one its
+        progressive validation: every example is predicted with the weights just before
+        it is learned from. Yields {"batch", "examples", "accuracy" (this batch's),
+        "progressive_accuracy" (all so far), "examples_per_s"}."""
+        seen = wrong = 0
+        for i, (X, y) in enumerate(batches):
+            began = time.perf_counter()
+            self.partial_fit(X, y, classes=classes)
+            n = np.shape(y)[0] if np.ndim(y) else len(y)
+            seen, wrong = seen + n, wrong + self._last_mistakes
+            yield {"batch": i, "examples": n, "accuracy": 1 - self._last_mistakes / max(n, 1),
+                   "progressive_accuracy": 1 - wrong / max(seen, 1),
+                   "examples_per_s": n / max(time.perf_counter() - began, 1e-9)}
+
+    # -- scoring -------------------------------------------------------------------------
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels, sorted (for binary labels classes_[1] is the positive class)."""
+        if not hasattr(self, "_classes"):
+            raise AttributeError("classes_: this LocalPA has learned nothing yet")
+        return self._classes.values
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "_classes"):
+            raise ConfigError("this LocalPA has learned nothing yet; call partial_fit(), "
+                              "fit() or load()")
+
+    def decision_function(self, X) -> np.ndarray:
+        """w · x + b: (examples,) for binary labels (> 0 predicts classes_[1]), else
+        (examples, classes); with the server's current weights while attached."""
+        self._fitted()
+        X = as_csr(X, self.hash_bits)
+        if self._ps is not None:
+            out = self._ps["client"].run(self._ps["learner"].margins(X))
+        else:
+            out = margins(X.indptr, X.indices, X.data, self._weights, self.fit_intercept)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def predict(self, X) -> np.ndarray:
+        """The predicted class of each example."""
+        scores = self.decision_function(X)
+        return self._classes.values[(scores > 0).astype(np.int64) if scores.ndim == 1
+                                    else scores.argmax(axis=1)]
+
+    def score(self, X, y) -> float:
+        """Accuracy of predict(X) against y (scikit-learn's `score`)."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    def _all_weights(self) -> np.ndarray:
+        self._fitted()
+        if self._ps is not None:
+            return self._ps["client"].pull_rows(self._ps["name"], TABLE,
+                                                np.arange(self.n_features + 1))
+        return self._weights
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Weights as scikit-learn shapes them: (1, n_features) for binary labels, else
+        (classes, n_features)."""
+        return self._all_weights()[:-1].T.copy()
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        return self._all_weights()[-1].copy()
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Weights, classes and hyper-parameters in one .npz file."""
+        weights = self._all_weights()
+        with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, weights=weights, classes=np.array(json.dumps(self._classes.to_wire())),
+                     params=np.array(json.dumps(self.get_params())))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LocalPA":
+        """A LocalPA holding the saved weights (not attached to any server)."""
+        with np.load(Path(path), allow_pickle=False) as f:
+            model = cls(**json.loads(str(f["params"])))
+            model._weights = f["weights"]
+            model._classes = Classes.from_wire(json.loads(str(f["classes"])))
+        return model

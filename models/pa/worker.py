@@ -1,0 +1,89 @@
+"""A passive-aggressive worker: mini-batches learned against the weights on the
+parameter server.
+
+Per mini-batch: one pull of the rows of its active features (and the intercepts), the
+exact sequential PA over its examples on that local copy (`kernels.learn`), one push of
+the changed rows' deltas (added on the shards). A worker's batches follow one another,
+so one worker with batches of one example is the exact online algorithm, and with
+larger batches the result is the within-batch sequential one; several workers (threads
+of `LocalPA`, Spark tasks) learn at once, each batch seeing the others' pushes that
+arrived before its pull (bounded staleness: a batch misses at most the batches in
+flight elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import scipy.sparse as sp
+
+from psframework import AsyncClient
+from models.pa.kernels import VARIANTS, learn, margins
+
+__all__ = ["Learner", "TABLE", "INLINE_NNZ"]
+
+TABLE = "weights"
+INLINE_NNZ = 4096  # smaller batches run on the event loop: a thread hand-off costs more
+
+
+def _slice(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, ...]:
+    """Rows start..stop of X as (indptr from 0, indices, data), without copies."""
+    lo, hi = X.indptr[start], X.indptr[stop + 0]
+    return X.indptr[start:stop + 1] - lo, X.indices[lo:hi], X.data[lo:hi]
+
+
+class Learner:
+    """Learns and scores examples of one model: `n_features` columns of CSR input, the
+    intercepts in the table's last row."""
+
+    def __init__(self, client: AsyncClient, model: str, n_features: int, *, variant: str,
+                 C: float, fit_intercept: bool) -> None:
+        self.client, self.model, self.n_features = client, model, n_features
+        self.variant, self.C = VARIANTS.index(variant), float(C)
+        self.fit_intercept = fit_intercept
+
+    async def _weights(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(table rows, W, cols): the active features' rows and the intercept row pulled
+        as W, and `indices` as rows of W."""
+        active, cols = np.unique(indices, return_inverse=True)
+        rows = np.append(active, self.n_features)
+        W = await self.client.pull_rows(self.model, TABLE, rows)
+        return rows, W, cols.astype(np.int32)
+
+    async def _run(self, nnz: int, fn, *args):
+        if nnz < INLINE_NNZ:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def learn_batch(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                          labels: np.ndarray) -> int:
+        """One mini-batch (CSR parts, labels as class indices): pull, learn, push the
+        deltas. Returns the progressive mistakes."""
+        rows, W, cols = await self._weights(indices)
+        before = W.copy()
+        mistakes = await self._run(indices.size * W.shape[1], learn, indptr, cols, data,
+                                   labels, W, self.variant, self.C, self.fit_intercept)
+        delta = W - before
+        changed = np.flatnonzero(delta.any(axis=1))
+        if changed.size:
+            await self.client.push_rows(self.model, TABLE, rows[changed], delta[changed])
+        return int(mistakes)
+
+    async def learn(self, X: sp.csr_matrix, labels: np.ndarray, batch_size: int,
+                    batches: range | None = None) -> int:
+        """Learn X's examples in mini-batches of `batch_size`, one after another (only the
+        batches numbered in `batches`, default all). Returns the progressive mistakes."""
+        n = X.shape[0]
+        mistakes = 0
+        for b in batches if batches is not None else range(-(-n // batch_size)):
+            start, stop = b * batch_size, min((b + 1) * batch_size, n)
+            mistakes += await self.learn_batch(*_slice(X, start, stop), labels[start:stop])
+        return mistakes
+
+    async def margins(self, X: sp.csr_matrix) -> np.ndarray:
+        """w_k · x + b_k for each example and weight vector with the current weights
+        (one pull of the active features): (examples, n_weights) float64."""
+        _, W, cols = await self._weights(X.indices)
+        indptr = X.indptr - X.indptr[0]
+        return await self._run(X.indices.size * W.shape[1], margins, indptr, cols, X.data, W,
+                               self.fit_intercept)
