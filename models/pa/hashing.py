@@ -65,10 +65,10 @@ def _murmur(data, start, stop, seed):
 
 
 @numba.njit(nogil=True, cache=True)
-def _buckets(data, offsets, n_features, seed, index, sign):
-    """For token t = data[offsets[t]:offsets[t + 1]]: its bucket and sign."""
-    for t in range(offsets.size - 1):
-        h = _murmur(data, offsets[t], offsets[t + 1], seed)
+def _buckets(data, starts, ends, n_features, seed, index, sign):
+    """For token t = data[starts[t]:ends[t]]: its bucket and sign."""
+    for t in range(starts.size):
+        h = _murmur(data, starts[t], ends[t], seed)
         if h == -2147483648:  # |h| overflows int32; FeatureHasher's definition
             index[t] = (2147483647 - (n_features - 1)) % n_features
         else:
@@ -83,14 +83,14 @@ def murmurhash3_32(key: str | bytes, seed: int = 0) -> int:
     return int(_murmur(data, 0, data.size, seed))
 
 
-def _tokens(data: np.ndarray, offsets: np.ndarray, values: np.ndarray, row_starts: np.ndarray,
-            hash_bits: int) -> sp.csr_matrix:
-    """Rows of hashed tokens (row r: tokens row_starts[r]..row_starts[r + 1]) as CSR,
-    duplicates summed."""
+def _tokens(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, values: np.ndarray,
+            row_starts: np.ndarray, hash_bits: int) -> sp.csr_matrix:
+    """Rows of hashed tokens (token t: data[starts[t]:ends[t]]; row r: tokens
+    row_starts[r]..row_starts[r + 1]) as CSR, duplicates summed."""
     n_features = 1 << hash_bits
-    index = np.empty(offsets.size - 1, np.int64)
-    sign = np.empty(offsets.size - 1, np.float32)
-    _buckets(data, offsets.astype(np.int64), n_features, 0, index, sign)
+    index = np.empty(starts.size, np.int64)
+    sign = np.empty(starts.size, np.float32)
+    _buckets(data, starts.astype(np.int64), ends.astype(np.int64), n_features, 0, index, sign)
     X = sp.csr_matrix((sign * values, index, row_starts), shape=(row_starts.size - 1, n_features))
     X.sum_duplicates()
     X.eliminate_zeros()
@@ -99,19 +99,37 @@ def _tokens(data: np.ndarray, offsets: np.ndarray, values: np.ndarray, row_start
 
 def hash_strings(names: list[str], values: np.ndarray, row_starts: np.ndarray,
                  hash_bits: int) -> sp.csr_matrix:
-    """Hash `names` (with `values`, rows cut at row_starts) into a float32 CSR."""
-    encoded = [n.encode() for n in names]
-    offsets = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    data = np.frombuffer(b"".join(encoded), np.uint8)
-    return _tokens(data, offsets, np.asarray(values, np.float32), row_starts, hash_bits)
+    """Hash `names` (with `values`, rows cut at row_starts) into a float32 CSR. The names
+    are joined by NUL and encoded at once (a name holding NUL is encoded on its own)."""
+    joined = "\0".join(names)
+    if joined.count("\0") == max(len(names) - 1, 0):
+        data = np.frombuffer(joined.encode(), np.uint8)
+        seps = np.flatnonzero(data == 0)
+        starts = np.concatenate([[0], seps + 1]) if names else np.zeros(0, np.int64)
+        ends = np.concatenate([seps, [data.size]]) if names else np.zeros(0, np.int64)
+    else:
+        encoded = [n.encode() for n in names]
+        ends = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        starts = ends - [len(e) for e in encoded]
+        data = np.frombuffer(b"".join(encoded), np.uint8)
+    return _tokens(data, starts, ends, np.asarray(values, np.float32), row_starts, hash_bits)
 
 
 def hash_features(rows: Iterable, hash_bits: int) -> sp.csr_matrix:
     """Examples as FeatureHasher takes them, one per row: a mapping {name: value}, or an
     iterable of strings, or of (name, value) pairs. Returns float32 CSR, 2^hash_bits
     columns."""
-    names: list[str] = []
+    rows = rows if isinstance(rows, list) else list(rows)
+    if all(type(row) in (list, tuple) for row in rows):  # lists of string features, fast
+        try:
+            names = [name for row in rows for name in row if name.__class__ is str]
+        except TypeError:
+            names = None
+        if names is not None and len(names) == sum(len(row) for row in rows):
+            starts = np.zeros(len(rows) + 1, np.int64)
+            np.cumsum([len(row) for row in rows], out=starts[1:])
+            return hash_strings(names, np.ones(len(names), np.float32), starts, hash_bits)
+    names = []
     values: list[float] = []
     starts = [0]
     for r, row in enumerate(rows):
@@ -157,4 +175,5 @@ def hash_arrow(column: pa.Array | pa.ChunkedArray, hash_bits: int) -> sp.csr_mat
     offsets = np.frombuffer(offsets_buf, np.int64)[strings.offset:strings.offset + len(strings) + 1]
     data = (np.frombuffer(data_buf, np.uint8) if data_buf is not None
             else np.zeros(0, np.uint8))
-    return _tokens(data, offsets, np.ones(len(strings), np.float32), rows - rows[0], hash_bits)
+    return _tokens(data, offsets[:-1], offsets[1:], np.ones(len(strings), np.float32),
+                   rows - rows[0], hash_bits)
