@@ -157,8 +157,14 @@ class LocalPA(LocalEstimator):
         self._validate()
         X = as_csr(X, self.hash_bits)
         if not hasattr(self, "_classes"):
-            self._classes = Classes.of(classes if classes is not None else y)
-        self._attach(explicit=classes is not None)
+            first = Classes.of(classes if classes is not None else y)
+            first.indices(y, X.shape[0])  # nothing changes unless the labels are good
+            self._classes = first
+            try:
+                self._attach(explicit=classes is not None)
+            except BaseException:
+                del self._classes
+                raise
         labels = self._classes.indices(y, X.shape[0])
         self._last_mistakes = self._learn(X, labels)
         return self
@@ -169,9 +175,10 @@ class LocalPA(LocalEstimator):
         seconds and examples/s."""
         self._validate()
         X = as_csr(X, self.hash_bits)
+        fresh = Classes.of(classes if classes is not None else y)
+        labels = fresh.indices(y, X.shape[0])
         self._forget()
-        self._classes = Classes.of(classes if classes is not None else y)
-        labels = self._classes.indices(y, X.shape[0])
+        self._classes = fresh
         self._attach(explicit=True)
         self.history_ = []
         bar = self._bar(self.max_iter * X.shape[0], "examples", "pa")
