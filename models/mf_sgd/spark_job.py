@@ -9,13 +9,13 @@ trains, and the driver's view of the epochs while the job runs.
   After every epoch it adds (1, Σ squared train error, ratings, seconds, Σ squared
   validation error, validation ratings) to the model's `epoch_errors` row. It returns its
   users' factors.
-- `EpochLog`: polls `epoch_errors` on the driver and logs each finished epoch.
+- `EpochLog`: polls `epoch_errors` on the driver (`TableProgress`) and logs each
+  finished epoch.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Iterable, Iterator
 
@@ -24,7 +24,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, functions as F
 
 from psframework import ConfigError
-from psframework.spark import arrow, executor_client
+from psframework.spark import TableProgress, arrow, executor_client
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.worker import Worker, block_edges, pull_item_side
 
@@ -164,45 +164,27 @@ class Train:
         return at[known], items[known], ratings[known]
 
 
-class EpochLog:
-    """While fit's job runs: poll the epoch_errors table and log each epoch once every
-    task has reported it (train RMSE, validation RMSE, updates/s); `history()` after."""
+class EpochLog(TableProgress):
+    """While fit's job runs: log each epoch of the epoch_errors table once every task
+    has reported it (train RMSE, validation RMSE, updates/s); `history()` after."""
 
     def __init__(self, client, name: str, epochs: int, parts: int, validating: bool) -> None:
-        self.client, self.name, self.epochs, self.parts = client, name, epochs, parts
+        super().__init__(client, name, "epoch_errors", epochs, parts, self._epoch)
         self.validating = validating
-        self.done: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="mf_sgd-epochs")
+        self.entries: list[dict] = []
 
-    def _poll(self) -> None:
-        rows = self.client.pull_rows(self.name, "epoch_errors", np.arange(self.epochs))
-        while len(self.done) < self.epochs and rows[len(self.done), 0] >= self.parts:
-            _, sse, n, seconds, v_sse, v_n = rows[len(self.done)]
-            entry = {"epoch": len(self.done), "train_rmse": float(np.sqrt(sse / n)),
-                     "valid_rmse": (float(np.sqrt(v_sse / v_n)) if self.validating and v_n
-                                    else None),
-                     "seconds": float(seconds) / self.parts,  # the tasks' mean
-                     "updates": int(n)}
-            self.done.append(entry)
-            valid = "" if entry["valid_rmse"] is None else (
-                f", validation RMSE {entry['valid_rmse']:.4f}")
-            log.info("MF-SGD epoch %d/%d: train RMSE %.4f%s, %.0f updates/s", len(self.done),
-                     self.epochs, entry["train_rmse"], valid, n / max(entry["seconds"], 1e-9))
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self._poll()
-
-    def __enter__(self) -> "EpochLog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if exc[0] is None:
-            self._poll()
+    def _epoch(self, epoch: int, row: np.ndarray) -> None:
+        _, sse, n, seconds, v_sse, v_n = row
+        entry = {"epoch": epoch, "train_rmse": float(np.sqrt(sse / n)),
+                 "valid_rmse": (float(np.sqrt(v_sse / v_n)) if self.validating and v_n
+                                else None),
+                 "seconds": float(seconds) / self.tasks,  # the tasks' mean
+                 "updates": int(n)}
+        self.entries.append(entry)
+        valid = "" if entry["valid_rmse"] is None else (
+            f", validation RMSE {entry['valid_rmse']:.4f}")
+        log.info("MF-SGD epoch %d/%d: train RMSE %.4f%s, %.0f updates/s", epoch + 1,
+                 self.rows, entry["train_rmse"], valid, n / max(entry["seconds"], 1e-9))
 
     def history(self) -> list[dict]:
-        return list(self.done)
+        return list(self.entries)

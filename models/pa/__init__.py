@@ -20,6 +20,6 @@ def __getattr__(name: str):
         from models.pa import estimator
         return getattr(estimator, name)
     if name == "StreamingPassiveAggressive":
-        from models.pa import streaming
-        return streaming.StreamingPassiveAggressive
+        from models.pa import spark_streaming
+        return spark_streaming.StreamingPassiveAggressive
     raise AttributeError(f"module 'models.pa' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from psframework.spark import arrow, ml
 from psframework.spark.executor import executor_client
 from psframework.spark.launch import ShardProcess
 from psframework.spark.parameter_server import SparkParameterServer, pin_local_interpreter
+from psframework.spark.progress import TableProgress
 
 __all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow", "ml",
-           "pin_local_interpreter"]
+           "pin_local_interpreter", "TableProgress"]

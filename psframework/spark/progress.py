@@ -1,0 +1,55 @@
+"""The driver's view of a running job's progress, through the parameter server.
+
+Spark reports nothing of a task until it ends, but a long task (a worker training every
+epoch of a fit) can add its progress into a PS table as it goes: a row per step (an
+epoch), column 0 counting the tasks that reported the step, the other columns sums
+(errors, examples, seconds). `TableProgress` polls that table from the driver while the
+job runs and hands each row on once every task has reported it.
+
+    with TableProgress(client, model, "progress", epochs, tasks, on_row=log_epoch):
+        df.mapInArrow(train, schema).collect()       # tasks push [1, mistakes, n, ...]
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["TableProgress"]
+
+
+class TableProgress:
+    """Poll `table` of `model` every `interval` seconds on a thread and call
+    `on_row(index, row)` once per row, in order, when row[0] reaches `tasks`; a last
+    poll when the block ends without an error."""
+
+    def __init__(self, client: Any, model: str, table: str, rows: int, tasks: int,
+                 on_row: Callable[[int, np.ndarray], None], interval: float = 0.5) -> None:
+        self.client, self.model, self.table = client, model, table
+        self.rows, self.tasks, self.on_row, self.interval = rows, tasks, on_row, interval
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"progress-{model}")
+
+    def _poll(self) -> None:
+        values = self.client.pull_rows(self.model, self.table, np.arange(self.rows))
+        while self.done < self.rows and values[self.done, 0] >= self.tasks:
+            self.on_row(self.done, values[self.done])
+            self.done += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._poll()
+
+    def __enter__(self) -> "TableProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            self._poll()
