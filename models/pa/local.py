@@ -274,6 +274,25 @@ class LocalPA(LocalEstimator):
     def intercept_(self) -> np.ndarray:
         return self._all_weights()[-1].copy()
 
+    @property
+    def weights_(self) -> np.ndarray:
+        """All weights as the server holds them: (n_features + 1) × n_weights, coef_.T
+        with intercept_ as the last row."""
+        return self._all_weights().copy()
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, classes, **params: Any) -> "LocalPA":
+        """A LocalPA holding `weights` (as `weights_` gives them) for `classes`."""
+        model = cls(**params)
+        model._classes = Classes.of(classes)
+        shape = (model.n_features + 1, model._classes.n_weights)
+        if weights.shape != shape:
+            raise ConfigError(f"weights must have shape {shape} for hash_bits="
+                              f"{model.hash_bits} and {len(model._classes)} classes, got "
+                              f"{weights.shape}")
+        model._weights = np.asarray(weights, np.float32)
+        return model
+
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Weights, classes and hyper-parameters in one .npz file."""

@@ -20,8 +20,8 @@ __all__ = ["PAModel"]
 
 class PAModel(Model):
     """config: n_features (>= 1) and n_weights (1 for binary labels, else the number of
-    classes); with `epochs`, also `progress` (epochs × 3, float64, add): the Spark tasks'
-    sums of (1, mistakes, examples) for each epoch, which the estimator's driver reads
+    classes); with `epochs`, also `progress` (epochs × 4, float64, add): the Spark tasks'
+    sums of (1, mistakes, examples, seconds) for each epoch, which the estimator's driver reads
     while training runs."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -37,5 +37,5 @@ class PAModel(Model):
         tables = [TableSpec("weights", (self.config["n_features"] + 1, self.config["n_weights"]),
                             "float32", partitioner="cyclic", aggregate="add")]
         if self.config.get("epochs"):
-            tables.append(TableSpec("progress", (self.config["epochs"], 3), "float64"))
+            tables.append(TableSpec("progress", (self.config["epochs"], 4), "float64"))
         return tables

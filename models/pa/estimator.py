@@ -1,0 +1,305 @@
+"""`PassiveAggressive`: online passive-aggressive classification as a pyspark.ml
+Estimator; Spark executors learn on the parameter server, and `PassiveAggressiveModel`
+scores without one.
+
+    from models.pa import PassiveAggressive
+    model = PassiveAggressive(variant="pa1", C=1.0, maxIter=5).fit(df)  # features, label
+    model.transform(test)        # rawPrediction and prediction, for pyspark.ml evaluators
+
+`fit` checks the params and columns, reads the classes (the distinct labels) and the
+vectors' size, starts a `SparkParameterServer` (or uses the one at parameterServerHost)
+and runs ONE Spark job over the DataFrame's partitions as they are: each task reads its
+partition and learns it `maxIter` times in mini-batches of batchSize (one pull of the
+batch's active weights, the sequential PA over its examples, one push of the deltas), the
+tasks learning at once. The driver logs each epoch's progressive accuracy and examples/s
+while the job runs; the weights are then pulled into the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.linalg import DenseMatrix, DenseVector
+from pyspark.ml.param import TypeConverters
+from pyspark.ml.util import (
+    DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter,
+    MLReadable, MLReader, MLWritable, MLWriter,
+)
+from pyspark.sql import DataFrame, functions as F, types as T
+
+from psframework import ConfigError
+from psframework.spark import SparkParameterServer, TableProgress, ml, pin_local_interpreter
+from models.pa.data import Classes
+from models.pa.kernels import VARIANTS
+from models.pa.local import LocalPA
+from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, Score
+
+__all__ = ["PassiveAggressive", "PassiveAggressiveModel"]
+
+log = logging.getLogger("models.pa")
+
+NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+           T.DecimalType)
+
+
+class PAParams(ml.ParamValues):
+    """The params of the estimator, its model and the streaming trainer."""
+
+    featuresCol = ml.param("featuresCol", "features: a Vector, or an array<string> of raw "
+                           "features to hash", TypeConverters.toString)
+    labelCol = ml.param("labelCol", "label column (numbers)", TypeConverters.toString)
+    predictionCol = ml.param("predictionCol", "predicted label", TypeConverters.toString)
+    rawPredictionCol = ml.param("rawPredictionCol", "margins: [-m, m] for two classes, "
+                                "one per class otherwise", TypeConverters.toString)
+    variant = ml.param("variant", f"one of {VARIANTS}: PA, PA-I, PA-II",
+                       TypeConverters.toString)
+    C = ml.param("C", "aggressiveness of PA-I and PA-II (> 0)", TypeConverters.toFloat)
+    maxIter = ml.param("maxIter", "passes over the data", TypeConverters.toInt)
+    hashBits = ml.param("hashBits", "array<string> features are hashed into 2^hashBits "
+                        "buckets", TypeConverters.toInt)
+    fitIntercept = ml.param("fitIntercept", "learn a bias", TypeConverters.toBoolean)
+    batchSize = ml.param("batchSize", "examples per pull and push (1: the exact online "
+                         "algorithm within a task)", TypeConverters.toInt)
+    numParameterServers = ml.param("numParameterServers", "shards in integrated mode",
+                                   TypeConverters.toInt)
+    parameterServerHost = ml.param("parameterServerHost", "HOST:PORT of a running "
+                                   "psframework master (separate mode)", TypeConverters.toString)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(featuresCol="features", labelCol="label", predictionCol="prediction",
+                         rawPredictionCol="rawPrediction", variant="pa1", C=1.0, maxIter=5,
+                         hashBits=18, fitIntercept=True, batchSize=64, numParameterServers=2)
+
+    def _check(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"{type(self).__name__} param {name} must be {what}, got "
+                                  f"{self._value(name)!r}")
+        for name in ("maxIter", "batchSize", "numParameterServers"):
+            need(self._value(name) >= 1, name, "a positive integer")
+        need(1 <= self._value("hashBits") <= 31, "hashBits", "between 1 and 31")
+        need(self._value("variant") in VARIANTS, "variant", f"one of {VARIANTS}")
+        need(self._value("C") > 0, "C", "> 0")
+        host = self._value("parameterServerHost")
+        port = (host or "").rpartition(":")[2]
+        need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
+             "HOST:PORT of a psframework master")
+
+    def _check_label(self, schema: T.StructType) -> str:
+        label = self._value("labelCol")
+        fields = {f.name: f.dataType for f in schema.fields}
+        if label not in fields:
+            raise ConfigError(f"labelCol {label!r} is not in the DataFrame (it has "
+                              f"{sorted(fields)})")
+        if not isinstance(fields[label], NUMERIC):
+            raise ConfigError(f"labelCol {label!r} must be numeric (index string labels "
+                              f"with StringIndexer), not {fields[label].simpleString()}")
+        return label
+
+    def _job(self, master: str, name: str, layout: Layout, epochs: int,
+             progress: bool) -> dict:
+        return {"master": master, "name": name, "layout": layout, "epochs": epochs,
+                "progress": progress, **{k: self._value(k) for k in (
+                    "variant", "C", "fitIntercept", "batchSize")}}
+
+    def _state(self, layout: Layout, weights: np.ndarray) -> LocalPA:
+        return LocalPA.from_weights(weights, layout.classes, variant=self._value("variant"),
+                                    C=self._value("C"), hash_bits=layout.hash_bits,
+                                    fit_intercept=self._value("fitIntercept"),
+                                    batch_size=self._value("batchSize"))
+
+
+def vector_width(df: DataFrame, column: str) -> int | None:
+    """The size of the first vector in `column` (None if it is not a Vector column or
+    holds none)."""
+    from pyspark.ml.linalg import VectorUDT
+    if not isinstance(df.schema[column].dataType, VectorUDT):
+        return None
+    row = df.select(column).where(F.col(column).isNotNull()).first()
+    return None if row is None else row[0].size
+
+
+class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParamsReadable):
+    """Online passive-aggressive classification on the parameter server (docs/pa.md)."""
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
+                 predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
+                 variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
+                 fitIntercept: bool = True, batchSize: int = 64, numParameterServers: int = 2,
+                 parameterServerHost: str | None = None) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, featuresCol: str = "features", labelCol: str = "label",
+                  predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
+                  variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
+                  fitIntercept: bool = True, batchSize: int = 64,
+                  numParameterServers: int = 2,
+                  parameterServerHost: str | None = None) -> "PassiveAggressive":
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _fit(self, dataset: DataFrame) -> "PassiveAggressiveModel":
+        self._check()
+        label, features = self._check_label(dataset.schema), self._value("featuresCol")
+        Layout.of(dataset.schema, features, self._value("hashBits"), 1, ())  # the type
+        sc = dataset.sparkSession.sparkContext
+        pin_local_interpreter(sc)
+        found = dataset.select(F.col(label).cast("double").alias("y")).distinct().toArrow()
+        values = found.column("y").to_numpy(zero_copy_only=False)
+        if found.column("y").null_count or np.isnan(values).any():
+            raise ConfigError(f"labelCol {label!r} holds nulls or NaN; every example needs "
+                              "a label")
+        classes = Classes.of(values)
+        layout = Layout.of(dataset.schema, features, self._value("hashBits"),
+                           vector_width(dataset, features), classes.to_wire(), label)
+        data = dataset.select(features, F.col(label).cast("double").alias(label))
+        tasks = data.rdd.getNumPartitions()
+        epochs, host = self._value("maxIter"), self._value("parameterServerHost")
+        entries: list[dict] = []
+
+        def on_epoch(epoch: int, row: np.ndarray) -> None:
+            _, mistakes, n, seconds = row
+            entries.append({"epoch": epoch, "accuracy": float(1 - mistakes / max(n, 1)),
+                            "examples": int(n), "seconds": float(seconds) / tasks,
+                            "examples_per_s": float(n / max(seconds / tasks, 1e-9))})
+            log.info("PA epoch %d/%d: progressive accuracy %.4f, %.0f examples/s",
+                     epoch + 1, epochs, entries[-1]["accuracy"], entries[-1]["examples_per_s"])
+        with SparkParameterServer(dataset.sparkSession, None if host else
+                                  self._value("numParameterServers"), host=host) as ps:
+            name = f"pa-{uuid.uuid4().hex[:12]}"
+            client = ps.client()
+            client.create_model(name, "pa", {"n_features": layout.n_features,
+                                             "n_weights": classes.n_weights,
+                                             "classes": classes.to_wire(), "epochs": epochs})
+            try:
+                with TableProgress(client, name, "progress", epochs, tasks, on_epoch):
+                    data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True)),
+                                    LEARN_SCHEMA).collect()
+                weights = client.pull_rows(name, "weights", np.arange(layout.n_features + 1))
+            finally:  # the fitted model needs no server: nothing stays on it
+                client.destroy(name)
+        model = PassiveAggressiveModel(self._state(layout, weights), layout)
+        model.history = entries
+        return self._copyValues(model)
+
+
+class PassiveAggressiveModel(Model, PAParams, MLWritable, MLReadable):
+    """Fitted weights in the driver (broadcast to the scoring tasks): transform adds
+    rawPredictionCol and predictionCol without a parameter server."""
+
+    def __init__(self, state: LocalPA | None = None, layout: Layout | None = None) -> None:
+        super().__init__()
+        self.state, self.layout = state, layout
+        self.history: list[dict] = []  # per epoch of fit: accuracy (progressive), ...
+
+    @property
+    def classes(self) -> list:
+        return list(self.layout.classes)
+
+    @property
+    def numClasses(self) -> int:
+        return len(self.layout.classes)
+
+    @property
+    def numFeatures(self) -> int:
+        return self.layout.width
+
+    @property
+    def coefficients(self) -> DenseVector:
+        """Binary labels: the weight vector (as LinearSVC's)."""
+        if self.numClasses != 2:
+            raise ConfigError("coefficients is for binary labels; use coefficientMatrix")
+        return DenseVector(self.state.coef_[0, :self.numFeatures].astype(np.float64))
+
+    @property
+    def coefficientMatrix(self) -> DenseMatrix:
+        """One row per weight vector (1 for binary labels, else one per class)."""
+        coef = self.state.coef_[:, :self.numFeatures].astype(np.float64)
+        return DenseMatrix(coef.shape[0], coef.shape[1], coef.ravel(order="F").tolist())
+
+    @property
+    def intercept(self) -> float:
+        return float(self.state.intercept_[0])
+
+    @property
+    def interceptVector(self) -> DenseVector:
+        return DenseVector(self.state.intercept_.astype(np.float64))
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        spark = dataset.sparkSession
+        pin_local_interpreter(spark.sparkContext)
+        weights = spark.sparkContext.broadcast(self.state.weights_)
+        return score(self, dataset, weights=weights)
+
+    def write(self) -> MLWriter:
+        return _Writer(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _Reader(cls)
+
+
+def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
+          **weights: Any) -> DataFrame:
+    """dataset with rawPredictionCol (a Vector) and predictionCol added by `Score`
+    (weights: a broadcast `weights=`, or `master=` and `name=` of a live model)."""
+    layout = layout or params.layout
+    Layout.of(dataset.schema, layout.features, layout.hash_bits, layout.width, ())  # the type
+    names = dataset.columns
+    raw, prediction = params._value("rawPredictionCol"), params._value("predictionCol")
+    schema = T.StructType(dataset.schema.fields + [
+        T.StructField(raw, T.ArrayType(T.DoubleType())), T.StructField(prediction,
+                                                                        T.DoubleType())])
+    out = dataset.mapInArrow(Score(layout, names, raw, prediction,
+                                   params._value("fitIntercept"), **weights), schema)
+    return out.withColumn(raw, array_to_vector(raw))
+
+
+PARAMS = ml.param_names(PAParams)
+ml.add_accessors(PAParams, PARAMS, setters=False)
+ml.add_accessors(PassiveAggressive, PARAMS, setters=True)
+for _name in ("featuresCol", "predictionCol", "rawPredictionCol"):
+    setattr(PassiveAggressiveModel, f"set{_name[0].upper()}{_name[1:]}",
+            getattr(PassiveAggressive, f"set{_name[0].upper()}{_name[1:]}"))
+
+
+class _Writer(MLWriter):
+    def __init__(self, instance: PassiveAggressiveModel) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        import dataclasses
+        import os
+        m = self.instance
+        DefaultParamsWriter.saveMetadata(m, path, self.sc, extraMetadata={
+            "history": m.history, "layout": {**dataclasses.asdict(m.layout),
+                                             "classes": list(m.layout.classes)}})
+        data = ml.data_dir(path, "PassiveAggressiveModel")
+        os.makedirs(data, exist_ok=True)
+        m.state.save(data / "pa.npz")
+
+
+class _Reader(MLReader):
+    def __init__(self, cls: type) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> PassiveAggressiveModel:
+        meta = DefaultParamsReader.loadMetadata(path, self.sc)
+        layout = meta["layout"]
+        model = self.cls(LocalPA.load(ml.data_dir(path, "PassiveAggressiveModel") / "pa.npz"),
+                         Layout(**{**layout, "classes": tuple(layout["classes"])}))
+        model.history = meta.get("history", [])
+        model._resetUid(meta["uid"])
+        DefaultParamsReader.getAndSetParams(model, meta)
+        return model
