@@ -18,11 +18,14 @@ from models.synthetic_text import make_messages
 
 
 def reference_pa(X: np.ndarray, labels: np.ndarray, n_weights: int, variant: str, C: float,
-                 intercept: bool) -> tuple[np.ndarray, np.ndarray, int]:
+                 intercept: bool, start: tuple | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Crammer et al.'s PA / PA-I / PA-II, one example at a time, one-vs-rest for more
     than one weight vector (label k is +1 for vector k); the intercept outside |x|².
-    Returns (w: n_weights × d, b, mistakes predicted before each update)."""
-    w, b, mistakes = np.zeros((n_weights, X.shape[1])), np.zeros(n_weights), 0
+    From zero weights, or start = (w, b). Returns (w: n_weights × d, b, mistakes
+    predicted before each update)."""
+    w, b = (np.zeros((n_weights, X.shape[1])), np.zeros(n_weights)) if start is None else (
+        np.array(start[0], np.float64), np.array(start[1], np.float64))
+    mistakes = 0
     for x, label in zip(X, labels):
         m = w @ x + (b if intercept else 0)
         predicted = int(m[0] > 0) if n_weights == 1 else int(np.argmax(m))

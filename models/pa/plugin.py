@@ -22,7 +22,9 @@ class PAModel(Model):
     """config: n_features (>= 1) and n_weights (1 for binary labels, else the number of
     classes); with `epochs`, also `progress` (epochs × 4, float64, add): the Spark tasks'
     sums of (1, mistakes, examples, seconds) for each epoch, which the estimator's driver reads
-    while training runs."""
+    while training runs; with `stream` true, also `batches` (1, max): one more than the
+    last Spark micro-batch learned, so that a micro-batch replayed after a restart is
+    not learned twice."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -38,4 +40,6 @@ class PAModel(Model):
                             "float32", partitioner="cyclic", aggregate="add")]
         if self.config.get("epochs"):
             tables.append(TableSpec("progress", (self.config["epochs"], 4), "float64"))
+        if self.config.get("stream"):
+            tables.append(TableSpec("batches", (1,), "float64", aggregate="max"))
         return tables
