@@ -5,9 +5,10 @@ Run (JSON on stdout, progress on stderr):
 
     python benchmarks/pa.py [--quick] [--shards 2] [--reps R] > pa.json
 
---quick (20,000 train + 5,000 test messages, R = 1) takes well under a minute on 2 cores;
-the full run (200,000 + 20,000, R = 3) about two minutes. Vowpal Wabbit is optional (the
-`bench` extras); without it "vw" says it was skipped and its ratios are left out.
+--quick (20,000 train + 5,000 test messages, R = 1) takes well under a minute on 2 cores
+(7 s); the full run (200,000 + 20,000, R = 3) a minute or two (96 s on 2 busy cores).
+Vowpal Wabbit is optional (the `bench` extras); without it "vw" says it was skipped and
+the ratios and the target that need it are left out (null).
 
 data: `models.synthetic_text.make_messages(train + test, label_noise=0.05, seed=0)` with
 its other defaults (2 classes, 20,000 words, ~20 words a message): the first `train`
@@ -17,25 +18,36 @@ and the stream cut into chunks of CHUNK = 4,096 consecutive messages, as a strea
 deliver them. Every method sees the same chunks in the same order, once (one pass: the
 online setting). 4,096 so that batch_size 1,024 makes 4 batches per chunk: LocalPA deals
 the batches of one partial_fit call round-robin to its num_workers workers, so a chunk
-of at most one batch would leave the second worker idle.
+of at most one batch would leave the second worker idle. data.features_per_message:
+nonzeros per hashed message (a repeated word's counts are summed into one bucket);
+positive_share: the share of label 1 in the stream; `examples` below: how many examples
+a method learned from (the stream, or a prefix of it).
 
-Every method is run R times from scratch on the same stream (--reps); examples_per_s is
-the median over the reps of examples / seconds, examples_per_s_reps all of them, and
-the accuracies are the first rep's (the same in every rep for a deterministic method;
-with 2 workers, which are not, held_out_accuracy_reps lists every rep's).
+Every method is run R times from scratch on the same stream (--reps), the methods taking
+turns (rep 1 of each, then rep 2, ...) so that a busy moment of the machine hits them
+alike, after an untimed warm-up of ours (one chunk) and of scikit-learn (two chunks).
+examples_per_s is the median over the reps of examples / seconds, examples_per_s_reps
+all of them, seconds the median; the accuracies are the first rep's (the same in every
+rep for a deterministic method; with 2 workers, which are not, held_out_accuracy_reps
+lists every rep's). machine.loadavg_1m / loadavg_1m_end: the load at the start and the
+end (the machine may be shared: compare runs with care).
 
 - hashing: messages_per_s of `hash_features` and of scikit-learn's
   `FeatureHasher(2**18, input_type="string").transform` on the train messages, over the
   whole list at once (`whole`, median of R) and chunk by chunk (`chunked`, one pass, the
-  stream's way); tokens_per_s the same in words. identical: the two give the same CSR.
+  stream's way), after an untimed chunked pass; tokens_per_s the same in words.
+  identical: the two give the same CSR.
 - ours_b{B}_w{W}: `LocalPA(variant="pa1", C=1.0, hash_bits=18, batch_size=B,
-  num_workers=W)` on one LocalCluster (--shards shards) started once, before any clock,
-  each run a fresh model on it (created at its first partial_fit, inside the timed
-  region), fed the hashed chunks through `fit_stream(chunks, classes=[0, 1])`.
+  num_workers=W)`, its other parameters its defaults (config.ours_mixing: how the
+  workers' pushes combine, null if LocalPA has no such parameter), on one LocalCluster
+  (--shards shards) started once, before any clock, each run a fresh model on it
+  (created at its first partial_fit, inside the timed region), fed the hashed chunks
+  through `fit_stream(chunks, classes=[0, 1])`.
   seconds: that loop; examples_per_s = examples / seconds. examples_per_s_with_hashing
   = examples / (seconds + examples / hashing.ours.chunked.messages_per_s): words in.
   progressive_accuracy: per example, predicted with the weights just before it is
-  learned from (exact for W = 1; with 2 workers, the weights its worker pulled).
+  learned from (for W = 2: its batch's pulled weights plus that batch's own updates so
+  far; the other worker's concurrent batch is not in them).
   held_out_accuracy: `model.score` on the test set after the pass. bytes_per_example:
   bytes_in + bytes_out of every shard's client connections (frames included; each
   shard's `stats` op, as benchmarks/mf_sgd.py reads it) over the pass (first rep, the
@@ -48,19 +60,20 @@ with 2 workers, which are not, held_out_accuracy_reps lists every rep's).
   B = 1's progressive_accuracy. fit_stream's numbers are used as they come.
 - sklearn: `SGDClassifier(loss="hinge", penalty=None, learning_rate="pa1", eta0=1.0,
   shuffle=False)` (PA-I, the same update, sequential within a call) with `partial_fit`
-  on the same hashed float32 CSR chunks, classes=[0, 1] on the first call; `sklearn_b64`
+  on the same hashed float32 CSR chunks, classes=[0, 1] on every call; `sklearn_b64`
   the same fed 64 rows at a time (each chunk sliced inside the timed loop): the same
   weights at the end, finer progressive validation. progressive_accuracy is at the
   granularity of a call: each piece (a chunk, or 64 rows) is predicted with `predict`
   before `partial_fit` learns it (the first piece as all-zero weights predict it: class
   0), coarser than ours (per example). seconds / examples_per_s: the predict +
   partial_fit loop; examples_per_s_learn_only counts only the partial_fit calls (the
-  rate the ratios use: scikit-learn's fastest). examples_per_s_with_hashing as ours, with
-  FeatureHasher's chunked rate. Note: on SPARSE input scikit-learn multiplies every
-  intercept update by 0.01 (sklearn.linear_model._base.SPARSE_INTERCEPT_DECAY), ours does
-  not (it matches scikit-learn on dense input to 1e-6), so the two learn slightly
-  different intercepts and weights. sklearn_dense_intercept: one chunked run with that
-  private constant set to 1.0 (as on dense input), and max_abs_coef_diff /
+  rate the ratios use: scikit-learn's fastest). examples_per_s_with_hashing as ours
+  (seconds with the predicts), with FeatureHasher's chunked rate.
+  progressive_granularity: the piece size. Note: on SPARSE input scikit-learn multiplies
+  every intercept update by 0.01 (sklearn.linear_model._base.SPARSE_INTERCEPT_DECAY),
+  ours does not (it matches scikit-learn on dense input to 1e-6), so the two learn
+  slightly different intercepts and weights. sklearn_dense_intercept: one chunked run
+  with that private constant set to 1.0 (as on dense input), and max_abs_coef_diff /
   intercept_diff against ours_b1024_w1's weights after its first pass: what the
   intercept decay alone accounts for.
 - vw_default / vw_sgd: vowpalwabbit's Workspace, single process, online, each example
@@ -73,8 +86,9 @@ with 2 workers, which are not, held_out_accuracy_reps lists every rep's).
   progressive_accuracy = 1 - `get_sum_loss()` / examples, VW's own progressive
   validation, each example predicted inside `learn` just before its update.
   examples_per_s: the learn loop including building each chunk's strings from the word
-  lists (words in); examples_per_s_prebuilt: a second run of R reps with the strings
-  built before the clock. held_out_accuracy: sign of `predict` on the test messages.
+  lists (words in); examples_per_s_prebuilt (and _reps): separate runs, R of them, with
+  every string built before the clock. held_out_accuracy: the sign of `predict` on each
+  test message's string (no label).
 - baselines: majority (the test accuracy of always predicting the training majority
   class) and true_labels (the test accuracy of the labels before noise: about the best
   a classifier can do, ~0.975 with 5% label noise, half of it drawing the same class).
@@ -93,9 +107,11 @@ with 2 workers, which are not, held_out_accuracy_reps lists every rep's).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -109,20 +125,19 @@ OURS = ((1, 1), (64, 1), (1024, 1), (64, 2), (1024, 2))  # (batch_size, num_work
 VW_FLAGS = {"default": "--loss_function hinge", "sgd": "--loss_function hinge --sgd"}
 VW_COMMON = f"-b {HASH_BITS} --binary --quiet"
 VW_MISSING = "vowpalwabbit is not installed (pip install -e '.[bench]')"
+Run = Callable[[int], dict]  # one run of a method's stream from scratch, given the rep
 
 
-def repeated(reps: int, once) -> dict:
-    """Run once() `reps` times; the first run's dict with the median rate over runs."""
-    runs = [once(rep) for rep in range(reps)]
-    out = dict(runs[0])
+def summary(runs: list[dict]) -> dict:
+    """The first run's numbers, with the median rate and seconds over all runs."""
+    out = {k: v for k, v in runs[0].items() if k not in ("model", "learn_seconds")}
     rates = [r["examples"] / r["seconds"] for r in runs]
     out["examples_per_s"] = round(statistics.median(rates))
     out["examples_per_s_reps"] = [round(r) for r in rates]
     out["seconds"] = round(statistics.median(r["seconds"] for r in runs), 4)
-    if "learn_seconds" in out:
+    if "learn_seconds" in runs[0]:
         out["examples_per_s_learn_only"] = round(statistics.median(
-            r["examples"] / r.pop("learn_seconds") for r in runs))
-        del out["learn_seconds"]
+            r["examples"] / r["learn_seconds"] for r in runs))
     held = [r["held_out_accuracy"] for r in runs]
     if len(set(held)) > 1:
         out["held_out_accuracy_reps"] = held
@@ -167,7 +182,7 @@ def shard_bytes(client) -> int:
 
 
 def ours(address: str, client, chunks: list, test: tuple, batch: int, workers: int,
-         prefix: int, reps: int, keep: dict | None) -> dict:
+         prefix: int, keep: dict | None) -> Run:
     def once(rep: int) -> dict:
         model = LocalPA(variant=VARIANT, C=C, hash_bits=HASH_BITS, batch_size=batch,
                         num_workers=workers, seed=SEED, master=address, show_progress=False)
@@ -189,11 +204,10 @@ def ours(address: str, client, chunks: list, test: tuple, batch: int, workers: i
         if rep == 0 and keep is not None:
             keep.update(coef=model.coef_.ravel(), intercept=float(model.intercept_[0]))
         return result
-    return repeated(reps, once)
+    return once
 
 
-def sklearn_run(chunks: list, test: tuple, piece: int | None, reps: int) -> tuple[dict, object]:
-    """The repeated runs' numbers, and the first run's model."""
+def sklearn(chunks: list, test: tuple, piece: int | None) -> Run:
     from sklearn.linear_model import SGDClassifier
 
     def once(rep: int) -> dict:
@@ -214,8 +228,7 @@ def sklearn_run(chunks: list, test: tuple, piece: int | None, reps: int) -> tupl
                 "progressive_accuracy": round(1 - wrong / n, 5),
                 "progressive_granularity": piece or CHUNK,
                 "held_out_accuracy": round(model.score(*test), 5), "model": model}
-    out = repeated(reps, once)
-    return out, out.pop("model")
+    return once
 
 
 def sklearn_dense_intercept(chunks: list, test: tuple, keep: dict) -> dict:
@@ -225,45 +238,42 @@ def sklearn_dense_intercept(chunks: list, test: tuple, keep: dict) -> dict:
         return {"skipped": "sklearn.linear_model._base.SPARSE_INTERCEPT_DECAY is gone"}
     saved, _base.SPARSE_INTERCEPT_DECAY = _base.SPARSE_INTERCEPT_DECAY, 1.0
     try:
-        out, model = sklearn_run(chunks, test, None, 1)
+        run = sklearn(chunks, test, None)(0)
     finally:
         _base.SPARSE_INTERCEPT_DECAY = saved
-    if keep:
-        out["max_abs_coef_diff"] = float(f"{np.abs(model.coef_.ravel() - keep['coef']).max():.3g}")
-        out["intercept_diff"] = float(f"{float(model.intercept_[0]) - keep['intercept']:.3g}")
+    out, model = summary([run]), run["model"]
+    out["max_abs_coef_diff"] = float(f"{np.abs(model.coef_.ravel() - keep['coef']).max():.3g}")
+    out["intercept_diff"] = float(f"{float(model.intercept_[0]) - keep['intercept']:.3g}")
     return out
 
 
-def vw_run(flags: str, words: list, labels: np.ndarray, test_words: list,
-           test_labels: np.ndarray, reps: int) -> dict:
+def vw_lines(words: list, labels: np.ndarray) -> list[str]:
+    return [("1 | " if y else "-1 | ") + " ".join(m) for m, y in zip(words, labels.tolist())]
+
+
+def vw(flags: str, words: list, labels: np.ndarray, test: tuple, prebuilt: bool) -> Run:
     import vowpalwabbit
+    built = vw_lines(words, labels) if prebuilt else None
+    test_lines = ["| " + " ".join(m) for m in test[0]]
 
-    def lines(w: list, y: np.ndarray) -> list[str]:
-        return [("1 | " if label else "-1 | ") + " ".join(m) for m, label in zip(w, y.tolist())]
-
-    def once(prebuilt: list | None) -> dict:
+    def once(rep: int) -> dict:
         ws = vowpalwabbit.Workspace(f"{flags} {VW_COMMON}")
         began = time.perf_counter()
-        if prebuilt is not None:
-            for s in prebuilt:
+        if built is not None:
+            for s in built:
                 ws.learn(s)
         else:
             for i in range(0, len(words), CHUNK):
-                for s in lines(words[i:i + CHUNK], labels[i:i + CHUNK]):
+                for s in vw_lines(words[i:i + CHUNK], labels[i:i + CHUNK]):
                     ws.learn(s)
         seconds = time.perf_counter() - began
         progressive = 1 - ws.get_sum_loss() / len(words)  # read before predict adds to it
-        predicted = np.array([ws.predict("| " + " ".join(m)) for m in test_words]) > 0
+        predicted = np.array([ws.predict(s) for s in test_lines]) > 0
         ws.finish()
         return {"examples": len(words), "seconds": seconds,
                 "progressive_accuracy": round(progressive, 5),
-                "held_out_accuracy": round(float(np.mean(predicted == (test_labels == 1))), 5)}
-    out = {"flags": f"{flags} {VW_COMMON}", **repeated(reps, lambda rep: once(None))}
-    built = lines(words, labels)
-    pre = repeated(reps, lambda rep: once(built))
-    out["examples_per_s_prebuilt"] = pre["examples_per_s"]
-    out["examples_per_s_prebuilt_reps"] = pre["examples_per_s_reps"]
-    return out
+                "held_out_accuracy": round(float(np.mean(predicted == (test[1] == 1))), 5)}
+    return once
 
 
 def main() -> int:
@@ -272,8 +282,7 @@ def main() -> int:
     reps = args.reps or (1 if args.quick else 3)
     n_train, n_test, prefix = (20_000, 5_000, 1) if args.quick else (200_000, 20_000, 5)
     data = make_messages(n_train + n_test, label_noise=LABEL_NOISE, seed=SEED)
-    words, test_words = data.words[:n_train], data.words[n_train:]
-    labels, test_labels = data.labels[:n_train], data.labels[n_train:]
+    words, labels, test_labels = data.words[:n_train], data.labels[:n_train], data.labels[n_train:]
     X = hash_features(data.words, HASH_BITS)
     train_X, test = X[:n_train], (X[n_train:], test_labels)
     chunks = [(train_X[i:i + CHUNK], labels[i:i + CHUNK]) for i in range(0, n_train, CHUNK)]
@@ -284,7 +293,9 @@ def main() -> int:
         "quick": args.quick, "reps": reps, "shards": args.shards, "seed": SEED,
         "variant": VARIANT, "C": C, "hash_bits": HASH_BITS, "chunk": CHUNK,
         "ours": [{"batch_size": b, "num_workers": w} for b, w in OURS],
-        "batch_1_prefix_examples": min(prefix * CHUNK, n_train)},
+        "ours_mixing": LocalPA().get_params().get("mixing"),
+        "batch_1_prefix_examples": min(prefix * CHUNK, n_train), "vw_flags": {
+            k: f"{v} {VW_COMMON}" for k, v in VW_FLAGS.items()}},
         "data": {"train": n_train, "test": n_test, "label_noise": LABEL_NOISE,
                  "generator": "models.synthetic_text.make_messages, its other defaults",
                  "features_per_message": round(X.nnz / X.shape[0], 2),
@@ -297,71 +308,76 @@ def main() -> int:
     from psframework import Client, LocalCluster
     keep: dict = {}
     with LocalCluster(args.shards) as cluster, Client(cluster.address) as client:
-        warm = LocalPA(batch_size=64, num_workers=2, master=cluster.address,
-                       show_progress=False)
+        runs: dict[str, Run] = {}
+        for batch, workers in OURS:
+            runs[f"ours_b{batch}_w{workers}"] = ours(
+                cluster.address, client, chunks[:prefix] if batch == 1 else chunks, test,
+                batch, workers, prefix, keep if (batch, workers) == (1024, 1) else None)
+        runs["sklearn"], runs["sklearn_b64"] = sklearn(chunks, test, None), sklearn(chunks, test, 64)
+        try:
+            import vowpalwabbit  # noqa: F401
+            for key, flags in VW_FLAGS.items():
+                for prebuilt in (False, True):
+                    runs[f"vw_{key}" + "_prebuilt" * prebuilt] = vw(
+                        flags, words, labels, (data.words[n_train:], test_labels), prebuilt)
+        except ImportError:
+            log(f"vw: skipped, {VW_MISSING}")
+        warm = LocalPA(batch_size=64, num_workers=2, master=cluster.address, show_progress=False)
         list(warm.fit_stream(chunks[:1], classes=[0, 1]))  # warm-up: numba, connections
         warm.close()
-        for batch, workers in OURS:
-            name = f"ours_b{batch}_w{workers}"
-            log(f"{name}: LocalPA(batch_size={batch}, num_workers={workers})")
-            r = ours(cluster.address, client, chunks[:prefix] if batch == 1 else chunks, test,
-                     batch, workers, prefix, reps, keep if (batch, workers) == (1024, 1) else None)
-            r["examples_per_s_with_hashing"] = round(r["examples"] / (
-                r["seconds"] + r["examples"] / h["ours"]["chunked"]["messages_per_s"]))
-            out[name] = r
-            log(f"  {r['examples_per_s']:,.0f} examples/s, progressive "
-                f"{r['progressive_accuracy']:.4f}, held-out {r['held_out_accuracy']:.4f}, "
-                f"{r['bytes_per_example']} bytes/example")
-
-    sklearn_run(chunks[:2], test, None, 1)  # warm-up
-    for key, piece in (("sklearn", None), ("sklearn_b64", 64)):
-        log(f"{key}: SGDClassifier(learning_rate='pa1').partial_fit per {piece or CHUNK}")
-        out[key] = r = sklearn_run(chunks, test, piece, reps)[0]
-        r["examples_per_s_with_hashing"] = round(r["examples"] / (
-            r["seconds"] + r["examples"] / h["sklearn"]["chunked"]["messages_per_s"]))
-        log(f"  {r['examples_per_s_learn_only']:,.0f} examples/s learning, progressive "
-            f"{r['progressive_accuracy']:.4f}, held-out {r['held_out_accuracy']:.4f}")
+        sklearn(chunks[:2], test, None)(0)
+        results: dict[str, list[dict]] = {name: [] for name in runs}
+        for rep in range(reps):  # methods take turns, so a busy moment hits them alike
+            for name, run in runs.items():
+                log(f"{name}, rep {rep + 1}/{reps}")
+                r = run(rep)
+                results[name].append(r)
+                log(f"  {r['examples'] / r['seconds']:,.0f} examples/s, progressive "
+                    f"{r['progressive_accuracy']:.4f}, held-out {r['held_out_accuracy']:.4f}")
+    for name, rs in results.items():
+        if name.endswith("_prebuilt"):
+            vw_out = out[name[:-len("_prebuilt")]]
+            vw_out["examples_per_s_prebuilt"] = summary(rs)["examples_per_s"]
+            vw_out["examples_per_s_prebuilt_reps"] = summary(rs)["examples_per_s_reps"]
+            continue
+        out[name] = summary(rs)
+        if name.startswith("vw_"):
+            out[name] = {"flags": f"{VW_FLAGS[name[3:]]} {VW_COMMON}", **out[name]}
+        else:
+            hashed = h["sklearn" if name.startswith("sklearn") else "ours"]["chunked"]
+            out[name]["examples_per_s_with_hashing"] = round(out[name]["examples"] / (
+                out[name]["seconds"] + out[name]["examples"] / hashed["messages_per_s"]))
+    if "vw_default" not in out:
+        out["vw"] = {"skipped": VW_MISSING}
+    log("sklearn_dense_intercept")
     out["sklearn_dense_intercept"] = sklearn_dense_intercept(chunks, test, keep)
 
-    try:
-        import vowpalwabbit  # noqa: F401
-        have_vw = True
-    except ImportError:
-        have_vw = False
-        out["vw"] = {"skipped": VW_MISSING}
-        log(f"vw: skipped, {VW_MISSING}")
-    for key, flags in VW_FLAGS.items() if have_vw else ():
-        log(f"vw_{key}: {flags} {VW_COMMON}")
-        out[f"vw_{key}"] = r = vw_run(flags, words, labels, test_words, test_labels, reps)
-        log(f"  {r['examples_per_s']:,.0f} examples/s ({r['examples_per_s_prebuilt']:,.0f} "
-            f"prebuilt), progressive {r['progressive_accuracy']:.4f}, held-out "
-            f"{r['held_out_accuracy']:.4f}")
-
     ratios: dict = {}
-    sk, vw = out["sklearn"], out.get("vw_default")
+    sk, vw_ = out["sklearn"], out.get("vw_default")
     for batch, workers in OURS:
         name = f"ours_b{batch}_w{workers}"
         r = out[name]
         ratios[f"{name}_vs_sklearn_examples_per_s"] = round(
             r["examples_per_s"] / sk["examples_per_s_learn_only"], 3)
-        if vw:
+        if vw_:
             ratios[f"{name}_vs_vw_examples_per_s"] = round(
-                r["examples_per_s"] / vw["examples_per_s_prebuilt"], 3)
+                r["examples_per_s"] / vw_["examples_per_s_prebuilt"], 3)
             ratios[f"{name}_with_hashing_vs_vw_examples_per_s"] = round(
-                r["examples_per_s_with_hashing"] / vw["examples_per_s"], 3)
+                r["examples_per_s_with_hashing"] / vw_["examples_per_s"], 3)
         if batch > 1:
             ratios[f"{name}_held_out_accuracy_minus_sklearn"] = round(
                 r["held_out_accuracy"] - sk["held_out_accuracy"], 5)
-            if vw:
+            if vw_:
                 ratios[f"{name}_held_out_accuracy_minus_vw"] = round(
-                    r["held_out_accuracy"] - vw["held_out_accuracy"], 5)
+                    r["held_out_accuracy"] - vw_["held_out_accuracy"], 5)
     out["ratios"] = ratios
     target = out["ours_b1024_w1"]
     out["targets"] = {
         "run": "ours_b1024_w1",
         "meets_accuracy_target": target["held_out_accuracy"] >= sk["held_out_accuracy"],
-        "meets_throughput_target": (target["examples_per_s_with_hashing"] >= vw["examples_per_s"]
-                                    if vw else None)}
+        "meets_throughput_target": (target["examples_per_s_with_hashing"] >= vw_["examples_per_s"]
+                                    if vw_ else None)}
+    out["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=2))
     return 0
 

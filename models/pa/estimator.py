@@ -39,6 +39,7 @@ from models.pa.data import Classes
 from models.pa.kernels import VARIANTS
 from models.pa.local import LocalPA
 from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, Score
+from models.pa.worker import MIXINGS, delta_scale
 
 __all__ = ["PassiveAggressive", "PassiveAggressiveModel"]
 
@@ -66,6 +67,9 @@ class PAParams(ml.ParamValues):
     fitIntercept = ml.param("fitIntercept", "learn a bias", TypeConverters.toBoolean)
     batchSize = ml.param("batchSize", "examples per pull and push (1: the exact online "
                          "algorithm within a task)", TypeConverters.toInt)
+    mixing = ml.param("mixing", f"how the pushes of tasks learning at once combine: one of "
+                      f"{MIXINGS} ('average' divides each delta by the tasks)",
+                      TypeConverters.toString)
     numParameterServers = ml.param("numParameterServers", "shards in integrated mode",
                                    TypeConverters.toInt)
     parameterServerHost = ml.param("parameterServerHost", "HOST:PORT of a running "
@@ -75,7 +79,8 @@ class PAParams(ml.ParamValues):
         super().__init__(*args)
         self._setDefault(featuresCol="features", labelCol="label", predictionCol="prediction",
                          rawPredictionCol="rawPrediction", variant="pa1", C=1.0, maxIter=5,
-                         hashBits=18, fitIntercept=True, batchSize=64, numParameterServers=2)
+                         hashBits=18, fitIntercept=True, batchSize=64, mixing="average",
+                         numParameterServers=2)
 
     def _check(self) -> None:
         def need(ok: bool, name: str, what: str) -> None:
@@ -87,6 +92,7 @@ class PAParams(ml.ParamValues):
         need(1 <= self._value("hashBits") <= 31, "hashBits", "between 1 and 31")
         need(self._value("variant") in VARIANTS, "variant", f"one of {VARIANTS}")
         need(self._value("C") > 0, "C", "> 0")
+        need(self._value("mixing") in MIXINGS, "mixing", f"one of {MIXINGS}")
         host = self._value("parameterServerHost")
         port = (host or "").rpartition(":")[2]
         need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
@@ -103,17 +109,22 @@ class PAParams(ml.ParamValues):
                               f"with StringIndexer), not {fields[label].simpleString()}")
         return label
 
-    def _job(self, master: str, name: str, layout: Layout, epochs: int,
-             progress: bool) -> dict:
+    def _job(self, master: str, name: str, layout: Layout, epochs: int, progress: bool,
+             data: DataFrame) -> dict:
+        """What the `Learn` tasks over `data` need (its partitions learn at once, as many
+        as Spark runs together)."""
+        sc = data.sparkSession.sparkContext
+        together = min(data.rdd.getNumPartitions(), max(sc.defaultParallelism, 1))
         return {"master": master, "name": name, "layout": layout, "epochs": epochs,
-                "progress": progress, **{k: self._value(k) for k in (
-                    "variant", "C", "fitIntercept", "batchSize")}}
+                "progress": progress, "scale": delta_scale(self._value("mixing"), together),
+                **{k: self._value(k) for k in ("variant", "C", "fitIntercept", "batchSize")}}
 
     def _state(self, layout: Layout, weights: np.ndarray) -> LocalPA:
         return LocalPA.from_weights(weights, layout.classes, variant=self._value("variant"),
                                     C=self._value("C"), hash_bits=layout.hash_bits,
                                     fit_intercept=self._value("fitIntercept"),
-                                    batch_size=self._value("batchSize"))
+                                    batch_size=self._value("batchSize"),
+                                    mixing=self._value("mixing"))
 
 
 def vector_width(df: DataFrame, column: str) -> int | None:
@@ -133,8 +144,8 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
     def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
                  predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
                  variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
-                 fitIntercept: bool = True, batchSize: int = 64, numParameterServers: int = 2,
-                 parameterServerHost: str | None = None) -> None:
+                 fitIntercept: bool = True, batchSize: int = 64, mixing: str = "average",
+                 numParameterServers: int = 2, parameterServerHost: str | None = None) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -142,7 +153,7 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
     def setParams(self, *, featuresCol: str = "features", labelCol: str = "label",
                   predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
                   variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
-                  fitIntercept: bool = True, batchSize: int = 64,
+                  fitIntercept: bool = True, batchSize: int = 64, mixing: str = "average",
                   numParameterServers: int = 2,
                   parameterServerHost: str | None = None) -> "PassiveAggressive":
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
@@ -182,8 +193,8 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
                                              "classes": classes.to_wire(), "epochs": epochs})
             try:
                 with TableProgress(client, name, "progress", epochs, tasks, on_epoch):
-                    data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True)),
-                                    LEARN_SCHEMA).collect()
+                    data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True,
+                                                    data)), LEARN_SCHEMA).collect()
                 weights = client.pull_rows(name, "weights", np.arange(layout.n_features + 1))
             finally:  # the fitted model needs no server: nothing stays on it
                 client.destroy(name)

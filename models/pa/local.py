@@ -17,6 +17,7 @@ save need no server; the next partial_fit pushes the weights to a new server mod
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -31,7 +32,7 @@ from psframework import Client, ConfigError, LocalCluster
 from models.local_estimator import LocalEstimator
 from models.pa.data import Classes, as_csr
 from models.pa.kernels import VARIANTS, margins
-from models.pa.worker import TABLE, Learner
+from models.pa.worker import MIXINGS, TABLE, Learner, delta_scale
 
 __all__ = ["LocalPA"]
 
@@ -41,21 +42,24 @@ class LocalPA(LocalEstimator):
     aggressiveness. hash_bits: the feature space has 2^hash_bits columns (hashed
     features, or the column indices of CSR input). fit_intercept: learn a bias.
     batch_size: examples per pull and push; num_workers: workers learning at once (each
-    one batch at a time, so 1 worker with batch_size=1 is the exact online algorithm).
+    one batch at a time, so 1 worker with batch_size=1 is the exact online algorithm);
+    mixing: how their pushes combine, "average" (deltas divided by the workers) or
+    "add" (as they are; `worker.MIXINGS`).
     max_iter, shuffle, seed: `fit`'s epochs and their order. name: the model's name on
     the server (default: a fresh one)."""
 
     PARAMS = ("variant", "C", "hash_bits", "fit_intercept", "batch_size", "num_workers",
-              "max_iter", "shuffle", "seed", "master", "num_shards", "name")
+              "mixing", "max_iter", "shuffle", "seed", "master", "num_shards", "name")
 
     def __init__(self, *, variant: str = "pa1", C: float = 1.0, hash_bits: int = 18,
                  fit_intercept: bool = True, batch_size: int = 64, num_workers: int = 1,
-                 max_iter: int = 5, shuffle: bool = True, seed: int = 0,
+                 mixing: str = "average", max_iter: int = 5, shuffle: bool = True, seed: int = 0,
                  master: str | None = None, num_shards: int = 2, name: str | None = None,
                  show_progress: bool = True,
                  callback: Callable[[int, dict], Any] | None = None) -> None:
         self.variant, self.C, self.hash_bits = variant, C, hash_bits
         self.fit_intercept, self.batch_size, self.num_workers = fit_intercept, batch_size, num_workers
+        self.mixing = mixing
         self.max_iter, self.shuffle, self.seed = max_iter, shuffle, seed
         self.master, self.num_shards, self.name = master, num_shards, name
         self.show_progress, self.callback = show_progress, callback
@@ -71,6 +75,7 @@ class LocalPA(LocalEstimator):
         self._need(self.hash_bits <= 31, "hash_bits", "at most 31")
         self._need(self.variant in VARIANTS, "variant", f"one of {VARIANTS}")
         self._need(self.C > 0, "C", "> 0")
+        self._need(self.mixing in MIXINGS, "mixing", f"one of {MIXINGS}")
 
     # -- the model on the server ---------------------------------------------------------
     def _attach(self, explicit: bool = False) -> Learner:
@@ -144,9 +149,9 @@ class LocalPA(LocalEstimator):
         workers = min(self.num_workers, max(n_batches, 1))
 
         async def together() -> int:
-            import asyncio
+            scale = delta_scale(self.mixing, workers)
             done = await asyncio.gather(*(learner.learn(X, labels, self.batch_size,
-                                                        range(w, n_batches, workers))
+                                                        range(w, n_batches, workers), scale)
                                           for w in range(workers)))
             return sum(done)
         return client.run(together())

@@ -105,7 +105,8 @@ def _read(batches: Iterable[pa.RecordBatch], layout: Layout
 
 class Learn:
     """The learning task. job: master, name, layout, variant, C, fitIntercept,
-    batchSize, epochs, progress (report to the model's `progress` table)."""
+    batchSize, epochs, scale (of the deltas, `worker.delta_scale`), progress (report to
+    the model's `progress` table)."""
 
     def __init__(self, job: dict) -> None:
         self.job = job
@@ -119,7 +120,8 @@ class Learn:
         done = []
         for epoch in range(job["epochs"]):
             began = time.perf_counter()
-            mistakes = client.run(learner.learn(X, labels, job["batchSize"]))
+            mistakes = client.run(learner.learn(X, labels, job["batchSize"],
+                                                scale=job["scale"]))
             if job["progress"]:
                 client.push_rows(job["name"], "progress", [epoch], np.array(
                     [[1, mistakes, X.shape[0], time.perf_counter() - began]]))

@@ -154,7 +154,7 @@ class StreamingPassiveAggressive(PAParams):
             self.skipped.append(batch_id)
             return
         began = time.perf_counter()
-        job = self._job(self._ps.master, self._name, self._layout, 1, False)
+        job = self._job(self._ps.master, self._name, self._layout, 1, False, df)
         label = self.getLabelCol()
         rows = df.select(self.getFeaturesCol(), F.col(label).cast("double").alias(label)) \
                  .mapInArrow(Learn(job), LEARN_SCHEMA).collect()

@@ -8,7 +8,7 @@ so one worker with batches of one example is the exact online algorithm, and wit
 larger batches the result is the within-batch sequential one; several workers (threads
 of `LocalPA`, Spark tasks) learn at once, each batch seeing the others' pushes that
 arrived before its pull (bounded staleness: a batch misses at most the batches in
-flight elsewhere)."""
+flight elsewhere), their deltas combined as MIXINGS says."""
 
 from __future__ import annotations
 
@@ -20,16 +20,28 @@ import scipy.sparse as sp
 from psframework import AsyncClient
 from models.pa.kernels import VARIANTS, learn, margins
 
-__all__ = ["Learner", "TABLE", "INLINE_NNZ"]
+__all__ = ["Learner", "TABLE", "INLINE_NNZ", "MIXINGS", "delta_scale"]
 
 TABLE = "weights"
+# How the pushes of workers learning at once combine. "average": each batch's delta is
+# divided by the number of workers (iterative parameter mixing with uniform weights,
+# McDonald et al. 2010, here asynchronous); "add": deltas as they are (Hogwild). With
+# one worker they are the same. Summed deltas of batches that started from the same
+# weights correct the same frequent features once per worker: on noisy data PA then
+# overshoots and oscillates (docs/pa.md has the numbers); averaging does not.
+MIXINGS = ("average", "add")
 INLINE_NNZ = 4096  # smaller batches run on the event loop: a thread hand-off costs more
 
 
 def _slice(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, ...]:
     """Rows start..stop of X as (indptr from 0, indices, data), without copies."""
-    lo, hi = X.indptr[start], X.indptr[stop + 0]
+    lo, hi = X.indptr[start], X.indptr[stop]
     return X.indptr[start:stop + 1] - lo, X.indices[lo:hi], X.data[lo:hi]
+
+
+def delta_scale(mixing: str, workers: int) -> float:
+    """What a worker multiplies its deltas by when `workers` learn at once."""
+    return 1.0 / max(workers, 1) if mixing == "average" else 1.0
 
 
 class Learner:
@@ -56,28 +68,32 @@ class Learner:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def learn_batch(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
-                          labels: np.ndarray) -> int:
+                          labels: np.ndarray, scale: float = 1.0) -> int:
         """One mini-batch (CSR parts, labels as class indices): pull, learn, push the
-        deltas. Returns the progressive mistakes."""
+        deltas times `scale` (`delta_scale`). Returns the progressive mistakes."""
         rows, W, cols = await self._weights(indices)
         before = W.copy()
         mistakes = await self._run(indices.size * W.shape[1], learn, indptr, cols, data,
                                    labels, W, self.variant, self.C, self.fit_intercept)
         delta = W - before
+        if scale != 1.0:
+            delta *= scale
         changed = np.flatnonzero(delta.any(axis=1))
         if changed.size:
             await self.client.push_rows(self.model, TABLE, rows[changed], delta[changed])
         return int(mistakes)
 
     async def learn(self, X: sp.csr_matrix, labels: np.ndarray, batch_size: int,
-                    batches: range | None = None) -> int:
+                    batches: range | None = None, scale: float = 1.0) -> int:
         """Learn X's examples in mini-batches of `batch_size`, one after another (only the
-        batches numbered in `batches`, default all). Returns the progressive mistakes."""
+        batches numbered in `batches`, default all), deltas times `scale`. Returns the
+        progressive mistakes."""
         n = X.shape[0]
         mistakes = 0
         for b in batches if batches is not None else range(-(-n // batch_size)):
             start, stop = b * batch_size, min((b + 1) * batch_size, n)
-            mistakes += await self.learn_batch(*_slice(X, start, stop), labels[start:stop])
+            mistakes += await self.learn_batch(*_slice(X, start, stop), labels[start:stop],
+                                               scale)
         return mistakes
 
     async def margins(self, X: sp.csr_matrix) -> np.ndarray:
