@@ -12,7 +12,7 @@ from models.synthetic_text import make_messages
 
 def main() -> None:
     mail = make_messages(60_000, classes=3, label_noise=0.02, seed=0)
-    train, test = slice(0, 50_000), slice(50_000, None)
+    test = slice(50_000, None)
     labels = ["ham", "newsletter", "spam"]
     y = [labels[c] for c in mail.labels]
     stream = ((mail.words[i:i + 5000], y[i:i + 5000]) for i in range(0, 50_000, 5000))

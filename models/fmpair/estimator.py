@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
 import time
 import uuid
 from pathlib import Path
@@ -36,8 +35,7 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
-    DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter,
-    MLReadable, MLReader, MLWritable, MLWriter,
+    DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
@@ -545,11 +543,12 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
     # -- persistence -----------------------------------------------------------------------
     def write(self) -> MLWriter:
-        return _ModelWriter(self)
+        return ml.ModelWriter(self, _save, {"ps_master": self.ps_master,
+                                            "ps_model": self.ps_model, "history": self.history})
 
     @classmethod
     def read(cls) -> MLReader:
-        return _ModelReader(cls)
+        return ml.ModelReader(cls, lambda meta, data, reader: _build(cls, meta, data, reader))
 
 
 def _context(batch: pa.RecordBatch, width: int, given: str | None) -> sp.csr_matrix:
@@ -648,47 +647,19 @@ PARAMS = ml.param_names(_FMPairParams)
 
 ml.add_accessors(_FMPairParams, PARAMS, setters=False)
 ml.add_accessors(FMPair, PARAMS, setters=True)
-for _name in ("userCol", "itemCol", "userctxfeaturesCol", "filterItemsCol", "predictionCol"):
-    # what changes how a fitted model reads its input, as ALSModel allows
-    setattr(FMPairModel, f"set{_name[0].upper()}{_name[1:]}", getattr(FMPair, f"set{_name[0].upper()}{_name[1:]}"))
+# what changes how a fitted model reads its input, as ALSModel allows
+ml.copy_setters(FMPairModel, FMPair, ("userCol", "itemCol", "userctxfeaturesCol",
+                                      "filterItemsCol", "predictionCol"))
 
 
-def _data_dir(path: str) -> Path:
-    return ml.data_dir(path, "FMPairModel")
+def _save(m: FMPairModel, data: Path) -> None:
+    m.state.save(data / "fmpair.npz")
+    # per user, written by the executors: nothing per user passes the driver
+    m.users.write.mode("overwrite").parquet(data.resolve().as_uri() + "/users")
 
 
-def _data_uri(path: str) -> str:
-    return _data_dir(path).resolve().as_uri()
-
-
-class _ModelWriter(MLWriter):
-    def __init__(self, instance: FMPairModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        m = self.instance
-        DefaultParamsWriter.saveMetadata(m, path, self.sc, extraMetadata={
-            "ps_master": m.ps_master, "ps_model": m.ps_model, "history": m.history})
-        data = _data_dir(path)
-        os.makedirs(data, exist_ok=True)
-        m.state.save(data / "fmpair.npz")
-        # per user, written by the executors: nothing per user passes the driver
-        m.users.write.mode("overwrite").parquet(str(_data_uri(path) + "/users"))
-
-
-class _ModelReader(MLReader):
-    def __init__(self, cls: type) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> FMPairModel:
-        meta = DefaultParamsReader.loadMetadata(path, self.sc)
-        data = _data_dir(path)
-        state = LocalFMPair.load(data / "fmpair.npz")
-        state.history_ = meta.get("history", [])
-        users = self.sparkSession.read.parquet(_data_uri(path) + "/users")
-        model = self.cls(state, users, meta.get("ps_master"), meta.get("ps_model"))
-        model._resetUid(meta["uid"])  # as DefaultParamsReader does: params keep their owner
-        DefaultParamsReader.getAndSetParams(model, meta)
-        return model
+def _build(cls: type, meta: dict, data: Path, reader) -> FMPairModel:
+    state = LocalFMPair.load(data / "fmpair.npz")
+    state.history_ = meta.get("history", [])
+    users = reader.sparkSession.read.parquet(data.resolve().as_uri() + "/users")
+    return cls(state, users, meta.get("ps_master"), meta.get("ps_model"))

@@ -30,8 +30,7 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
-    DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter,
-    MLReadable, MLReader, MLWritable, MLWriter,
+    DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
@@ -315,11 +314,14 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
         return self._factors("item")
 
     def write(self) -> MLWriter:
-        return _Writer(self)
+        return ml.ModelWriter(self, _save, {"history": self.history})
 
     @classmethod
     def read(cls) -> MLReader:
-        return _Reader(cls)
+        def build(meta: dict, data, reader) -> "MFSGDModel":
+            with np.load(data / "rated.npz") as f:
+                return cls(LocalMFSGD.load(data / "mf_sgd.npz"), f["users"], f["items"])
+        return ml.ModelReader(cls, build)
 
 
 class _Predict:
@@ -364,38 +366,10 @@ class _Recommend:
 PARAMS = ml.param_names(_MFSGDParams)
 ml.add_accessors(_MFSGDParams, PARAMS, setters=False)
 ml.add_accessors(MFSGD, PARAMS, setters=True)
-for _name in ("userCol", "itemCol", "predictionCol", "coldStartStrategy"):
-    setattr(MFSGDModel, f"set{_name[0].upper()}{_name[1:]}",
-            getattr(MFSGD, f"set{_name[0].upper()}{_name[1:]}"))
+ml.copy_setters(MFSGDModel, MFSGD, ("userCol", "itemCol", "predictionCol", "coldStartStrategy"))
 
 
-class _Writer(MLWriter):
-    def __init__(self, instance: MFSGDModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        import os
-        m = self.instance
-        DefaultParamsWriter.saveMetadata(m, path, self.sc, extraMetadata={"history": m.history})
-        data = ml.data_dir(path, "MFSGDModel")
-        os.makedirs(data, exist_ok=True)
-        m.state.save(data / "mf_sgd.npz")
-        with open(data / "rated.npz", "wb") as f:
-            np.savez(f, users=m.rated_users, items=m.rated_items)
-
-
-class _Reader(MLReader):
-    def __init__(self, cls: type) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> MFSGDModel:
-        meta = DefaultParamsReader.loadMetadata(path, self.sc)
-        data = ml.data_dir(path, "MFSGDModel")
-        state = LocalMFSGD.load(data / "mf_sgd.npz")
-        with np.load(data / "rated.npz") as f:
-            model = self.cls(state, f["users"], f["items"])
-        model._resetUid(meta["uid"])
-        DefaultParamsReader.getAndSetParams(model, meta)
-        return model
+def _save(m: MFSGDModel, data) -> None:
+    m.state.save(data / "mf_sgd.npz")
+    with open(data / "rated.npz", "wb") as f:
+        np.savez(f, users=m.rated_users, items=m.rated_items)

@@ -17,6 +17,7 @@ while the job runs; the weights are then pulled into the model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -28,8 +29,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
-    DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable, DefaultParamsWriter,
-    MLReadable, MLReader, MLWritable, MLWriter,
+    DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
@@ -252,11 +252,19 @@ class PassiveAggressiveModel(Model, PAParams, MLWritable, MLReadable):
         return score(self, dataset, weights=weights)
 
     def write(self) -> MLWriter:
-        return _Writer(self)
+        layout = {**dataclasses.asdict(self.layout), "classes": list(self.layout.classes)}
+        return ml.ModelWriter(self, lambda m, data: m.state.save(data / "pa.npz"),
+                              {"history": self.history, "layout": layout})
 
     @classmethod
     def read(cls) -> MLReader:
-        return _Reader(cls)
+        def build(meta: dict, data, reader) -> "PassiveAggressiveModel":
+            layout = meta["layout"]
+            model = cls(LocalPA.load(data / "pa.npz"),
+                        Layout(**{**layout, "classes": tuple(layout["classes"])}))
+            model.history = meta.get("history", [])
+            return model
+        return ml.ModelReader(cls, build)
 
 
 def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
@@ -278,39 +286,5 @@ def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
 PARAMS = ml.param_names(PAParams)
 ml.add_accessors(PAParams, PARAMS, setters=False)
 ml.add_accessors(PassiveAggressive, PARAMS, setters=True)
-for _name in ("featuresCol", "predictionCol", "rawPredictionCol"):
-    setattr(PassiveAggressiveModel, f"set{_name[0].upper()}{_name[1:]}",
-            getattr(PassiveAggressive, f"set{_name[0].upper()}{_name[1:]}"))
-
-
-class _Writer(MLWriter):
-    def __init__(self, instance: PassiveAggressiveModel) -> None:
-        super().__init__()
-        self.instance = instance
-
-    def saveImpl(self, path: str) -> None:
-        import dataclasses
-        import os
-        m = self.instance
-        DefaultParamsWriter.saveMetadata(m, path, self.sc, extraMetadata={
-            "history": m.history, "layout": {**dataclasses.asdict(m.layout),
-                                             "classes": list(m.layout.classes)}})
-        data = ml.data_dir(path, "PassiveAggressiveModel")
-        os.makedirs(data, exist_ok=True)
-        m.state.save(data / "pa.npz")
-
-
-class _Reader(MLReader):
-    def __init__(self, cls: type) -> None:
-        super().__init__()
-        self.cls = cls
-
-    def load(self, path: str) -> PassiveAggressiveModel:
-        meta = DefaultParamsReader.loadMetadata(path, self.sc)
-        layout = meta["layout"]
-        model = self.cls(LocalPA.load(ml.data_dir(path, "PassiveAggressiveModel") / "pa.npz"),
-                         Layout(**{**layout, "classes": tuple(layout["classes"])}))
-        model.history = meta.get("history", [])
-        model._resetUid(meta["uid"])
-        DefaultParamsReader.getAndSetParams(model, meta)
-        return model
+ml.copy_setters(PassiveAggressiveModel, PassiveAggressive,
+                ("featuresCol", "predictionCol", "rawPredictionCol"))

@@ -1,5 +1,6 @@
 """pyspark.ml plumbing that every PS model's estimator needs: params with getters and
-setters as pyspark.ml classes have them, and arrays saved beside pyspark.ml's metadata."""
+setters as pyspark.ml classes have them, and a fitted model's arrays saved beside
+pyspark.ml's metadata (`ModelWriter`, `ModelReader`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from pyspark.ml.param import Param, Params
+from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from psframework.errors import ConfigError
 
-__all__ = ["param", "ParamValues", "add_accessors", "data_dir", "param_names"]
+__all__ = ["param", "ParamValues", "add_accessors", "copy_setters", "data_dir", "param_names",
+           "ModelWriter", "ModelReader"]
 
 
 def param(name: str, doc: str, converter: Callable) -> Param:
@@ -49,9 +52,50 @@ def add_accessors(cls: type, names: Iterable[str], setters: bool) -> None:
             setattr(cls, set_.__name__, set_)
 
 
+def copy_setters(target: type, source: type, names: Iterable[str]) -> None:
+    """source's setX for each of `names`, on target too (a fitted model keeps the
+    setters of its output columns)."""
+    for name in names:
+        setter = f"set{name[0].upper()}{name[1:]}"
+        setattr(target, setter, getattr(source, setter))
+
+
 def data_dir(path: str, what: str) -> Path:
     """Where a model's arrays go: `path/data`, beside Spark's metadata, on a local or
     mounted path."""
     if "://" in path and not path.startswith("file://"):
         raise ConfigError(f"{what} saves to local or mounted paths, not {path!r}")
     return Path(path.removeprefix("file://")) / "data"
+
+
+class ModelWriter(MLWriter):
+    """Writes pyspark.ml's metadata of `instance` (plus `extra`) and then calls
+    `save(instance, data_dir)` to write its arrays under `path/data`."""
+
+    def __init__(self, instance: Any, save: Callable[[Any, Path], None],
+                 extra: dict | None = None) -> None:
+        super().__init__()
+        self.instance, self.save_data, self.extra = instance, save, extra or {}
+
+    def saveImpl(self, path: str) -> None:
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sc,
+                                         extraMetadata=self.extra)
+        data = data_dir(path, type(self.instance).__name__)
+        data.mkdir(parents=True, exist_ok=True)
+        self.save_data(self.instance, data)
+
+
+class ModelReader(MLReader):
+    """Reads what `ModelWriter` wrote: `build(metadata, data_dir, reader)` makes the
+    model from its arrays, then its uid and params are those saved."""
+
+    def __init__(self, cls: type, build: Callable[[dict, Path, MLReader], Any]) -> None:
+        super().__init__()
+        self.cls, self.build = cls, build
+
+    def load(self, path: str) -> Any:
+        meta = DefaultParamsReader.loadMetadata(path, self.sc)
+        model = self.build(meta, data_dir(path, self.cls.__name__), self)
+        model._resetUid(meta["uid"])  # as DefaultParamsReader does: params keep their owner
+        DefaultParamsReader.getAndSetParams(model, meta)
+        return model
