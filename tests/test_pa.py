@@ -95,10 +95,10 @@ def test_batches_of_one_worker_follow_one_another(cluster):
     w, _, mistakes = reference_pa(X.astype(np.float64), y, 1, "pa1", 1.0, intercept=False)
     with LocalPA(hash_bits=5, batch_size=50, fit_intercept=False, master=cluster.address,
                  show_progress=False) as model:
-        model.partial_fit(sp.csr_matrix(X), y)
+        (step,) = model.fit_stream([(sp.csr_matrix(X), y)])
         np.testing.assert_allclose(model.coef_[0, :10], w[0], rtol=1e-4, atol=1e-5)
         assert model.intercept_[0] == 0
-        assert model._last_mistakes == mistakes
+        assert step["accuracy"] == pytest.approx(1 - mistakes / 500)
 
 
 def test_matches_scikit_learn_pa(cluster):
@@ -177,6 +177,19 @@ def test_named_model_outlives_close_and_is_continued(cluster):
         np.testing.assert_allclose(second.coef_[0, :8], w[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(second.intercept_, b, rtol=1e-4, atol=1e-5)
     cluster.client().destroy("pa-continued")
+
+
+def test_fit_starts_afresh_even_on_a_named_model(cluster):
+    X, y = sparse_data(300, 6, 2, seed=13)
+    w, b, _ = reference_pa(X.astype(np.float64), y, 1, "pa1", 1.0, intercept=True)
+    with LocalPA(hash_bits=3, batch_size=1, master=cluster.address, name="pa-refit",
+                 show_progress=False) as other:
+        other.partial_fit(X[::-1], y[::-1])  # something else already learned
+    with LocalPA(hash_bits=3, batch_size=1, max_iter=1, shuffle=False, name="pa-refit",
+                 master=cluster.address, show_progress=False) as model:
+        model.fit(X, y)
+        np.testing.assert_allclose(model.coef_[0, :6], w[0], rtol=1e-4, atol=1e-5)
+    cluster.client().destroy("pa-refit")
 
 
 def test_loaded_weights_move_to_a_new_server_model(cluster, tmp_path):

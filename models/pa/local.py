@@ -42,9 +42,10 @@ class LocalPA(LocalEstimator):
     aggressiveness. hash_bits: the feature space has 2^hash_bits columns (hashed
     features, or the column indices of CSR input). fit_intercept: learn a bias.
     batch_size: examples per pull and push; num_workers: workers learning at once (each
-    one batch at a time, so 1 worker with batch_size=1 is the exact online algorithm);
-    mixing: how their pushes combine, "average" (deltas divided by the workers) or
-    "add" (as they are; `worker.MIXINGS`).
+    one batch at a time, so 1 worker with batch_size=1 is the exact online algorithm;
+    they share the batches of one partial_fit call); mixing: how their pushes combine,
+    "average" (deltas divided by this LocalPA's workers) or "add" (as they are;
+    `worker.MIXINGS`).
     max_iter, shuffle, seed: `fit`'s epochs and their order. name: the model's name on
     the server (default: a fresh one)."""
 
@@ -78,10 +79,10 @@ class LocalPA(LocalEstimator):
         self._need(self.mixing in MIXINGS, "mixing", f"one of {MIXINGS}")
 
     # -- the model on the server ---------------------------------------------------------
-    def _attach(self, explicit: bool = False) -> Learner:
+    def _attach(self, explicit: bool = False, fresh: bool = False) -> Learner:
         """Connect (starting an embedded cluster if need be) and create the model, or
-        join the one of this name and take its classes (refusing other `explicit` ones);
-        weights held here move to it."""
+        join the one of this name and take its classes (refusing other `explicit` ones;
+        `fresh`: destroy it first); weights held here move to it."""
         if self._ps is not None:
             return self._ps["learner"]
         self._validate()
@@ -90,6 +91,8 @@ class LocalPA(LocalEstimator):
         client = Client(cluster.address if cluster else self.master)
         try:
             name = self.name or f"pa-{uuid.uuid4().hex[:12]}"
+            if fresh and self.name is not None:
+                client.destroy(name)
             info = client.create_model(name, "pa", {
                 "n_features": self.n_features, "n_weights": self._classes.n_weights,
                 "classes": self._classes.to_wire()}, exists_ok=self.name is not None)
@@ -97,11 +100,11 @@ class LocalPA(LocalEstimator):
             if explicit and theirs.to_wire() != self._classes.to_wire():
                 raise ConfigError(f"model {name!r} on the server has classes "
                                   f"{theirs.to_wire()}, not {self._classes.to_wire()}")
-            self._classes = theirs
             if info.config["n_features"] != self.n_features:
                 raise ConfigError(f"model {name!r} on the server has 2^"
                                   f"{info.config['n_features'].bit_length() - 1} features, "
                                   f"this LocalPA hash_bits={self.hash_bits}; use the same")
+            self._classes = theirs
             learner = Learner(client.aio, name, self.n_features, variant=self.variant,
                               C=self.C, fit_intercept=self.fit_intercept)
             if self._weights is not None:
@@ -180,11 +183,11 @@ class LocalPA(LocalEstimator):
         seconds and examples/s."""
         self._validate()
         X = as_csr(X, self.hash_bits)
-        fresh = Classes.of(classes if classes is not None else y)
-        labels = fresh.indices(y, X.shape[0])
+        found = Classes.of(classes if classes is not None else y)
+        labels = found.indices(y, X.shape[0])
         self._forget()
-        self._classes = fresh
-        self._attach(explicit=True)
+        self._classes = found
+        self._attach(explicit=True, fresh=True)
         self.history_ = []
         bar = self._bar(self.max_iter * X.shape[0], "examples", "pa")
         try:
@@ -222,7 +225,7 @@ class LocalPA(LocalEstimator):
         for i, (X, y) in enumerate(batches):
             began = time.perf_counter()
             self.partial_fit(X, y, classes=classes)
-            n = np.shape(y)[0] if np.ndim(y) else len(y)
+            n = len(y)
             seen, wrong = seen + n, wrong + self._last_mistakes
             yield {"batch": i, "examples": n, "accuracy": 1 - self._last_mistakes / max(n, 1),
                    "progressive_accuracy": 1 - wrong / max(seen, 1),
