@@ -162,7 +162,7 @@ def test_fit_epochs_history_and_persistence(cluster, tmp_path):
                                atol=1e-4)
 
 
-def test_named_model_outlives_close_and_is_continued(cluster):
+def test_named_model_outlives_close_and_is_continued(cluster, client):
     """A named model on an external cluster stays there; a new LocalPA of that name
     continues from it: two halves equal one sequential pass."""
     X, y = sparse_data(400, 8, 2, seed=9)
@@ -176,10 +176,10 @@ def test_named_model_outlives_close_and_is_continued(cluster):
         second.partial_fit(X[200:], y[200:])
         np.testing.assert_allclose(second.coef_[0, :8], w[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(second.intercept_, b, rtol=1e-4, atol=1e-5)
-    cluster.client().destroy("pa-continued")
+    client.destroy("pa-continued")
 
 
-def test_fit_starts_afresh_even_on_a_named_model(cluster):
+def test_fit_starts_afresh_even_on_a_named_model(cluster, client):
     X, y = sparse_data(300, 6, 2, seed=13)
     w, b, _ = reference_pa(X.astype(np.float64), y, 1, "pa1", 1.0, intercept=True)
     with LocalPA(hash_bits=3, batch_size=1, master=cluster.address, name="pa-refit",
@@ -189,7 +189,7 @@ def test_fit_starts_afresh_even_on_a_named_model(cluster):
                  master=cluster.address, show_progress=False) as model:
         model.fit(X, y)
         np.testing.assert_allclose(model.coef_[0, :6], w[0], rtol=1e-4, atol=1e-5)
-    cluster.client().destroy("pa-refit")
+    client.destroy("pa-refit")
 
 
 def test_loaded_weights_move_to_a_new_server_model(cluster, tmp_path):

@@ -112,24 +112,16 @@ class _FMPairParams(ml.ParamValues):
 
     def _check(self) -> None:
         """Every param, before anything starts; errors name the param."""
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"FMPair param {name} must be {what}, got "
-                                  f"{self._value(name)!r}")
-        for name in ("maxIter", "batchSize", "numDims", "numNegatives", "numParameterServers",
-                     "numConcurrentBatches"):
-            need(self._value(name) >= 1, name, "a positive integer")
-        need(self._value("sampler") in SAMPLERS, "sampler", f"one of {SAMPLERS}")
-        need(self._value("loss") in LOSSES, "loss", f"one of {LOSSES}")
-        need(self._value("optimizer") in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        self._need_counts(("maxIter", "batchSize", "numDims", "numNegatives",
+                           "numParameterServers", "numConcurrentBatches"))
+        self._need(self._value("sampler") in SAMPLERS, "sampler", f"one of {SAMPLERS}")
+        self._need(self._value("loss") in LOSSES, "loss", f"one of {LOSSES}")
+        self._need(self._value("optimizer") in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
         for name in ("rho", "stepSize"):
-            need(self._value(name) > 0, name, "> 0")
+            self._need(self._value(name) > 0, name, "> 0")
         for name in ("linearReg", "factorsReg"):
-            need(self._value(name) >= 0, name, ">= 0")
-        host = self._value("parameterServerHost")
-        port = (host or "").rpartition(":")[2]
-        need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
-             "HOST:PORT of a psframework master")
+            self._need(self._value(name) >= 0, name, ">= 0")
+        self._need_host()
 
     def _check_columns(self, schema: T.StructType, *, training: bool) -> None:
         """Columns exist with the right types. Training needs userCol and itemCol and the

@@ -90,23 +90,15 @@ class _MFSGDParams(ml.ParamValues):
                          numParameterServers=2)
 
     def _check(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"MFSGD param {name} must be {what}, got "
-                                  f"{self._value(name)!r}")
-        for name in ("rank", "maxIter", "batchSize", "numConcurrentBatches",
-                     "numParameterServers"):
-            need(self._value(name) >= 1, name, "a positive integer")
-        need(self._value("stepSize") > 0, "stepSize", "> 0")
-        need(self._value("regParam") >= 0, "regParam", ">= 0")
-        need(0 < self._value("decay") <= 1, "decay", "in (0, 1]")
-        need(self._value("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
-        need(self._value("coldStartStrategy") in COLD_START, "coldStartStrategy",
-             f"one of {COLD_START}")
-        host = self._value("parameterServerHost")
-        port = (host or "").rpartition(":")[2]
-        need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
-             "HOST:PORT of a psframework master")
+        self._need_counts(("rank", "maxIter", "batchSize", "numConcurrentBatches",
+                           "numParameterServers"))
+        self._need(self._value("stepSize") > 0, "stepSize", "> 0")
+        self._need(self._value("regParam") >= 0, "regParam", ">= 0")
+        self._need(0 < self._value("decay") <= 1, "decay", "in (0, 1]")
+        self._need(self._value("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
+        self._need(self._value("coldStartStrategy") in COLD_START, "coldStartStrategy",
+                   f"one of {COLD_START}")
+        self._need_host()
 
     def _check_columns(self, schema: T.StructType, names: Iterable[str]) -> None:
         fields = {f.name: f.dataType for f in schema.fields}

@@ -83,20 +83,12 @@ class PAParams(ml.ParamValues):
                          numParameterServers=2)
 
     def _check(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"{type(self).__name__} param {name} must be {what}, got "
-                                  f"{self._value(name)!r}")
-        for name in ("maxIter", "batchSize", "numParameterServers"):
-            need(self._value(name) >= 1, name, "a positive integer")
-        need(1 <= self._value("hashBits") <= 31, "hashBits", "between 1 and 31")
-        need(self._value("variant") in VARIANTS, "variant", f"one of {VARIANTS}")
-        need(self._value("C") > 0, "C", "> 0")
-        need(self._value("mixing") in MIXINGS, "mixing", f"one of {MIXINGS}")
-        host = self._value("parameterServerHost")
-        port = (host or "").rpartition(":")[2]
-        need(host is None or (port.isdigit() and 0 < int(port) < 65536), "parameterServerHost",
-             "HOST:PORT of a psframework master")
+        self._need_counts(("maxIter", "batchSize", "numParameterServers"))
+        self._need(1 <= self._value("hashBits") <= 31, "hashBits", "between 1 and 31")
+        self._need(self._value("variant") in VARIANTS, "variant", f"one of {VARIANTS}")
+        self._need(self._value("C") > 0, "C", "> 0")
+        self._need(self._value("mixing") in MIXINGS, "mixing", f"one of {MIXINGS}")
+        self._need_host()
 
     def _check_label(self, schema: T.StructType) -> str:
         label = self._value("labelCol")

@@ -22,11 +22,29 @@ def param(name: str, doc: str, converter: Callable) -> Param:
 
 
 class ParamValues(Params):
-    """Params with `_value(name)`: the value, or None when an optional one is unset."""
+    """Params with `_value(name)`: the value, or None when an optional one is unset, and
+    checks whose errors name the param."""
 
     def _value(self, name: str) -> Any:
         p = self.getParam(name)
         return self.getOrDefault(p) if self.isDefined(p) else None
+
+    def _need(self, ok: bool, name: str, what: str) -> None:
+        """A ConfigError naming the param and its value, unless `ok`."""
+        if not ok:
+            raise ConfigError(f"{type(self).__name__} param {name} must be {what}, got "
+                              f"{self._value(name)!r}")
+
+    def _need_counts(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._need(self._value(name) >= 1, name, "a positive integer")
+
+    def _need_host(self) -> None:
+        """parameterServerHost, if set, is HOST:PORT."""
+        host = self._value("parameterServerHost")
+        port = (host or "").rpartition(":")[2]
+        self._need(host is None or (port.isdigit() and 0 < int(port) < 65536),
+                   "parameterServerHost", "HOST:PORT of a psframework master")
 
 
 def param_names(cls: type) -> list[str]:
