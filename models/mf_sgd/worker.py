@@ -84,10 +84,11 @@ class Worker:
         as fast as one that jumps)."""
         sse = sgd(self.users.take(picked), items, self.ratings.take(picked), self.W, self.bu,
                   H, bi, first, self.mu, float(lr), self.reg, self.biases)
-        if not np.isfinite(sse):  # before anything reaches the server
-            raise ConfigError(f"MF-SGD diverged: the squared error became {sse} at step size "
-                              f"{lr:g}; lower the step size (or, with the async schedule, "
-                              "the batch size or the batches in flight)")
+        # before anything reaches the server: the error, or the last updates, may overflow
+        if not (np.isfinite(sse) and np.isfinite(bi).all() and np.isfinite(H).all()):
+            raise ConfigError(f"MF-SGD diverged at step size {lr:g} (squared error {sse}, "
+                              "parameters no longer finite); lower the step size (or, with "
+                              "the async schedule, the batch size or the batches in flight)")
         return sse
 
     async def _thread(self, fn, *args):
