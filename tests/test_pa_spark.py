@@ -7,6 +7,8 @@ that does not learn a replayed micro-batch twice."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -202,3 +204,16 @@ def test_streaming_continues_from_a_saved_model(session, messages, tmp_path):
         np.testing.assert_allclose(stream.model().coefficients.toArray(), w[0], rtol=1e-3,
                                    atol=1e-4)
     assert entry["accuracy"] == pytest.approx(1 - mistakes / 400)
+
+
+def test_streaming_refuses_a_label_outside_its_classes(session, tmp_path):
+    write_parts(tmp_path / "in", SimpleNamespace(words=[["a", "b"], ["c"]],
+                                                 labels=np.array([1, 2])), None,
+                [(0, slice(None))])
+    sdf = session.readStream.schema("words array<string>, label double").parquet(
+        str(tmp_path / "in"))
+    with StreamingPassiveAggressive(session, [0.0, 1.0], featuresCol="words",
+                                    hashBits=8) as stream:
+        query = stream.start(sdf, trigger={"availableNow": True})
+        with pytest.raises(Exception, match="label 2.0 is not one of the classes"):
+            query.awaitTermination(120)

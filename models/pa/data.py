@@ -61,17 +61,18 @@ class Classes:
     def n_weights(self) -> int:
         return 1 if self.values.size == 2 else int(self.values.size)
 
-    def indices(self, y, n: int) -> np.ndarray:
-        """Each label's class index; a ConfigError for a label not among the classes."""
+    def indices(self, y, n: int, fix: str = "pass every label in classes=[...] on the "
+                "first partial_fit") -> np.ndarray:
+        """Each label's class index; a ConfigError for a label not among the classes,
+        ending with `fix`."""
         y = np.asarray(y)
         if y.shape != (n,):
             raise ConfigError(f"y must hold one label per example: {n}, got shape {y.shape}")
         at = np.clip(np.searchsorted(self.values, y), 0, self.values.size - 1)
         unknown = self.values[at] != y
         if unknown.any():
-            raise ConfigError(f"label {y[unknown][0]!r} is not one of the classes "
-                              f"{self.values.tolist()}; pass every label in classes=[...] "
-                              "on the first partial_fit")
+            raise ConfigError(f"label {y[unknown][0].item()!r} is not one of the classes "
+                              f"{self.values.tolist()}; {fix}")
         return at.astype(np.int64)
 
     def to_wire(self) -> list:

@@ -91,7 +91,9 @@ class Layout:
             raise ConfigError(f"labelCol {self.label!r} holds nulls; every example needs a "
                               "label")
         values = column.to_numpy(zero_copy_only=False)
-        return Classes(np.asarray(self.classes)).indices(values, values.size)
+        return Classes(np.asarray(self.classes)).indices(
+            values, values.size, f"a stream's classes (StreamingPassiveAggressive's classes=) "
+            f"must hold every label in {self.label!r}")
 
 
 def _read(batches: Iterable[pa.RecordBatch], layout: Layout
