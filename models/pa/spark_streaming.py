@@ -89,10 +89,14 @@ class StreamingPassiveAggressive(PAParams):
         host = self.getParameterServerHost()
         self._ps = SparkParameterServer(self.spark, None if host else
                                         self.getNumParameterServers(), host=host).start()
-        writer = stream.writeStream.foreachBatch(self._learn_batch)
-        if trigger:
-            writer = writer.trigger(**trigger)
-        self.query = writer.options(**options).start()
+        try:
+            writer = stream.writeStream.foreachBatch(self._learn_batch)
+            if trigger:
+                writer = writer.trigger(**trigger)
+            self.query = writer.options(**options).start()
+        except BaseException:
+            self.stop()
+            raise
         return self.query
 
     def stop(self) -> None:
@@ -102,6 +106,7 @@ class StreamingPassiveAggressive(PAParams):
             if self.query is not None:
                 self.query.stop()
         finally:
+            self.query = None
             if self._ps is not None:
                 try:
                     if self._layout is not None and not (self.modelName
@@ -109,7 +114,7 @@ class StreamingPassiveAggressive(PAParams):
                         self._ps.client().destroy(self._name)
                 finally:
                     self._ps.close()
-                    self._ps = None
+                    self._ps, self._layout = None, None
 
     def __enter__(self) -> "StreamingPassiveAggressive":
         return self
