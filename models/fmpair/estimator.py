@@ -94,11 +94,6 @@ class _FMPairParams(ml.ParamValues):
                           TypeConverters.toInt)
     optimizer = _param("optimizer", f"per-feature adaptive steps, one of {OPTIMIZERS}",
                        TypeConverters.toString)
-    numParameterServers = _param("numParameterServers", "shards started on executors "
-                                 "(integrated mode)", TypeConverters.toInt)
-    parameterServerHost = _param("parameterServerHost", "HOST:PORT of a running psframework "
-                                 "master (separate mode); unset: integrated mode",
-                                 TypeConverters.toString)
     numConcurrentBatches = _param("numConcurrentBatches", "mini-batches in flight per "
                                   "partition", TypeConverters.toInt)
 

@@ -76,10 +76,6 @@ class _MFSGDParams(ml.ParamValues):
                          TypeConverters.toInt)
     numConcurrentBatches = ml.param("numConcurrentBatches", "async schedule: mini-batches in "
                                     "flight per task", TypeConverters.toInt)
-    numParameterServers = ml.param("numParameterServers", "shards in integrated mode",
-                                   TypeConverters.toInt)
-    parameterServerHost = ml.param("parameterServerHost", "HOST:PORT of a running "
-                                   "psframework master (separate mode)", TypeConverters.toString)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)

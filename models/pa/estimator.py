@@ -70,10 +70,6 @@ class PAParams(ml.ParamValues):
     mixing = ml.param("mixing", f"how the pushes of tasks learning at once combine: one of "
                       f"{MIXINGS} ('average' divides each delta by the tasks)",
                       TypeConverters.toString)
-    numParameterServers = ml.param("numParameterServers", "shards in integrated mode",
-                                   TypeConverters.toInt)
-    parameterServerHost = ml.param("parameterServerHost", "HOST:PORT of a running "
-                                   "psframework master (separate mode)", TypeConverters.toString)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pyspark.ml.param import Param, Params
+from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from psframework.errors import ConfigError
@@ -23,7 +23,8 @@ def param(name: str, doc: str, converter: Callable) -> Param:
 
 class ParamValues(Params):
     """Params with `_value(name)`: the value, or None when an optional one is unset, and
-    checks whose errors name the param."""
+    checks whose errors name the param; and the two that every PS estimator has, where
+    its parameter server runs (numParameterServers, parameterServerHost)."""
 
     def _value(self, name: str) -> Any:
         p = self.getParam(name)
@@ -39,6 +40,12 @@ class ParamValues(Params):
         for name in names:
             self._need(self._value(name) >= 1, name, "a positive integer")
 
+    numParameterServers = param("numParameterServers", "shards started on the executors "
+                                "(integrated mode)", TypeConverters.toInt)
+    parameterServerHost = param("parameterServerHost", "HOST:PORT of a running psframework "
+                                "master (separate mode); unset: integrated mode",
+                                TypeConverters.toString)
+
     def _need_host(self) -> None:
         """parameterServerHost, if set, is HOST:PORT."""
         host = self._value("parameterServerHost")
@@ -48,8 +55,9 @@ class ParamValues(Params):
 
 
 def param_names(cls: type) -> list[str]:
-    """The names of the Params a class declares."""
-    return [p.name for p in vars(cls).values() if isinstance(p, Param)]
+    """The names of the Params a class declares or inherits."""
+    return sorted({p.name for klass in cls.__mro__ for p in vars(klass).values()
+                   if isinstance(p, Param)})
 
 
 def add_accessors(cls: type, names: Iterable[str], setters: bool) -> None:
