@@ -11,11 +11,12 @@ tasks), starts a `SparkParameterServer` (master on the driver, `numParameterServ
 shards on executors) or uses the one at `parameterServerHost`, repartitions the
 interactions by user and runs one Spark job per epoch in which every partition builds its
 users' positives (and the training items its sampler must skip) from its Arrow batches and
-trains them with the FMPair worker loop (`models.fmpair.worker.Trainer`) through its
+trains them with the FMPair worker loop (`models.fmpair.spark_job.EpochTask`) through its
 executor's client. Nothing per interaction reaches the driver. The driver logs each
 epoch's loss and pairs/s. The parameters are then pulled into the model, so recommending,
 scoring and saving need no parameter server; in integrated mode it stops after `fit`.
-Recommending and scoring run on the executors in Arrow blocks (`models.recommend.top_k`).
+Recommending and scoring run on the executors in Arrow blocks
+(`models.fmpair.spark_scoring`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ import numbers
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import scipy.sparse as sp
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import VectorUDT
@@ -40,17 +39,14 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import (
-    SparkParameterServer, arrow, executor_client, ml, pin_local_interpreter,
-)
-from models.fmpair.features import FeatureSpace
+from psframework.spark import SparkParameterServer, ml, pin_local_interpreter
 from models.fmpair.local import LocalFMPair
 from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
-from models.fmpair.sampling import SAMPLERS, NegativeSampler
-from models.fmpair.worker import Trainer
-from models.frames import recommendations
-from models.memory import ensure_memory, from_job_failure, size
+from models.fmpair.sampling import SAMPLERS
+from models.fmpair.spark_job import EPOCH_STATS, EpochTask, Metadata
+from models.fmpair.spark_scoring import Factors, Recommend, Score
+from models.memory import ensure_memory, from_job_failure
 
 __all__ = ["FMPair", "FMPairModel"]
 
@@ -178,7 +174,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         self._check()
         self._check_columns(dataset.schema, training=True)
         pin_local_interpreter(dataset.sparkSession.sparkContext)  # metadata runs Python tasks
-        meta = _Metadata.compute(self, dataset)
+        meta = Metadata.compute(self, dataset)
         host = self._value("parameterServerHost")
         spark = dataset.sparkSession
         ps = SparkParameterServer(spark, None if host else self._value("numParameterServers"),
@@ -211,7 +207,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                                 name if keep else None)
         return self._copyValues(model)
 
-    def _train(self, spark, dataset: DataFrame, meta: "_Metadata", master: str,
+    def _train(self, spark, dataset: DataFrame, meta: "Metadata", master: str,
                name: str) -> list[dict]:
         cols = [F.col(self._value("userCol")).cast("long").alias("user"),
                 F.col(self._value("itemCol")).cast("long").alias("item")]
@@ -233,7 +229,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                 step = f"FMPair epoch {epoch + 1}/{self._value('maxIter')}"
                 sc.setJobDescription(step)
                 try:
-                    out = data.mapInArrow(_EpochTask(job, shared, epoch), EPOCH_STATS).collect()
+                    out = data.mapInArrow(EpochTask(job, shared, epoch), EPOCH_STATS).collect()
                 except Exception as e:
                     memory = from_job_failure(e, step)
                     if memory is None:
@@ -252,152 +248,6 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
             data.unpersist()
             shared.unpersist()
         return history
-
-
-EPOCH_STATS = "pairs long, loss double, counted long"
-BYTES_PER_POSITIVE = 96  # a task's numpy/scipy copies of one interaction (82 measured)
-
-
-class _EpochTask:
-    """One epoch over one partition (a user's positives are all in one partition):
-    build its share of the interactions from the partition's Arrow batches (the
-    training items the sampler must not draw for a user are the user's rows here), then
-    run the worker loop through this executor's client. Yields one row of EPOCH_STATS."""
-
-    def __init__(self, job: dict, shared, epoch: int) -> None:
-        self.job, self.shared, self.epoch = job, shared, epoch
-
-    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-        index = TaskContext.get().partitionId()
-        batches = [b for b in batches if b.num_rows]
-        if not batches:
-            yield _stats(0, 0.0, 0)
-            return
-        table = pa.Table.from_batches(batches)
-        job, meta = self.job, self.shared.value
-        ensure_memory(table.num_rows * BYTES_PER_POSITIVE + meta["n_users"] * 24,
-                      f"FMPair epoch {self.epoch + 1}/{job['epochs']}, Spark partition {index} "
-                      f"({table.num_rows:,} interactions)",
-                      "repartition the interactions into more partitions "
-                      "(spark.default.parallelism) or give executors more memory")
-        users, items = arrow.ids(table.column("user")), arrow.ids(table.column("item"))
-        # one positive per (user, item), in the row-major order the context must follow
-        _, first = np.unique(users * meta["n_items"] + items, return_index=True)
-        users, items = users[first], items[first]
-        train = sp.csr_matrix((np.ones(first.size, np.float32), (users, items)),
-                              shape=(meta["n_users"], meta["n_items"]))
-        if meta["context_width"]:
-            context = arrow.vectors_to_csr(table.column("context").take(pa.array(first)),
-                                           meta["context_width"],
-                                           what="a vector of userctxfeaturesCol")
-            space = FeatureSpace(sp.csr_matrix((meta["n_users"], 0), dtype=np.float32),
-                                 meta["item"], context)
-        else:
-            space = FeatureSpace(sp.identity(meta["n_users"], np.float32, format="csr"),
-                                 meta["item"])
-        sampler = NegativeSampler(train, job["sampler"], job["rho"], True, meta["attribute"],
-                                  popularity=meta["popularity"])
-        seed = int(np.random.SeedSequence([job["seed"], index, self.epoch]).generate_state(1)[0])
-        client = executor_client(job["master"])
-        trainer = Trainer(client.aio, job["name"], space, train, sampler, loss=job["loss"],
-                          batch_size=job["batchSize"], num_negatives=job["numNegatives"],
-                          concurrent_batches=job["numConcurrentBatches"], seed=seed)
-        totals = [0.0, 0]
-
-        def on_batch(_size: int, total: float, counted: int) -> None:
-            totals[0] += total
-            totals[1] += counted
-        stats = client.run(trainer.epoch(self.epoch, on_batch))
-        yield _stats(stats.pairs, totals[0], totals[1])
-
-
-def _stats(pairs: int, loss: float, counted: int) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([pairs], pa.int64()), pa.array([loss]),
-                                       pa.array([counted], pa.int64())],
-                                      names=["pairs", "loss", "counted"])
-
-
-class _Metadata:
-    """What fit learns about the data before training, by aggregations on Spark: the id
-    ranges, and per item its popularity, features and sampling attribute (O(items), on
-    the driver and broadcast to the tasks). Nothing per interaction reaches the driver:
-    per user, the items to leave out of recommendations and the context fit saw stay in
-    Spark as `users` (id, exclude[, context]), a DataFrame the model keeps."""
-
-    @classmethod
-    def compute(cls, params: _FMPairParams, df: DataFrame) -> "_Metadata":
-        m = cls()
-        u, i = params._value("userCol"), params._value("itemCol")
-        row = df.agg(F.min(u), F.max(u), F.min(i), F.max(i), F.count(F.lit(1)),
-                     F.count(u), F.count(i)).first()
-        if row[4] == 0:
-            raise ConfigError("FMPair.fit: the DataFrame has no rows to train on")
-        if row[5] != row[4] or row[6] != row[4]:
-            raise ConfigError(f"FMPair.fit: columns {u!r} and {i!r} must not hold nulls")
-        if row[0] < 0 or row[2] < 0:
-            raise ConfigError(f"FMPair.fit: ids in {u!r} and {i!r} must be >= 0 (found "
-                              f"{min(row[0], row[2])}); index them first, e.g. StringIndexer")
-        m.n_users, m.n_items, m.rows = int(row[1]) + 1, int(row[3]) + 1, int(row[4])
-        ensure_memory((m.n_users + m.n_items) * 16 * 2,
-                      f"FMPair.fit's feature space for ids up to {m.n_users - 1:,} (users) and "
-                      f"{m.n_items - 1:,} (items)", "ids must be indices 0..n-1 with no big "
-                      "gaps: index them first, e.g. with StringIndexer")
-        user, item = F.col(u).cast("long"), F.col(i).cast("long")
-        counts = (df.select(user.alias("u"), item.alias("i")).distinct().groupBy("i").count()
-                  .toArrow())
-        m.popularity = np.zeros(m.n_items, np.int64)  # users per item
-        m.popularity[arrow.ids(counts.column("i"))] = arrow.ids(counts.column("count"))
-        item_features = sp.identity(m.n_items, np.float32, format="csr")
-        if params._value("itemfeaturesCol"):
-            vectors = params._value("itemfeaturesCol")
-            first = df.groupBy(item).agg(F.first(vectors, ignorenulls=True))
-            parts = first.mapInArrow(arrow.sparse_parts, arrow.SPARSE_PARTS).toArrow()
-            item_features = arrow.per_id_csr(parts, m.n_items, repr(vectors))
-        m.attribute = None
-        if params._value("samplingCol"):
-            got = (df.groupBy(item.alias("i"))
-                   .agg(F.first(F.col(params._value("samplingCol")).cast("long"),
-                                ignorenulls=True).alias("a"))
-                   .where("a IS NOT NULL").toArrow())
-            m.attribute = np.arange(m.n_items, dtype=np.int64) + 2**40  # unshared by default
-            m.attribute[arrow.ids(got.column("i"))] = arrow.ids(got.column("a"))
-        m.context_width = 0
-        ctx = params._value("userctxfeaturesCol")
-        if ctx:
-            first = df.where(F.col(ctx).isNotNull()).select(ctx).first()
-            m.context_width = first[0].size if first is not None else 0
-            m.space = FeatureSpace(sp.csr_matrix((m.n_users, 0), dtype=np.float32),
-                                   item_features,
-                                   sp.csr_matrix((0, m.context_width), dtype=np.float32))
-        else:
-            m.space = FeatureSpace(sp.identity(m.n_users, np.float32, format="csr"),
-                                   item_features)
-        m.users = _users_frame(df, params, m.n_items)
-        held = (m.popularity.nbytes + (0 if m.attribute is None else m.attribute.nbytes)
-                + item_features.data.nbytes + item_features.indices.nbytes
-                + item_features.indptr.nbytes)
-        log.info("FMPair.fit: %d users, %d items, %d interactions; %s of item data "
-                 "(popularity, features, sampling attribute) on the driver and broadcast",
-                 m.n_users, m.n_items, m.rows, size(held))
-        return m
-
-
-def _users_frame(df: DataFrame, params: _FMPairParams, n_items: int) -> DataFrame:
-    """Per training user: the items never to recommend (its training items and those of
-    filterItemsCol) and the first userctxfeaturesCol vector of its rows."""
-    u, i = params._value("userCol"), params._value("itemCol")
-    exclude = F.collect_set(F.col(i).cast("long"))
-    if params._value("filterItemsCol"):
-        blocked = F.flatten(F.collect_list(F.col(params._value("filterItemsCol"))
-                                           .cast("array<long>")))
-        exclude = F.array_union(exclude, F.filter(
-            blocked, lambda x: x.isNotNull() & (x >= 0) & (x < n_items)))
-    aggs = [exclude.alias("exclude")]
-    if params._value("userctxfeaturesCol"):
-        aggs.append(F.first(params._value("userctxfeaturesCol"), ignorenulls=True)
-                    .alias("context"))
-    return df.groupBy(F.col(u).cast("long").alias("id")).agg(*aggs)
 
 
 class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
@@ -452,7 +302,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         scored = self._with_fit_context(dataset, dataset[u].cast("long"))
         schema = T.StructType(dataset.schema.fields + [
             T.StructField(self._value("predictionCol"), T.DoubleType())])
-        task = _Score(self._broadcast(dataset.sparkSession), names, u, i, given,
+        task = Score(self._broadcast(dataset.sparkSession), names, u, i, given,
                       self._value("predictionCol"))
         return scored.mapInArrow(task, schema)
 
@@ -495,7 +345,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
             T.StructField(u, T.LongType()),
             T.StructField("recommendations", T.ArrayType(T.StructType([
                 T.StructField(i, T.LongType()), T.StructField("rating", T.FloatType())])))])
-        task = _Recommend(self._broadcast(users.sparkSession), int(numItems), (u, i),
+        task = Recommend(self._broadcast(users.sparkSession), int(numItems), (u, i),
                           given=given, blocked=blocked)
         return users.mapInArrow(task, schema)
 
@@ -506,7 +356,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
         users = self._with_fit_context(spark.range(self.state.space_.n_users), F.col("id"))
-        return users.mapInArrow(_Factors(self._broadcast(spark), "user"),
+        return users.mapInArrow(Factors(self._broadcast(spark), "user"),
                                 "id long, features array<float>")
 
     @property
@@ -515,7 +365,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
         return spark.range(self.state.space_.n_items).mapInArrow(
-            _Factors(self._broadcast(spark), "item"), "id long, features array<float>, bias float")
+            Factors(self._broadcast(spark), "item"), "id long, features array<float>, bias float")
 
     def destroy(self) -> bool:
         """Free the model on the parameter server it was trained on (separate mode; in
@@ -536,98 +386,6 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
     @classmethod
     def read(cls) -> MLReader:
         return ml.ModelReader(cls, lambda meta, data, reader: _build(cls, meta, data, reader))
-
-
-def _context(batch: pa.RecordBatch, width: int, given: str | None) -> sp.csr_matrix:
-    """Each row's context: its `given` vector where it has one, else the one fit saw."""
-    fit = arrow.vectors_to_csr(batch.column("_fit_context"), width, nulls="empty")
-    if given is None:
-        return fit
-    mine = batch.column(given)
-    use = sp.diags(np.asarray(mine.is_valid(), np.float32))
-    return (use @ arrow.vectors_to_csr(mine, width, nulls="empty")
-            + (sp.identity(len(mine), np.float32) - use) @ fit).tocsr()
-
-
-class _Recommend:
-    """mapInArrow: users (id, exclude[, _fit_context][, _given][, _blocked]) to their top n."""
-
-    def __init__(self, state, n: int, names: tuple[str, str], *, given: bool,
-                 blocked: bool) -> None:
-        self.state, self.n, self.names = state, n, names
-        self.given, self.blocked = given, blocked
-
-    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        me = self.state.value
-        n_items = me.space_.n_items
-        width = me.space_.n_context_features
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            users = arrow.ids(batch.column("id"))
-            exclude = arrow.lists_to_csr(batch.column("exclude"), n_items)
-            if self.blocked:
-                exclude = exclude + arrow.lists_to_csr(batch.column("_blocked"), n_items)
-            context = (_context(batch, width, "_given" if self.given else None)
-                       if width else None)
-            top, scores = me.recommend(users, self.n, filter_seen=False, context=context,
-                                       exclude=exclude)
-            yield recommendations(users, top, scores, self.names)
-
-
-class _Score:
-    """mapInArrow: rows to the same rows with the predicted score (NaN for an unknown
-    user or item, as ALS's coldStartStrategy "nan")."""
-
-    def __init__(self, state, names: list[str], user: str, item: str, given: str | None,
-                 prediction: str) -> None:
-        self.state, self.names, self.user, self.item = state, names, user, item
-        self.given, self.prediction = given, prediction
-
-    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        me = self.state.value
-        n_users, n_items = me.space_.n_users, me.space_.n_items
-        width = me.space_.n_context_features
-        item_side = me.item_representations()  # once per task, not per batch
-        for batch in batches:
-            users = arrow.ids(batch.column(self.user))
-            items = arrow.ids(batch.column(self.item))
-            known = np.flatnonzero((users >= 0) & (users < n_users) & (items >= 0)
-                                   & (items < n_items))
-            out = np.full(batch.num_rows, np.nan)
-            if known.size:
-                context = None
-                if width:
-                    context = _context(batch.take(pa.array(known)), width, self.given)
-                reps = me.user_representations(users[known], context)
-                out[known] = me.pair_scores(reps, items[known], *item_side)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(n) for n in self.names] + [pa.array(out)],
-                names=self.names + [self.prediction])
-
-
-class _Factors:
-    """mapInArrow: ids (with the fit context, for users) to their representations."""
-
-    def __init__(self, state, side: str) -> None:
-        self.state, self.side = state, side
-
-    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        me = self.state.value
-        vectors = bias = None
-        for batch in batches:
-            rows = arrow.ids(batch.column("id"))
-            if self.side == "user":
-                width = me.space_.n_context_features
-                context = _context(batch, width, None) if width else None
-                out = [me.user_representations(rows, context)]
-            else:
-                if vectors is None:
-                    vectors, bias = me.item_representations()
-                out = [vectors[rows], bias[rows]]
-            arrays = [pa.array(rows), arrow.rows_to_lists(out[0])] + [pa.array(b) for b in out[1:]]
-            names = ["id", "features", "bias"][:len(arrays)]
-            yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 PARAMS = ml.param_names(_FMPairParams)

@@ -1,0 +1,170 @@
+"""The Spark side of `FMPair.fit`: what it learns of the data by aggregations before
+training (`Metadata`), and the task that trains one partition for one epoch
+(`EpochTask`) through its executor's client with the FMPair worker loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from pyspark.sql import DataFrame, functions as F
+
+from psframework import ConfigError
+from psframework.spark import arrow, executor_client, ml
+from models.fmpair.features import FeatureSpace
+from models.fmpair.sampling import NegativeSampler
+from models.fmpair.worker import Trainer
+from models.memory import ensure_memory, size
+
+__all__ = ["EPOCH_STATS", "EpochTask", "Metadata", "users_frame"]
+
+log = logging.getLogger("models.fmpair")
+
+
+EPOCH_STATS = "pairs long, loss double, counted long"
+BYTES_PER_POSITIVE = 96  # a task's numpy/scipy copies of one interaction (82 measured)
+
+
+class EpochTask:
+    """One epoch over one partition (a user's positives are all in one partition):
+    build its share of the interactions from the partition's Arrow batches (the
+    training items the sampler must not draw for a user are the user's rows here), then
+    run the worker loop through this executor's client. Yields one row of EPOCH_STATS."""
+
+    def __init__(self, job: dict, shared, epoch: int) -> None:
+        self.job, self.shared, self.epoch = job, shared, epoch
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+        index = TaskContext.get().partitionId()
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
+            yield _stats(0, 0.0, 0)
+            return
+        table = pa.Table.from_batches(batches)
+        job, meta = self.job, self.shared.value
+        ensure_memory(table.num_rows * BYTES_PER_POSITIVE + meta["n_users"] * 24,
+                      f"FMPair epoch {self.epoch + 1}/{job['epochs']}, Spark partition {index} "
+                      f"({table.num_rows:,} interactions)",
+                      "repartition the interactions into more partitions "
+                      "(spark.default.parallelism) or give executors more memory")
+        users, items = arrow.ids(table.column("user")), arrow.ids(table.column("item"))
+        # one positive per (user, item), in the row-major order the context must follow
+        _, first = np.unique(users * meta["n_items"] + items, return_index=True)
+        users, items = users[first], items[first]
+        train = sp.csr_matrix((np.ones(first.size, np.float32), (users, items)),
+                              shape=(meta["n_users"], meta["n_items"]))
+        if meta["context_width"]:
+            context = arrow.vectors_to_csr(table.column("context").take(pa.array(first)),
+                                           meta["context_width"],
+                                           what="a vector of userctxfeaturesCol")
+            space = FeatureSpace(sp.csr_matrix((meta["n_users"], 0), dtype=np.float32),
+                                 meta["item"], context)
+        else:
+            space = FeatureSpace(sp.identity(meta["n_users"], np.float32, format="csr"),
+                                 meta["item"])
+        sampler = NegativeSampler(train, job["sampler"], job["rho"], True, meta["attribute"],
+                                  popularity=meta["popularity"])
+        seed = int(np.random.SeedSequence([job["seed"], index, self.epoch]).generate_state(1)[0])
+        client = executor_client(job["master"])
+        trainer = Trainer(client.aio, job["name"], space, train, sampler, loss=job["loss"],
+                          batch_size=job["batchSize"], num_negatives=job["numNegatives"],
+                          concurrent_batches=job["numConcurrentBatches"], seed=seed)
+        totals = [0.0, 0]
+
+        def on_batch(_size: int, total: float, counted: int) -> None:
+            totals[0] += total
+            totals[1] += counted
+        stats = client.run(trainer.epoch(self.epoch, on_batch))
+        yield _stats(stats.pairs, totals[0], totals[1])
+
+
+def _stats(pairs: int, loss: float, counted: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([pairs], pa.int64()), pa.array([loss]),
+                                       pa.array([counted], pa.int64())],
+                                      names=["pairs", "loss", "counted"])
+
+
+class Metadata:
+    """What fit learns about the data before training, by aggregations on Spark: the id
+    ranges, and per item its popularity, features and sampling attribute (O(items), on
+    the driver and broadcast to the tasks). Nothing per interaction reaches the driver:
+    per user, the items to leave out of recommendations and the context fit saw stay in
+    Spark as `users` (id, exclude[, context]), a DataFrame the model keeps."""
+
+    @classmethod
+    def compute(cls, params: ml.ParamValues, df: DataFrame) -> "Metadata":
+        m = cls()
+        u, i = params._value("userCol"), params._value("itemCol")
+        row = df.agg(F.min(u), F.max(u), F.min(i), F.max(i), F.count(F.lit(1)),
+                     F.count(u), F.count(i)).first()
+        if row[4] == 0:
+            raise ConfigError("FMPair.fit: the DataFrame has no rows to train on")
+        if row[5] != row[4] or row[6] != row[4]:
+            raise ConfigError(f"FMPair.fit: columns {u!r} and {i!r} must not hold nulls")
+        if row[0] < 0 or row[2] < 0:
+            raise ConfigError(f"FMPair.fit: ids in {u!r} and {i!r} must be >= 0 (found "
+                              f"{min(row[0], row[2])}); index them first, e.g. StringIndexer")
+        m.n_users, m.n_items, m.rows = int(row[1]) + 1, int(row[3]) + 1, int(row[4])
+        ensure_memory((m.n_users + m.n_items) * 16 * 2,
+                      f"FMPair.fit's feature space for ids up to {m.n_users - 1:,} (users) and "
+                      f"{m.n_items - 1:,} (items)", "ids must be indices 0..n-1 with no big "
+                      "gaps: index them first, e.g. with StringIndexer")
+        user, item = F.col(u).cast("long"), F.col(i).cast("long")
+        counts = (df.select(user.alias("u"), item.alias("i")).distinct().groupBy("i").count()
+                  .toArrow())
+        m.popularity = np.zeros(m.n_items, np.int64)  # users per item
+        m.popularity[arrow.ids(counts.column("i"))] = arrow.ids(counts.column("count"))
+        item_features = sp.identity(m.n_items, np.float32, format="csr")
+        if params._value("itemfeaturesCol"):
+            vectors = params._value("itemfeaturesCol")
+            first = df.groupBy(item).agg(F.first(vectors, ignorenulls=True))
+            parts = first.mapInArrow(arrow.sparse_parts, arrow.SPARSE_PARTS).toArrow()
+            item_features = arrow.per_id_csr(parts, m.n_items, repr(vectors))
+        m.attribute = None
+        if params._value("samplingCol"):
+            got = (df.groupBy(item.alias("i"))
+                   .agg(F.first(F.col(params._value("samplingCol")).cast("long"),
+                                ignorenulls=True).alias("a"))
+                   .where("a IS NOT NULL").toArrow())
+            m.attribute = np.arange(m.n_items, dtype=np.int64) + 2**40  # unshared by default
+            m.attribute[arrow.ids(got.column("i"))] = arrow.ids(got.column("a"))
+        m.context_width = 0
+        ctx = params._value("userctxfeaturesCol")
+        if ctx:
+            first = df.where(F.col(ctx).isNotNull()).select(ctx).first()
+            m.context_width = first[0].size if first is not None else 0
+            m.space = FeatureSpace(sp.csr_matrix((m.n_users, 0), dtype=np.float32),
+                                   item_features,
+                                   sp.csr_matrix((0, m.context_width), dtype=np.float32))
+        else:
+            m.space = FeatureSpace(sp.identity(m.n_users, np.float32, format="csr"),
+                                   item_features)
+        m.users = users_frame(df, params, m.n_items)
+        held = (m.popularity.nbytes + (0 if m.attribute is None else m.attribute.nbytes)
+                + item_features.data.nbytes + item_features.indices.nbytes
+                + item_features.indptr.nbytes)
+        log.info("FMPair.fit: %d users, %d items, %d interactions; %s of item data "
+                 "(popularity, features, sampling attribute) on the driver and broadcast",
+                 m.n_users, m.n_items, m.rows, size(held))
+        return m
+
+
+def users_frame(df: DataFrame, params: ml.ParamValues, n_items: int) -> DataFrame:
+    """Per training user: the items never to recommend (its training items and those of
+    filterItemsCol) and the first userctxfeaturesCol vector of its rows."""
+    u, i = params._value("userCol"), params._value("itemCol")
+    exclude = F.collect_set(F.col(i).cast("long"))
+    if params._value("filterItemsCol"):
+        blocked = F.flatten(F.collect_list(F.col(params._value("filterItemsCol"))
+                                           .cast("array<long>")))
+        exclude = F.array_union(exclude, F.filter(
+            blocked, lambda x: x.isNotNull() & (x >= 0) & (x < n_items)))
+    aggs = [exclude.alias("exclude")]
+    if params._value("userctxfeaturesCol"):
+        aggs.append(F.first(params._value("userctxfeaturesCol"), ignorenulls=True)
+                    .alias("context"))
+    return df.groupBy(F.col(u).cast("long").alias("id")).agg(*aggs)
