@@ -137,6 +137,23 @@ def test_accuracy_near_scikit_learn_with_hashing(cluster, noise, workers):
     assert theirs > 0.75 and ours >= theirs - 0.02, (ours, theirs)
 
 
+def test_index_value_pairs_are_the_columns_they_name(cluster):
+    """Examples as (index, value) pairs or {index: value} learn what their CSR learns."""
+    X, y = sparse_data(200, 7, 2, seed=14)
+    pairs = [[(int(j), float(v)) for j, v in zip(np.flatnonzero(x), x[x != 0])] if i % 2
+             else {int(j): float(x[j]) for j in np.flatnonzero(x)} for i, x in enumerate(X)]
+    w, b, _ = reference_pa(X.astype(np.float64), y, 1, "pa1", 1.0, intercept=True)
+    with LocalPA(hash_bits=3, batch_size=8, master=cluster.address,
+                 show_progress=False) as model:
+        model.partial_fit(pairs, y)
+        np.testing.assert_allclose(model.coef_[0, :7], w[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(model.decision_function(pairs[:20]),
+                                   X[:20] @ model.coef_[0, :7] + model.intercept_[0],
+                                   rtol=1e-5, atol=1e-5)
+        with pytest.raises(ConfigError, match="outside"):
+            model.partial_fit([[(9, 1.0)]], [1])
+
+
 def test_fit_epochs_history_and_persistence(cluster, tmp_path):
     data = make_messages(1500, classes=3, vocabulary=800, seed=4)
     labels = np.array(["ham", "spam", "eggs"])[data.labels]

@@ -2,8 +2,8 @@
 sequential numpy PA (one partition, batches of one), predictions and raw margins
 against numpy scoring of the weights the model holds, the pyspark.ml evaluators and
 CrossValidator, persistence, both Spark modes, and Structured Streaming — progressive
-accuracy per micro-batch, live scoring while the stream runs, and a restarted query
-that does not learn a replayed micro-batch twice."""
+accuracy per micro-batch, live scoring by a batch job and by another streaming query,
+and a restarted query that does not learn a replayed micro-batch twice."""
 
 from __future__ import annotations
 
@@ -161,6 +161,14 @@ def test_streaming_learns_each_micro_batch_once(session, messages, tmp_path):
         m = X64[2500:] @ w[0] + b[0]
         np.testing.assert_allclose(np.stack(live["rawPrediction"].map(lambda v: v[1])), m,
                                    rtol=1e-3, atol=1e-3)
+        write_parts(tmp_path / "held", data, X, [(0, slice(2500, None))])
+        held = reader.parquet(str(tmp_path / "held"))
+        scoring = (stream.transform(held).writeStream.format("memory")  # another query,
+                   .queryName("pa_scores").trigger(availableNow=True).start())  # live weights
+        scoring.awaitTermination(120)
+        streamed = session.sql("SELECT rawPrediction FROM pa_scores").toPandas()
+        np.testing.assert_allclose(np.sort(streamed["rawPrediction"].map(lambda v: v[1])),
+                                   np.sort(m), rtol=1e-3, atol=1e-3)
         stream.stop()  # named, on a separate cluster: the model stays there
         assert "spam" in [m["name"] for m in cluster.client().status()["models"]]
 

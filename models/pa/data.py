@@ -1,10 +1,11 @@
 """What LocalPA and the Spark estimator accept as examples and labels: features as CSR
-over the 2^hash_bits columns (hashed if they are raw), labels as indices into the sorted
-classes."""
+over the 2^hash_bits columns (indices as given, or hashed if they are raw), labels as
+indices into the sorted classes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,9 +16,44 @@ from models.pa.hashing import hash_features
 __all__ = ["Classes", "as_csr"]
 
 
+def _index_pairs(rows: list, n_features: int) -> sp.csr_matrix:
+    """Examples as (index, value) pairs or {index: value}: the indices are columns."""
+    cols, values, starts = [], [], [0]
+    for r, row in enumerate(rows):
+        for item in (row.items() if isinstance(row, Mapping) else row):
+            if not (isinstance(item, tuple) and len(item) == 2
+                    and isinstance(item[0], numbers.Integral) and not isinstance(item[0], bool)
+                    and isinstance(item[1], numbers.Real)):
+                raise ConfigError(f"example {r}: with (index, value) pairs every feature must "
+                                  f"be one, got {item!r}")
+            if not 0 <= item[0] < n_features:
+                raise ConfigError(f"example {r}: feature index {item[0]} is outside [0, "
+                                  f"{n_features}); raise hash_bits")
+            cols.append(int(item[0]))
+            values.append(float(item[1]))
+        starts.append(len(cols))
+    X = sp.csr_matrix((np.array(values, np.float32), np.array(cols, np.int64),
+                       np.array(starts, np.int64)), shape=(len(rows), n_features))
+    X.sum_duplicates()
+    if not np.isfinite(X.data).all():
+        raise ConfigError("X holds NaN or infinite values")
+    return X
+
+
+def _first_feature(rows: list):
+    for row in rows:
+        items = list(row.items())[:1] if isinstance(row, Mapping) else (
+            row[:1] if isinstance(row, (list, tuple)) else [])
+        if items:
+            return items[0]
+    return None
+
+
 def as_csr(X, hash_bits: int) -> sp.csr_matrix:
-    """A scipy sparse matrix or 2-d array (its columns are feature indices), or an
-    iterable of examples to hash (`hashing.hash_features`), as canonical float32 CSR."""
+    """A scipy sparse matrix or 2-d array (its columns are feature indices); an iterable
+    of examples as (index, value) pairs or {index: value} (the same, row by row); or an
+    iterable of raw examples to hash (`hashing.hash_features`: string lists, {name:
+    value}, (name, value) pairs). Returns canonical float32 CSR."""
     n_features = 1 << hash_bits
     if sp.issparse(X) or isinstance(X, np.ndarray):
         if X.ndim != 2:
@@ -36,7 +72,11 @@ def as_csr(X, hash_bits: int) -> sp.csr_matrix:
         raise ConfigError("X must be a scipy sparse matrix, a 2-d array, or a list of "
                           f"examples (dicts, string lists or (name, value) pairs), not "
                           f"{type(X).__name__}")
-    return hash_features(X, hash_bits)
+    rows = X if isinstance(X, list) else list(X)
+    first = _first_feature(rows)
+    if isinstance(first, tuple) and first and isinstance(first[0], numbers.Integral):
+        return _index_pairs(rows, n_features)
+    return hash_features(rows, hash_bits)
 
 
 class Classes:

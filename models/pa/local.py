@@ -160,8 +160,10 @@ class LocalPA(LocalEstimator):
         return client.run(together())
 
     def partial_fit(self, X, y, classes=None) -> "LocalPA":
-        """Learn from one batch of examples, in order. `classes`: every label the stream
-        will hold (needed on the first call unless this batch holds them all)."""
+        """Learn from one batch of examples, in order. X: CSR or a 2-d array, (index,
+        value) pairs per example, or raw examples to hash (`data.as_csr`). `classes`:
+        every label the stream will hold (needed on the first call unless this batch
+        holds them all)."""
         self._validate()
         X = as_csr(X, self.hash_bits)
         if not hasattr(self, "_classes"):
