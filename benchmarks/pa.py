@@ -38,8 +38,10 @@ end (the machine may be shared: compare runs with care).
   stream's way), after an untimed chunked pass; tokens_per_s the same in words.
   identical: the two give the same CSR.
 - ours_b{B}_w{W}: `LocalPA(variant="pa1", C=1.0, hash_bits=18, batch_size=B,
-  num_workers=W)`, its other parameters its defaults (config.ours_mixing: how the
-  workers' pushes combine, null if LocalPA has no such parameter), on one LocalCluster
+  num_workers=W)`, its other parameters its defaults (mixing "average": the workers'
+  deltas divided by W); ours_b{B}_w2_add the same with mixing="add" (deltas summed,
+  Hogwild). staleness: the held-out accuracy of one worker, two averaging and two
+  adding, per batch size: what a batch learned from stale weights costs. On one LocalCluster
   (--shards shards) started once, before any clock, each run a fresh model on it
   (created at its first partial_fit, inside the timed region), fed the hashed chunks
   through `fit_stream(chunks, classes=[0, 1])`.
@@ -121,7 +123,13 @@ from models.pa.hashing import hash_features
 from models.synthetic_text import make_messages
 
 SEED, HASH_BITS, C, VARIANT, LABEL_NOISE, CHUNK = 0, 18, 1.0, "pa1", 0.05, 4096
-OURS = ((1, 1), (64, 1), (1024, 1), (64, 2), (1024, 2))  # (batch_size, num_workers)
+# (batch_size, num_workers, mixing): with 2 workers, both ways of combining their pushes
+OURS = ((1, 1, "average"), (64, 1, "average"), (1024, 1, "average"), (64, 2, "average"),
+        (1024, 2, "average"), (64, 2, "add"), (1024, 2, "add"))
+
+
+def run_name(batch: int, workers: int, mixing: str) -> str:
+    return f"ours_b{batch}_w{workers}" + ("_add" if mixing == "add" else "")
 VW_FLAGS = {"default": "--loss_function hinge", "sgd": "--loss_function hinge --sgd"}
 VW_COMMON = f"-b {HASH_BITS} --binary --quiet"
 VW_MISSING = "vowpalwabbit is not installed (pip install -e '.[bench]')"
@@ -182,10 +190,11 @@ def shard_bytes(client) -> int:
 
 
 def ours(address: str, client, chunks: list, test: tuple, batch: int, workers: int,
-         prefix: int, keep: dict | None) -> Run:
+         mixing: str, prefix: int, keep: dict | None) -> Run:
     def once(rep: int) -> dict:
         model = LocalPA(variant=VARIANT, C=C, hash_bits=HASH_BITS, batch_size=batch,
-                        num_workers=workers, seed=SEED, master=address, show_progress=False)
+                        num_workers=workers, mixing=mixing, seed=SEED, master=address,
+                        show_progress=False)
         before = shard_bytes(client) if rep == 0 else 0
         began = time.perf_counter()
         steps = list(model.fit_stream(chunks, classes=[0, 1]))
@@ -292,8 +301,7 @@ def main() -> int:
     out: dict = {"benchmark": "pa", "machine": machine(), "config": {
         "quick": args.quick, "reps": reps, "shards": args.shards, "seed": SEED,
         "variant": VARIANT, "C": C, "hash_bits": HASH_BITS, "chunk": CHUNK,
-        "ours": [{"batch_size": b, "num_workers": w} for b, w in OURS],
-        "ours_mixing": LocalPA().get_params().get("mixing"),
+        "ours": [{"batch_size": b, "num_workers": w, "mixing": m} for b, w, m in OURS],
         "batch_1_prefix_examples": min(prefix * CHUNK, n_train), "vw_flags": {
             k: f"{v} {VW_COMMON}" for k, v in VW_FLAGS.items()}},
         "data": {"train": n_train, "test": n_test, "label_noise": LABEL_NOISE,
@@ -309,10 +317,10 @@ def main() -> int:
     keep: dict = {}
     with LocalCluster(args.shards) as cluster, Client(cluster.address) as client:
         runs: dict[str, Run] = {}
-        for batch, workers in OURS:
-            runs[f"ours_b{batch}_w{workers}"] = ours(
+        for batch, workers, mixing in OURS:
+            runs[run_name(batch, workers, mixing)] = ours(
                 cluster.address, client, chunks[:prefix] if batch == 1 else chunks, test,
-                batch, workers, prefix, keep if (batch, workers) == (1024, 1) else None)
+                batch, workers, mixing, prefix, keep if (batch, workers) == (1024, 1) else None)
         runs["sklearn"], runs["sklearn_b64"] = sklearn(chunks, test, None), sklearn(chunks, test, 64)
         try:
             import vowpalwabbit  # noqa: F401
@@ -354,8 +362,8 @@ def main() -> int:
 
     ratios: dict = {}
     sk, vw_ = out["sklearn"], out.get("vw_default")
-    for batch, workers in OURS:
-        name = f"ours_b{batch}_w{workers}"
+    for batch, workers, mixing in OURS:
+        name = run_name(batch, workers, mixing)
         r = out[name]
         ratios[f"{name}_vs_sklearn_examples_per_s"] = round(
             r["examples_per_s"] / sk["examples_per_s_learn_only"], 3)
@@ -371,6 +379,10 @@ def main() -> int:
                 ratios[f"{name}_held_out_accuracy_minus_vw"] = round(
                     r["held_out_accuracy"] - vw_["held_out_accuracy"], 5)
     out["ratios"] = ratios
+    out["staleness"] = {  # held-out accuracy: one worker, two averaging, two adding
+        f"batch_{b}": {k: out[run_name(b, *w)]["held_out_accuracy"] for k, w in (
+            ("one_worker", (1, "average")), ("two_average", (2, "average")),
+            ("two_add", (2, "add")))} for b in (64, 1024)}
     target = out["ours_b1024_w1"]
     out["targets"] = {
         "run": "ours_b1024_w1",
