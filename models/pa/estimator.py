@@ -38,7 +38,7 @@ from psframework.spark import SparkParameterServer, TableProgress, ml, pin_local
 from models.pa.data import Classes
 from models.pa.kernels import VARIANTS
 from models.pa.local import LocalPA
-from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, Score
+from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, Score, features_kind
 from models.pa.worker import MIXINGS, delta_scale
 
 __all__ = ["PassiveAggressive", "PassiveAggressiveModel"]
@@ -98,11 +98,10 @@ class PAParams(ml.ParamValues):
         return label
 
     def _job(self, master: str, name: str, layout: Layout, epochs: int, progress: bool,
-             data: DataFrame) -> dict:
-        """What the `Learn` tasks over `data` need (its partitions learn at once, as many
-        as Spark runs together)."""
-        sc = data.sparkSession.sparkContext
-        together = min(data.rdd.getNumPartitions(), max(sc.defaultParallelism, 1))
+             data: DataFrame, tasks: int) -> dict:
+        """What the `Learn` tasks over the `tasks` partitions of `data` need (they learn at
+        once, as many as Spark runs together)."""
+        together = min(tasks, max(data.sparkSession.sparkContext.defaultParallelism, 1))
         return {"master": master, "name": name, "layout": layout, "epochs": epochs,
                 "progress": progress, "scale": delta_scale(self._value("mixing"), together),
                 **{k: self._value(k) for k in ("variant", "C", "fitIntercept", "batchSize")}}
@@ -149,7 +148,7 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
     def _fit(self, dataset: DataFrame) -> "PassiveAggressiveModel":
         self._check()
         label, features = self._check_label(dataset.schema), self._value("featuresCol")
-        Layout.of(dataset.schema, features, self._value("hashBits"), 1, ())  # the type
+        features_kind(dataset.schema, features)
         sc = dataset.sparkSession.sparkContext
         pin_local_interpreter(sc)
         found = dataset.select(F.col(label).cast("double").alias("y")).distinct().toArrow()
@@ -182,7 +181,7 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
             try:
                 with TableProgress(client, name, "progress", epochs, tasks, on_epoch):
                     data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True,
-                                                    data)), LEARN_SCHEMA).collect()
+                                                    data, tasks)), LEARN_SCHEMA).collect()
                 weights = client.pull_rows(name, "weights", np.arange(layout.n_features + 1))
             finally:  # the fitted model needs no server: nothing stays on it
                 client.destroy(name)
@@ -260,7 +259,7 @@ def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
     """dataset with rawPredictionCol (a Vector) and predictionCol added by `Score`
     (weights: a broadcast `weights=`, or `master=` and `name=` of a live model)."""
     layout = layout or params.layout
-    Layout.of(dataset.schema, layout.features, layout.hash_bits, layout.width, ())  # the type
+    features_kind(dataset.schema, layout.features)
     names = dataset.columns
     raw, prediction = params._value("rawPredictionCol"), params._value("predictionCol")
     schema = T.StructType(dataset.schema.fields + [

@@ -32,7 +32,7 @@ from psframework import Client, ConfigError, LocalCluster
 from models.local_estimator import LocalEstimator
 from models.pa.data import Classes, as_csr
 from models.pa.kernels import VARIANTS, margins
-from models.pa.worker import MIXINGS, TABLE, Learner, delta_scale
+from models.pa.worker import MIXINGS, TABLE, Learner, delta_scale, pull_margins
 
 __all__ = ["LocalPA"]
 
@@ -164,6 +164,12 @@ class LocalPA(LocalEstimator):
         value) pairs per example, or raw examples to hash (`data.as_csr`). `classes`:
         every label the stream will hold (needed on the first call unless this batch
         holds them all)."""
+        self._partial_fit(X, y, classes)
+        return self
+
+    def _partial_fit(self, X, y, classes=None) -> int:
+        """partial_fit, returning how many examples were predicted wrong just before
+        they were learned (progressive validation)."""
         self._validate()
         X = as_csr(X, self.hash_bits)
         if not hasattr(self, "_classes"):
@@ -176,8 +182,7 @@ class LocalPA(LocalEstimator):
                 del self._classes
                 raise
         labels = self._classes.indices(y, X.shape[0])
-        self._last_mistakes = self._learn(X, labels)
-        return self
+        return self._learn(X, labels)
 
     def fit(self, X, y, classes=None) -> "LocalPA":
         """Forget what was learned and learn X, y for max_iter epochs (each in a fresh
@@ -226,10 +231,10 @@ class LocalPA(LocalEstimator):
         seen = wrong = 0
         for i, (X, y) in enumerate(batches):
             began = time.perf_counter()
-            self.partial_fit(X, y, classes=classes)
+            mistakes = self._partial_fit(X, y, classes)
             n = len(y)
-            seen, wrong = seen + n, wrong + self._last_mistakes
-            yield {"batch": i, "examples": n, "accuracy": 1 - self._last_mistakes / max(n, 1),
+            seen, wrong = seen + n, wrong + mistakes
+            yield {"batch": i, "examples": n, "accuracy": 1 - mistakes / max(n, 1),
                    "progressive_accuracy": 1 - wrong / max(seen, 1),
                    "examples_per_s": n / max(time.perf_counter() - began, 1e-9)}
 
@@ -252,7 +257,8 @@ class LocalPA(LocalEstimator):
         self._fitted()
         X = as_csr(X, self.hash_bits)
         if self._ps is not None:
-            out = self._ps["client"].run(self._ps["learner"].margins(X))
+            out = self._ps["client"].run(pull_margins(self._ps["client"].aio, self._ps["name"],
+                                                      self.n_features, X, self.fit_intercept))
         else:
             out = margins(X.indptr, X.indices, X.data, self._weights, self.fit_intercept)
         return out[:, 0] if out.shape[1] == 1 else out

@@ -28,11 +28,29 @@ from psframework.spark import arrow, executor_client
 from models.pa.data import Classes
 from models.pa.hashing import hash_arrow
 from models.pa.kernels import margins
-from models.pa.worker import Learner
+from models.pa.worker import Learner, pull_margins
 
-__all__ = ["Layout", "Learn", "Score", "LEARN_SCHEMA", "vector_bits"]
+__all__ = ["Layout", "Learn", "Score", "LEARN_SCHEMA", "features_kind", "vector_bits"]
 
 LEARN_SCHEMA = "epoch int, mistakes long, examples long"
+
+
+def features_kind(schema: T.StructType, features: str) -> str:
+    """"vector" or "strings": what the features column holds; a ConfigError if it is
+    missing or of another type."""
+    from pyspark.ml.linalg import VectorUDT
+    fields = {f.name: f.dataType for f in schema.fields}
+    if features not in fields:
+        raise ConfigError(f"featuresCol {features!r} is not in the DataFrame (it has "
+                          f"{sorted(fields)})")
+    kind = fields[features]
+    if isinstance(kind, VectorUDT):
+        return "vector"
+    if isinstance(kind, T.ArrayType) and isinstance(kind.elementType, T.StringType):
+        return "strings"
+    raise ConfigError(f"featuresCol {features!r} must be a Vector (as VectorAssembler or "
+                      f"HashingTF make) or an array<string> of raw features to hash, not "
+                      f"{kind.simpleString()}")
 
 
 def vector_bits(size: int) -> int:
@@ -56,23 +74,12 @@ class Layout:
     @classmethod
     def of(cls, schema: T.StructType, features: str, hash_bits: int, width: int | None,
            classes, label: str | None = None) -> "Layout":
-        """Check the features column's type: a Vector (then `width` is its size) or an
-        array of strings."""
-        from pyspark.ml.linalg import VectorUDT
-        fields = {f.name: f.dataType for f in schema.fields}
-        if features not in fields:
-            raise ConfigError(f"featuresCol {features!r} is not in the DataFrame (it has "
-                              f"{sorted(fields)})")
-        kind = fields[features]
-        if isinstance(kind, VectorUDT):
+        """The layout of `features` (`features_kind`); for a Vector, `width` is its size."""
+        if features_kind(schema, features) == "vector":
             if not width:
                 raise ConfigError(f"featuresCol {features!r}: the vectors' size is unknown")
             return cls(features, "vector", vector_bits(width), width, tuple(classes), label)
-        if isinstance(kind, T.ArrayType) and isinstance(kind.elementType, T.StringType):
-            return cls(features, "strings", hash_bits, 1 << hash_bits, tuple(classes), label)
-        raise ConfigError(f"featuresCol {features!r} must be a Vector (as VectorAssembler "
-                          f"or HashingTF make) or an array<string> of raw features to "
-                          f"hash, not {kind.simpleString()}")
+        return cls(features, "strings", hash_bits, 1 << hash_bits, tuple(classes), label)
 
     @property
     def n_features(self) -> int:
@@ -150,9 +157,8 @@ class Score:
         if self.weights is not None:
             return margins(X.indptr, X.indices, X.data, self.weights.value, self.fit_intercept)
         client = executor_client(self.master)
-        learner = Learner(client.aio, self.name, self.layout.n_features, variant="pa1", C=1.0,
-                          fit_intercept=self.fit_intercept)
-        return client.run(learner.margins(X))
+        return client.run(pull_margins(client.aio, self.name, self.layout.n_features, X,
+                                       self.fit_intercept))
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         classes = np.asarray(self.layout.classes, np.float64)

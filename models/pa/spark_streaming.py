@@ -36,7 +36,7 @@ from psframework import ConfigError
 from psframework.spark import SparkParameterServer, pin_local_interpreter
 from models.pa.data import Classes
 from models.pa.estimator import PAParams, PassiveAggressiveModel, score, vector_width
-from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn
+from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, features_kind
 
 __all__ = ["StreamingPassiveAggressive"]
 
@@ -84,7 +84,7 @@ class StreamingPassiveAggressive(PAParams):
         if self.query is not None:
             raise ConfigError("this StreamingPassiveAggressive is already running a query")
         self._check_label(stream.schema)
-        Layout.of(stream.schema, self.getFeaturesCol(), self.getHashBits(), 1, ())  # the type
+        features_kind(stream.schema, self.getFeaturesCol())
         pin_local_interpreter(self.spark.sparkContext)
         host = self.getParameterServerHost()
         self._ps = SparkParameterServer(self.spark, None if host else
@@ -129,7 +129,7 @@ class StreamingPassiveAggressive(PAParams):
         features = self.getFeaturesCol()
         width = (self.initialModel.layout.width if self.initialModel is not None
                  else vector_width(df, features))
-        if width is None and Layout.of(df.schema, features, 1, 1, ()).kind == "vector":
+        if width is None and features_kind(df.schema, features) == "vector":
             return False
         layout = Layout.of(df.schema, features, self.getHashBits(), width,
                            self.classes.to_wire(), self.getLabelCol())
@@ -159,7 +159,8 @@ class StreamingPassiveAggressive(PAParams):
             self.skipped.append(batch_id)
             return
         began = time.perf_counter()
-        job = self._job(self._ps.master, self._name, self._layout, 1, False, df)
+        job = self._job(self._ps.master, self._name, self._layout, 1, False, df,
+                        df.rdd.getNumPartitions())
         label = self.getLabelCol()
         rows = df.select(self.getFeaturesCol(), F.col(label).cast("double").alias(label)) \
                  .mapInArrow(Learn(job), LEARN_SCHEMA).collect()

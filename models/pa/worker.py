@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from psframework import AsyncClient
 from models.pa.kernels import VARIANTS, learn, margins
 
-__all__ = ["Learner", "TABLE", "INLINE_NNZ", "MIXINGS", "delta_scale"]
+__all__ = ["Learner", "TABLE", "INLINE_NNZ", "MIXINGS", "delta_scale", "pull_margins"]
 
 TABLE = "weights"
 # How the pushes of workers learning at once combine. "average": each batch's delta is
@@ -39,6 +39,32 @@ def _slice(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, ...]:
     return X.indptr[start:stop + 1] - lo, X.indices[lo:hi], X.data[lo:hi]
 
 
+async def _pull_active(client: AsyncClient, model: str, n_features: int, indices: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(table rows, W, cols): the rows of the active features in `indices` and the
+    intercept row pulled as W, and `indices` as rows of W."""
+    active, cols = np.unique(indices, return_inverse=True)
+    rows = np.append(active, n_features)
+    W = await client.pull_rows(model, TABLE, rows)
+    return rows, W, cols.astype(np.int32)
+
+
+async def _run(nnz: int, fn, *args):
+    """fn(*args), on a thread when the batch is large (the kernels release the GIL)."""
+    if nnz < INLINE_NNZ:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def pull_margins(client: AsyncClient, model: str, n_features: int, X: sp.csr_matrix,
+                       fit_intercept: bool) -> np.ndarray:
+    """w_k · x + b_k for each example of X and weight vector, with the weights on the
+    server now (one pull of the active features): (examples, n_weights) float64."""
+    _, W, cols = await _pull_active(client, model, n_features, X.indices)
+    return await _run(X.indices.size * W.shape[1], margins, X.indptr - X.indptr[0], cols,
+                      X.data, W, fit_intercept)
+
+
 def delta_scale(mixing: str, workers: int) -> float:
     """What a worker multiplies its deltas by when `workers` learn at once."""
     return 1.0 / max(workers, 1) if mixing == "average" else 1.0
@@ -54,27 +80,14 @@ class Learner:
         self.variant, self.C = VARIANTS.index(variant), float(C)
         self.fit_intercept = fit_intercept
 
-    async def _weights(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(table rows, W, cols): the active features' rows and the intercept row pulled
-        as W, and `indices` as rows of W."""
-        active, cols = np.unique(indices, return_inverse=True)
-        rows = np.append(active, self.n_features)
-        W = await self.client.pull_rows(self.model, TABLE, rows)
-        return rows, W, cols.astype(np.int32)
-
-    async def _run(self, nnz: int, fn, *args):
-        if nnz < INLINE_NNZ:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
     async def learn_batch(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
                           labels: np.ndarray, scale: float = 1.0) -> int:
         """One mini-batch (CSR parts, labels as class indices): pull, learn, push the
         deltas times `scale` (`delta_scale`). Returns the progressive mistakes."""
-        rows, W, cols = await self._weights(indices)
+        rows, W, cols = await _pull_active(self.client, self.model, self.n_features, indices)
         before = W.copy()
-        mistakes = await self._run(indices.size * W.shape[1], learn, indptr, cols, data,
-                                   labels, W, self.variant, self.C, self.fit_intercept)
+        mistakes = await _run(indices.size * W.shape[1], learn, indptr, cols, data, labels, W,
+                              self.variant, self.C, self.fit_intercept)
         delta = W - before
         if scale != 1.0:
             delta *= scale
@@ -96,10 +109,3 @@ class Learner:
                                                scale)
         return mistakes
 
-    async def margins(self, X: sp.csr_matrix) -> np.ndarray:
-        """w_k · x + b_k for each example and weight vector with the current weights
-        (one pull of the active features): (examples, n_weights) float64."""
-        _, W, cols = await self._weights(X.indices)
-        indptr = X.indptr - X.indptr[0]
-        return await self._run(X.indices.size * W.shape[1], margins, indptr, cols, X.data, W,
-                               self.fit_intercept)
