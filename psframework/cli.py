@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("role", choices=["master", "shard", "local"])
     _common(serve)
     serve.add_argument("--shards", type=int, default=2, help="shards for `local` (default 2)")
+    serve.add_argument("--state-dir", help="master: keep the catalog here, so that a restarted "
+                       "master knows its models and shards")
+    serve.add_argument("--checkpoint-dir", help="master: checkpoint models here (a directory "
+                       "every server can reach)")
+    serve.add_argument("--checkpoint-interval", type=float,
+                       help="master: seconds between checkpoints of every model")
+    serve.add_argument("--replicas", type=int, help="master: copies of every partition of a "
+                       "new model (default 1; 2 survives the loss of any one shard)")
     serve.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
     status = sub.add_parser("status", help="print servers, models, partitions and memory")
     _common(status)
@@ -46,9 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
+    serving = {k: getattr(args, k, None) for k in ("state_dir", "checkpoint_dir",
+                                                   "checkpoint_interval", "replicas")}
     return load_settings(args.config, host=args.host, port=args.port, advertise=args.advertise,
                          master=args.master, secret=args.secret, log_level=args.log_level,
-                         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca)
+                         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca,
+                         **serving)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -100,11 +111,19 @@ def format_status(st: dict) -> str:
     lines.append(f"models: {len(st['models'])}")
     for m in st["models"]:
         lines.append(f"  {m['name']} (type {m['type']}, {len(m['placement'])} partitions)")
+        ckpt = m.get("checkpoint")
+        age = f"{ckpt['age']:.0f}s old" if ckpt else "none"
+        lines.append(f"    replicas: {m.get('replicas', 1)}  checkpoint: {age}"
+                     f"  recoveries: {m.get('recoveries', 0)}"
+                     + (f"  DEGRADED (no backup yet): {m['degraded']}" if m.get("degraded") else "")
+                     + (f"  LOST (no copy left): {m['lost']}" if m.get("lost") else ""))
         for t in m["tables"]:
             shape = "x".join(map(str, t["shape"]))
             lines.append(f"    {t['name']}: {t['dtype']}[{shape}] by {t['partition_by']} "
                          f"({t['partitioner']}, {t['parts']} parts, aggregate {t['aggregate']})")
-        lines.append("    partitions: " + ", ".join(f"{p}->{s}" for p, s in enumerate(m["placement"])))
+        backups = m.get("backups") or [[] for _ in m["placement"]]
+        lines.append("    partitions: " + ", ".join(
+            f"{p}->{s}" + "".join(f"+{b}" for b in backups[p]) for p, s in enumerate(m["placement"])))
     return "\n".join(lines)
 
 

@@ -145,6 +145,19 @@ class LocalCluster:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
+    def kill_master(self) -> None:
+        """Kill the master with SIGKILL, as a crash would (for failure tests)."""
+        self.master_process.send_signal(signal.SIGKILL)
+        self.master_process.wait()
+
+    def restart_master(self) -> None:
+        """Start the master again at its address (after `kill_master`); with a state_dir
+        setting it comes back with its catalog, and the shards carry on with it."""
+        stop_servers([self.master_process])
+        port = self.address.rsplit(":", 1)[1]
+        self.master_process = self._launch("master", "--port", port)
+        listening_address(self.master_process, self.startup_timeout)
+
     def stop(self) -> None:
         for c in self._clients:
             c.close()

@@ -42,8 +42,12 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0)
     retry_deadline: float = Field(10.0, ge=0, description="seconds to keep retrying a request "
                                   "whose connection failed")
-    heartbeat_interval: float = Field(0.5, gt=0)
-    heartbeat_timeout: float = Field(3.0, gt=0, description="a shard silent this long is dead")
+    heartbeat_interval: float = Field(0.25, gt=0, description="seconds between a shard's "
+                                      "heartbeats (sent from their own thread)")
+    heartbeat_timeout: float = Field(1.5, gt=0, description="a shard silent this long is "
+                                     "declared dead and its partitions fail over (a shard "
+                                     "refuses writes a beat before, so it never takes one "
+                                     "the master has moved)")
     master_grace: float = Field(10.0, gt=0, description="a shard exits when the master is "
                                 "unreachable this long")
     forget_after: float = Field(600.0, gt=0, description="the master forgets a shard that "
@@ -67,6 +71,18 @@ class Settings(BaseSettings):
                                 "certificates signed by it")
     tls_check_hostname: bool = Field(True, description="clients check that a server's "
                                      "certificate names the host they connect to")
+    replicas: int = Field(1, ge=1, le=8, description="copies of every partition of a new "
+                          "model (2: a backup on another shard, so that losing any one shard "
+                          "loses no acknowledged push)")
+    checkpoint_dir: Path | None = Field(None, description="where the master has the shards "
+                                        "checkpoint models (a directory every server can "
+                                        "reach); partitions that lose every copy are "
+                                        "restored from there")
+    checkpoint_interval: float | None = Field(None, gt=0, description="seconds between "
+                                              "checkpoints of every model (with "
+                                              "checkpoint_dir; a model may set its own)")
+    state_dir: Path | None = Field(None, description="where the master keeps its catalog, "
+                                   "so that a restarted master knows the models and shards")
     threads: int = Field(2, ge=1, description="shard threads for GIL-free UDFs")
     inline_below: int = Field(256 * 1024, ge=0, description="a threaded UDF whose request "
                               "arrays are smaller than this many bytes runs inline: the "

@@ -30,19 +30,26 @@ ENTRY_POINT_GROUP = "psframework.models"
 #: Ops every shard answers itself; a UDF may not take one of these names.
 BUILTIN_OPS = frozenset({
     "ping", "create", "destroy", "pull_rows", "pull_elems", "push_rows", "push_elems",
-    "save", "load", "stats",
+    "save", "load", "stats", "shutdown", "adopt", "backups", "copy_to", "fill",
 })
 
 
-def udf(fn: Callable | None = None, *, name: str | None = None, threaded: bool = False):
+def udf(fn: Callable | None = None, *, name: str | None = None, threaded: bool = False,
+        read: bool = False):
     """Mark a Model method as a server-side op named `name` (default: the method name).
 
     `threaded=True` runs it on the shard's thread pool instead of the event loop: use it
     for heavy work in GIL-releasing (numba `nogil=True`) kernels, so one shard serves
-    other requests and uses more than one core meanwhile."""
+    other requests and uses more than one core meanwhile.
+
+    `read=True` promises that the op changes nothing on the shard (no table, no state
+    of the plugin): it then runs on the partition's primary only. Every other op is a
+    write: a replicated partition's backups run it too, with the same arguments, and a
+    checkpoint waits for it to finish."""
     def mark(f: Callable) -> Callable:
         f._psf_udf = name or f.__name__  # type: ignore[attr-defined]
         f._psf_threaded = threaded  # type: ignore[attr-defined]
+        f._psf_read = read  # type: ignore[attr-defined]
         return f
     return mark(fn) if fn is not None else mark
 

@@ -210,13 +210,13 @@ class FMPairPlugin(Model):
             slot = self._scratch.slot = np.full(rows, -1, np.int32)
         return slot
 
-    @udf
+    @udf(read=True)
     def cached(self, view, args, arrays):
         """How many dotprod batches this partition holds awaiting their adjust."""
         with self._lock:
             return {"batches": sum(1 for part, _ in self._cache if part == view.part)}
 
-    @udf(threaded=True)
+    @udf(threaded=True, read=True)
     def pull_sum(self, view, args, arrays):
         """Sums of bags over this partition's dims (+ their linear terms on partition 0):
         what recommendation and prediction score with."""

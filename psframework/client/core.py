@@ -38,9 +38,17 @@ from psframework.client.flow import Tags, Window
 from psframework.client.model_info import ModelInfo
 from psframework.transport import ClientConnection, NotSent, connect
 
-__all__ = ["AsyncClient", "ModelInfo"]
+__all__ = ["AsyncClient", "ModelInfo", "Moved"]
 
 WINDOW_CHUNKS = 4  # bytes in flight per connection: this many chunk_bytes (one at least)
+
+
+class Moved(Exception):
+    """A request's partition failed over to another shard: resend it there."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        super().__init__(info.name)
+        self.info = info
 
 
 class AsyncClient:
@@ -60,6 +68,7 @@ class AsyncClient:
         self._conns: dict[str, ClientConnection] = {}
         self._connecting: dict[str, asyncio.Future] = {}
         self._models: dict[str, ModelInfo] = {}
+        self._refreshing: dict[str, asyncio.Future] = {}
 
     async def __aenter__(self) -> "AsyncClient":
         await self.ping()
@@ -96,11 +105,12 @@ class AsyncClient:
 
     async def _retrying(self, attempt: Callable[[], Awaitable], *, address: str, op: str,
                         model: str = "", shard: str | None = None, retry: bool = True,
-                        once: bool = False):
+                        once: bool = False, moved: Callable[[], Awaitable] | None = None):
         """Run `attempt()`; on connection loss or timeout retry it with exponential backoff
         until the retry deadline — if resending is safe (`retry`: harmless; `once`: tagged)
         or it was never sent — then raise a typed error that says where, what, and whether
-        it may have been applied."""
+        it may have been applied. Before each retry, `moved()` may say that the target
+        moved (a failover): it raises `Moved` then, for the caller to resend there."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.retry_deadline
         delay = 0.02
@@ -111,6 +121,10 @@ class AsyncClient:
                 # NotSent never left; an error a server sent was not applied there
                 definite = isinstance(e, NotSent) or e.from_server
                 resend = retry or once or definite
+                if resend and moved is not None:
+                    where = await moved()
+                    if where is not None:
+                        raise Moved(where) from None
                 if resend and loop.time() + delay <= deadline:
                     await asyncio.sleep(delay * (1 + random.random() / 2))
                     delay = min(2 * delay, 1.0)
@@ -129,14 +143,21 @@ class AsyncClient:
 
     async def request(self, address: str, op: str, model: str = "", args: dict | None = None,
                       arrays: tuple = (), *, once: bool = False, retry: bool = True,
-                      shard: str | None = None, weight: int = 0) -> Message:
+                      shard: str | None = None, weight: int = 0,
+                      tag: tuple[Tags, int] | None = None,
+                      moved: Callable[[], Awaitable] | None = None) -> Message:
         """One request to one server. `once=True` tags it, so the server applies it
         exactly once and it is retried on connection loss or timeout until the retry
         deadline; `retry=True` (the default) says that resending it is harmless anyway (a
         read); with neither it is resent only if it was never sent. `weight`: the bytes it
-        and its reply hold in flight, for the connection's window."""
-        tags = self._tags.setdefault(address, Tags()) if once else None
-        seq = tags.new() if tags is not None else 0
+        and its reply hold in flight, for the connection's window. `tag`: the exactly-once
+        tag of a request resent to a new server after a failover (the caller finishes it);
+        `moved`: see _retrying."""
+        if tag is not None:
+            tags, seq = tag
+        else:
+            tags = self._tags.setdefault(address, Tags()) if once else None
+            seq = tags.new() if tags is not None else 0
 
         async def attempt() -> Message:
             conn = await self._connection(address)
@@ -148,9 +169,9 @@ class AsyncClient:
                 op, model, a, arrays, timeout=self.settings.request_timeout))
         try:
             return await self._retrying(attempt, address=address, op=op, model=model,
-                                        shard=shard, retry=retry, once=once)
+                                        shard=shard, retry=retry, once=once, moved=moved)
         finally:
-            if tags is not None:
+            if tags is not None and tag is None:
                 tags.finish(seq)
 
     async def _master(self, op: str, model: str = "", args: dict | None = None, *,
@@ -161,12 +182,16 @@ class AsyncClient:
 
     async def _limit(self, info: ModelInfo, part: int, op: str) -> int:
         """How many bytes one request to partition `part` may carry: the chunk size, or
-        less if either end of the connection accepts less."""
+        less if either end of the connection accepts less (a server that cannot be reached
+        now is assumed to take what this client takes: the requests find out)."""
         shard, address = info.address(part)
         conn = self._conns.get(address)
         if conn is None or not conn.is_open:
-            conn = await self._retrying(lambda: self._connection(address), address=address,
-                                        op=op, model=info.name, shard=shard)
+            try:
+                conn = await self._connection(address)
+            except NotSent:
+                return min(self.settings.limits.max_frame_bytes,
+                           self.settings.chunk_bytes + plan.HEADER_ROOM)
         return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
 
     # -- catalog -----------------------------------------------------------------------
@@ -178,11 +203,19 @@ class AsyncClient:
         return await self._master("status")
 
     async def create_model(self, name: str, type: str, config: dict | None = None, *,
-                           exists_ok: bool = False) -> ModelInfo:
-        """Create a model of an installed plugin type; its tables are allocated on the shards."""
-        info = ModelInfo.from_wire(await self._master(
-            "create_model", name, {"type": type, "config": config or {}, "exists_ok": exists_ok},
-            once=True))
+                           exists_ok: bool = False, replicas: int | None = None,
+                           checkpoint_interval: float | None = None) -> ModelInfo:
+        """Create a model of an installed plugin type; its tables are allocated on the shards.
+        `replicas`: copies of each partition (default: the master's `replicas` setting; 2
+        survives the loss of any one shard with no acknowledged push lost);
+        `checkpoint_interval`: seconds between this model's checkpoints (default: the
+        master's setting; needs the master's checkpoint_dir)."""
+        args = {"type": type, "config": config or {}, "exists_ok": exists_ok}
+        if replicas is not None:
+            args["replicas"] = replicas
+        if checkpoint_interval is not None:
+            args["checkpoint_interval"] = checkpoint_interval
+        info = ModelInfo.from_wire(await self._master("create_model", name, args, once=True))
         self._models[name] = info
         return info
 
@@ -190,6 +223,26 @@ class AsyncClient:
         if refresh or name not in self._models:
             self._models[name] = ModelInfo.from_wire(await self._master("lookup", name))
         return self._models[name]
+
+    async def _refresh(self, name: str) -> ModelInfo:
+        """Look model `name` up again; concurrent callers share one lookup."""
+        pending = self._refreshing.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(self.model(name, refresh=True))
+            self._refreshing[name] = pending
+            pending.add_done_callback(lambda _: self._refreshing.pop(name, None))
+        return await asyncio.shield(pending)
+
+    async def _moved(self, info: ModelInfo, part: int) -> ModelInfo | None:
+        """The model's lookup now, if partition `part` of it has moved since `info` (its
+        primary died and another copy took over); None if it has not (yet)."""
+        try:
+            fresh = await self._refresh(info.name)
+        except (ConnectionLostError, RequestTimeoutError):
+            return None  # the master is away too: retry where we were
+        if fresh.uid == info.uid and fresh.address(part) != info.address(part):
+            return fresh
+        return None
 
     async def destroy(self, name: str) -> bool:
         self._models.pop(name, None)
@@ -200,6 +253,13 @@ class AsyncClient:
         shards and the master), plus its manifest; returns the absolute directory. The
         save replaces an earlier one there as a whole, or — if it fails — not at all."""
         return (await self._master("save", name, {"path": checks.directory(path)}, once=True))["path"]
+
+    async def checkpoint(self, name: str) -> dict:
+        """Checkpoint model `name` now, under the master's checkpoint_dir: each partition a
+        consistent snapshot (its writes held only while it is copied), published as a
+        whole; returns where, and the longest hold ("pause", seconds). If a shard dies
+        and a partition has no backup, it is restored from the latest checkpoint."""
+        return await self._master("checkpoint", name, once=True)
 
     async def load(self, path: str | os.PathLike, name: str | None = None) -> ModelInfo:
         """Load a saved model (under its saved name, or `name`), after checking every
@@ -212,22 +272,25 @@ class AsyncClient:
     async def create_matrix(self, name: str, rows: int, cols: int, dtype: str = "float32", *,
                             partition_by: str = "rows", partitioner: str = "range",
                             parts: int = 0, init: dict | None = None, aggregate: str = "add",
-                            allow_nonfinite: bool = False, exists_ok: bool = False):
+                            allow_nonfinite: bool = False, exists_ok: bool = False,
+                            replicas: int | None = None):
         """A dense rows × cols matrix as model `name` (built-in type `tables`). Pushes of
         NaN or ±inf are refused unless `allow_nonfinite`."""
         spec = TableSpec("values", (rows, cols), dtype, partition_by, partitioner, parts,
                          init or initializers.zeros(), aggregate, allow_nonfinite).validate()
-        await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok)
+        await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok,
+                                replicas=replicas)
         return await self.matrix(name)
 
     async def create_vector(self, name: str, size: int, dtype: str = "float32", *,
                             partitioner: str = "range", parts: int = 0, init: dict | None = None,
                             aggregate: str = "add", allow_nonfinite: bool = False,
-                            exists_ok: bool = False):
+                            exists_ok: bool = False, replicas: int | None = None):
         """A dense vector as model `name` (built-in type `tables`)."""
         spec = TableSpec("values", (size,), dtype, "rows", partitioner, parts,
                          init or initializers.zeros(), aggregate, allow_nonfinite).validate()
-        await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok)
+        await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok,
+                                replicas=replicas)
         return await self.vector(name)
 
     async def matrix(self, model: str, table: str = "values"):
@@ -251,18 +314,39 @@ class AsyncClient:
                        retry: bool = True) -> None:
         """Send the jobs concurrently; on the first failure cancel the others and raise."""
         async def one(job: plan.Job) -> None:
-            shard, address = info.address(job.part)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.retry_deadline
+            delay = 0.02
+            at, tag = info, None  # where the partition is; the request's exactly-once tag
             weight = sum(a.nbytes for a in job.arrays) + job.reply_bytes
             try:
-                reply = await self.request(address, job.op, info.name,
-                                           {**job.args, "part": job.part, "uid": info.uid},
-                                           job.arrays, once=once, retry=retry, shard=shard,
-                                           weight=weight)
-            except UnknownModelError:
-                # the model was destroyed, re-created or loaded elsewhere since we looked it
-                # up: forget the placement, so the next call asks the master again
-                self._models.pop(info.name, None)
-                raise
+                while True:
+                    shard, address = at.address(job.part)
+                    if once and tag is None:  # one tag wherever the request goes
+                        tags = self._tags.setdefault(address, Tags())
+                        tag = (tags, tags.new())
+                    try:
+                        reply = await self.request(
+                            address, job.op, info.name,
+                            {**job.args, "part": job.part, "uid": info.uid}, job.arrays,
+                            once=once, retry=retry, shard=shard, weight=weight, tag=tag,
+                            moved=lambda at=at: self._moved(at, job.part))
+                        break
+                    except Moved as m:
+                        at = m.info  # failed over: resend to the new primary
+                    except UnknownModelError:
+                        # not here (any more): the partition moved, the shard's lease ran
+                        # out (it lost the master), or the model was re-created
+                        fresh = await self._refresh(info.name)
+                        if fresh.uid != info.uid or loop.time() + delay > deadline:
+                            self._models.pop(info.name, None)
+                            raise
+                        await asyncio.sleep(delay)
+                        delay = min(2 * delay, 0.5)
+                        at = fresh
+            finally:
+                if tag is not None:
+                    tag[0].finish(tag[1])
             job.on_reply(reply)
         if len(jobs) == 1:
             return await one(jobs[0])

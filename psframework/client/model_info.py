@@ -1,5 +1,5 @@
-"""What a client knows of a model from the master: its tables and where its partitions
-live."""
+"""What a client knows of a model from the master: its tables and where its partitions'
+primaries live."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ class ModelInfo:
     tables: dict[str, TableSpec]
     placement: tuple[str, ...]
     servers: dict[str, str]
+    lost: frozenset[int] = frozenset()  # partitions with no copy left
 
     @classmethod
     def from_wire(cls, d: dict) -> "ModelInfo":
         tables = {t["name"]: TableSpec.from_wire(t) for t in d["tables"]}
         return cls(d["name"], d["uid"], d["type"], d["config"], tables,
-                   tuple(d["placement"]), dict(d["servers"]))
+                   tuple(d["placement"]), dict(d["servers"]), frozenset(d.get("lost", ())))
 
     @property
     def parts(self) -> int:
@@ -41,7 +42,13 @@ class ModelInfo:
                                     f"(tables: {sorted(self.tables)})", model=self.name) from None
 
     def address(self, part: int) -> tuple[str, str]:
+        """(shard, address) of partition `part`'s primary."""
         shard = self.placement[part]
+        if part in self.lost:
+            raise ConnectionLostError(
+                f"partition {part} of model {self.name!r} is lost: its shard died and it had "
+                "no backup (replicas=2) and no checkpoint; load a saved copy",
+                model=self.name, shard=shard)
         try:
             return shard, self.servers[shard]
         except KeyError:

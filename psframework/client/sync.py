@@ -79,7 +79,7 @@ def _blocking(name: str):
     return call
 
 
-for _name in ("ping", "status", "create_model", "model", "destroy", "save", "load",
+for _name in ("ping", "status", "create_model", "model", "destroy", "save", "load", "checkpoint",
               "create_matrix", "create_vector", "matrix", "vector", "pull_rows", "pull",
               "push_rows", "push", "call"):
     setattr(Client, _name, _blocking(_name))

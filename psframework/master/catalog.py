@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -39,23 +40,65 @@ class ModelEntry:
     type: str
     config: dict
     tables: list[TableSpec]
-    placement: list[str]  # shard name per partition index
+    placement: list[str]  # the primary's shard name per partition index
     # one incarnation of the name: a client holding an old lookup is refused by the shards
     uid: str = field(default_factory=lambda: secrets.token_hex(8))
+    replicas: int = 1  # copies of each partition: the primary and replicas - 1 backups
+    backups: list[list[str]] = field(default_factory=list)  # per partition
+    checkpoint_interval: float | None = None  # seconds; None: the cluster's setting
+    checkpoint: dict | None = None  # the latest complete one: path, save_id, time, pause
+    recoveries: int = 0  # partitions failed over (promoted or restored)
+    lost: list[int] = field(default_factory=list)  # partitions with no copy left
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not self.backups:
+            self.backups = [[] for _ in self.placement]
 
     def parts_on(self, shard: str) -> list[int]:
+        """Partitions whose primary is on `shard`."""
         return [p for p, s in enumerate(self.placement) if s == shard]
 
+    def hosted_on(self, shard: str) -> list[int]:
+        """Partitions `shard` holds a copy of, as primary or backup."""
+        return [p for p, s in enumerate(self.placement) if s == shard or shard in self.backups[p]]
+
+    def shards(self) -> list[str]:
+        """Every shard holding a copy of a partition, sorted."""
+        return sorted({*self.placement, *(b for bs in self.backups for b in bs)})
+
+    def degraded(self) -> list[int]:
+        """Partitions with fewer copies than `replicas` (their backups are being built)."""
+        return [p for p, bs in enumerate(self.backups)
+                if p not in self.lost and len(bs) < self.replicas - 1]
+
     def bytes_on(self, shard: str) -> int:
-        return memory.partition_bytes(self.tables, self.parts_on(shard))
+        return memory.partition_bytes(self.tables, self.hosted_on(shard))
 
     def describe(self, servers: dict[str, ServerInfo]) -> dict:
+        shards = self.shards()
         return {
             "name": self.name, "uid": self.uid, "type": self.type, "config": self.config,
             "tables": [t.to_wire() for t in self.tables], "placement": self.placement,
-            "servers": {s: servers[s].address for s in set(self.placement) if s in servers},
-            "alive": {s: servers[s].alive for s in set(self.placement) if s in servers},
+            "servers": {s: servers[s].address for s in shards if s in servers},
+            "alive": {s: servers[s].alive for s in shards if s in servers},
+            "replicas": self.replicas, "backups": self.backups, "lost": self.lost,
+            "degraded": self.degraded(), "recoveries": self.recoveries,
+            "checkpoint": None if self.checkpoint is None else {
+                **self.checkpoint, "age": round(time.time() - self.checkpoint["time"], 3)},
         }
+
+    def to_state(self) -> dict:
+        """Everything a restarted master needs to know about this model."""
+        return {"name": self.name, "type": self.type, "config": self.config,
+                "tables": [t.to_wire() for t in self.tables], "placement": self.placement,
+                "uid": self.uid, "replicas": self.replicas, "backups": self.backups,
+                "checkpoint_interval": self.checkpoint_interval, "checkpoint": self.checkpoint,
+                "recoveries": self.recoveries, "lost": self.lost, "created": self.created}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "ModelEntry":
+        return cls(**{**d, "tables": [TableSpec.from_wire(t) for t in d["tables"]]})
 
 
 def budget(shard: str, servers: dict[str, ServerInfo]) -> tuple[int | None, str]:
@@ -98,12 +141,12 @@ def reconcile(shard: str, hosts: dict[str, Hosted], models: dict[str, ModelEntry
             continue
         if entry is None or entry.uid != hosted.uid:
             drop[model] = None
-        elif extra := sorted(set(hosted.parts) - set(entry.parts_on(shard))):
+        elif extra := sorted(set(hosted.parts) - set(entry.hosted_on(shard))):
             drop[model] = extra
     for entry in models.values():
         hosted = hosts.get(entry.name)
         held = hosted.parts if hosted is not None and hosted.uid == entry.uid else ()
-        if lost := sorted(set(entry.parts_on(shard)) - set(held)):
+        if lost := sorted(set(entry.hosted_on(shard)) - set(held)):
             log.error("shard %s came back without partitions %s of model %s: they are "
                       "lost; load a saved copy", shard, lost, entry.name)
     return drop

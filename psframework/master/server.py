@@ -18,6 +18,7 @@ What it guarantees about its own state:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import secrets
@@ -34,7 +35,9 @@ from psframework.errors import (
 from psframework.master.catalog import (
     ModelEntry, ServerInfo, check_memory, differences, model_name, reconcile, save_directory,
 )
+from psframework.master.failover import Failover
 from psframework.master.messages import Heartbeat, Registration, parse
+from psframework.master.state import read_state, write_state
 from psframework.model import model_type
 from psframework.protocol import Message
 from psframework.storage import files
@@ -48,6 +51,7 @@ __all__ = ["Master", "METADATA_FILE"]
 
 METADATA_FILE = files.MANIFEST
 READS = ("ping", "lookup", "status", "heartbeat")
+PROBE_TIMEOUT = 0.5  # seconds to wait for a shard's port to accept a connection
 
 
 class Master:
@@ -62,7 +66,10 @@ class Master:
         self._conns: dict[str, ClientConnection] = {}
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task | None = None
-        self._lock = asyncio.Lock()  # catalog changes one at a time
+        self._tasks: set[asyncio.Task] = set()  # failovers, probes, checkpoints running
+        self.failover = Failover(self)
+        self._checkpointing: dict[str, asyncio.Task] = {}
+        self.lock = asyncio.Lock()  # catalog changes one at a time
         self._installing: set[str] = set()  # uids being created or loaded right now
         self._saving: dict[Path, asyncio.Lock] = {}  # one save at a time per directory
         self._admitting = asyncio.Semaphore(16)  # registrations checked at once
@@ -72,6 +79,7 @@ class Master:
             "ping": self._ping, "register": self._register, "heartbeat": self._heartbeat,
             "create_model": self._create_model, "lookup": self._lookup, "destroy": self._destroy,
             "save": self._save, "load": self._load, "status": self._status,
+            "checkpoint": self._checkpoint_op,
         }
 
     async def start(self) -> str:
@@ -84,12 +92,58 @@ class Master:
                                    ssl_context=s.server_tls())
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
+        self._restore_state()
         self._watch = asyncio.ensure_future(self._death_watch())
+        self._spawn(self._checkpointer())
         return self.address
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- the catalog on disk -------------------------------------------------------------
+    def persist(self) -> None:
+        """Write the catalog to state_dir (when set), after every change."""
+        if self.settings.state_dir is None:
+            return
+        try:
+            write_state(self.settings.state_dir, {
+                "ids": self._ids, "rotation": self._rotation,
+                "servers": [{"name": i.name, "address": i.address, "machine": i.machine,
+                             "memory": i.memory, "memory_limit": i.memory_limit}
+                            for i in self.servers.values()],
+                "models": [e.to_state() for e in self.models.values()]})
+        except OSError as e:
+            log.error("cannot write the master's state to %s: %s", self.settings.state_dir, e)
+
+    def _restore_state(self) -> None:
+        if self.settings.state_dir is None:
+            return
+        state = read_state(self.settings.state_dir)
+        if state is None:
+            return
+        now = time.monotonic()
+        try:
+            self._ids, self._rotation = int(state["ids"]), int(state["rotation"])
+            for srv in state["servers"]:
+                self.servers[srv["name"]] = ServerInfo(last_seen=now, **srv)
+            for m in state["models"]:
+                entry = ModelEntry.from_state(m)
+                self.models[entry.name] = entry
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise StorageError(f"{self.settings.state_dir}: the master's state is malformed "
+                               f"({e}); move it away to start with an empty catalog") from None
+        log.warning("master restarted with %d models and %d shards from %s; waiting for the "
+                    "shards' heartbeats", len(self.models), len(self.servers),
+                    self.settings.state_dir)
 
     async def stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self._server is not None:
             self._server.close()
         for conn in self._conns.values():
@@ -120,7 +174,9 @@ class Master:
         if old is not None:
             old.close()
         self._conns[name] = conn  # the connection that admitted it is the master's to it
+        self._spawn(self._watch_connection(name, conn))
         drop = reconcile(name, reg.hosts, self.models, self._installing)
+        self.persist()
         log.info("shard %s registered at %s (%d alive)%s", name, reg.address, len(self.alive()),
                  f"; it drops {drop}" if drop else "")
         return {"name": name, "drop": drop}, ()
@@ -158,9 +214,8 @@ class Master:
         info = self.servers.get(beat.name)
         if info is None:
             raise UnknownModelError("unknown server; register again")
-        if not info.alive:
-            log.warning("shard %s is back after missing heartbeats", info.name)
-        info.alive = True
+        if not info.alive:  # its partitions may have moved: it must reconcile first
+            raise UnknownModelError(f"shard {info.name} was declared dead; register again")
         info.last_seen = time.monotonic()
         info.stats = beat.stats
         return {}, ()
@@ -171,24 +226,50 @@ class Master:
     async def _death_watch(self) -> None:
         s = self.settings
         while True:
-            await asyncio.sleep(s.heartbeat_interval)
+            await asyncio.sleep(min(s.heartbeat_interval, s.heartbeat_timeout / 4))
             now = time.monotonic()
             for info in list(self.servers.values()):
                 silent = now - info.last_seen
                 if info.alive and silent > s.heartbeat_timeout:
-                    info.alive = False
-                    hit = [m.name for m in self.models.values() if info.name in m.placement]
-                    log.warning("shard %s at %s missed heartbeats for %.1fs: marked dead "
-                                "(models affected: %s)", info.name, info.address, silent,
-                                hit or "none")
-                    conn = self._conns.pop(info.name, None)
-                    if conn is not None:
-                        conn.close()
+                    self._declare_dead(info, f"missed heartbeats for {silent:.1f}s")
                 elif not info.alive and silent > s.forget_after:
                     log.info("forgetting shard %s, dead for %.0fs", info.name, silent)
                     del self.servers[info.name]
+                    self.persist()
 
-    async def _shard_request(self, shard: str, op: str, model: str, args: dict) -> Message:
+    def _declare_dead(self, info: ServerInfo, why: str) -> None:
+        info.alive = False
+        hit = [m.name for m in self.models.values() if info.name in m.shards()]
+        log.warning("shard %s at %s %s: declared dead (models affected: %s)", info.name,
+                    info.address, why, hit or "none")
+        conn = self._conns.pop(info.name, None)
+        if conn is not None:
+            conn.close()
+        if hit:
+            self._spawn(self.failover.shard_died(info.name))
+
+    async def _watch_connection(self, name: str, conn: ClientConnection) -> None:
+        """When the master's connection to a shard drops, look at once: a port that
+        refuses connections means the process is gone (a kill -9, a crash), and the shard
+        is declared dead now instead of a heartbeat timeout later. A shard that is merely
+        busy still accepts (the kernel does), and is left to its heartbeats."""
+        await conn.closed
+        info = self.servers.get(name)
+        if info is None or not info.alive or self._conns.get(name) not in (conn, None):
+            return
+        host, port = parse_address(info.address)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                               PROBE_TIMEOUT)
+            writer.close()
+        except (OSError, asyncio.TimeoutError) as e:
+            refused = isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == \
+                errno.ECONNREFUSED
+            if refused and info.alive and self.servers.get(name) is info:
+                self._declare_dead(info, "closed its connection and refuses new ones")
+            # else unreachable or slow: the heartbeats decide
+
+    async def shard_request(self, shard: str, op: str, model: str, args: dict) -> Message:
         s = self.settings
         conn = self._conns.get(shard)
         if conn is None or not conn.is_open:
@@ -203,12 +284,13 @@ class Master:
         return await conn.request(op, model, args, timeout=s.request_timeout)
 
     async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
-                         per_shard=None) -> list[Message]:
-        """Send `op` to every shard hosting `entry`, concurrently; raise the first error."""
-        shards = sorted(set(entry.placement))
+                         per_shard=None, shards: list[str] | None = None) -> list[Message]:
+        """Send `op` to every shard holding a copy of `entry` (or to `shards`),
+        concurrently; raise the first error."""
+        shards = entry.shards() if shards is None else shards
         args = [{**(extra or {}), **(per_shard(sh) if per_shard else {})} for sh in shards]
         replies = await asyncio.gather(
-            *(self._shard_request(sh, op, entry.name, a) for sh, a in zip(shards, args)),
+            *(self.shard_request(sh, op, entry.name, a) for sh, a in zip(shards, args)),
             return_exceptions=True)
         errors = [r for r in replies if isinstance(r, BaseException)]
         if errors:
@@ -217,8 +299,8 @@ class Master:
 
     async def _drop(self, entry: ModelEntry) -> None:
         """Destroy `entry`'s partitions on its live shards, best effort."""
-        await asyncio.gather(*(self._shard_request(sh, "destroy", entry.name, {"uid": entry.uid})
-                               for sh in set(entry.placement)
+        await asyncio.gather(*(self.shard_request(sh, "destroy", entry.name, {"uid": entry.uid})
+                               for sh in entry.shards()
                                if sh in self.servers and self.servers[sh].alive),
                              return_exceptions=True)
 
@@ -229,12 +311,14 @@ class Master:
                                       "`psframework serve shard --master HOST:PORT`", model=name)
         return alive
 
-    def _spread(self, alive: list[str], parts: int) -> list[str]:
-        """Shards for partitions 0..parts-1, round robin from a rotating start, so that
-        successive models do not all begin on the same shard."""
+    def _spread(self, alive: list[str], parts: int, replicas: int) -> list[list[str]]:
+        """Shards for partitions 0..parts-1 (the primary, then the backups), round robin
+        from a rotating start, so that successive models do not all begin on the same
+        shard; a partition's copies are on different shards."""
         offset = self._rotation
         self._rotation += 1
-        return [alive[(p + offset) % len(alive)] for p in range(parts)]
+        return [[alive[(p + offset + r) % len(alive)] for r in range(replicas)]
+                for p in range(parts)]
 
     # -- catalog -------------------------------------------------------------------------
     def _entry(self, name: str) -> ModelEntry:
@@ -245,7 +329,7 @@ class Master:
                                     model=name) from None
 
     def _place(self, name: str, type_: str, config: dict, tables: list[TableSpec] | None = None,
-               parts: int | None = None) -> ModelEntry:
+               parts: int | None = None, replicas: int | None = None) -> ModelEntry:
         """A catalog entry for a new model, validated to the end, placed on live shards
         and checked against their memory — before anything is allocated anywhere."""
         cls = model_type(type_)
@@ -257,20 +341,39 @@ class Master:
         tables = [t.validate(cls.aggregators).placed(len(alive)) for t in tables]
         if len({t.name for t in tables}) != len(tables):
             raise ConfigError(f"model type {type_!r} declared two tables with one name")
-        placement = self._spread(alive, parts or max(t.parts for t in tables))
-        entry = ModelEntry(name, type_, config, tables, placement)
+        replicas = self.settings.replicas if replicas is None else replicas
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 8:
+            raise ConfigError(f"replicas must be an integer from 1 to 8, got {replicas!r}",
+                              model=name)
+        if replicas > len(alive):
+            raise ConfigError(f"replicas={replicas} needs that many live shards; {len(alive)} "
+                              "are registered: start more, or ask for fewer replicas", model=name)
+        copies = self._spread(alive, parts or max(t.parts for t in tables), replicas)
+        entry = ModelEntry(name, type_, config, tables, [c[0] for c in copies],
+                           replicas=replicas, backups=[c[1:] for c in copies])
         check_memory(entry, self.servers, self.models.values())
         return entry
+
+    @staticmethod
+    def model_args(entry: ModelEntry) -> dict:
+        """What a shard needs to host partitions of `entry`."""
+        return {"type": entry.type, "uid": entry.uid, "config": entry.config,
+                "tables": [t.to_wire() for t in entry.tables]}
+
+    def backup_pairs(self, entry: ModelEntry, shard: str) -> list:
+        """[[partition, [backup addresses]], ...] of the partitions `shard` is primary of."""
+        return [[p, [self.servers[b].address for b in entry.backups[p] if b in self.servers]]
+                for p in entry.parts_on(shard)]
 
     async def _install(self, entry: ModelEntry, op: str, extra: dict,
                        per_shard=None) -> list[Message]:
         """Create (or load) the model's partitions on its shards; undo on failure."""
-        args = {"type": entry.type, "uid": entry.uid, "config": entry.config,
-                "tables": [t.to_wire() for t in entry.tables], **extra}
+        args = {**self.model_args(entry), **extra}
         self._installing.add(entry.uid)
         try:
             replies = await self._on_shards(
-                entry, op, args, lambda shard: {"parts": entry.parts_on(shard),
+                entry, op, args, lambda shard: {"parts": entry.hosted_on(shard),
+                                                "backups": self.backup_pairs(entry, shard),
                                                 **(per_shard(shard) if per_shard else {})})
         except PSError:
             await self._drop(entry)
@@ -278,6 +381,7 @@ class Master:
         finally:
             self._installing.discard(entry.uid)
         self.models[entry.name] = entry
+        self.persist()
         return replies
 
     async def _create_model(self, msg: Message):
@@ -286,7 +390,7 @@ class Master:
         if not isinstance(type_, str) or not isinstance(config, dict):
             raise ConfigError("create_model needs a plugin type (a string) and a config (a map)",
                               model=name)
-        async with self._lock:
+        async with self.lock:
             existing = self.models.get(name)
             if existing is not None:
                 if msg.args.get("exists_ok") is True:
@@ -298,7 +402,8 @@ class Master:
                     return existing.describe(self.servers), ()
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
                                        "pick another name", model=name)
-            entry = self._place(name, type_, config)
+            entry = self._place(name, type_, config, replicas=msg.args.get("replicas"))
+            entry.checkpoint_interval = _interval(msg.args.get("checkpoint_interval"), name)
             await self._install(entry, "create", {})
             log.info("created model %s (%s) over %s", name, type_, sorted(set(entry.placement)))
             return entry.describe(self.servers), ()
@@ -307,23 +412,37 @@ class Master:
         return self._entry(msg.model).describe(self.servers), ()
 
     async def _destroy(self, msg: Message):
-        async with self._lock:
+        async with self.lock:
             entry = self.models.pop(msg.model, None)
             if entry is None:
                 return {"destroyed": False}, ()
+            self.persist()
             await self._drop(entry)
             return {"destroyed": True}, ()
 
     async def _save(self, msg: Message):
         directory = save_directory(msg.args.get("path"))
         entry = self._entry(msg.model)
+        save_id, _ = await self._write_save(entry, directory)
+        return {"path": str(directory), "save_id": save_id}, ()
+
+    async def _write_save(self, entry: ModelEntry, directory: Path) -> tuple[str, float]:
+        """Have the primaries write consistent snapshots of their partitions under
+        `directory`, then publish them with a manifest; returns the save id and the
+        longest time one partition's writes were held."""
         lock = self._saving.setdefault(directory, asyncio.Lock())
         async with lock:
             save_id = secrets.token_hex(8)
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                replies = await self._on_shards(entry, "save", {"path": str(directory),
-                                                                "save_id": save_id})
+                if entry.lost:
+                    raise StorageError(f"partitions {entry.lost} of model {entry.name!r} are "
+                                       "lost: there is nothing whole to save", model=entry.name)
+                primaries = sorted(set(entry.placement))
+                replies = await self._on_shards(
+                    entry, "save", {"path": str(directory), "save_id": save_id,
+                                    "uid": entry.uid},
+                    lambda shard: {"parts": entry.parts_on(shard)}, shards=primaries)
                 records = [files.FileRecord.model_validate(r)
                            for reply in replies for r in reply.args.get("files", [])]
                 expected = _partitions(entry.tables)
@@ -334,13 +453,62 @@ class Master:
                 files.write_manifest(directory, files.Manifest(
                     format=files.FORMAT, save_id=save_id, name=entry.name, type=entry.type,
                     config=entry.config, tables=[t.to_wire() for t in entry.tables],
-                    parts=len(entry.placement), files=records))
+                    parts=len(entry.placement), files=records,
+                    once=[tuple(pair) for reply in replies
+                          for pair in reply.args.get("applied", [])]))
             except (OSError, ValidationError) as e:
                 raise StorageError(f"cannot save model {entry.name!r} to {directory}: "
                                    f"{getattr(e, 'strerror', None) or e}", model=entry.name) from None
             finally:  # what is not the published save goes: a failed one leaves the old whole
                 self._sweep(directory)
-        return {"path": str(directory), "save_id": save_id}, ()
+        return save_id, max((r.args.get("pause", 0.0) for r in replies), default=0.0)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _checkpoint_dir(self, entry: ModelEntry) -> Path:
+        if self.settings.checkpoint_dir is None:
+            raise ConfigError("no checkpoint_dir is set on the master; start it with "
+                              "--checkpoint-dir DIR (a directory every server can reach)",
+                              model=entry.name)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)[:80]
+        return (self.settings.checkpoint_dir / f"{safe}-{entry.uid}").resolve()
+
+    async def checkpoint(self, entry: ModelEntry) -> dict:
+        """Checkpoint `entry` now: it replaces the model's previous checkpoint as a whole
+        once complete (the save format's atomic publication)."""
+        directory = self._checkpoint_dir(entry)
+        started = time.time()
+        save_id, pause = await self._write_save(entry, directory)
+        entry.checkpoint = {"path": str(directory), "save_id": save_id, "time": started,
+                            "pause": round(pause, 6)}
+        self.persist()
+        log.info("checkpointed %s to %s in %.2fs (writes held at most %.1f ms per partition)",
+                 entry.name, directory, time.time() - started, pause * 1e3)
+        return entry.checkpoint
+
+    async def _checkpoint_op(self, msg: Message):
+        entry = self._entry(msg.model)
+        return await self.checkpoint(entry), ()
+
+    async def _checkpointer(self) -> None:
+        """Checkpoint every model whose interval (its own, else the cluster's) is due."""
+        while True:
+            await asyncio.sleep(0.5)
+            if self.settings.checkpoint_dir is None:
+                continue
+            now = time.time()
+            for entry in list(self.models.values()):
+                interval = entry.checkpoint_interval or self.settings.checkpoint_interval
+                last = entry.checkpoint["time"] if entry.checkpoint else entry.created
+                running = self._checkpointing.get(entry.name)
+                if (interval and now - last >= interval and not entry.lost
+                        and (running is None or running.done())):
+                    self._checkpointing[entry.name] = self._spawn(self._quietly(entry))
+
+    async def _quietly(self, entry: ModelEntry) -> None:
+        try:
+            await self.checkpoint(entry)
+        except PSError as e:
+            log.warning("checkpoint of %s failed (the previous one stays): %s", entry.name, e)
 
     @staticmethod
     def _sweep(directory: Path) -> None:
@@ -358,7 +526,7 @@ class Master:
         directory = save_directory(msg.args.get("path"))
         manifest = files.read_manifest(directory)
         name = model_name(msg.model or manifest.name)
-        async with self._lock:
+        async with self.lock:
             if name in self.models:
                 raise ModelExistsError(f"a model named {name!r} already exists; destroy it or "
                                        "load under another name", model=name)
@@ -373,7 +541,7 @@ class Master:
             entry = self._place(name, manifest.type, manifest.config, tables, manifest.parts)
 
             def records_for(shard: str) -> dict:
-                parts = set(entry.parts_on(shard))
+                parts = set(entry.hosted_on(shard))
                 return {"files": [r.model_dump() for r in manifest.files if r.part in parts]}
             await self._install(entry, "load", {"path": str(directory)}, records_for)
             return entry.describe(self.servers), ()
@@ -389,6 +557,15 @@ class Master:
                         for s in self.servers.values()],
             "models": [m.describe(self.servers) for m in self.models.values()],
         }, ()
+
+
+def _interval(value: object, model: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"checkpoint_interval must be a number of seconds > 0, got {value!r}",
+                          model=model)
+    return float(value)
 
 
 def _partitions(tables: list[TableSpec]) -> set[tuple[str, int]]:

@@ -1,5 +1,6 @@
-"""A model as one shard hosts it: its plugin instance, its tables' specs, and the
-partitions placed here."""
+"""A model as one shard hosts it: its plugin instance, its tables' specs, the
+partitions placed here (as primary or backup), their write gates, and the backups of
+the partitions this shard is the primary of."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from psframework.errors import UnknownModelError
 from psframework.model import Model, ShardView
+from psframework.shard.replicas import Gate
 from psframework.storage.table import Partition, TableSpec
 
 __all__ = ["HostedModel"]
@@ -19,6 +21,15 @@ class HostedModel:
     plugin: Model
     specs: dict[str, TableSpec]
     parts: dict[int, dict[str, Partition]] = field(default_factory=dict)
+    # partitions this shard is the primary of -> their backups' addresses
+    backups: dict[int, list[str]] = field(default_factory=dict)
+    gates: dict[int, Gate] = field(default_factory=dict)
+
+    def gate(self, part: int) -> Gate:
+        gate = self.gates.get(part)
+        if gate is None:
+            gate = self.gates[part] = Gate()
+        return gate
 
     def view(self, shard: str, part: int) -> ShardView:
         try:

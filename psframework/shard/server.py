@@ -14,14 +14,16 @@ Guarantees:
   starts; a plugin's aggregators are compiled and its `on_partition` runs there too.
 - Saved partitions are `.npy` files with checksums (storage.files), so a load is
   bit-for-bit or refused.
-- The shard registers with the master, heartbeats, and exits by itself when the master
-  has been unreachable for `master_grace` seconds. It keeps its name when it registers
+- The shard registers with the master, heartbeats from its own thread (so a busy event
+  loop never delays a beat: shard.heartbeat), and exits by itself when the master has
+  been unreachable for `master_grace` seconds. It keeps its name when it registers
   again, reporting what it hosts, and drops what the master says is no longer its.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
@@ -40,7 +42,9 @@ from psframework.protocol import Message
 from psframework.storage import aggregate, files, memory
 from psframework.storage.table import Partition, TableSpec
 from psframework.transport import ClientConnection, Traffic, connect, serve
+from psframework.shard.heartbeat import Heartbeat
 from psframework.shard.hosted import HostedModel
+from psframework.shard.replicas import Forwarder, Gate
 from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.shard")
@@ -48,6 +52,7 @@ log = logging.getLogger("psframework.shard")
 __all__ = ["Shard"]
 
 READS = ("ping", "pull_rows", "pull_elems", "stats")
+WRITES = ("push_rows", "push_elems", "fill")  # built-in ops that change a partition
 
 
 class Shard:
@@ -70,12 +75,20 @@ class Shard:
         self._master: ClientConnection | None = None
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._beats: Heartbeat | None = None
+        self._report: dict = {}  # the stats the next heartbeat carries
+        self._registering: asyncio.Task | None = None
+        # writes are refused after this monotonic time (None: no master, no lease)
+        self._lease_until: float | None = None
+        self.forwarder = Forwarder(settings, self._backups_of)
+        self.replica_misses = 0  # writes a backup refused (see _gated)
         self._builtin = {
             "ping": self._ping, "create": self._create, "destroy": self._destroy,
             "pull_rows": self._pull_rows, "pull_elems": self._pull_elems,
             "push_rows": self._push_rows, "push_elems": self._push_elems,
             "save": self._save, "load": self._load, "stats": self._stats,
-            "shutdown": self._shutdown,
+            "shutdown": self._shutdown, "adopt": self._adopt, "backups": self._backups,
+            "copy_to": self._copy_to, "fill": self._fill,
         }
         self._ops_known = set(self._builtin)  # and the UDFs of the plugins hosted
 
@@ -93,13 +106,23 @@ class Shard:
         self._warm = asyncio.get_running_loop().run_in_executor(self._pool, aggregate.warm_up)
         if s.master:
             await self._register()
-            self._tasks.append(asyncio.ensure_future(self._heartbeat()))
+            loop = asyncio.get_running_loop()
+            self._report = self._stats_args()
+            self._beats = Heartbeat(
+                s, name=lambda: self.name, stats=lambda: self._report,
+                unknown=lambda: loop.call_soon_threadsafe(self._register_again),
+                unreachable=lambda why: loop.call_soon_threadsafe(self._master_gone, why),
+                answered=self._extend_lease)
+            self._beats.start()
+            self._tasks.append(asyncio.ensure_future(self._refresh_report()))
         return self.address
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
     async def stop(self) -> None:
+        if self._beats is not None:
+            self._beats.stop()
         for t in self._tasks:
             t.cancel()
         if self._server is not None:
@@ -121,8 +144,10 @@ class Shard:
                 "hosts": {n: {"uid": m.uid, "parts": sorted(m.parts)} for n, m in self.models.items()}}
         if again:
             args["name"] = self.name
+        sent = time.monotonic()
         reply = await self._master.request("register", args=args, timeout=s.request_timeout)
         self.name = str(reply.args["name"])
+        self._extend_lease(sent)
         for model, parts in (reply.args.get("drop") or {}).items():
             self._drop(model, parts)
         log.info("%s with master %s as %s", "registered again" if again else "registered",
@@ -142,26 +167,39 @@ class Shard:
         log.warning("shard %s dropped %s of model %s: the master no longer places them here",
                     self.name, "all partitions" if parts is None else f"partitions {parts}", model)
 
-    async def _heartbeat(self) -> None:
-        s = self.settings
-        last_ok = time.monotonic()
-        while True:
-            await asyncio.sleep(s.heartbeat_interval)
+    def _register_again(self) -> None:
+        """The master does not know this shard (it restarted, or forgot us): register
+        again, with what we host, once at a time."""
+        if self._registering is not None and not self._registering.done():
+            return
+
+        async def register() -> None:
             try:
-                if self._master is None or not self._master.is_open:
-                    await self._register()
-                await self._master.request("heartbeat", args={"name": self.name,
-                                                              "stats": self._stats_args()},
-                                           timeout=s.heartbeat_timeout)
-                last_ok = time.monotonic()
-            except UnknownModelError:  # the master forgot us (restarted): register again
-                self._master.close()
+                if self._master is not None:
+                    self._master.close()
+                await self._register()
             except PSError as e:
-                if time.monotonic() - last_ok > s.master_grace:
-                    log.warning("master %s unreachable for %.0fs (%s); shard %s exits",
-                                s.master, s.master_grace, e, self.name)
-                    await self.stop()
-                    return
+                log.warning("shard %s could not register again: %s", self.name, e)
+        self._registering = asyncio.ensure_future(register())
+
+    def _extend_lease(self, since: float) -> None:
+        """The master heard from this shard at `since` (or later): it will not declare it
+        dead before `since + heartbeat_timeout`, so the lease ends a beat earlier."""
+        s = self.settings
+        self._lease_until = since + max(s.heartbeat_timeout - s.heartbeat_interval,
+                                        s.heartbeat_timeout / 2)
+
+    def _master_gone(self, why: str) -> None:
+        log.warning("master %s unreachable for %.0fs (%s); shard %s exits",
+                    self.settings.master, self.settings.master_grace, why, self.name)
+        asyncio.ensure_future(self.stop())
+
+    async def _refresh_report(self) -> None:
+        """Keep the heartbeat's stats fresh, from this loop (the heartbeat's thread
+        only reads the latest dict)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            self._report = self._stats_args()
 
     # -- dispatch ------------------------------------------------------------------------
     def handle(self, msg: Message):
@@ -171,20 +209,87 @@ class Shard:
 
     def _dispatch(self, msg: Message):
         op = self._builtin.get(msg.op)
-        if op is not None:
+        if op is not None and msg.op not in WRITES:
             return op(msg)
         hosted = self._hosted(msg)
+        if op is not None:
+            return self._write(hosted, msg, lambda: op(msg))
         fn = hosted.plugin.udfs.get(msg.op)
         if fn is None:
             raise UnknownModelError(
                 f"unknown op {msg.op!r} for model {msg.model!r} (a {type(hosted.plugin).__name__}); "
                 f"it offers {sorted(hosted.plugin.udfs)}", model=msg.model, op=msg.op)
+        if getattr(fn, "_psf_read", False):
+            return self._run_udf(fn, hosted, msg)
+        return self._write(hosted, msg, lambda: self._run_udf(fn, hosted, msg))
+
+    def _run_udf(self, fn, hosted: HostedModel, msg: Message):
         view = hosted.view(self.name, self._part(msg))
         if (getattr(fn, "_psf_threaded", False)
                 and sum(a.nbytes for a in msg.arrays) >= self.settings.inline_below):
             loop = asyncio.get_running_loop()
             return loop.run_in_executor(self._pool, self._call_udf, fn, hosted.plugin, view, msg)
         return self._call_udf(fn, hosted.plugin, view, msg)
+
+    def _write(self, hosted: HostedModel, msg: Message, apply):
+        """Apply a write through its partition's gate, and on the backups too when this
+        shard is the partition's primary (see shard.replicas)."""
+        part = self._part(msg)
+        replica = msg.args.get("replica") is True  # forwarded by the primary
+        if not replica:
+            self._check_lease(msg, part)
+        gate = hosted.gate(part)
+        backups = () if replica else tuple(hosted.backups.get(part, ()))
+        if gate.is_open and not backups:  # the common case: no copy to keep, no snapshot
+            result = apply()
+            if inspect.isawaitable(result):
+                gate.active += 1
+                return self._leaving(gate, result)
+            return result
+        return self._gated(hosted, msg, part, gate, apply, backups)
+
+    @staticmethod
+    async def _leaving(gate: Gate, result):
+        try:
+            return await result
+        finally:
+            gate.leave()
+
+    async def _gated(self, hosted: HostedModel, msg: Message, part: int, gate: Gate, apply,
+                     backups: tuple[str, ...]):
+        await gate.enter()
+        try:
+            result = apply()  # a request that fails here goes to no backup
+            if not backups:
+                return await result if inspect.isawaitable(result) else result
+            sent = self.forwarder.forward(msg, hosted.uid, part, list(backups))
+            if inspect.isawaitable(result):
+                result, refused = await asyncio.gather(result, sent)
+            else:
+                refused = await sent
+            for err in refused:
+                # a backup refused what the primary applied (a UDF whose server-side
+                # cache the backup lacks, having been built after the batch began): the
+                # copies differ by this one write, which is counted and logged
+                self.replica_misses += 1
+                log.warning("a backup of partition %d of %s did not apply %s: %s",
+                            part, msg.model, msg.op, err)
+            return result
+        finally:
+            gate.leave()
+
+    def _backups_of(self, model: str, uid: str, part: int) -> list[str]:
+        hosted = self.models.get(model)
+        return hosted.backups.get(part, []) if hosted is not None and hosted.uid == uid else []
+
+    def _check_lease(self, msg: Message, part: int) -> None:
+        """Refuse writes while this shard may have been declared dead: the master may have
+        moved its partitions meanwhile, and a write here would be lost."""
+        if self._lease_until is not None and time.monotonic() > self._lease_until:
+            raise UnknownModelError(
+                f"shard {self.name} has not reached the master for a while, so partition "
+                f"{part} of {msg.model!r} may have moved; look the model up again",
+                model=msg.model)
 
     def _call_udf(self, fn, plugin: Model, view: ShardView, msg: Message):
         started = time.thread_time()
@@ -278,14 +383,19 @@ class Shard:
                               model=msg.model)
         return cls, plugin, specs, parts
 
-    async def _install(self, msg: Message, make) -> dict:
+    async def _install(self, msg: Message, make, *, adding: bool = False) -> dict:
         """Build the partitions of msg.model with `make(spec, part, combine)` on the thread
         pool — a big random init or a numba compile then never stalls the event loop —
-        and host them."""
-        if msg.model in self.models:
+        and host them. `adding`: partitions of a model this shard may already host (the
+        same incarnation), placed here by a failover or a new backup."""
+        existing = self.models.get(msg.model)
+        if existing is not None and not (adding and existing.uid == msg.args.get("uid")):
             raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}; "
                                    "destroy it first", model=msg.model)
         cls, plugin, specs, parts = self._new_model(msg)
+        if existing is not None:
+            plugin, specs = existing.plugin, existing.specs
+            parts = [p for p in parts if p not in existing.parts]
         memory.refuse_over(msg.model, self.name, sum(m.nbytes for m in self.models.values()),
                            memory.partition_bytes(specs.values(), parts), self.memory_limit,
                            "its memory_limit; raise PSF_MEMORY_LIMIT for more")
@@ -302,11 +412,18 @@ class Shard:
             return built
 
         built = await asyncio.get_running_loop().run_in_executor(self._pool, build)
-        if msg.model in self.models:  # created meanwhile by a concurrent request
-            raise ModelExistsError(f"model {msg.model!r} already exists on shard {self.name}",
-                                   model=msg.model)
-        hosted = HostedModel(msg.model, str(msg.args.get("uid", "")), plugin, specs, built)
-        self.models[msg.model] = hosted
+        current = self.models.get(msg.model)
+        if current is not existing:  # created or destroyed meanwhile by a concurrent request
+            raise ModelExistsError(f"model {msg.model!r} changed on shard {self.name} while "
+                                   "its partitions were built; try again", model=msg.model)
+        if current is None:
+            current = HostedModel(msg.model, str(msg.args.get("uid", "")), plugin, specs, built)
+            self.models[msg.model] = current
+        else:
+            current.parts.update(built)
+        self._set_backups(current, msg.args.get("backups", []))
+        for part, state in _pairs(msg.args.get("applied", []), "applied"):
+            self.once.adopt(msg.model, part, state)
         self._ops_known.update(cls.udfs)
         return {"created": True}
 
@@ -322,30 +439,56 @@ class Shard:
         hosted.plugin.on_destroy()
         return {"destroyed": True}, ()
 
+    async def _snapshot(self, hosted: HostedModel, part: int) -> tuple[dict, dict, float]:
+        """Partition `part`'s tables and exactly-once state as of one moment between
+        writes: its gate closes, the arrays are copied (on the pool), it opens again.
+        Returns (copies, once state, seconds the partition's writes were held)."""
+        gate = hosted.gate(part)
+        await gate.close()
+        started = time.perf_counter()
+        try:
+            tables = hosted.parts[part]
+            copies = await asyncio.get_running_loop().run_in_executor(
+                self._pool, lambda: {name: p.data.copy() for name, p in tables.items()})
+            return copies, self.once.export(hosted.name, part), time.perf_counter() - started
+        finally:
+            gate.open()
+
     async def _save(self, msg: Message):
+        """Write the partitions asked for (default: all hosted here), each a consistent
+        snapshot, with what each has applied (checkpoints need it for the replays after a
+        restore)."""
         hosted = self._hosted(msg)
         path, save_id = msg.args.get("path"), msg.args.get("save_id")
         if not isinstance(path, str) or not path or not isinstance(save_id, str):
             raise ConfigError("save needs a directory path and a save id", model=msg.model)
+        parts = msg.args.get("parts", sorted(hosted.parts))
+        if not isinstance(parts, list) or any(p not in hosted.parts for p in parts):
+            raise UnknownModelError(f"shard {self.name} does not hold partitions {parts} of "
+                                    f"{msg.model!r}", model=msg.model)
         directory = Path(path)
-        snapshot = [(table, part, partition.data) for part, tables in hosted.parts.items()
-                    for table, partition in tables.items()]
-
-        def write() -> list[dict]:  # on the thread pool: big writes must not stall the loop
-            directory.mkdir(parents=True, exist_ok=True)
-            return [files.write_partition(directory, table, part, save_id, data).model_dump()
-                    for table, part, data in snapshot]
+        loop = asyncio.get_running_loop()
+        records, once, pauses = [], [], []
         try:
-            records = await asyncio.get_running_loop().run_in_executor(self._pool, write)
+            await loop.run_in_executor(self._pool, lambda: directory.mkdir(parents=True,
+                                                                             exist_ok=True))
+            for part in parts:
+                copies, state, pause = await self._snapshot(hosted, part)
+                once.append([part, state])
+                pauses.append(pause)
+                records += await loop.run_in_executor(self._pool, lambda: [  # noqa: B023
+                    files.write_partition(directory, table, part, save_id, data).model_dump()
+                    for table, data in copies.items()])
         except (OSError, ValueError) as e:
             raise StorageError(f"cannot save model {msg.model!r} to {directory}: "
                                f"{getattr(e, 'strerror', None) or e}", model=msg.model) from None
-        return {"files": records}, ()
+        return {"files": records, "applied": once, "pause": max(pauses, default=0.0)}, ()
 
-    async def _load(self, msg: Message):
+    def _reader(self, msg: Message):
+        """make(spec, part, combine) reading partitions from the save `msg` names."""
         path, listed = msg.args.get("path"), msg.args.get("files")
         if not isinstance(path, str) or not path or not isinstance(listed, list):
-            raise ConfigError("load needs a directory path and the manifest's files",
+            raise ConfigError(f"{msg.op} needs a directory path and the manifest's files",
                               model=msg.model)
         try:
             records = {(r.table, r.part): r for r in map(files.FileRecord.model_validate, listed)}
@@ -364,9 +507,83 @@ class Shard:
             except StorageError as e:
                 raise StorageError(e.message, model=msg.model) from None
             return Partition(spec, part, data, combine)
+        return read
 
-        await self._install(msg, read)
+    async def _load(self, msg: Message):
+        await self._install(msg, self._reader(msg))
         return {"loaded": True}, ()
+
+    # -- failover and replicas: the master's orders -------------------------------------
+    async def _adopt(self, msg: Message):
+        """Host more partitions of a model: read from a checkpoint (`path`, `files`) when
+        its primary died without a backup, or empty, to be filled as a new backup."""
+        if msg.args.get("path") is not None:
+            make = self._reader(msg)
+        else:
+            def make(spec: TableSpec, part: int, combine) -> Partition:
+                return Partition(spec, part, np.zeros(spec.part_shape(part), spec.dtype), combine)
+        await self._install(msg, make, adding=True)
+        return {"adopted": True}, ()
+
+    def _backups(self, msg: Message):
+        """Set where the writes of partitions this shard is the primary of are forwarded."""
+        self._set_backups(self._hosted(msg), msg.args.get("backups"))
+        return {}, ()
+
+    def _set_backups(self, hosted: HostedModel, pairs: object) -> None:
+        for part, addresses in _pairs(pairs, "backups"):
+            if not (isinstance(addresses, list) and all(isinstance(a, str) for a in addresses)):
+                raise ProtocolError("backups must be [partition, [address, ...]] pairs")
+            if addresses:
+                hosted.backups[part] = addresses
+            else:
+                hosted.backups.pop(part, None)
+
+    def _fill(self, msg: Message):
+        """Write rows [offset, offset + n) of a partition being built as a backup."""
+        (values,) = self._arrays(msg, 1)
+        partition = self._partition(msg)
+        offset = msg.args.get("offset")
+        if (not isinstance(offset, int) or values.dtype != partition.data.dtype
+                or values.shape[1:] != partition.data.shape[1:]
+                or not 0 <= offset <= partition.data.shape[0] - values.shape[0]):
+            raise ShapeError("fill needs an offset and rows that fit the partition")
+        partition.data[offset:offset + values.shape[0]] = values
+        return {}, ()
+
+    async def _copy_to(self, msg: Message):
+        """Build a backup of partition `part` on the shard at `address`: with the
+        partition's writes held, copy it there (with its exactly-once state), then
+        forward every later write to it too."""
+        hosted = self._hosted(msg)
+        part, address = self._part(msg), msg.args.get("address")
+        if part not in hosted.parts or not isinstance(address, str):
+            raise UnknownModelError(f"shard {self.name} cannot copy partition {part} of "
+                                    f"{msg.model!r} to {address!r}", model=msg.model)
+        s = self.settings
+        gate = hosted.gate(part)
+        await gate.close()
+        started = time.perf_counter()
+        try:
+            conn = await self.forwarder.connection(address)
+            ask = {"uid": hosted.uid, "type": msg.args.get("type"),
+                   "config": msg.args.get("config"), "tables": msg.args.get("tables")}
+            await conn.request("adopt", msg.model, {
+                **ask, "parts": [part], "applied": [[part, self.once.export(hosted.name, part)]]},
+                timeout=s.request_timeout)
+            for table, partition in hosted.parts[part].items():
+                data = partition.data
+                step = max(1, s.chunk_bytes // max(1, data[:1].nbytes))
+                for at in range(0, data.shape[0], step):
+                    await conn.request("fill", msg.model, {
+                        "uid": hosted.uid, "table": table, "part": part, "offset": at,
+                        "replica": True}, (data[at:at + step],), timeout=s.request_timeout)
+            hosted.backups.setdefault(part, [])
+            if address not in hosted.backups[part]:
+                hosted.backups[part].append(address)
+        finally:
+            gate.open()
+        return {"seconds": time.perf_counter() - started}, ()
 
     def _stats_args(self) -> dict:
         return {
@@ -390,3 +607,12 @@ class Shard:
         log.info("shard %s: shutdown requested", self.name)
         asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self.stop()))
         return {"stopping": True}, ()
+
+
+def _pairs(value: object, what: str) -> list[tuple[int, object]]:
+    """[[partition, value], ...] from a peer, checked."""
+    if not isinstance(value, list) or not all(
+            isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
+            and not isinstance(v[0], bool) for v in value):
+        raise ProtocolError(f"{what} must be a list of [partition, value] pairs")
+    return [(v[0], v[1]) for v in value]

@@ -61,6 +61,9 @@ class Manifest(BaseModel):
     tables: list[dict[str, Any]] = Field(min_length=1)
     parts: int = Field(ge=1)
     files: list[FileRecord]
+    # per partition, what it had applied of once-only requests (transport.once's export):
+    # a checkpoint restored after a failure dedupes the resends of pushes it holds
+    once: list[tuple[int, dict[str, Any]]] = []
 
 
 def partition_name(table: str, part: int, save_id: str) -> str:

@@ -29,6 +29,7 @@ class ClientConnection(Peer):
         super().__init__(limits)
         self.handshake = ClientHandshake(secret)
         self.ready = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()  # done once it is lost
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
         self._lost: PSError | None = None
@@ -107,6 +108,8 @@ class ClientConnection(Peer):
         if not self.ready.done():
             self.ready.set_exception(err)
         self._fail_pending(err)
+        if not self.closed.done():
+            self.closed.set_result(None)
         super().connection_lost(exc)
 
     @property

@@ -24,6 +24,11 @@ applied twice.
 
 Only state-changing requests enter the window: ops the server names as `reads` are
 answered without being remembered, whatever tag they carry.
+
+What a window remembers of one partition travels with the partition's data (`export` /
+`adopt`): a checkpoint holds it, and a shard that restores the partition, or builds a
+backup of it, takes it over — so a client retrying a push after a failover is answered,
+not applied twice, if the copy it now reaches already holds that push.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any, Callable, Hashable, Iterable
 from psframework.errors import ProtocolError, StaleRequestError
 from psframework.protocol import Message
 
-__all__ = ["OnceLog", "footprint"]
+__all__ = ["OnceLog", "footprint", "REPLAYED"]
 
 MAX_TAG = 1 << 62
 ENTRY_OVERHEAD = 240  # bytes of bookkeeping per remembered reply (dict slots, key, tuple)
@@ -63,7 +68,8 @@ class OnceLog:
         self.duplicates = 0
         self.stale = 0
         self.nbytes = 0  # of the remembered replies, bookkeeping included
-        self._replies: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()  # oldest first
+        # (stream, seq) -> (reply, its bytes, (model, part) it was applied to); oldest first
+        self._replies: OrderedDict[Hashable, tuple[Any, int, tuple]] = OrderedDict()
         self._running: dict[Hashable, asyncio.Future] = {}
         self._streams: OrderedDict[bytes, _Stream] = OrderedDict()  # least recently used first
 
@@ -78,6 +84,7 @@ class OnceLog:
                 return dispatch(msg)
             stream_id, seq, floor = _parse(tag)
             key = (stream_id, seq)
+            where = (msg.model, msg.args.get("part"))
             stream = self._stream(stream_id)
             if floor > stream.floor:
                 self._advance(stream, floor)
@@ -99,9 +106,9 @@ class OnceLog:
                 result = asyncio.ensure_future(result)
                 self._running[key] = result
                 stream.running += 1
-                result.add_done_callback(lambda f: self._settle(key, stream, f))
+                result.add_done_callback(lambda f: self._settle(key, stream, f, where))
             else:
-                self._remember(key, stream, result)
+                self._remember(key, stream, result, where)
             return result
         return handle
 
@@ -137,15 +144,15 @@ class OnceLog:
             del seqs[seq]
             self._forget((stream.id, seq))
 
-    def _settle(self, key: Hashable, stream: _Stream, fut: asyncio.Future) -> None:
+    def _settle(self, key: Hashable, stream: _Stream, fut: asyncio.Future, where: tuple) -> None:
         del self._running[key]
         stream.running -= 1
         if not fut.cancelled() and fut.exception() is None and key[1] >= stream.floor:
-            self._remember(key, stream, fut.result())
+            self._remember(key, stream, fut.result(), where)
 
-    def _remember(self, key: Hashable, stream: _Stream, reply: Any) -> None:
+    def _remember(self, key: Hashable, stream: _Stream, reply: Any, where: tuple = ()) -> None:
         size = footprint(reply) + ENTRY_OVERHEAD
-        self._replies[key] = (reply, size)
+        self._replies[key] = (reply, size, where)
         stream.seqs[key[1]] = None
         self.nbytes += size
         while len(self._replies) > 1 and (len(self._replies) > self.capacity
@@ -166,6 +173,44 @@ class OnceLog:
         entry = self._replies.pop(key, None)
         if entry is not None:
             self.nbytes -= entry[1]
+
+
+    # -- hand-over with a partition -------------------------------------------------------
+    def export(self, model: str, part: int) -> dict:
+        """What this window holds of partition `part` of `model`, JSON-ready: every
+        stream's floor, and the seqs applied to that partition that are still remembered
+        (their replies are not kept: a resend is answered with `REPLAYED`)."""
+        applied: dict[bytes, list[int]] = {}
+        for (stream_id, seq), (_, _, where) in self._replies.items():
+            if where == (model, part):
+                applied.setdefault(stream_id, []).append(seq)
+        return {"floors": [[sid.hex(), s.floor] for sid, s in self._streams.items() if s.floor],
+                "applied": [[sid.hex(), seqs] for sid, seqs in applied.items()]}
+
+    def adopt(self, model: str, part: int, state: dict) -> None:
+        """Take over what another window held of a partition (`export`'s output)."""
+        try:
+            floors = [(bytes.fromhex(sid), int(f)) for sid, f in state.get("floors", ())]
+            applied = [(bytes.fromhex(sid), [int(q) for q in seqs])
+                       for sid, seqs in state.get("applied", ())]
+        except (TypeError, ValueError, AttributeError):
+            raise ProtocolError("malformed exactly-once state") from None
+        for sid, floor in floors:
+            _parse([sid, floor, floor])
+            stream = self._stream(sid)
+            if floor > stream.floor:
+                self._advance(stream, floor)
+        for sid, seqs in applied:
+            stream = self._stream(sid)
+            for seq in seqs:
+                key = (sid, seq)
+                if seq >= stream.floor and key not in self._replies and key not in self._running:
+                    self._remember(key, stream, REPLAYED, (model, part))
+
+
+#: The reply to a resend of a request that was applied before its partition moved: the
+#: original reply is gone with the shard that sent it.
+REPLAYED = ({"replayed": True}, ())
 
 
 def _parse(tag: Any) -> tuple[bytes, int, int]:

@@ -55,7 +55,7 @@ class Scaler(Model):
         self.calls += 1
         return {"part": view.part, "calls": self.calls}, (weights.data[rows].sum(axis=1),)
 
-    @udf(threaded=True)
+    @udf(threaded=True, read=True)
     def sum_squares(self, view, args, arrays):
         """Per-row sums of squares over this partition's columns, of the rows in `arrays`
         (all rows if none). It says where it ran: the shard hands a threaded op to its
@@ -74,7 +74,7 @@ class Scaler(Model):
         self.naps += 1
         return {"naps": self.naps}
 
-    @udf
+    @udf(read=True)
     def naps(self, view, args, arrays):
         """How many naps this shard has finished (a read)."""
         return {"naps": self.naps}

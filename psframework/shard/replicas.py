@@ -1,0 +1,114 @@
+"""What a shard needs to keep copies of a partition consistent: a write gate per
+partition, and the forwarding of writes from a partition's primary to its backups.
+
+- `Gate`: writes to a partition pass through its gate. A snapshot (a checkpoint, or the
+  copy that builds a new backup) closes it: new writes wait, the snapshot waits for the
+  writes still running (on the thread pool) to finish, copies, and opens it again — a
+  brief per-partition pause, while the other partitions go on.
+- `Forwarder`: a primary applies a write and sends the same request, tagged `replica`,
+  to every backup of the partition at once; it answers the client only when all have
+  applied it (primary-backup replication). A backup that cannot be reached is retried
+  until it answers or the master takes it out of the partition's backups (it is dead):
+  a write is acknowledged only once every live copy holds it. The backups apply the
+  client's exactly-once tag too, so a client retrying a write after its primary died is
+  answered by the promoted backup from memory, not applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from psframework.config import Settings, parse_address
+from psframework.errors import ConnectionLostError, PSError, RequestTimeoutError
+from psframework.protocol import Message
+from psframework.transport import ClientConnection, connect
+
+__all__ = ["Gate", "Forwarder"]
+
+
+class Gate:
+    """The write gate of one partition: open, or closed for a snapshot."""
+
+    __slots__ = ("active", "_opened", "_idle")
+
+    def __init__(self) -> None:
+        self.active = 0  # writes running off the event loop
+        self._opened: asyncio.Event | None = None  # set while open; None: never closed
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened is None or self._opened.is_set()
+
+    async def enter(self) -> None:
+        while not self.is_open:
+            await self._opened.wait()
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def close(self) -> None:
+        """Stop new writes and wait for the running ones; `open()` undoes it."""
+        while not self.is_open:  # another snapshot holds it: queue behind it
+            await self._opened.wait()
+        if self._opened is None:
+            self._opened = asyncio.Event()
+        self._opened.clear()
+        while self.active:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        self._idle = None
+
+    def open(self) -> None:
+        self._opened.set()
+
+
+class Forwarder:
+    """Sends a primary's writes to its backups, one reused connection per backup."""
+
+    def __init__(self, settings: Settings, targets: Callable[[str, str, int], list[str]]) -> None:
+        self.settings = settings
+        self._targets = targets  # (model, uid, part) -> the backups' addresses, as of now
+        self._tls = settings.client_tls()
+        self._conns: dict[str, ClientConnection] = {}
+
+    async def connection(self, address: str) -> ClientConnection:
+        conn = self._conns.get(address)
+        if conn is None or not conn.is_open:
+            s = self.settings
+            host, port = parse_address(address)
+            conn = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
+                                 timeout=s.connect_timeout, ssl_context=self._tls)
+            self._conns[address] = conn
+        return conn
+
+    async def forward(self, msg: Message, uid: str, part: int,
+                      addresses: list[str]) -> list[PSError]:
+        """Send `msg` to the backups; returns the errors of those that refused it."""
+        out = await asyncio.gather(*(self._one(msg, uid, part, a) for a in addresses))
+        return [e for e in out if e is not None]
+
+    async def _one(self, msg: Message, uid: str, part: int, address: str) -> PSError | None:
+        s = self.settings
+        args = {**msg.args, "replica": True}
+        delay = 0.02
+        while address in self._targets(msg.model, uid, part):
+            try:
+                conn = await self.connection(address)
+                await conn.request(msg.op, msg.model, args, msg.arrays, timeout=s.request_timeout)
+                return None
+            except (ConnectionLostError, RequestTimeoutError):
+                await asyncio.sleep(delay)  # until it answers or the master drops it
+                delay = min(2 * delay, 0.25)
+            except PSError as e:
+                return e
+        return None
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
