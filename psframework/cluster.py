@@ -162,7 +162,9 @@ class LocalCluster:
         for c in self._clients:
             c.close()
         self._clients.clear()
-        stop_servers([*self.shard_processes, self.master_process])
+        # the master first: shards that stop before it would look like failures to it
+        stop_servers([self.master_process])
+        stop_servers(self.shard_processes)
         self.shard_processes.clear()
         self.master_process = None
 

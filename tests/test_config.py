@@ -27,7 +27,7 @@ def test_precedence_flags_env_file_defaults(tmp_path, monkeypatch):
     assert s.master == "h:1"
     assert s.secret_bytes == b"from-env"
     assert "from-env" not in repr(s)       # secrets are not printed
-    assert s.heartbeat_timeout == 3.0      # default
+    assert s.heartbeat_timeout == 1.5      # default
     monkeypatch.delenv("PSF_REQUEST_TIMEOUT")
     assert load_settings(toml).request_timeout == 7.5
 

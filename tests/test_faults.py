@@ -88,7 +88,9 @@ def test_killed_shard_is_reported_not_hung(fresh_cluster):
     victim = wait_until(lambda: [s["name"] for s in c.status()["servers"] if s["pid"] == pid])
     cluster.kill_shard(0)
     started = time.monotonic()
-    with pytest.raises(ConnectionLostError, match="gave up after retrying") as e:
+    # lost (no replica, no checkpoint) once the master has seen it die; before, given up
+    with pytest.raises(ConnectionLostError, match="is lost: its shard died|gave up after "
+                       "retrying") as e:
         m.to_numpy()
     assert [e.value.shard] == victim and e.value.model == "m"
     assert time.monotonic() - started < 30  # a bound against hanging, not a speed check

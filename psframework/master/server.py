@@ -52,6 +52,7 @@ __all__ = ["Master", "METADATA_FILE"]
 METADATA_FILE = files.MANIFEST
 READS = ("ping", "lookup", "status", "heartbeat")
 PROBE_TIMEOUT = 0.5  # seconds to wait for a shard's port to accept a connection
+PROBES = (0.0, 0.05, 0.15, 0.3)  # pauses before each look at a shard whose connection dropped
 
 
 class Master:
@@ -144,6 +145,7 @@ class Master:
             self._watch.cancel()
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             self._server.close()
         for conn in self._conns.values():
@@ -258,16 +260,19 @@ class Master:
         if info is None or not info.alive or self._conns.get(name) not in (conn, None):
             return
         host, port = parse_address(info.address)
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
-                                               PROBE_TIMEOUT)
-            writer.close()
-        except (OSError, asyncio.TimeoutError) as e:
-            refused = isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == \
-                errno.ECONNREFUSED
-            if refused and info.alive and self.servers.get(name) is info:
-                self._declare_dead(info, "closed its connection and refuses new ones")
-            # else unreachable or slow: the heartbeats decide
+        for pause in PROBES:  # a dying process may close this connection before its port
+            await asyncio.sleep(pause)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                   PROBE_TIMEOUT)
+                writer.close()
+            except (OSError, asyncio.TimeoutError) as e:
+                if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == \
+                        errno.ECONNREFUSED:
+                    if info.alive and self.servers.get(name) is info:
+                        self._declare_dead(info, "closed its connection and refuses new ones")
+                    return
+            # it answered (or is unreachable or slow): look again, then leave it to heartbeats
 
     async def shard_request(self, shard: str, op: str, model: str, args: dict) -> Message:
         s = self.settings

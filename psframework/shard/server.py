@@ -46,8 +46,10 @@ from psframework.shard.heartbeat import Heartbeat
 from psframework.shard.hosted import HostedModel
 from psframework.shard.replicas import Forwarder, Gate
 from psframework.transport.once import OnceLog
+from psframework.transport.ratelimit import RateLimited
 
 log = logging.getLogger("psframework.shard")
+_misses = RateLimited(log)
 
 __all__ = ["Shard"]
 
@@ -239,14 +241,13 @@ class Shard:
         if not replica:
             self._check_lease(msg, part)
         gate = hosted.gate(part)
-        backups = () if replica else tuple(hosted.backups.get(part, ()))
-        if gate.is_open and not backups:  # the common case: no copy to keep, no snapshot
-            result = apply()
+        if gate.is_open and (replica or not hosted.backups.get(part)):
+            result = apply()  # the common case: no copy to keep, no snapshot running
             if inspect.isawaitable(result):
                 gate.active += 1
                 return self._leaving(gate, result)
             return result
-        return self._gated(hosted, msg, part, gate, apply, backups)
+        return self._gated(hosted, msg, part, gate, apply, replica)
 
     @staticmethod
     async def _leaving(gate: Gate, result):
@@ -256,9 +257,11 @@ class Shard:
             gate.leave()
 
     async def _gated(self, hosted: HostedModel, msg: Message, part: int, gate: Gate, apply,
-                     backups: tuple[str, ...]):
+                     replica: bool):
         await gate.enter()
         try:
+            # the backups as of now: a snapshot that held the gate may have added one
+            backups = () if replica else tuple(hosted.backups.get(part, ()))
             result = apply()  # a request that fails here goes to no backup
             if not backups:
                 return await result if inspect.isawaitable(result) else result
@@ -272,8 +275,8 @@ class Shard:
                 # cache the backup lacks, having been built after the batch began): the
                 # copies differ by this one write, which is counted and logged
                 self.replica_misses += 1
-                log.warning("a backup of partition %d of %s did not apply %s: %s",
-                            part, msg.model, msg.op, err)
+                _misses.warning("a backup of partition %d of %s did not apply %s: %s",
+                                part, msg.model, msg.op, err)
             return result
         finally:
             gate.leave()
@@ -592,6 +595,7 @@ class Shard:
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
             "ops": dict(self.ops_served), "udf_seconds": dict(self.udf_seconds),
             "duplicates": self.once.duplicates, "stale": self.once.stale,
+            "replica_misses": self.replica_misses,
             "connections": self.traffic.connections,
             "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
             "memory_limit": self.memory_limit, "kernels": aggregate.compiled(),
