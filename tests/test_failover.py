@@ -215,20 +215,28 @@ def precision_at_10(model, data) -> float:
     return float(np.mean(hits) / 10)
 
 
-def test_fmpair_fit_goes_on_through_a_killed_shard(fresh_cluster):
+@pytest.mark.parametrize("copies", ["replicas", "checkpoints"])
+def test_fmpair_fit_goes_on_through_a_killed_shard(fresh_cluster, tmp_path, copies):
+    """With a backup the partition's primary moves there; without, the partition comes
+    back from its last checkpoint (and the batch steps in flight there are dropped)."""
     data = make_synthetic(n_users=300, n_items=150, n_artists=10, interactions_per_user=10,
                           seed=3)
     params = dict(dims=32, epochs=10, step_size=0.1, loss="warp", seed=1)
-    reference = precision_at_10(LocalFMPair(**params, master=fresh_cluster(3, replicas=2).address)
+    reference = precision_at_10(LocalFMPair(**params, master=fresh_cluster(3).address)
                                 .fit(data.train), data)
-    cluster = fresh_cluster(3, replicas=2)
+    cluster = fresh_cluster(3, **({"replicas": 2} if copies == "replicas" else
+                                  {"checkpoint_dir": str(tmp_path), "checkpoint_interval": 0.1}))
     killed = []
 
     def kill_once(epoch, *_):
-        if not killed:
+        if epoch == 2:
+            if copies == "checkpoints":  # at least one checkpoint exists by now
+                wait_until(lambda: all(m["checkpoint"] for m in cluster.client().status()["models"]))
             killed.append(epoch)
             cluster.kill_shard(1)
     model = LocalFMPair(**params, master=cluster.address, callback=kill_once).fit(data.train)
     assert killed and len(model.history_) == params["epochs"]
+    status = cluster.client().status()
+    assert sum(not s["alive"] for s in status["servers"]) == 1
     assert precision_at_10(model, data) >= 0.9 * reference
     assert reference > 0.1  # of at most 0.2 (two test items per user): it learned

@@ -31,6 +31,10 @@ from models.fmpair.losses import standard_pairs
 
 __all__ = ["FMPairPlugin", "OPTIMIZERS"]
 
+#: What a shard says when a batch's adjust finds no cached dotprod: it expired, or the
+#: partition was restored from a checkpoint since (a failover without a backup)
+UNCACHED = "no cached dotprod"
+
 OPTIMIZERS = ("adagrad", "adabatch")
 MAX_CACHED_BATCHES = 10_000
 
@@ -87,7 +91,7 @@ class FMPairPlugin(Model):
         with self._lock:
             found = self._cache.get(key)
         if found is None or found[0] < time.monotonic() - self.config["cache_ttl"]:
-            raise RemoteError(f"no cached dotprod for batch {key!r}: it expired (cache_ttl="
+            raise RemoteError(f"{UNCACHED} for batch {key!r}: it expired (cache_ttl="
                               f"{self.config['cache_ttl']}s) or was never made; run dotprod again")
         return found[1]
 

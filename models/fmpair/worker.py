@@ -14,9 +14,10 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from psframework import AsyncClient
+from psframework import AsyncClient, RemoteError
 from models.fmpair import losses
 from models.fmpair.features import FeatureSpace
+from models.fmpair.plugin import UNCACHED
 from models.fmpair.sampling import NegativeSampler
 
 __all__ = ["Trainer", "EpochStats"]
@@ -52,6 +53,7 @@ class Trainer:
         self.users, self.items = coo.row.astype(np.int64), coo.col.astype(np.int64)
         self._key_prefix = int.from_bytes(os.urandom(3), "little") << 32
         self._keys = 0
+        self.dropped = 0  # batch steps lost with a partition restored from a checkpoint
 
     async def _dotprod(self, batch: losses.Batch, earlier: list[tuple[int, np.ndarray]]
                        ) -> tuple[int, np.ndarray, float, int]:
@@ -62,11 +64,29 @@ class Trainer:
         args = {"key": key, "adjust": [k for k, _ in earlier]}
         arrays = batch.arrays + tuple(c for _, c in earlier)
         # without coefficients a dotprod only caches under its key: running it twice is harmless
-        replies = await self.client.call(self.model, "dotprod", args, arrays, once=bool(earlier),
-                                         idempotent=not earlier)
+        try:
+            replies = await self.client.call(self.model, "dotprod", args, arrays,
+                                             once=bool(earlier), idempotent=not earlier)
+        except RemoteError as e:
+            if not earlier or UNCACHED not in e.message:
+                raise
+            # a partition was restored from a checkpoint (its shard died without a
+            # backup): the cached sums of the batches in flight went with it, so their
+            # steps are dropped there — the batch itself goes again, on its own
+            self.dropped += len(earlier)
+            replies = await self.client.call(self.model, "dotprod", {"key": key, "adjust": []},
+                                             batch.arrays, idempotent=True)
         x = sum(out[0] for _, out in replies)  # each shard: its part of the differences
         coef, total, counted = losses.coefficients(self.loss, x, batch.valid, self.space.n_items)
         return key, coef, total, counted
+
+    async def _adjust(self, key: int, coef: np.ndarray) -> None:
+        try:
+            await self.client.call(self.model, "adjust", {"key": key}, (coef,), once=True)
+        except RemoteError as e:
+            if UNCACHED not in e.message:
+                raise
+            self.dropped += 1  # as in _dotprod: lost with a restored partition
 
     async def epoch(self, number: int, on_batch: Callable[[int, float, int], None] | None = None
                     ) -> EpochStats:
@@ -108,8 +128,7 @@ class Trainer:
             if in_flight:
                 done, in_flight = await asyncio.wait(in_flight)
                 collect(done)
-            await asyncio.gather(*(self.client.call(self.model, "adjust", {"key": key}, (coef,),
-                                                    once=True) for key, coef in pending))
+            await asyncio.gather(*(self._adjust(key, coef) for key, coef in pending))
         finally:
             for task in in_flight:
                 task.cancel()
