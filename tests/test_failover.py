@@ -240,3 +240,41 @@ def test_fmpair_fit_goes_on_through_a_killed_shard(fresh_cluster, tmp_path, copi
     assert sum(not s["alive"] for s in status["servers"]) == 1
     assert precision_at_10(model, data) >= 0.9 * reference
     assert reference > 0.1  # of at most 0.2 (two test items per user): it learned
+
+
+@pytest.mark.parametrize("which", ["mf_sgd", "pa"])
+def test_mf_sgd_and_pa_fits_go_on_through_a_killed_shard(fresh_cluster, which):
+    """The other training loops need nothing of their own: their pulls and pushes follow
+    the partitions to the promoted backups."""
+    if which == "mf_sgd":
+        from models.mf_sgd import LocalMFSGD
+        from models.synthetic_ratings import make_ratings
+        data = make_ratings(200, 150, 30, seed=5)
+        users, items, ratings = data.test
+
+        def fit(master, callback=None):
+            model = LocalMFSGD(rank=8, epochs=8, step_size=0.02, master=master, seed=2,
+                               show_progress=False, callback=callback).fit(*data.train)
+            return -np.sqrt(np.mean((model.predict(users, items) - ratings) ** 2))
+    else:
+        from models.pa import LocalPA
+        from models.synthetic_text import make_messages
+        data = make_messages(3000, vocabulary=2000, seed=6)
+
+        def fit(master, callback=None):
+            with LocalPA(hash_bits=12, max_iter=6, master=master, show_progress=False,
+                         callback=callback) as model:
+                model.fit(data.words[:2500], data.labels[:2500])
+                return model.score(data.words[2500:], data.labels[2500:])
+    reference = fit(fresh_cluster(3).address)
+    cluster = fresh_cluster(3, replicas=2)
+    killed = []
+
+    def kill_once(epoch, entry):
+        if epoch == 1:
+            killed.append(epoch)
+            cluster.kill_shard(0)
+    got = fit(cluster.address, kill_once)
+    assert killed and sum(not s["alive"] for s in cluster.client().status()["servers"]) == 1
+    # within 10% of the fault-free run: RMSE (negated) or held-out accuracy
+    assert got >= reference - 0.1 * abs(reference), (got, reference)
