@@ -49,7 +49,8 @@ NON_DEFAULT = {"userCol": "u", "itemCol": "i", "userctxfeaturesCol": "ctx",
                "maxIter": 3, "stepSize": 0.05, "seed": 7, "batchSize": 64, "numDims": 8,
                "linearReg": 0.02, "factorsReg": 0.003, "numNegatives": 5,
                "optimizer": "adabatch", "numParameterServers": 2,
-               "parameterServerHost": "127.0.0.1:1", "numConcurrentBatches": 3}
+               "parameterServerHost": "127.0.0.1:1", "numConcurrentBatches": 3, "replicas": 2,
+               "checkpointInterval": 2, "resumeFrom": "/nowhere"}
 
 
 # -- helpers -------------------------------------------------------------------------------

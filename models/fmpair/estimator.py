@@ -39,7 +39,9 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import SparkParameterServer, ml, pin_local_interpreter
+from psframework.spark import (
+    SparkParameterServer, Training, checkpoint_settings, ml, pin_local_interpreter,
+)
 from models.fmpair.local import LocalFMPair
 from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
@@ -90,6 +92,12 @@ class _FMPairParams(ml.ParamValues):
                           TypeConverters.toInt)
     optimizer = _param("optimizer", f"per-feature adaptive steps, one of {OPTIMIZERS}",
                        TypeConverters.toString)
+    checkpointInterval = _param("checkpointInterval", "checkpoint the model every this many "
+                                "epochs, to the SparkContext's checkpoint directory "
+                                "(integrated mode) or the master's checkpoint_dir; unset: "
+                                "never", TypeConverters.toInt)
+    resumeFrom = _param("resumeFrom", "a checkpoint directory a failed fit named: train from "
+                        "it, for the epochs it had not done", TypeConverters.toString)
     numConcurrentBatches = _param("numConcurrentBatches", "mini-batches in flight per "
                                   "partition", TypeConverters.toInt)
 
@@ -99,12 +107,14 @@ class _FMPairParams(ml.ParamValues):
                          sampler="uniform", loss="bpr", rho=1.0, maxIter=10, stepSize=0.1,
                          seed=1, batchSize=256, numDims=150, linearReg=0.01, factorsReg=0.001,
                          numNegatives=10, optimizer="adagrad", numParameterServers=3,
-                         numConcurrentBatches=2)
+                         numConcurrentBatches=2, replicas=1)
 
     def _check(self) -> None:
         """Every param, before anything starts; errors name the param."""
         self._need_counts(("maxIter", "batchSize", "numDims", "numNegatives",
-                           "numParameterServers", "numConcurrentBatches"))
+                           "numParameterServers", "numConcurrentBatches", "replicas"))
+        every = self._value("checkpointInterval")
+        self._need(every is None or every >= 1, "checkpointInterval", "a positive integer")
         self._need(self._value("sampler") in SAMPLERS, "sampler", f"one of {SAMPLERS}")
         self._need(self._value("loss") in LOSSES, "loss", f"one of {LOSSES}")
         self._need(self._value("optimizer") in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
@@ -151,7 +161,8 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                  batchSize: int = 256, numDims: int = 150, linearReg: float = 0.01,
                  factorsReg: float = 0.001, numNegatives: int = 10, optimizer: str = "adagrad",
                  numParameterServers: int = 3, parameterServerHost: str | None = None,
-                 numConcurrentBatches: int = 2) -> None:
+                 numConcurrentBatches: int = 2, replicas: int = 1,
+                 checkpointInterval: int | None = None, resumeFrom: str | None = None) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -165,7 +176,9 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                   linearReg: float = 0.01, factorsReg: float = 0.001, numNegatives: int = 10,
                   optimizer: str = "adagrad", numParameterServers: int = 3,
                   parameterServerHost: str | None = None,
-                  numConcurrentBatches: int = 2) -> "FMPair":
+                  numConcurrentBatches: int = 2, replicas: int = 1,
+                  checkpointInterval: int | None = None,
+                  resumeFrom: str | None = None) -> "FMPair":
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -177,29 +190,30 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         meta = Metadata.compute(self, dataset)
         host = self._value("parameterServerHost")
         spark = dataset.sparkSession
+        every = self._value("checkpointInterval")
         ps = SparkParameterServer(spark, None if host else self._value("numParameterServers"),
-                                  host=host)
+                                  host=host, **({} if host else checkpoint_settings(spark, every)))
         with ps:
             name = f"fmpair-{uuid.uuid4().hex[:12]}"
             client = ps.client()
-            client.create_model(name, "fmpair", {
+            config = {
                 "n_features": meta.space.n_features, "dims": self._value("numDims"),
                 "seed": self._value("seed"), "step_size": self._value("stepSize"),
                 "linear_reg": self._value("linearReg"), "factors_reg": self._value("factorsReg"),
-                "optimizer": self._value("optimizer")})
-            try:
-                history = self._train(spark, dataset, meta, ps.master, name)
+                "optimizer": self._value("optimizer")}
+            # a failed fit leaves the model (separate mode) and its checkpoints, and says so
+            with Training(ps, name, "fmpair", config, replicas=self._value("replicas"),
+                          every=every, resume_from=self._value("resumeFrom"),
+                          what="FMPair.fit") as training:
+                history = self._train(spark, dataset, meta, ps.master, name, training)
                 n = meta.space.n_features
                 ensure_memory(n * (self._value("numDims") + 1) * 4 * 2,
                               f"FMPair.fit pulling {n:,} features' parameters to the driver",
                               "give the driver more memory (spark.driver.memory)")
-                every = np.arange(n)
+                every_feature = np.arange(n)
                 state = LocalFMPair(dims=self._value("numDims"))
-                state.factors_ = client.pull_rows(name, "factors", every)
-                state.linear_ = client.pull_rows(name, "linear", every)
-            except BaseException:
-                client.destroy(name)
-                raise
+                state.factors_ = client.pull_rows(name, "factors", every_feature)
+                state.linear_ = client.pull_rows(name, "linear", every_feature)
             state.space_, state.train_ = meta.space, None  # training items stay in Spark
             state.history_ = history
             keep = not ps.integrated  # a separate cluster keeps it until destroy()
@@ -208,7 +222,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         return self._copyValues(model)
 
     def _train(self, spark, dataset: DataFrame, meta: "Metadata", master: str,
-               name: str) -> list[dict]:
+               name: str, training: Training) -> list[dict]:
         cols = [F.col(self._value("userCol")).cast("long").alias("user"),
                 F.col(self._value("itemCol")).cast("long").alias("item")]
         if self._value("userctxfeaturesCol"):
@@ -224,7 +238,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         job.update(master=master, name=name, epochs=self._value("maxIter"))
         history = []
         try:
-            for epoch in range(self._value("maxIter")):
+            for epoch in range(training.first, self._value("maxIter")):
                 started = time.perf_counter()
                 step = f"FMPair epoch {epoch + 1}/{self._value('maxIter')}"
                 sc.setJobDescription(step)
@@ -243,6 +257,7 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                                 "seconds": seconds})
                 log.info("FMPair epoch %d/%d: loss %.4f, %d pairs, %.0f pairs/s", epoch + 1,
                          self._value("maxIter"), loss, pairs, pairs / max(seconds, 1e-9))
+                training.epoch_done(epoch)
         finally:
             sc.setJobDescription(None)
             data.unpersist()

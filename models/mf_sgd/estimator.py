@@ -35,7 +35,9 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import SparkParameterServer, arrow, ml, pin_local_interpreter
+from psframework.spark import (
+    SparkParameterServer, Training, arrow, ml, pin_local_interpreter,
+)
 from models.frames import recommendations
 from models.mf_sgd.local import LocalMFSGD
 from models.mf_sgd.plugin import SCHEDULES
@@ -83,11 +85,11 @@ class _MFSGDParams(ml.ParamValues):
                          predictionCol="prediction", rank=10, maxIter=10, regParam=0.02,
                          stepSize=0.005, decay=1.0, biases=True, schedule="rotation", seed=0,
                          coldStartStrategy="nan", batchSize=1024, numConcurrentBatches=2,
-                         numParameterServers=2)
+                         numParameterServers=2, replicas=1)
 
     def _check(self) -> None:
         self._need_counts(("rank", "maxIter", "batchSize", "numConcurrentBatches",
-                           "numParameterServers"))
+                           "numParameterServers", "replicas"))
         self._need(self._value("stepSize") > 0, "stepSize", "> 0")
         self._need(self._value("regParam") >= 0, "regParam", ">= 0")
         self._need(0 < self._value("decay") <= 1, "decay", "in (0, 1]")
@@ -121,7 +123,7 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                  decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
                  seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
                  numConcurrentBatches: int = 2, numParameterServers: int = 2,
-                 parameterServerHost: str | None = None) -> None:
+                 parameterServerHost: str | None = None, replicas: int = 1) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -133,7 +135,7 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                   decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
                   seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
                   numConcurrentBatches: int = 2, numParameterServers: int = 2,
-                  parameterServerHost: str | None = None) -> "MFSGD":
+                  parameterServerHost: str | None = None, replicas: int = 1) -> "MFSGD":
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def _fit(self, dataset: DataFrame) -> "MFSGDModel":
@@ -156,36 +158,37 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                                   self._value("numParameterServers"), host=host) as ps:
             name = f"mf_sgd-{uuid.uuid4().hex[:12]}"
             client = ps.client()
-            client.create_model(name, "mf_sgd", {"n_items": meta["n_items"], "rank": rank,
-                                                 "schedule": self._value("schedule"),
-                                                 "epochs": epochs})
+            config = {"n_items": meta["n_items"], "rank": rank,
+                      "schedule": self._value("schedule"), "epochs": epochs}
             rated = sc.broadcast(meta["rated_items"]) if meta["valid_ratings"] else None
-            try:
-                rng = np.random.default_rng(self._value("seed"))
-                every = np.arange(meta["n_items"])
-                client.run(push_item_side(
-                    client.aio, name, every, rng.normal(0, 0.1, (meta["n_items"], rank))
-                    .astype(np.float32), np.zeros(meta["n_items"], np.float32)))
-                job = {k: self._value(k) for k in ("rank", "maxIter", "regParam", "stepSize",
-                                                   "decay", "biases", "schedule", "seed",
-                                                   "batchSize", "numConcurrentBatches")}
-                job.update(master=ps.master, name=name, mu=meta["mu"], n_items=meta["n_items"],
-                           parts=parts)
-                data = dataset.select(
-                    id_column(user).alias("user"), id_column(item).alias("item"),
-                    F.col(rating).cast("float").alias("rating"),
-                    (F.col(valid) if valid else F.lit(False)).alias("valid"),
-                ).repartition(parts, "user")
-                with EpochLog(client, name, epochs, parts, rated is not None) as progress:
-                    users = data.mapInArrow(Train(job, rated), USERS_SCHEMA,
-                                            barrier=True).toArrow()
-                state.item_factors_, state.item_bias_ = client.run(
-                    pull_item_side(client.aio, name, every))
-                state.history_ = progress.history()
-            finally:  # the fitted model needs no server: nothing stays on it
-                client.destroy(name)
+            try:  # a failed fit leaves the model (separate mode), and says so
+                with Training(ps, name, "mf_sgd", config, replicas=self._value("replicas"),
+                              what="MFSGD.fit"):
+                    rng = np.random.default_rng(self._value("seed"))
+                    every = np.arange(meta["n_items"])
+                    client.run(push_item_side(
+                        client.aio, name, every, rng.normal(0, 0.1, (meta["n_items"], rank))
+                        .astype(np.float32), np.zeros(meta["n_items"], np.float32)))
+                    job = {k: self._value(k) for k in (
+                        "rank", "maxIter", "regParam", "stepSize", "decay", "biases", "schedule",
+                        "seed", "batchSize", "numConcurrentBatches")}
+                    job.update(master=ps.master, name=name, mu=meta["mu"],
+                               n_items=meta["n_items"], parts=parts)
+                    data = dataset.select(
+                        id_column(user).alias("user"), id_column(item).alias("item"),
+                        F.col(rating).cast("float").alias("rating"),
+                        (F.col(valid) if valid else F.lit(False)).alias("valid"),
+                    ).repartition(parts, "user")
+                    with EpochLog(client, name, epochs, parts, rated is not None) as progress:
+                        users = data.mapInArrow(Train(job, rated), USERS_SCHEMA,
+                                                barrier=True).toArrow()
+                    state.item_factors_, state.item_bias_ = client.run(
+                        pull_item_side(client.aio, name, every))
+                    state.history_ = progress.history()
+            finally:
                 if rated is not None:
                     rated.destroy()
+            client.destroy(name)  # the fitted model needs no server: nothing stays on it
         user_ids = arrow.ids(users.column("id"))
         state.user_factors_ = np.zeros((meta["n_users"], rank), np.float32)
         state.user_bias_ = np.zeros(meta["n_users"], np.float32)
@@ -361,3 +364,4 @@ def _save(m: MFSGDModel, data) -> None:
     m.state.save(data / "mf_sgd.npz")
     with open(data / "rated.npz", "wb") as f:
         np.savez(f, users=m.rated_users, items=m.rated_items)
+

@@ -34,7 +34,9 @@ from pyspark.ml.util import (
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import SparkParameterServer, TableProgress, ml, pin_local_interpreter
+from psframework.spark import (
+    SparkParameterServer, TableProgress, Training, ml, pin_local_interpreter,
+)
 from models.pa.data import Classes
 from models.pa.kernels import VARIANTS
 from models.pa.local import LocalPA
@@ -76,10 +78,10 @@ class PAParams(ml.ParamValues):
         self._setDefault(featuresCol="features", labelCol="label", predictionCol="prediction",
                          rawPredictionCol="rawPrediction", variant="pa1", C=1.0, maxIter=5,
                          hashBits=18, fitIntercept=True, batchSize=64, mixing="average",
-                         numParameterServers=2)
+                         numParameterServers=2, replicas=1)
 
     def _check(self) -> None:
-        self._need_counts(("maxIter", "batchSize", "numParameterServers"))
+        self._need_counts(("maxIter", "batchSize", "numParameterServers", "replicas"))
         self._need(1 <= self._value("hashBits") <= 31, "hashBits", "between 1 and 31")
         self._need(self._value("variant") in VARIANTS, "variant", f"one of {VARIANTS}")
         self._need(self._value("C") > 0, "C", "> 0")
@@ -132,7 +134,8 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
                  predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
                  variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
                  fitIntercept: bool = True, batchSize: int = 64, mixing: str = "average",
-                 numParameterServers: int = 2, parameterServerHost: str | None = None) -> None:
+                 numParameterServers: int = 2, parameterServerHost: str | None = None,
+                 replicas: int = 1) -> None:
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -141,8 +144,8 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
                   predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
                   variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
                   fitIntercept: bool = True, batchSize: int = 64, mixing: str = "average",
-                  numParameterServers: int = 2,
-                  parameterServerHost: str | None = None) -> "PassiveAggressive":
+                  numParameterServers: int = 2, parameterServerHost: str | None = None,
+                  replicas: int = 1) -> "PassiveAggressive":
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     def _fit(self, dataset: DataFrame) -> "PassiveAggressiveModel":
@@ -175,16 +178,16 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
                                   self._value("numParameterServers"), host=host) as ps:
             name = f"pa-{uuid.uuid4().hex[:12]}"
             client = ps.client()
-            client.create_model(name, "pa", {"n_features": layout.n_features,
-                                             "n_weights": classes.n_weights,
-                                             "classes": classes.to_wire(), "epochs": epochs})
-            try:
+            config = {"n_features": layout.n_features, "n_weights": classes.n_weights,
+                      "classes": classes.to_wire(), "epochs": epochs}
+            # a failed fit leaves the model (separate mode), and says so
+            with Training(ps, name, "pa", config, replicas=self._value("replicas"),
+                          what="PassiveAggressive.fit"):
                 with TableProgress(client, name, "progress", epochs, tasks, on_epoch):
                     data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True,
                                                     data, tasks)), LEARN_SCHEMA).collect()
                 weights = client.pull_rows(name, "weights", np.arange(layout.n_features + 1))
-            finally:  # the fitted model needs no server: nothing stays on it
-                client.destroy(name)
+            client.destroy(name)  # the fitted model needs no server: nothing stays on it
         model = PassiveAggressiveModel(self._state(layout, weights), layout)
         model.history = entries
         return self._copyValues(model)

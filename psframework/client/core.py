@@ -261,11 +261,15 @@ class AsyncClient:
         and a partition has no backup, it is restored from the latest checkpoint."""
         return await self._master("checkpoint", name, once=True)
 
-    async def load(self, path: str | os.PathLike, name: str | None = None) -> ModelInfo:
-        """Load a saved model (under its saved name, or `name`), after checking every
-        file against the save's manifest (StorageError names what is wrong)."""
-        info = ModelInfo.from_wire(await self._master(
-            "load", name or "", {"path": checks.directory(path)}, once=True))
+    async def load(self, path: str | os.PathLike, name: str | None = None, *,
+                   replicas: int | None = None) -> ModelInfo:
+        """Load a saved model (or a checkpoint) under its saved name, or `name`, after
+        checking every file against the save's manifest (StorageError names what is
+        wrong); `replicas` as for create_model."""
+        args = {"path": checks.directory(path)}
+        if replicas is not None:
+            args["replicas"] = replicas
+        info = ModelInfo.from_wire(await self._master("load", name or "", args, once=True))
         self._models[info.name] = info
         return info
 

@@ -179,6 +179,9 @@ class Master:
         self._spawn(self._watch_connection(name, conn))
         drop = reconcile(name, reg.hosts, self.models, self._installing)
         self.persist()
+        for entry in self.models.values():  # a shard to put the missing copies on, maybe
+            if entry.degraded():
+                self.failover.rebuild(entry)
         log.info("shard %s registered at %s (%d alive)%s", name, reg.address, len(self.alive()),
                  f"; it drops {drop}" if drop else "")
         return {"name": name, "drop": drop}, ()
@@ -543,7 +546,8 @@ class Master:
             if missing or any(t.parts < 1 or t.parts > manifest.parts for t in tables):
                 raise StorageError(f"{directory / files.MANIFEST} lists no file for partitions "
                                    f"{missing[:5]} of its tables; the save is incomplete")
-            entry = self._place(name, manifest.type, manifest.config, tables, manifest.parts)
+            entry = self._place(name, manifest.type, manifest.config, tables, manifest.parts,
+                                replicas=msg.args.get("replicas"))
 
             def records_for(shard: str) -> dict:
                 parts = set(entry.hosted_on(shard))
@@ -555,6 +559,8 @@ class Master:
         now = time.monotonic()
         return {
             "address": self.address,
+            "checkpoint_dir": None if self.settings.checkpoint_dir is None else
+            str(self.settings.checkpoint_dir),
             "servers": [{"name": s.name, "address": s.address, "alive": s.alive,
                          "last_seen": round(now - s.last_seen, 3), "bytes": s.stats.bytes,
                          "pid": s.stats.pid, "ops": dict(s.stats.ops),

@@ -19,6 +19,7 @@ from psframework.spark.executor import executor_client
 from psframework.spark.launch import ShardProcess
 from psframework.spark.parameter_server import SparkParameterServer, pin_local_interpreter
 from psframework.spark.progress import TableProgress
+from psframework.spark.training import Training, checkpoint_settings
 
 __all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow", "ml",
-           "pin_local_interpreter", "TableProgress"]
+           "pin_local_interpreter", "TableProgress", "Training", "checkpoint_settings"]

@@ -23,8 +23,9 @@ def param(name: str, doc: str, converter: Callable) -> Param:
 
 class ParamValues(Params):
     """Params with `_value(name)`: the value, or None when an optional one is unset, and
-    checks whose errors name the param; and the two that every PS estimator has, where
-    its parameter server runs (numParameterServers, parameterServerHost)."""
+    checks whose errors name the param; and the three that every PS estimator has: where
+    its parameter server runs (numParameterServers, parameterServerHost) and how many
+    copies of each partition it keeps (replicas)."""
 
     def _value(self, name: str) -> Any:
         p = self.getParam(name)
@@ -45,6 +46,10 @@ class ParamValues(Params):
     parameterServerHost = param("parameterServerHost", "HOST:PORT of a running psframework "
                                 "master (separate mode); unset: integrated mode",
                                 TypeConverters.toString)
+
+    replicas = param("replicas", "copies of every partition on the parameter server (2: a "
+                     "backup on another shard, so that fit survives the loss of a shard)",
+                     TypeConverters.toInt)
 
     def _need_host(self) -> None:
         """parameterServerHost, if set, is HOST:PORT."""

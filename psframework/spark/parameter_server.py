@@ -3,9 +3,11 @@
 *Integrated* (no `host`): the master is a child process of the driver that watches its
 stdin, so it ends with the driver, however the driver ends. A short Spark job starts the
 shards on executors, one task per shard; each task returns as soon as its shard has
-registered, so no task slot stays held. `close` asks the shards to shut down, then stops
-the master; shards it cannot reach (a crashed driver never asks) exit by themselves once
-their master has been unreachable for `master_grace` seconds.
+registered, so no task slot stays held. When a shard dies (its executor lost, or killed),
+a thread of the driver starts a replacement the same way, and the master rebuilds the
+backups and restores the partitions it can there. `close` stops the master, then asks
+the shards to shut down; shards it cannot reach (a crashed driver never asks) exit by
+themselves once their master has been unreachable for `master_grace` seconds.
 
 *Separate* (`host="HOST:PORT"`): connect to a cluster started with `psframework serve`;
 closing leaves it running.
@@ -20,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -69,6 +72,9 @@ class SparkParameterServer:
         self.shards: list[ShardProcess] = []  # started by this object (integrated mode)
         self._master_process: subprocess.Popen | None = None
         self._client: Client | None = None
+        self._closing = threading.Event()
+        self._keeper: threading.Thread | None = None
+        self.replaced = 0  # shards started in place of dead ones
 
     @property
     def integrated(self) -> bool:
@@ -123,9 +129,27 @@ class SparkParameterServer:
         self.master = listening_address(self._master_process, deadline - time.monotonic())
         self._start_shards(deadline)
         self._await_shards(deadline)
+        self._keeper = threading.Thread(target=self._keep_shards, name="psf-shard-keeper",
+                                        daemon=True)
+        self._keeper.start()
 
-    def _start_shards(self, deadline: float) -> None:
-        n = self.num_shards
+    def _keep_shards(self) -> None:
+        """Start a shard for every one that died, as long as this server is open."""
+        every = max(load_settings(**self.settings).heartbeat_interval * 2, 0.5)
+        while not self._closing.wait(every):
+            try:
+                missing = self.num_shards - self._alive()
+                if missing > 0:
+                    log.warning("%d psframework shard(s) died; starting replacements",
+                                missing)
+                    self._start_shards(time.monotonic() + self.timeout, missing)
+                    self.replaced += missing
+            except Exception as e:  # noqa: BLE001 - keep watching; the next round retries
+                if not self._closing.is_set():
+                    log.warning("could not replace dead psframework shards: %s", e)
+
+    def _start_shards(self, deadline: float, count: int | None = None) -> None:
+        n = self.num_shards if count is None else count
         sc = self.spark.sparkContext
         task = functools.partial(start_shard_task, master=self.master, settings=self.settings,
                                  log_level=self.log_level,
@@ -148,7 +172,7 @@ class SparkParameterServer:
                 f"{self.timeout:g}s: Spark did not run the {n} short tasks that start them in "
                 "time. Give the application more executors or cores (or wait until other "
                 "jobs free theirs), or pass a larger timeout")
-        self.shards = [s for s in started if not s.error]
+        self.shards += [s for s in started if not s.error]
         failed = [s.error for s in started if s.error]
         if failed:
             raise ConnectionLostError(
@@ -169,8 +193,13 @@ class SparkParameterServer:
         return sum(s["alive"] for s in self.client().status()["servers"])
 
     def close(self) -> None:
-        """Integrated mode: stop the master, then wait (bounded) until the shards are gone.
-        Separate mode: close only this driver's client; the cluster keeps running."""
+        """Integrated mode: stop the master, then the shards, and wait (bounded) until
+        they are gone. Separate mode: close only this driver's client; the cluster keeps
+        running."""
+        self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
         shards = {s.address for s in self.shards}
         if (self._master_process is not None and self._master_process.poll() is None
                 and self._client is not None):
@@ -178,14 +207,16 @@ class SparkParameterServer:
                 shards |= {s["address"] for s in self._client.status()["servers"]}
             except PSError:
                 pass
-        if self._master_process is not None and self._client is not None:
+        stopping = self._master_process is not None
+        if stopping:  # first: shards stopping under a live master would look like failures
+            stop_servers([self._master_process])
+            self._master_process = None
+        if stopping and self._client is not None:
             self._shut_down(shards)  # else they would wait master_grace seconds to go
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self._master_process is not None:
-            stop_servers([self._master_process])
-            self._master_process = None
+        if stopping:
             self._await_gone(shards)
         self.shards = []
 
