@@ -94,6 +94,8 @@ class Master:
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
         self._restore_state()
+        for name in self.servers:  # a restarted master: watch the shards it knew
+            self._spawn(self._reach_again(name))
         self._watch = asyncio.ensure_future(self._death_watch())
         self._spawn(self._checkpointer())
         return self.address
@@ -253,6 +255,14 @@ class Master:
         if hit:
             self._spawn(self.failover.shard_died(info.name))
 
+    async def _reach_again(self, name: str) -> None:
+        """Connect to a shard a restarted master knew, so that a drop is seen at once
+        (one that cannot be reached is left to its heartbeats)."""
+        try:
+            await self.shard_request(name, "ping", "", {})
+        except PSError:
+            pass
+
     async def _watch_connection(self, name: str, conn: ClientConnection) -> None:
         """When the master's connection to a shard drops, look at once: a port that
         refuses connections means the process is gone (a kill -9, a crash), and the shard
@@ -289,6 +299,7 @@ class Master:
             conn = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
                                  timeout=s.connect_timeout, ssl_context=self._tls)
             self._conns[shard] = conn
+            self._spawn(self._watch_connection(shard, conn))
         return await conn.request(op, model, args, timeout=s.request_timeout)
 
     async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,

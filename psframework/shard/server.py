@@ -131,6 +131,7 @@ class Shard:
             self._server.close()
         if self._master is not None:
             self._master.close()
+        self.forwarder.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
 
@@ -166,6 +167,7 @@ class Shard:
         else:
             for p in parts:
                 hosted.parts.pop(p, None)
+                hosted.backups.pop(p, None)
         log.warning("shard %s dropped %s of model %s: the master no longer places them here",
                     self.name, "all partitions" if parts is None else f"partitions {parts}", model)
 
