@@ -21,9 +21,10 @@ What the numbers mean (every one measured in this run, default settings unless s
 - push: one client, 64 rows × 16 float32 per push to a row-partitioned matrix on 3
   shards. `latency_us` p50/p99 of sequential pushes; `ops_per_s` with 16 in flight
   (AsyncClient); for replicas 1 and 2, interleaved rep by rep, and their ratios.
-- checkpoint: a float32 model of `model_bytes` (1 GiB; 64 MiB with --quick) on 2 shards,
-  in `parts` partitions: `seconds` for the whole checkpoint (copy + write + fsync +
-  publish), `pause_ms` the longest time one partition's writes were held (the copy).
+- checkpoint: a float32 model of `model_bytes` (1 GiB; 64 MiB with --quick, random
+  values) on 2 shards, in `parts` partitions: `seconds` for the whole checkpoint (copy +
+  write + fsync + publish), `pause_ms` the longest time one partition's writes were held
+  (the copy into memory allocated beforehand).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import time
 import numpy as np
 
 from common import arguments, log, machine
-from psframework import AsyncClient, LocalCluster, load_settings, run
+from psframework import AsyncClient, LocalCluster, init, load_settings, run
 
 PATIENT = load_settings(retry_deadline=60.0, request_timeout=120.0)
 
@@ -163,7 +164,8 @@ def checkpoint_cost(model_bytes: int, parts: int) -> dict:
     with tempfile.TemporaryDirectory() as ckpt, \
             LocalCluster(2, checkpoint_dir=ckpt) as cluster:
         c = cluster.client(settings=PATIENT)
-        c.create_matrix("big", rows, cols, "float32", parts=parts)
+        c.create_matrix("big", rows, cols, "float32", parts=parts,  # every page written
+                        init=init.uniform(-1, 1, seed=0))
         started = time.perf_counter()
         done = c.checkpoint("big")
         return {"model_bytes": rows * cols * 4, "parts": parts,

@@ -94,21 +94,25 @@ def test_replicated_pushes_survive_a_killed_primary_exactly(fresh_cluster, parti
     np.testing.assert_array_equal(c.pull_rows("m", "values", np.arange(90)), replay((90, 6), work))
 
 
-def test_a_killed_backup_costs_no_push_and_is_replaced(fresh_cluster):
+@pytest.mark.parametrize("rows", [40, 400_000])
+def test_a_killed_backup_costs_no_push_and_is_replaced(fresh_cluster, rows):
+    """Pushes go on while the new backup is built (the big partition takes a while to
+    copy), and it gets them all: killing the primary afterwards loses nothing."""
     cluster = fresh_cluster(3, replicas=2)
     c = cluster.client(settings=PATIENT)
-    c.create_matrix("one", 40, 3, "int64", parts=1)
-    work = [batches(seed, 50, 40, 3) for seed in (7, 8)]
+    c.create_matrix("one", rows, 3, "int64", parts=1)
+    work = [batches(seed, 150, rows, 3) for seed in (7, 8)]
     victim = victim_of(c, cluster, 0, "one", role="backup")
     gone = c.status()["models"][0]["backups"][0][0]
     push_through(c, "one", work, lambda: cluster.kill_shard(victim), 10, "int64")
-    np.testing.assert_array_equal(c.pull_rows("one", "values", np.arange(40)), replay((40, 3), work))
+    every = np.arange(rows)
+    np.testing.assert_array_equal(c.pull_rows("one", "values", every), replay((rows, 3), work))
     model = wait_until(lambda: [m for m in c.status()["models"]
                                 if m["backups"][0] and m["backups"][0] != [gone]])[0]
     alive = {s["name"] for s in c.status()["servers"] if s["alive"]}
     assert {model["placement"][0], model["backups"][0][0]} == alive
     cluster.kill_shard(victim_of(c, cluster, 0, "one"))  # and the new backup holds it all
-    np.testing.assert_array_equal(c.pull_rows("one", "values", np.arange(40)), replay((40, 3), work))
+    np.testing.assert_array_equal(c.pull_rows("one", "values", every), replay((rows, 3), work))
 
 
 def test_unreplicated_partitions_come_back_from_the_checkpoint_losing_only_later_pushes(

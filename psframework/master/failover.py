@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from psframework.errors import PSError
 from psframework.master.catalog import ModelEntry
-from psframework.storage import files
+from psframework.storage import files, memory
 
 if TYPE_CHECKING:
     from psframework.master.server import Master
@@ -143,13 +143,21 @@ class Failover:
                     log.warning("partition %d of %s stays without a backup: no other live "
                                 "shard", p, entry.name)
                     break
+                # bounded, but patient with a big partition (it streams at >= 20 MB/s)
+                timeout = m.settings.request_timeout + memory.partition_bytes(
+                    entry.tables, [p]) / 20e6
                 try:
                     await m.shard_request(primary, "copy_to", entry.name, {
                         **m.model_args(entry), "part": p,
-                        "address": m.servers[target].address})
+                        "address": m.servers[target].address}, timeout=timeout)
                 except PSError as e:
                     log.warning("could not build a backup of partition %d of %s on %s: %s",
                                 p, entry.name, target, e)
+                    try:  # what the target got of it goes
+                        await m.shard_request(target, "destroy", entry.name,
+                                              {"uid": entry.uid, "parts": [p]})
+                    except PSError:
+                        pass
                     break
                 entry.backups[p].append(target)
                 log.info("partition %d of %s has a new backup on %s", p, entry.name, target)

@@ -287,7 +287,8 @@ class Master:
                     return
             # it answered (or is unreachable or slow): look again, then leave it to heartbeats
 
-    async def shard_request(self, shard: str, op: str, model: str, args: dict) -> Message:
+    async def shard_request(self, shard: str, op: str, model: str, args: dict, *,
+                            timeout: float | None = None) -> Message:
         s = self.settings
         conn = self._conns.get(shard)
         if conn is None or not conn.is_open:
@@ -300,7 +301,7 @@ class Master:
                                  timeout=s.connect_timeout, ssl_context=self._tls)
             self._conns[shard] = conn
             self._spawn(self._watch_connection(shard, conn))
-        return await conn.request(op, model, args, timeout=s.request_timeout)
+        return await conn.request(op, model, args, timeout=timeout or s.request_timeout)
 
     async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
                          per_shard=None, shards: list[str] | None = None) -> list[Message]:

@@ -23,6 +23,8 @@ class HostedModel:
     parts: dict[int, dict[str, Partition]] = field(default_factory=dict)
     # partitions this shard is the primary of -> their backups' addresses
     backups: dict[int, list[str]] = field(default_factory=dict)
+    # partitions this shard is the primary of -> backups being built -> their writes in flight
+    building: dict[int, dict[str, set]] = field(default_factory=dict)
     gates: dict[int, Gate] = field(default_factory=dict)
 
     def gate(self, part: int) -> Gate:

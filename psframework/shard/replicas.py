@@ -17,7 +17,7 @@ partition, and the forwarding of writes from a partition's primary to its backup
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Awaitable, Callable
 
 from psframework.config import Settings, parse_address
 from psframework.errors import ConnectionLostError, PSError, RequestTimeoutError
@@ -86,27 +86,54 @@ class Forwarder:
             self._conns[address] = conn
         return conn
 
-    async def forward(self, msg: Message, uid: str, part: int,
-                      addresses: list[str]) -> list[PSError]:
-        """Send `msg` to the backups; returns the errors of those that refused it."""
-        out = await asyncio.gather(*(self._one(msg, uid, part, a) for a in addresses))
+    def forward(self, msg: Message, uid: str, part: int,
+                addresses: list[str]) -> Awaitable[list[PSError]]:
+        """Send `msg` to the backups now — so that writes reach a backup in the order the
+        primary applied them, which its exactly-once window relies on — and return an
+        awaitable of the errors of those that refused it."""
+        args = {**msg.args, "replica": True}
+        sent = [self._send(address, msg, args) for address in addresses]
+        return self._gather(msg, args, uid, part, addresses, sent)
+
+    def _send(self, address: str, msg: Message, args: dict) -> Awaitable | None:
+        conn = self._conns.get(address)
+        if conn is None or not conn.is_open:
+            return None
+        try:
+            return conn.start(msg.op, msg.model, args, msg.arrays, self.settings.request_timeout)
+        except PSError:
+            return None
+
+    async def _gather(self, msg: Message, args: dict, uid: str, part: int,
+                      addresses: list[str], sent: list) -> list[PSError]:
+        out = await asyncio.gather(*(self._one(msg, args, uid, part, a, first)
+                                     for a, first in zip(addresses, sent)))
         return [e for e in out if e is not None]
 
-    async def _one(self, msg: Message, uid: str, part: int, address: str) -> PSError | None:
-        s = self.settings
-        args = {**msg.args, "replica": True}
+    async def _one(self, msg: Message, args: dict, uid: str, part: int, address: str,
+                   reply: Awaitable | None) -> PSError | None:
+        """Wait for `reply`; resend while the backup cannot be reached, until it answers
+        or the master drops it from the partition's backups (it is dead)."""
         delay = 0.02
-        while address in self._targets(msg.model, uid, part):
+        while True:
+            if reply is not None:
+                try:
+                    await reply
+                    return None
+                except (ConnectionLostError, RequestTimeoutError):
+                    pass
+                except PSError as e:
+                    return e
+            if address not in self._targets(msg.model, uid, part):
+                return None
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.25)
             try:
                 conn = await self.connection(address)
-                await conn.request(msg.op, msg.model, args, msg.arrays, timeout=s.request_timeout)
-                return None
+                reply = conn.start(msg.op, msg.model, args, msg.arrays,
+                                   self.settings.request_timeout)
             except (ConnectionLostError, RequestTimeoutError):
-                await asyncio.sleep(delay)  # until it answers or the master drops it
-                delay = min(2 * delay, 0.25)
-            except PSError as e:
-                return e
-        return None
+                reply = None
 
     def close(self) -> None:
         for conn in self._conns.values():

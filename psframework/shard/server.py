@@ -54,7 +54,7 @@ _misses = RateLimited(log)
 __all__ = ["Shard"]
 
 READS = ("ping", "pull_rows", "pull_elems", "stats")
-WRITES = ("push_rows", "push_elems", "fill")  # built-in ops that change a partition
+WRITES = ("push_rows", "push_elems")  # built-in ops that change a partition through its gate
 
 
 class Shard:
@@ -243,7 +243,7 @@ class Shard:
         if not replica:
             self._check_lease(msg, part)
         gate = hosted.gate(part)
-        if gate.is_open and (replica or not hosted.backups.get(part)):
+        if gate.is_open and (replica or not (hosted.backups.get(part) or hosted.building.get(part))):
             result = apply()  # the common case: no copy to keep, no snapshot running
             if inspect.isawaitable(result):
                 gate.active += 1
@@ -265,6 +265,8 @@ class Shard:
             # the backups as of now: a snapshot that held the gate may have added one
             backups = () if replica else tuple(hosted.backups.get(part, ()))
             result = apply()  # a request that fails here goes to no backup
+            if not replica:
+                self._forward_to_building(hosted, msg, part)
             if not backups:
                 return await result if inspect.isawaitable(result) else result
             sent = self.forwarder.forward(msg, hosted.uid, part, list(backups))
@@ -283,9 +285,19 @@ class Shard:
         finally:
             gate.leave()
 
+    def _forward_to_building(self, hosted: HostedModel, msg: Message, part: int) -> None:
+        """Send a write to the backups of `part` still being built, without waiting: they
+        queue it behind their copy, and the copy's end waits for it (see _copy_to)."""
+        for address, pending in hosted.building.get(part, {}).items():
+            pending.add(asyncio.ensure_future(self.forwarder.forward(msg, hosted.uid, part,
+                                                                     [address])))
+
     def _backups_of(self, model: str, uid: str, part: int) -> list[str]:
+        """Where writes of `part` go besides here: its backups, and those being built."""
         hosted = self.models.get(model)
-        return hosted.backups.get(part, []) if hosted is not None and hosted.uid == uid else []
+        if hosted is None or hosted.uid != uid:
+            return []
+        return [*hosted.backups.get(part, ()), *hosted.building.get(part, ())]
 
     def _check_lease(self, msg: Message, part: int) -> None:
         """Refuse writes while this shard may have been declared dead: the master may have
@@ -436,25 +448,46 @@ class Shard:
         return await self._install(msg, Partition.create), ()
 
     def _destroy(self, msg: Message):
+        """Destroy the model here, or only `parts` of it (a backup whose build failed)."""
         hosted = self.models.get(msg.model)
         uid = msg.args.get("uid")
         if hosted is None or (uid is not None and uid != hosted.uid):
             return {"destroyed": False}, ()  # not this incarnation: leave it
+        parts = msg.args.get("parts")
+        if parts is not None:
+            if not isinstance(parts, list) or not all(isinstance(p, int) for p in parts):
+                raise ProtocolError("destroy's parts must be a list of partition indices")
+            for part in parts:
+                gate = hosted.gates.pop(part, None)
+                if gate is not None and not gate.is_open:
+                    gate.open()  # what waits there fails on the missing partition
+                hosted.parts.pop(part, None)
+            if hosted.parts:
+                return {"destroyed": True}, ()
         del self.models[msg.model]
         hosted.plugin.on_destroy()
         return {"destroyed": True}, ()
 
-    async def _snapshot(self, hosted: HostedModel, part: int) -> tuple[dict, dict, float]:
+    async def _snapshot(self, hosted: HostedModel, part: int,
+                        at_cut=None) -> tuple[dict, dict, float]:
         """Partition `part`'s tables and exactly-once state as of one moment between
         writes: its gate closes, the arrays are copied (on the pool), it opens again.
+        The copies' memory is allocated and touched first, with the gate open, so that
+        the pause is a plain memory copy, not the page faults of fresh memory. `at_cut()`
+        runs at the moment of the copy, before any later write.
         Returns (copies, once state, seconds the partition's writes were held)."""
+        loop = asyncio.get_running_loop()
+        tables = hosted.parts[part]
+        copies = await loop.run_in_executor(self._pool, lambda: {
+            name: _touched(p.data) for name, p in tables.items()})
         gate = hosted.gate(part)
         await gate.close()
         started = time.perf_counter()
         try:
-            tables = hosted.parts[part]
-            copies = await asyncio.get_running_loop().run_in_executor(
-                self._pool, lambda: {name: p.data.copy() for name, p in tables.items()})
+            await loop.run_in_executor(self._pool, lambda: [
+                np.copyto(copies[name], p.data) for name, p in tables.items()])
+            if at_cut is not None:
+                at_cut()
             return copies, self.once.export(hosted.name, part), time.perf_counter() - started
         finally:
             gate.open()
@@ -527,7 +560,19 @@ class Shard:
         else:
             def make(spec: TableSpec, part: int, combine) -> Partition:
                 return Partition(spec, part, np.zeros(spec.part_shape(part), spec.dtype), combine)
+        building = msg.args.get("building") is True
+        hosted = self.models.get(msg.model)
+        if building and hosted is not None and hosted.uid == msg.args.get("uid"):
+            for p in msg.args.get("parts") or ():  # left over from a build that failed
+                hosted.parts.pop(p, None)
+                old = hosted.gates.pop(p, None)
+                if old is not None and not old.is_open:
+                    old.open()
         await self._install(msg, make, adding=True)
+        if building:  # forwarded writes wait until the copy is in (the last fill)
+            hosted = self.models[msg.model]
+            for p in msg.args.get("parts") or ():
+                await hosted.gate(p).close()
         return {"adopted": True}, ()
 
     def _backups(self, msg: Message):
@@ -545,50 +590,74 @@ class Shard:
                 hosted.backups.pop(part, None)
 
     def _fill(self, msg: Message):
-        """Write rows [offset, offset + n) of a partition being built as a backup."""
-        (values,) = self._arrays(msg, 1)
-        partition = self._partition(msg)
-        offset = msg.args.get("offset")
-        if (not isinstance(offset, int) or values.dtype != partition.data.dtype
-                or values.shape[1:] != partition.data.shape[1:]
-                or not 0 <= offset <= partition.data.shape[0] - values.shape[0]):
-            raise ShapeError("fill needs an offset and rows that fit the partition")
-        partition.data[offset:offset + values.shape[0]] = values
+        """Write rows [offset, offset + n) of a partition being built as a backup; the
+        last fill brings the primary's exactly-once state and lets the writes forwarded
+        meanwhile through."""
+        hosted = self._hosted(msg)
+        part = self._part(msg)
+        if msg.arrays:
+            (values,) = self._arrays(msg, 1)
+            partition = self._partition(msg)
+            offset = msg.args.get("offset")
+            if (not isinstance(offset, int) or values.dtype != partition.data.dtype
+                    or values.shape[1:] != partition.data.shape[1:]
+                    or not 0 <= offset <= partition.data.shape[0] - values.shape[0]):
+                raise ShapeError("fill needs an offset and rows that fit the partition")
+            partition.data[offset:offset + values.shape[0]] = values
+        if msg.args.get("last") is True:
+            for p, state in _pairs(msg.args.get("applied", []), "applied"):
+                self.once.adopt(msg.model, p, state)
+            gate = hosted.gate(part)
+            if not gate.is_open:
+                gate.open()
         return {}, ()
 
     async def _copy_to(self, msg: Message):
-        """Build a backup of partition `part` on the shard at `address`: with the
-        partition's writes held, copy it there (with its exactly-once state), then
-        forward every later write to it too."""
+        """Build a backup of partition `part` on the shard at `address`, in the
+        background: the backup makes the partition and holds its writes; here the
+        partition is snapshotted (its writes held only for the copy), and from that cut on
+        every write is also sent to the backup without waiting; the snapshot follows, in
+        chunks, with the exactly-once state as of the cut; then the backup applies what it
+        held, and writes are forwarded to it like to any backup — this op answers once the
+        writes sent meanwhile have been applied there, so all it acknowledged is there."""
         hosted = self._hosted(msg)
         part, address = self._part(msg), msg.args.get("address")
         if part not in hosted.parts or not isinstance(address, str):
             raise UnknownModelError(f"shard {self.name} cannot copy partition {part} of "
                                     f"{msg.model!r} to {address!r}", model=msg.model)
         s = self.settings
-        gate = hosted.gate(part)
-        await gate.close()
         started = time.perf_counter()
+        conn = await self.forwarder.connection(address)
+        await conn.request("adopt", msg.model, {
+            "uid": hosted.uid, "type": msg.args.get("type"), "config": msg.args.get("config"),
+            "tables": msg.args.get("tables"), "parts": [part], "building": True},
+            timeout=s.request_timeout)
+        pending: set[asyncio.Future] = set()
+        building = hosted.building.setdefault(part, {})
         try:
-            conn = await self.forwarder.connection(address)
-            ask = {"uid": hosted.uid, "type": msg.args.get("type"),
-                   "config": msg.args.get("config"), "tables": msg.args.get("tables")}
-            await conn.request("adopt", msg.model, {
-                **ask, "parts": [part], "applied": [[part, self.once.export(hosted.name, part)]]},
-                timeout=s.request_timeout)
-            for table, partition in hosted.parts[part].items():
-                data = partition.data
+            copies, state, pause = await self._snapshot(
+                hosted, part, at_cut=lambda: building.__setitem__(address, pending))
+            for table, data in copies.items():
                 step = max(1, s.chunk_bytes // max(1, data[:1].nbytes))
                 for at in range(0, data.shape[0], step):
                     await conn.request("fill", msg.model, {
-                        "uid": hosted.uid, "table": table, "part": part, "offset": at,
-                        "replica": True}, (data[at:at + step],), timeout=s.request_timeout)
+                        "uid": hosted.uid, "table": table, "part": part, "offset": at},
+                        (data[at:at + step],), timeout=s.request_timeout)
+            del copies
+            await conn.request("fill", msg.model, {
+                "uid": hosted.uid, "part": part, "last": True, "applied": [[part, state]]},
+                timeout=s.request_timeout)
             hosted.backups.setdefault(part, [])
             if address not in hosted.backups[part]:
-                hosted.backups[part].append(address)
+                hosted.backups[part].append(address)  # from now on, as any backup
+            building.pop(address, None)
+            for refused in await asyncio.gather(*pending):
+                self.replica_misses += len(refused)
         finally:
-            gate.open()
-        return {"seconds": time.perf_counter() - started}, ()
+            building.pop(address, None)
+            if not building:
+                hosted.building.pop(part, None)
+        return {"seconds": time.perf_counter() - started, "pause": pause}, ()
 
     def _stats_args(self) -> dict:
         return {
@@ -622,3 +691,10 @@ def _pairs(value: object, what: str) -> list[tuple[int, object]]:
             and not isinstance(v[0], bool) for v in value):
         raise ProtocolError(f"{what} must be a list of [partition, value] pairs")
     return [(v[0], v[1]) for v in value]
+
+
+def _touched(like: np.ndarray) -> np.ndarray:
+    """An array like `like` whose pages are all mapped already (written once)."""
+    out = np.empty_like(like)
+    out.reshape(-1).view(np.uint8)[::4096] = 0
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+from typing import Awaitable
 
 from psframework.errors import (
     AuthError, ConnectionLostError, ProtocolError, PSError, RequestTimeoutError, error_from_wire,
@@ -131,6 +132,12 @@ class ClientConnection(Peer):
                 raise NotSent(
                     f"{self.server_name or self.peername} has not read for {timeout:g}s",
                     model=model or None, op=op, shard=self.server_name or None) from None
+        return await self.start(op, model, args, arrays, timeout)
+
+    def start(self, op: str, model: str = "", args: dict | None = None, arrays: tuple = (),
+              timeout: float | None = None) -> Awaitable[Message]:
+        """Send one request now, whatever the backpressure (so that requests started one
+        after another go out in that order), and return an awaitable of its reply."""
         if not self.is_open:
             raise NotSent(self._lost.message if self._lost is not None else
                           f"connection to {self.peername} is closed",
@@ -143,6 +150,16 @@ class ClientConnection(Peer):
         timer = None if timeout is None else loop.call_at(loop.time() + timeout, _expire, fut)
         try:
             self.send(Message(Kind.REQUEST, rid, op, model, args or {}, tuple(arrays)))
+        except BaseException:
+            if timer is not None:
+                timer.cancel()
+            self._pending.pop(rid, None)
+            raise
+        return self._reply(rid, fut, timer, op, model, timeout)
+
+    async def _reply(self, rid: int, fut: asyncio.Future, timer, op: str, model: str,
+                     timeout: float | None) -> Message:
+        try:
             return await fut
         except _Expired:
             raise RequestTimeoutError(
