@@ -21,6 +21,11 @@ What the numbers mean (every one measured in this run, default settings unless s
 - push: one client, 64 rows × 16 float32 per push to a row-partitioned matrix on 3
   shards. `latency_us` p50/p99 of sequential pushes; `ops_per_s` with 16 in flight
   (AsyncClient); for replicas 1 and 2, interleaved rep by rep, and their ratios.
+- rebuild: a one-partition float32 model (256 MiB; 16 MiB with --quick) with replicas=2
+  while one client pushes 64 rows at a time: its backup is killed, and `seconds` runs
+  until the master lists the new backup (detection, the copy, the writes held meanwhile);
+  push latency before, and p50 / max during the rebuild (writes are held only for the
+  partition's memory copy).
 - checkpoint: a float32 model of `model_bytes` (1 GiB; 64 MiB with --quick, random
   values) on 2 shards, in `parts` partitions: `seconds` for the whole checkpoint (copy +
   write + fsync + publish), `pause_ms` the longest time one partition's writes were held
@@ -158,6 +163,50 @@ def push_cost(reps: int, seconds: float, n_latency: int) -> dict:
             "throughput_ratio_2_over_1": med[2]["ops_per_s"] / med[1]["ops_per_s"]}
 
 
+def rebuild(model_bytes: int) -> dict:
+    """Kill the backup of a one-partition model while a client pushes to it: how long the
+    new backup takes to build, and the push latency meanwhile against before."""
+    cols = 64
+    rows = model_bytes // (4 * cols)
+    with LocalCluster(3, replicas=2) as cluster:
+        c = cluster.client(settings=PATIENT)
+        c.create_matrix("big", rows, cols, "float32", parts=1, init=init.uniform(-1, 1, seed=0))
+        backup = c.status()["models"][0]["backups"][0][0]
+        pid = next(s["pid"] for s in c.status()["servers"] if s["name"] == backup)
+        victim = next(i for i, p in enumerate(cluster.shard_processes) if p.pid == pid)
+        times: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def pushing() -> None:
+            rng = np.random.default_rng(0)
+            values = np.ones((64, cols), np.float32)
+            while not stop.is_set():
+                t = time.perf_counter()
+                c.push_rows("big", "values", rng.integers(0, rows, 64), values)
+                times.append((t, time.perf_counter() - t))
+        thread = threading.Thread(target=pushing)
+        thread.start()
+        time.sleep(1.0)
+        killed = time.perf_counter()
+        cluster.kill_shard(victim)
+        while True:
+            m = c.status()["models"][0]
+            if m["backups"][0] and m["backups"][0] != [backup]:
+                break
+            time.sleep(0.01)
+        built = time.perf_counter()
+        stop.set()
+        thread.join()
+    before = [d for t, d in times if t < killed]
+    during = [d for t, d in times if killed <= t < built]
+    return {"partition_bytes": rows * cols * 4, "seconds": built - killed,
+            "push_p50_ms_before": np.percentile(before, 50) * 1e3,
+            "push_p99_ms_before": np.percentile(before, 99) * 1e3,
+            "push_p50_ms_during": np.percentile(during, 50) * 1e3 if during else None,
+            "push_max_ms_during": max(during) * 1e3 if during else None,
+            "pushes_during": len(during)}
+
+
 def checkpoint_cost(model_bytes: int, parts: int) -> dict:
     cols = 1024
     rows = model_bytes // (4 * cols)
@@ -189,6 +238,8 @@ def main() -> None:
     result["lost_pushes"] = {"replicas_2": lost_pushes(2, n), "replicas_1": lost_pushes(1, n)}
     log("push cost of replication ...")
     result["push"] = push_cost(reps, 0.5 if args.quick else 2.0, 200 if args.quick else 1000)
+    log("a backup rebuilt under pushes ...")
+    result["rebuild"] = rebuild(model_bytes // 4)
     log("checkpoints ...")
     result["checkpoint"] = [checkpoint_cost(model_bytes, p) for p in (2, 16)]
     json.dump(result, sys.stdout, indent=2, default=float)

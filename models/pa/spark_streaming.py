@@ -46,7 +46,7 @@ log = logging.getLogger("models.pa")
 class StreamingPassiveAggressive(PAParams):
     """classes: every label the stream will hold. params: PassiveAggressive's (featuresCol,
     labelCol, variant, C, hashBits, fitIntercept, batchSize, numParameterServers,
-    parameterServerHost, ...; maxIter does not apply). modelName: the model's name on
+    parameterServerHost, replicas, ...; maxIter does not apply). modelName: the model's name on
     the server (default: fresh, destroyed by stop()). initialModel: a fitted or saved
     PassiveAggressiveModel to continue from. callback(entry) after every micro-batch."""
 
@@ -137,7 +137,8 @@ class StreamingPassiveAggressive(PAParams):
         info = client.create_model(self._name, "pa", {
             "n_features": layout.n_features, "n_weights": self.classes.n_weights,
             "classes": self.classes.to_wire(), "stream": True},
-            exists_ok=self.modelName is not None and self.initialModel is None)
+            exists_ok=self.modelName is not None and self.initialModel is None,
+            replicas=self.getReplicas())
         if info.config["classes"] != self.classes.to_wire() or (
                 info.config["n_features"] != layout.n_features):
             raise ConfigError(f"model {self._name!r} on the server has classes "
