@@ -129,7 +129,7 @@ class Failover:
         """Give the degraded partitions of `entry` new backups, in the background."""
         task = self._rebuilding.get(entry.name)
         if task is None or task.done():
-            self._rebuilding[entry.name] = asyncio.ensure_future(self._rebuild(entry))
+            self._rebuilding[entry.name] = self.master.spawn(self._rebuild(entry))
 
     async def _rebuild(self, entry: ModelEntry) -> None:
         m = self.master

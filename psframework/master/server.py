@@ -12,7 +12,12 @@ What it guarantees about its own state:
   hosts, and the master tells it to drop what the catalog no longer places on it.
 - A create is validated entirely — plugin config, tables, and the memory it needs on
   each shard against that shard's budget — before any shard allocates anything.
-- A save is published atomically and load verifies every file (storage.files).
+- A save is published atomically and load verifies every file (storage.files); each
+  partition in it is a consistent snapshot (shard.copies).
+- A shard is declared dead at once when its port refuses after its connection dropped,
+  else after `heartbeat_timeout` of silence; its partitions then fail over
+  (master.failover). Models are checkpointed as asked (master.checkpoints), and the
+  catalog is kept in `state_dir` for a restart (master.state).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from psframework.errors import (
 from psframework.master.catalog import (
     ModelEntry, ServerInfo, check_memory, differences, model_name, reconcile, save_directory,
 )
+from psframework.master.checkpoints import Checkpoints
 from psframework.master.failover import Failover
 from psframework.master.messages import Heartbeat, Registration, parse
 from psframework.master.state import read_state, write_state
@@ -69,7 +75,7 @@ class Master:
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # failovers, probes, checkpoints running
         self.failover = Failover(self)
-        self._checkpointing: dict[str, asyncio.Task] = {}
+        self.checkpoints = Checkpoints(self)
         self.lock = asyncio.Lock()  # catalog changes one at a time
         self._installing: set[str] = set()  # uids being created or loaded right now
         self._saving: dict[Path, asyncio.Lock] = {}  # one save at a time per directory
@@ -95,12 +101,13 @@ class Master:
         self.address = s.advertised(port)
         self._restore_state()
         for name in self.servers:  # a restarted master: watch the shards it knew
-            self._spawn(self._reach_again(name))
+            self.spawn(self._reach_again(name))
         self._watch = asyncio.ensure_future(self._death_watch())
-        self._spawn(self._checkpointer())
+        self.spawn(self.checkpoints.run())
         return self.address
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` in the background until it ends or the master stops."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -178,7 +185,7 @@ class Master:
         if old is not None:
             old.close()
         self._conns[name] = conn  # the connection that admitted it is the master's to it
-        self._spawn(self._watch_connection(name, conn))
+        self.spawn(self._watch_connection(name, conn))
         drop = reconcile(name, reg.hosts, self.models, self._installing)
         self.persist()
         for entry in self.models.values():  # a shard to put the missing copies on, maybe
@@ -253,7 +260,7 @@ class Master:
         if conn is not None:
             conn.close()
         if hit:
-            self._spawn(self.failover.shard_died(info.name))
+            self.spawn(self.failover.shard_died(info.name))
 
     async def _reach_again(self, name: str) -> None:
         """Connect to a shard a restarted master knew, so that a drop is seen at once
@@ -300,7 +307,7 @@ class Master:
             conn = await connect(host, port, limits=s.limits, secret=s.secret_bytes,
                                  timeout=s.connect_timeout, ssl_context=self._tls)
             self._conns[shard] = conn
-            self._spawn(self._watch_connection(shard, conn))
+            self.spawn(self._watch_connection(shard, conn))
         return await conn.request(op, model, args, timeout=timeout or s.request_timeout)
 
     async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
@@ -443,10 +450,10 @@ class Master:
     async def _save(self, msg: Message):
         directory = save_directory(msg.args.get("path"))
         entry = self._entry(msg.model)
-        save_id, _ = await self._write_save(entry, directory)
+        save_id, _ = await self.write_save(entry, directory)
         return {"path": str(directory), "save_id": save_id}, ()
 
-    async def _write_save(self, entry: ModelEntry, directory: Path) -> tuple[str, float]:
+    async def write_save(self, entry: ModelEntry, directory: Path) -> tuple[str, float]:
         """Have the primaries write consistent snapshots of their partitions under
         `directory`, then publish them with a manifest; returns the save id and the
         longest time one partition's writes were held."""
@@ -483,52 +490,8 @@ class Master:
                 self._sweep(directory)
         return save_id, max((r.args.get("pause", 0.0) for r in replies), default=0.0)
 
-    # -- checkpoints ---------------------------------------------------------------------
-    def _checkpoint_dir(self, entry: ModelEntry) -> Path:
-        if self.settings.checkpoint_dir is None:
-            raise ConfigError("no checkpoint_dir is set on the master; start it with "
-                              "--checkpoint-dir DIR (a directory every server can reach)",
-                              model=entry.name)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", entry.name)[:80]
-        return (self.settings.checkpoint_dir / f"{safe}-{entry.uid}").resolve()
-
-    async def checkpoint(self, entry: ModelEntry) -> dict:
-        """Checkpoint `entry` now: it replaces the model's previous checkpoint as a whole
-        once complete (the save format's atomic publication)."""
-        directory = self._checkpoint_dir(entry)
-        started = time.time()
-        save_id, pause = await self._write_save(entry, directory)
-        entry.checkpoint = {"path": str(directory), "save_id": save_id, "time": started,
-                            "pause": round(pause, 6)}
-        self.persist()
-        log.info("checkpointed %s to %s in %.2fs (writes held at most %.1f ms per partition)",
-                 entry.name, directory, time.time() - started, pause * 1e3)
-        return entry.checkpoint
-
     async def _checkpoint_op(self, msg: Message):
-        entry = self._entry(msg.model)
-        return await self.checkpoint(entry), ()
-
-    async def _checkpointer(self) -> None:
-        """Checkpoint every model whose interval (its own, else the cluster's) is due."""
-        while True:
-            await asyncio.sleep(0.5)
-            if self.settings.checkpoint_dir is None:
-                continue
-            now = time.time()
-            for entry in list(self.models.values()):
-                interval = entry.checkpoint_interval or self.settings.checkpoint_interval
-                last = entry.checkpoint["time"] if entry.checkpoint else entry.created
-                running = self._checkpointing.get(entry.name)
-                if (interval and now - last >= interval and not entry.lost
-                        and (running is None or running.done())):
-                    self._checkpointing[entry.name] = self._spawn(self._quietly(entry))
-
-    async def _quietly(self, entry: ModelEntry) -> None:
-        try:
-            await self.checkpoint(entry)
-        except PSError as e:
-            log.warning("checkpoint of %s failed (the previous one stays): %s", entry.name, e)
+        return await self.checkpoints.take(self._entry(msg.model)), ()
 
     @staticmethod
     def _sweep(directory: Path) -> None:
