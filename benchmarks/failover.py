@@ -11,6 +11,9 @@ What the numbers mean (every one measured in this run, default settings unless s
   5 ms). `kill9`: SIGKILL, which the master notices when its connection to the shard
   drops and the shard's port refuses; `stopped`: SIGSTOP, a shard that is there but
   silent (its port still accepts), so only the heartbeat timeout (1.5 s) finds it.
+- false_deaths: a 3-shard cluster with replicas=2 while 4 busy processes compete for
+  the cores and a client pushes, for 20 s (5 with --quick): shards declared dead and
+  partitions failed over (0 expected: heartbeats come from their own thread).
 - recover_s: from a kill -9 of the primary of partition 0 to the end of the first push
   to partition 0 sent right after it (it waits through detection and failover):
   `promote` with replicas=2 (the backup takes over), `restore` with replicas=1 (a live
@@ -79,6 +82,37 @@ def detect(kind: str) -> float:
         finally:
             if kind != "kill9":
                 proc.send_signal(signal.SIGCONT)
+
+
+def _burn(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def false_deaths(seconds: float, burners: int) -> dict:
+    """Shards declared dead while `burners` busy processes compete with a cluster for
+    the cores and a client pushes — none is, and none should be."""
+    import multiprocessing as mp
+    with LocalCluster(3, replicas=2) as cluster:
+        c = cluster.client(settings=PATIENT)
+        m = c.create_matrix("m", 10_000, 16, "float32")
+        procs = [mp.Process(target=_burn, args=(seconds,)) for _ in range(burners)]
+        for p in procs:
+            p.start()
+        end, pushes, seen_dead = time.perf_counter() + seconds, 0, set()
+        values = np.ones((64, 16), np.float32)
+        rng = np.random.default_rng(0)
+        while time.perf_counter() < end:
+            m.push_rows(rng.integers(0, 10_000, 64), values)
+            pushes += 1
+            if pushes % 50 == 0:
+                seen_dead |= {s["name"] for s in c.status()["servers"] if not s["alive"]}
+        for p in procs:
+            p.join()
+        recoveries = c.status()["models"][0]["recoveries"]
+    return {"seconds": seconds, "busy_processes": burners, "pushes": pushes,
+            "declared_dead": len(seen_dead), "recoveries": recoveries}
 
 
 def recover(replicas: int) -> float:
@@ -230,6 +264,8 @@ def main() -> None:
     log("detection ...")
     result["detect_s"] = {k: statistics.median(detect(k) for _ in range(reps))
                           for k in ("kill9", "stopped")}
+    log("false deaths under load ...")
+    result["false_deaths"] = false_deaths(5.0 if args.quick else 20.0, 4)
     log("recovery ...")
     result["recover_s"] = {"promote": statistics.median(recover(2) for _ in range(reps)),
                            "restore": statistics.median(recover(1) for _ in range(reps))}
