@@ -39,7 +39,8 @@ class Copies:
         if not replica:
             self._check_lease(msg, part)
         gate = hosted.gate(part)
-        if gate.is_open and (replica or not (hosted.backups.get(part) or hosted.building.get(part))):
+        copies = not replica and (hosted.backups.get(part) or hosted.building.get(part))
+        if gate.is_open and not copies:
             result = apply()  # the common case: no copy to keep, no snapshot running
             if inspect.isawaitable(result):
                 gate.active += 1
