@@ -6,12 +6,13 @@ pushes the clients were told had been applied."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 
 import numpy as np
 import pytest
 
-from psframework import ConnectionLostError, load_settings
+from psframework import Client, ConnectionLostError, load_settings
 from psframework.cli import format_status
 from models.fmpair import LocalFMPair
 from models.synthetic import make_synthetic
@@ -30,8 +31,9 @@ def batches(seed: int, n: int, rows: int, cols: int) -> list[tuple[np.ndarray, n
 
 
 def push_through(client, name: str, work: list, kill, at: int, dtype: str) -> None:
-    """Push `work` from three threads at once; `kill()` once the first thread is `at`
-    pushes in, while the others are mid-stream."""
+    """Push `work` from several clients at once — one stream from a client process of
+    its own, the others from threads sharing this process's client — and `kill()` once
+    the first thread is `at` pushes in, while the others are mid-stream."""
     ready = threading.Event()
     errors = []
 
@@ -44,14 +46,25 @@ def push_through(client, name: str, work: list, kill, at: int, dtype: str) -> No
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
             ready.set()
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(work))]
+    proc = multiprocessing.get_context("spawn").Process(
+        target=push_from_a_process, args=(client.master, name, work[-1], dtype))
+    proc.start()
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(work) - 1)]
     for t in threads:
         t.start()
     ready.wait(120)
     kill()
     for t in threads:
         t.join(180)
+    proc.join(180)
     assert not errors, errors
+    assert proc.exitcode == 0
+
+
+def push_from_a_process(master: str, name: str, work: list, dtype: str) -> None:
+    with Client(master, settings=PATIENT) as c:
+        for rows, values in work:
+            c.push_rows(name, "values", rows, values.astype(dtype))
 
 
 def replay(shape, work) -> np.ndarray:
@@ -143,6 +156,28 @@ def test_unreplicated_partitions_come_back_from_the_checkpoint_losing_only_later
     np.testing.assert_array_equal(got[~restored], everything[~restored])
     np.testing.assert_array_equal(got[restored], without[restored])
     assert not np.array_equal(everything[restored], without[restored])  # the bound is tight
+
+
+def test_partitions_with_no_live_copy_come_back_from_the_checkpoint_on_a_new_shard(
+        fresh_cluster, tmp_path):
+    """Every shard dies: the partitions wait, and a shard that registers restores them
+    from the checkpoint (with the pushes it holds, and not those after it)."""
+    cluster = fresh_cluster(2, checkpoint_dir=str(tmp_path))
+    c = cluster.client(settings=PATIENT)
+    m = c.create_matrix("m", 20, 2, "int64")
+    m.push_rows(np.arange(20), np.ones((20, 2), np.int64))
+    c.checkpoint("m")
+    m.push_rows(np.arange(20), np.ones((20, 2), np.int64))  # after it: lost with the shards
+    for i in range(2):
+        cluster.kill_shard(i)
+    wait_until(lambda: len(c.status()["models"][0]["lost"]) == 2)
+    with pytest.raises(ConnectionLostError, match="comes back from the model's checkpoint"):
+        m.pull_rows(np.arange(20))
+    cluster.add_shards(1)
+    wait_until(lambda: not c.status()["models"][0]["lost"])
+    np.testing.assert_array_equal(m.pull_rows(np.arange(20)), np.ones((20, 2)))
+    m.push_rows([0], [[5, 5]])  # and it takes pushes again
+    assert m.pull_rows([0]).tolist() == [[6, 6]]
 
 
 def test_a_partition_with_no_copy_left_is_reported_as_lost(fresh_cluster):

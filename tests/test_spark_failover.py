@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from psframework import LocalCluster, StorageError
+from psframework import Client, LocalCluster, StorageError
 from psframework.spark import SparkParameterServer
 from psframework.storage import files
 from models.fmpair import FMPair
@@ -94,3 +95,50 @@ def test_a_failed_fit_names_its_checkpoint_and_resumes_from_it(spark_session, tm
         plain = c.save(more.ps_model, tmp_path / "plain")  # a save, not a fit's checkpoint
         with pytest.raises(StorageError, match="not a checkpoint a fit wrote"):
             FMPair(**{**params, "resumeFrom": plain}).fit(df)
+
+
+def shard_processes() -> list[tuple[int, str]]:
+    """(pid, master address) of every `psframework serve shard` process here."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            words = [w.decode() for w in (d / "cmdline").read_bytes().split(b"\0") if w]
+        except OSError:
+            continue
+        if "serve" in words and "shard" in words and "--master" in words:
+            found.append((int(d.name), words[words.index("--master") + 1]))
+    return found
+
+
+def test_an_integrated_fmpair_fit_goes_on_through_a_killed_shard(spark_session):
+    """replicas=2: a shard killed while fit trains costs nothing; the parameter server
+    starts a replacement meanwhile. The fit's loss ends within 10% of a fault-free one."""
+    session = spark_session("local[4]", SECRET_CONF)
+    df = interactions_frame(session, n_users=300, n_items=150, per_user=10).cache()
+    params = dict(numDims=8, maxIter=12, stepSize=0.1, seed=3, numParameterServers=3,
+                  replicas=2, loss="warp")
+    reference = FMPair(**params).fit(df)
+    before = {pid for pid, _ in shard_processes()}  # none of the fit below
+    killed = []
+
+    def kill_one_once_training():
+        def training():
+            fresh = [(pid, m) for pid, m in shard_processes() if pid not in before]
+            if len(fresh) < 3:
+                return None
+            with Client(fresh[0][1], secret=SPARK_SECRET) as c:
+                ops = [s["ops"].get("dotprod", 0) for s in c.status()["servers"]]
+            return fresh[0][0] if sum(ops) > 0 else None
+        pid = wait_until(training, 120)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(time.monotonic())
+    killer = threading.Thread(target=kill_one_once_training)
+    killer.start()
+    model = FMPair(**params).fit(df)
+    ended = time.monotonic()
+    killer.join()
+    assert killed and killed[0] < ended  # the shard died while fit trained
+    assert len(model.history) == params["maxIter"]
+    assert model.history[-1]["loss"] <= 1.1 * reference.history[-1]["loss"]

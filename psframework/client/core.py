@@ -220,7 +220,8 @@ class AsyncClient:
         return info
 
     async def model(self, name: str, *, refresh: bool = False) -> ModelInfo:
-        if refresh or name not in self._models:
+        known = self._models.get(name)
+        if refresh or known is None or known.lost:  # a lost partition may be back
             self._models[name] = ModelInfo.from_wire(await self._master("lookup", name))
         return self._models[name]
 

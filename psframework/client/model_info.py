@@ -23,12 +23,14 @@ class ModelInfo:
     placement: tuple[str, ...]
     servers: dict[str, str]
     lost: frozenset[int] = frozenset()  # partitions with no copy left
+    restorable: bool = False  # ... which come back from a checkpoint when a shard registers
 
     @classmethod
     def from_wire(cls, d: dict) -> "ModelInfo":
         tables = {t["name"]: TableSpec.from_wire(t) for t in d["tables"]}
         return cls(d["name"], d["uid"], d["type"], d["config"], tables,
-                   tuple(d["placement"]), dict(d["servers"]), frozenset(d.get("lost", ())))
+                   tuple(d["placement"]), dict(d["servers"]), frozenset(d.get("lost", ())),
+                   bool(d.get("restorable")))
 
     @property
     def parts(self) -> int:
@@ -44,6 +46,11 @@ class ModelInfo:
     def address(self, part: int) -> tuple[str, str]:
         """(shard, address) of partition `part`'s primary."""
         shard = self.placement[part]
+        if part in self.lost and self.restorable:
+            raise ConnectionLostError(
+                f"partition {part} of model {self.name!r} has no live copy: it comes back "
+                "from the model's checkpoint as soon as a shard registers (start one)",
+                model=self.name, shard=shard)
         if part in self.lost:
             raise ConnectionLostError(
                 f"partition {part} of model {self.name!r} is lost: its shard died and it had "

@@ -83,6 +83,7 @@ class ModelEntry:
             "servers": {s: servers[s].address for s in shards if s in servers},
             "alive": {s: servers[s].alive for s in shards if s in servers},
             "replicas": self.replicas, "backups": self.backups, "lost": self.lost,
+            "restorable": self.checkpoint is not None,
             "degraded": self.degraded(), "recoveries": self.recoveries,
             "checkpoint": None if self.checkpoint is None else {
                 **self.checkpoint, "age": round(time.time() - self.checkpoint["time"], 3)},

@@ -9,6 +9,9 @@
 3. In the background, partitions with fewer copies than `replicas` get a new backup,
    copied from their primary (`copy_to`) onto a live shard that holds no copy yet.
 
+A shard that registers later (a replacement) gets the backups still missing, and the
+partitions that lost every copy while no shard could take them, from their checkpoint.
+
 Clients whose requests hit the dead shard look the model up again and retry there
 (client.core); the placement changes, the model's incarnation (uid) does not.
 """
@@ -84,6 +87,8 @@ class Failover:
                 target = self._least_loaded({dead})
                 if target is None:
                     entry.lost.append(p)
+                    log.error("partition %d of model %s has no live copy: it comes back from "
+                              "the model's checkpoint when a shard registers", p, entry.name)
                     continue
                 restore.setdefault(target, []).append(p)
                 entry.placement[p] = target
@@ -95,6 +100,24 @@ class Failover:
             await self._restore(entry, target, parts)
         await asyncio.gather(*(self.send_backups(entry, s) for s in touched
                                if s != dead and self._alive(s)), return_exceptions=True)
+
+    async def restore_lost(self) -> None:
+        """Bring back, on a live shard, the partitions that lost every copy while no shard
+        could take them, from their model's checkpoint (a shard registered)."""
+        m = self.master
+        async with m.lock:
+            for entry in list(m.models.values()):
+                if not entry.lost or entry.checkpoint is None:
+                    continue
+                target = self._least_loaded(set())
+                if target is None:
+                    return
+                parts, entry.lost = sorted(entry.lost), []
+                for p in parts:
+                    entry.placement[p], entry.backups[p] = target, []
+                await self._restore(entry, target, parts)
+                self.rebuild(entry)
+            m.persist()
 
     async def _restore(self, entry: ModelEntry, target: str, parts: list[int]) -> None:
         """Have `target` load `parts` of `entry` from its latest checkpoint."""

@@ -188,7 +188,9 @@ class Master:
         self.spawn(self._watch_connection(name, conn))
         drop = reconcile(name, reg.hosts, self.models, self._installing)
         self.persist()
-        for entry in self.models.values():  # a shard to put the missing copies on, maybe
+        if any(entry.lost and entry.checkpoint for entry in self.models.values()):
+            self.spawn(self.failover.restore_lost())  # a shard to bring them back on
+        for entry in self.models.values():  # and to put the missing copies on, maybe
             if entry.degraded():
                 self.failover.rebuild(entry)
         log.info("shard %s registered at %s (%d alive)%s", name, reg.address, len(self.alive()),
