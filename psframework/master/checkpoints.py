@@ -47,7 +47,7 @@ class Checkpoints:
         m = self.master
         directory = self.directory(entry)
         started = time.time()
-        save_id, pause = await m.write_save(entry, directory)
+        save_id, pause = await m.saves.write(entry, directory)
         entry.checkpoint = {"path": str(directory), "save_id": save_id, "time": started,
                             "pause": round(pause, 6)}
         m.persist()

@@ -12,8 +12,8 @@ What it guarantees about its own state:
   hosts, and the master tells it to drop what the catalog no longer places on it.
 - A create is validated entirely — plugin config, tables, and the memory it needs on
   each shard against that shard's budget — before any shard allocates anything.
-- A save is published atomically and load verifies every file (storage.files); each
-  partition in it is a consistent snapshot (shard.copies).
+- A save is published atomically and load verifies every file (master.saves,
+  storage.files); each partition in it is a consistent snapshot (shard.copies).
 - A shard is declared dead at once when its port refuses after its connection dropped,
   else after `heartbeat_timeout` of silence; its partitions then fail over
   (master.failover). Models are checkpointed as asked (master.checkpoints), and the
@@ -26,11 +26,7 @@ import asyncio
 import errno
 import logging
 import re
-import secrets
 import time
-from pathlib import Path
-
-from pydantic import ValidationError
 
 from psframework.config import DEFAULT_MASTER_PORT, Settings, parse_address
 from psframework.errors import (
@@ -43,6 +39,7 @@ from psframework.master.catalog import (
 from psframework.master.checkpoints import Checkpoints
 from psframework.master.failover import Failover
 from psframework.master.messages import Heartbeat, Registration, parse
+from psframework.master.saves import Saves, partitions
 from psframework.master.state import read_state, write_state
 from psframework.model import model_type
 from psframework.protocol import Message
@@ -76,9 +73,9 @@ class Master:
         self._tasks: set[asyncio.Task] = set()  # failovers, probes, checkpoints running
         self.failover = Failover(self)
         self.checkpoints = Checkpoints(self)
+        self.saves = Saves(self)
         self.lock = asyncio.Lock()  # catalog changes one at a time
         self._installing: set[str] = set()  # uids being created or loaded right now
-        self._saving: dict[Path, asyncio.Lock] = {}  # one save at a time per directory
         self._admitting = asyncio.Semaphore(16)  # registrations checked at once
         self.once = OnceLog(settings.dedup_window, settings.dedup_bytes, reads=READS)
         self.handle = self.once.wrap(self._dispatch)
@@ -116,38 +113,19 @@ class Master:
     # -- the catalog on disk -------------------------------------------------------------
     def persist(self) -> None:
         """Write the catalog to state_dir (when set), after every change."""
-        if self.settings.state_dir is None:
-            return
-        try:
-            write_state(self.settings.state_dir, {
-                "ids": self._ids, "rotation": self._rotation,
-                "servers": [{"name": i.name, "address": i.address, "machine": i.machine,
-                             "memory": i.memory, "memory_limit": i.memory_limit}
-                            for i in self.servers.values()],
-                "models": [e.to_state() for e in self.models.values()]})
-        except OSError as e:
-            log.error("cannot write the master's state to %s: %s", self.settings.state_dir, e)
+        if self.settings.state_dir is not None:
+            write_state(self.settings.state_dir, self._ids, self._rotation, self.servers,
+                        self.models)
 
     def _restore_state(self) -> None:
         if self.settings.state_dir is None:
             return
         state = read_state(self.settings.state_dir)
-        if state is None:
-            return
-        now = time.monotonic()
-        try:
-            self._ids, self._rotation = int(state["ids"]), int(state["rotation"])
-            for srv in state["servers"]:
-                self.servers[srv["name"]] = ServerInfo(last_seen=now, **srv)
-            for m in state["models"]:
-                entry = ModelEntry.from_state(m)
-                self.models[entry.name] = entry
-        except (KeyError, TypeError, ValueError, ConfigError) as e:
-            raise StorageError(f"{self.settings.state_dir}: the master's state is malformed "
-                               f"({e}); move it away to start with an empty catalog") from None
-        log.warning("master restarted with %d models and %d shards from %s; waiting for the "
-                    "shards' heartbeats", len(self.models), len(self.servers),
-                    self.settings.state_dir)
+        if state is not None:
+            self._ids, self._rotation, self.servers, self.models = state
+            log.warning("master restarted with %d models and %d shards from %s; waiting for "
+                        "the shards' heartbeats", len(self.models), len(self.servers),
+                        self.settings.state_dir)
 
     async def stop(self) -> None:
         if self._watch is not None:
@@ -312,7 +290,7 @@ class Master:
             self.spawn(self._watch_connection(shard, conn))
         return await conn.request(op, model, args, timeout=timeout or s.request_timeout)
 
-    async def _on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
+    async def on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
                          per_shard=None, shards: list[str] | None = None) -> list[Message]:
         """Send `op` to every shard holding a copy of `entry` (or to `shards`),
         concurrently; raise the first error."""
@@ -400,7 +378,7 @@ class Master:
         args = {**self.model_args(entry), **extra}
         self._installing.add(entry.uid)
         try:
-            replies = await self._on_shards(
+            replies = await self.on_shards(
                 entry, op, args, lambda shard: {"parts": entry.hosted_on(shard),
                                                 "backups": self.backup_pairs(entry, shard),
                                                 **(per_shard(shard) if per_shard else {})})
@@ -452,60 +430,11 @@ class Master:
     async def _save(self, msg: Message):
         directory = save_directory(msg.args.get("path"))
         entry = self._entry(msg.model)
-        save_id, _ = await self.write_save(entry, directory)
+        save_id, _ = await self.saves.write(entry, directory)
         return {"path": str(directory), "save_id": save_id}, ()
-
-    async def write_save(self, entry: ModelEntry, directory: Path) -> tuple[str, float]:
-        """Have the primaries write consistent snapshots of their partitions under
-        `directory`, then publish them with a manifest; returns the save id and the
-        longest time one partition's writes were held."""
-        lock = self._saving.setdefault(directory, asyncio.Lock())
-        async with lock:
-            save_id = secrets.token_hex(8)
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                if entry.lost:
-                    raise StorageError(f"partitions {entry.lost} of model {entry.name!r} are "
-                                       "lost: there is nothing whole to save", model=entry.name)
-                primaries = sorted(set(entry.placement))
-                replies = await self._on_shards(
-                    entry, "save", {"path": str(directory), "save_id": save_id,
-                                    "uid": entry.uid},
-                    lambda shard: {"parts": entry.parts_on(shard)}, shards=primaries)
-                records = [files.FileRecord.model_validate(r)
-                           for reply in replies for r in reply.args.get("files", [])]
-                expected = _partitions(entry.tables)
-                if {(r.table, r.part) for r in records} != expected or len(records) != len(expected):
-                    raise StorageError(f"the shards saved {len(records)} partitions of model "
-                                       f"{entry.name!r}, not the {len(expected)} it has; nothing "
-                                       "was published", model=entry.name)
-                files.write_manifest(directory, files.Manifest(
-                    format=files.FORMAT, save_id=save_id, name=entry.name, type=entry.type,
-                    config=entry.config, tables=[t.to_wire() for t in entry.tables],
-                    parts=len(entry.placement), files=records,
-                    once=[tuple(pair) for reply in replies
-                          for pair in reply.args.get("applied", [])]))
-            except (OSError, ValidationError) as e:
-                raise StorageError(f"cannot save model {entry.name!r} to {directory}: "
-                                   f"{getattr(e, 'strerror', None) or e}", model=entry.name) from None
-            finally:  # what is not the published save goes: a failed one leaves the old whole
-                self._sweep(directory)
-        return save_id, max((r.args.get("pause", 0.0) for r in replies), default=0.0)
 
     async def _checkpoint_op(self, msg: Message):
         return await self.checkpoints.take(self._entry(msg.model)), ()
-
-    @staticmethod
-    def _sweep(directory: Path) -> None:
-        """Remove what is not part of the save published in `directory`."""
-        try:
-            keep = files.read_manifest(directory).save_id
-        except StorageError:
-            keep = None
-        try:
-            files.sweep(directory, keep)
-        except OSError as e:
-            log.warning("could not clean up %s: %s", directory, e)
 
     async def _load(self, msg: Message):
         directory = save_directory(msg.args.get("path"))
@@ -519,7 +448,7 @@ class Master:
                 tables = [TableSpec.from_wire(t) for t in manifest.tables]
             except ConfigError as e:
                 raise StorageError(f"{directory / files.MANIFEST}: {e.message}") from None
-            missing = sorted(_partitions(tables) - {(r.table, r.part) for r in manifest.files})
+            missing = sorted(partitions(tables) - {(r.table, r.part) for r in manifest.files})
             if missing or any(t.parts < 1 or t.parts > manifest.parts for t in tables):
                 raise StorageError(f"{directory / files.MANIFEST} lists no file for partitions "
                                    f"{missing[:5]} of its tables; the save is incomplete")
@@ -555,7 +484,3 @@ def _interval(value: object, model: str) -> float | None:
                           model=model)
     return float(value)
 
-
-def _partitions(tables: list[TableSpec]) -> set[tuple[str, int]]:
-    """(table, partition) of every partition a save of these tables holds."""
-    return {(t.name, p) for t in tables for p in range(t.parts)}
