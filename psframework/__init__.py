@@ -9,8 +9,8 @@ from psframework.cluster import LocalCluster
 from psframework.config import Settings, load_settings
 from psframework.errors import (
     AuthError, ConfigError, ConnectionLostError, DTypeError, ModelExistsError, ProtocolError,
-    PSError, RemoteError, RequestTimeoutError, ShapeError, StaleRequestError, StorageError,
-    UnknownModelError,
+    MovedError, PSError, RemoteError, RequestTimeoutError, ShapeError, StaleRequestError,
+    StorageError, UnknownModelError,
 )
 from psframework.model import Model, ShardView, udf
 from psframework.storage import Partition, Partitioner, TableSpec
@@ -24,6 +24,6 @@ __all__ = [
     "LocalCluster", "Settings", "load_settings",
     "Model", "ShardView", "udf", "TableSpec", "Partition", "Partitioner", "init",
     "PSError", "ConfigError", "ProtocolError", "AuthError", "ConnectionLostError",
-    "RequestTimeoutError", "RemoteError", "UnknownModelError", "ModelExistsError",
+    "RequestTimeoutError", "RemoteError", "UnknownModelError", "MovedError", "ModelExistsError",
     "ShapeError", "DTypeError", "StorageError", "StaleRequestError", "errors", "storage", "run", "__version__",
 ]

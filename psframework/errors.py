@@ -8,6 +8,7 @@
     ├── RequestTimeoutError      no answer within the request timeout (also a TimeoutError)
     └── RemoteError              the server failed the request
         ├── UnknownModelError    no such model, table or op on the cluster
+        │   └── MovedError       not (or no longer) on this shard: look the model up again
         ├── ModelExistsError     a model of that name is already in the catalog
         ├── ShapeError           wrong shape or out-of-range index
         ├── DTypeError           wrong dtype
@@ -32,6 +33,7 @@ __all__ = [
     "RequestTimeoutError",
     "RemoteError",
     "UnknownModelError",
+    "MovedError",
     "ModelExistsError",
     "ShapeError",
     "DTypeError",
@@ -108,6 +110,11 @@ class UnknownModelError(RemoteError):
     """The model, table, op or plugin does not exist on the cluster."""
 
 
+class MovedError(UnknownModelError):
+    """The model or partition is not (or no longer) on the shard asked: it failed over, or
+    the shard may have been declared dead. Clients look the model up again and resend."""
+
+
 class ModelExistsError(RemoteError):
     """A model of that name is already in the catalog."""
 
@@ -132,8 +139,8 @@ class StaleRequestError(RemoteError):
 
 _BY_NAME = {cls.__name__: cls for cls in (
     ConfigError, ProtocolError, AuthError, ConnectionLostError, RequestTimeoutError,
-    RemoteError, UnknownModelError, ModelExistsError, ShapeError, DTypeError, StorageError,
-    StaleRequestError,
+    RemoteError, UnknownModelError, MovedError, ModelExistsError, ShapeError, DTypeError,
+    StorageError, StaleRequestError,
 )}
 
 

@@ -68,7 +68,7 @@ class Trainer:
             replies = await self.client.call(self.model, "dotprod", args, arrays,
                                              once=bool(earlier), idempotent=not earlier)
         except RemoteError as e:
-            if not earlier or UNCACHED not in e.message:
+            if not earlier or not _uncached(e):
                 raise
             # a partition was restored from a checkpoint (its shard died without a
             # backup): the cached sums of the batches in flight went with it, so their
@@ -84,7 +84,7 @@ class Trainer:
         try:
             await self.client.call(self.model, "adjust", {"key": key}, (coef,), once=True)
         except RemoteError as e:
-            if UNCACHED not in e.message:
+            if not _uncached(e):
                 raise
             self.dropped += 1  # as in _dotprod: lost with a restored partition
 
@@ -134,3 +134,9 @@ class Trainer:
                 task.cancel()
         return EpochStats(number, total / max(counted, 1), int(order.size),
                           time.perf_counter() - started)
+
+
+def _uncached(e: RemoteError) -> bool:
+    """A shard found no cached sums for a batch: its partition was restored from a
+    checkpoint since the batch's dotprod (or the sums expired)."""
+    return UNCACHED in e.message

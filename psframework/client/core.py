@@ -27,8 +27,7 @@ from pydantic import SecretStr
 
 from psframework.config import Settings, load_settings, parse_address
 from psframework.errors import (
-    ConnectionLostError, RequestTimeoutError, ShapeError,
-    UnknownModelError,
+    ConnectionLostError, MovedError, RequestTimeoutError, ShapeError, UnknownModelError,
 )
 from psframework.protocol import Message
 from psframework.storage import init as initializers
@@ -339,9 +338,9 @@ class AsyncClient:
                         break
                     except Moved as m:
                         at = m.info  # failed over: resend to the new primary
-                    except UnknownModelError:
-                        # not here (any more): the partition moved, the shard's lease ran
-                        # out (it lost the master), or the model was re-created
+                    except MovedError:
+                        # not on that shard (any more): the partition moved, or the shard's
+                        # lease ran out (it lost the master): look again, resend
                         fresh = await self._refresh(info.name)
                         if fresh.uid != info.uid or loop.time() + delay > deadline:
                             self._models.pop(info.name, None)
@@ -349,6 +348,11 @@ class AsyncClient:
                         await asyncio.sleep(delay)
                         delay = min(2 * delay, 0.5)
                         at = fresh
+                    except UnknownModelError:
+                        # destroyed, re-created or loaded elsewhere since we looked it up:
+                        # forget the placement, so the next call asks the master again
+                        self._models.pop(info.name, None)
+                        raise
             finally:
                 if tag is not None:
                     tag[0].finish(tag[1])

@@ -68,7 +68,6 @@ class Failover:
                 self.rebuild(entry)
 
     async def _recover(self, entry: ModelEntry, dead: str) -> None:
-        restore: dict[str, list[int]] = {}
         touched: set[str] = set()  # primaries whose backups changed
         for p, primary in enumerate(entry.placement):
             backups = [b for b in entry.backups[p] if b != dead and self._alive(b)]
@@ -83,21 +82,13 @@ class Failover:
                 entry.recoveries += 1
                 log.warning("partition %d of %s: backup %s promoted to primary (%s died)",
                             p, entry.name, entry.placement[p], dead)
-            elif entry.checkpoint is not None:
-                target = self._least_loaded({dead})
-                if target is None:
-                    entry.lost.append(p)
-                    log.error("partition %d of model %s has no live copy: it comes back from "
-                              "the model's checkpoint when a shard registers", p, entry.name)
-                    continue
-                restore.setdefault(target, []).append(p)
-                entry.placement[p] = target
             else:
-                entry.lost.append(p)
-                log.error("partition %d of model %s is lost with shard %s: it had no backup "
-                          "and the model no checkpoint; load a saved copy", p, entry.name, dead)
-        for target, parts in restore.items():
-            await self._restore(entry, target, parts)
+                entry.lost.append(p)  # restored just below, if there is a checkpoint
+                if entry.checkpoint is None:
+                    log.error("partition %d of model %s is lost with shard %s: it had no "
+                              "backup and the model no checkpoint; load a saved copy", p,
+                              entry.name, dead)
+        await self._bring_back(entry)
         await asyncio.gather(*(self.send_backups(entry, s) for s in touched
                                if s != dead and self._alive(s)), return_exceptions=True)
 
@@ -107,17 +98,25 @@ class Failover:
         m = self.master
         async with m.lock:
             for entry in list(m.models.values()):
-                if not entry.lost or entry.checkpoint is None:
-                    continue
-                target = self._least_loaded(set())
-                if target is None:
-                    return
-                parts, entry.lost = sorted(entry.lost), []
-                for p in parts:
-                    entry.placement[p], entry.backups[p] = target, []
-                await self._restore(entry, target, parts)
-                self.rebuild(entry)
+                await self._bring_back(entry)
+                if entry.degraded():
+                    self.rebuild(entry)
             m.persist()
+
+    async def _bring_back(self, entry: ModelEntry) -> None:
+        """Restore `entry`'s partitions that have no live copy from its checkpoint, on the
+        live shard holding least; with no live shard, they wait for one to register."""
+        if not entry.lost or entry.checkpoint is None:
+            return
+        target = self._least_loaded(set())
+        if target is None:
+            log.error("partitions %s of model %s have no live copy: they come back from the "
+                      "model's checkpoint when a shard registers", entry.lost, entry.name)
+            return
+        parts, entry.lost = sorted(entry.lost), []
+        for p in parts:
+            entry.placement[p], entry.backups[p] = target, []
+        await self._restore(entry, target, parts)
 
     async def _restore(self, entry: ModelEntry, target: str, parts: list[int]) -> None:
         """Have `target` load `parts` of `entry` from its latest checkpoint."""

@@ -291,7 +291,7 @@ class Master:
         return await conn.request(op, model, args, timeout=timeout or s.request_timeout)
 
     async def on_shards(self, entry: ModelEntry, op: str, extra: dict | None = None,
-                         per_shard=None, shards: list[str] | None = None) -> list[Message]:
+                        per_shard=None, shards: list[str] | None = None) -> list[Message]:
         """Send `op` to every shard holding a copy of `entry` (or to `shards`),
         concurrently; raise the first error."""
         shards = entry.shards() if shards is None else shards

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from psframework.errors import ProtocolError, ShapeError, UnknownModelError
+from psframework.errors import MovedError, ProtocolError, ShapeError, UnknownModelError
 from psframework.protocol import Message
 from psframework.shard.hosted import HostedModel
 from psframework.shard.replicas import Gate
@@ -32,8 +32,8 @@ __all__ = ["Copies", "pairs"]
 
 class Copies:
     def _write(self, hosted: HostedModel, msg: Message, apply):
-        """Apply a write through its partition's gate, and on the backups too when this
-        shard is the partition's primary (see shard.replicas)."""
+        """Apply a write (`apply(msg)`) through its partition's gate, and on the backups
+        too when this shard is the partition's primary (see shard.replicas)."""
         part = self._part(msg)
         replica = msg.args.get("replica") is True  # forwarded by the primary
         if not replica:
@@ -41,7 +41,7 @@ class Copies:
         gate = hosted.gate(part)
         copies = not replica and (hosted.backups.get(part) or hosted.building.get(part))
         if gate.is_open and not copies:
-            result = apply()  # the common case: no copy to keep, no snapshot running
+            result = apply(msg)  # the common case: no copy to keep, no snapshot running
             if inspect.isawaitable(result):
                 gate.active += 1
                 return self._leaving(gate, result)
@@ -61,7 +61,7 @@ class Copies:
         try:
             # the backups as of now: a snapshot that held the gate may have added one
             backups = () if replica else tuple(hosted.backups.get(part, ()))
-            result = apply()  # a request that fails here goes to no backup
+            result = apply(msg)  # a request that fails here goes to no backup
             if not replica:
                 self._forward_to_building(hosted, msg, part)
             if not backups:
@@ -100,7 +100,7 @@ class Copies:
         """Refuse writes while this shard may have been declared dead: the master may have
         moved its partitions meanwhile, and a write here would be lost."""
         if self._lease_until is not None and time.monotonic() > self._lease_until:
-            raise UnknownModelError(
+            raise MovedError(
                 f"shard {self.name} has not reached the master for a while, so partition "
                 f"{part} of {msg.model!r} may have moved; look the model up again",
                 model=msg.model)
@@ -142,10 +142,7 @@ class Copies:
         hosted = self.models.get(msg.model)
         if building and hosted is not None and hosted.uid == msg.args.get("uid"):
             for p in msg.args.get("parts") or ():  # left over from a build that failed
-                hosted.parts.pop(p, None)
-                old = hosted.gates.pop(p, None)
-                if old is not None and not old.is_open:
-                    old.open()
+                hosted.drop(p)
         await self._install(msg, make, adding=True)
         if building:  # forwarded writes wait until the copy is in (the last fill)
             hosted = self.models[msg.model]
@@ -183,12 +180,16 @@ class Copies:
                 raise ShapeError("fill needs an offset and rows that fit the partition")
             partition.data[offset:offset + values.shape[0]] = values
         if msg.args.get("last") is True:
-            for p, state in pairs(msg.args.get("applied", []), "applied"):
-                self.once.adopt(msg.model, p, state)
+            self._take_applied(msg)
             gate = hosted.gate(part)
             if not gate.is_open:
                 gate.open()
         return {}, ()
+
+    def _take_applied(self, msg: Message) -> None:
+        """Take over what the copy in `msg` had applied (its exactly-once state)."""
+        for part, state in pairs(msg.args.get("applied", []), "applied"):
+            self.once.adopt(msg.model, part, state)
 
     async def _copy_to(self, msg: Message):
         """Build a backup of partition `part` on the shard at `address`, in the

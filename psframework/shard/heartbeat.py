@@ -12,7 +12,6 @@ master has been unreachable for `master_grace` seconds.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from typing import Callable
@@ -21,8 +20,6 @@ from psframework.config import Settings, parse_address
 from psframework.errors import PSError, UnknownModelError
 from psframework.transport import ClientConnection, connect
 from psframework.transport.loop import new_event_loop
-
-log = logging.getLogger("psframework.shard")
 
 __all__ = ["Heartbeat"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from psframework.errors import UnknownModelError
+from psframework.errors import MovedError, UnknownModelError
 from psframework.model import Model, ShardView
 from psframework.shard.replicas import Gate
 from psframework.storage.table import Partition, TableSpec
@@ -33,19 +33,31 @@ class HostedModel:
             gate = self.gates[part] = Gate()
         return gate
 
-    def view(self, shard: str, part: int) -> ShardView:
+    def drop(self, part: int) -> None:
+        """Let go of partition `part` (its copy here, its backups, its gate); writes
+        waiting at its gate go on, and find it gone."""
+        self.parts.pop(part, None)
+        self.backups.pop(part, None)
+        gate = self.gates.pop(part, None)
+        if gate is not None and not gate.is_open:
+            gate.open()
+
+    def tables_of(self, part: int) -> dict[str, Partition]:
         try:
-            return ShardView(self.name, shard, part, self.parts[part])
+            return self.parts[part]
         except KeyError:
-            raise UnknownModelError(f"partition {part} of model {self.name!r} is not on this "
-                                    "shard; look the model up again", model=self.name) from None
+            raise MovedError(f"partition {part} of model {self.name!r} is not on this shard; "
+                             "look the model up again", model=self.name) from None
+
+    def view(self, shard: str, part: int) -> ShardView:
+        return ShardView(self.name, shard, part, self.tables_of(part))
 
     def partition(self, table: str, part: int) -> Partition:
         try:
-            return self.parts[part][table]
+            return self.tables_of(part)[table]
         except KeyError:
-            raise UnknownModelError(f"model {self.name!r} has no partition {part} of table "
-                                    f"{table!r} on this shard", model=self.name) from None
+            raise UnknownModelError(f"model {self.name!r} has no table {table!r}",
+                                    model=self.name) from None
 
     @property
     def nbytes(self) -> int:

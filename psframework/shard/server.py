@@ -35,7 +35,7 @@ import numpy as np
 
 from psframework.config import Settings, parse_address
 from psframework.errors import (
-    ConfigError, ModelExistsError, ProtocolError, PSError, ShapeError, StorageError,
+    ConfigError, ModelExistsError, MovedError, ProtocolError, PSError, ShapeError, StorageError,
     UnknownModelError,
 )
 from psframework.model import Model, ShardView, model_type
@@ -43,7 +43,7 @@ from psframework.protocol import Message
 from psframework.storage import aggregate, files, memory
 from psframework.storage.table import Partition, TableSpec
 from psframework.transport import ClientConnection, Traffic, connect, serve
-from psframework.shard.copies import Copies, pairs
+from psframework.shard.copies import Copies
 from psframework.shard.heartbeat import Heartbeat
 from psframework.shard.hosted import HostedModel
 from psframework.shard.replicas import Forwarder
@@ -166,8 +166,7 @@ class Shard(Copies):
             hosted.plugin.on_destroy()
         else:
             for p in parts:
-                hosted.parts.pop(p, None)
-                hosted.backups.pop(p, None)
+                hosted.drop(p)
         log.warning("shard %s dropped %s of model %s: the master no longer places them here",
                     self.name, "all partitions" if parts is None else f"partitions {parts}", model)
 
@@ -217,7 +216,7 @@ class Shard(Copies):
             return op(msg)
         hosted = self._hosted(msg)
         if op is not None:
-            return self._write(hosted, msg, lambda: op(msg))
+            return self._write(hosted, msg, op)
         fn = hosted.plugin.udfs.get(msg.op)
         if fn is None:
             raise UnknownModelError(
@@ -225,7 +224,7 @@ class Shard(Copies):
                 f"it offers {sorted(hosted.plugin.udfs)}", model=msg.model, op=msg.op)
         if getattr(fn, "_psf_read", False):
             return self._run_udf(fn, hosted, msg)
-        return self._write(hosted, msg, lambda: self._run_udf(fn, hosted, msg))
+        return self._write(hosted, msg, lambda m: self._run_udf(fn, hosted, m))
 
     def _run_udf(self, fn, hosted: HostedModel, msg: Message):
         view = hosted.view(self.name, self._part(msg))
@@ -255,9 +254,9 @@ class Shard(Copies):
         try:
             hosted = self.models[msg.model]
         except KeyError:
-            raise UnknownModelError(f"model {msg.model!r} is not hosted on shard {self.name}; "
-                                    "create it first, or look it up again if it was moved",
-                                    model=msg.model) from None
+            raise MovedError(f"model {msg.model!r} is not hosted on shard {self.name}; "
+                             "create it first, or look it up again if it was moved",
+                             model=msg.model) from None
         uid = msg.args.get("uid")
         if uid is not None and uid != hosted.uid:
             raise UnknownModelError(f"model {msg.model!r} was destroyed and created again since "
@@ -366,8 +365,7 @@ class Shard(Copies):
         else:
             current.parts.update(built)
         self._set_backups(current, msg.args.get("backups", []))
-        for part, state in pairs(msg.args.get("applied", []), "applied"):
-            self.once.adopt(msg.model, part, state)
+        self._take_applied(msg)
         self._ops_known.update(cls.udfs)
         return {"created": True}
 
@@ -385,10 +383,7 @@ class Shard(Copies):
             if not isinstance(parts, list) or not all(isinstance(p, int) for p in parts):
                 raise ProtocolError("destroy's parts must be a list of partition indices")
             for part in parts:
-                gate = hosted.gates.pop(part, None)
-                if gate is not None and not gate.is_open:
-                    gate.open()  # what waits there fails on the missing partition
-                hosted.parts.pop(part, None)
+                hosted.drop(part)
             if hosted.parts:
                 return {"destroyed": True}, ()
         del self.models[msg.model]

@@ -150,7 +150,7 @@ class OnceLog:
         if not fut.cancelled() and fut.exception() is None and key[1] >= stream.floor:
             self._remember(key, stream, fut.result(), where)
 
-    def _remember(self, key: Hashable, stream: _Stream, reply: Any, where: tuple = ()) -> None:
+    def _remember(self, key: Hashable, stream: _Stream, reply: Any, where: tuple) -> None:
         size = footprint(reply) + ENTRY_OVERHEAD
         self._replies[key] = (reply, size, where)
         stream.seqs[key[1]] = None
