@@ -7,6 +7,8 @@ and a restarted query that does not learn a replayed micro-batch twice."""
 
 from __future__ import annotations
 
+import os
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -127,12 +129,17 @@ def test_bad_params_and_columns(session, messages, params, match):
 
 def write_parts(folder, data, X, parts):
     """Messages as one parquet file per part, in order (the stream reads one per
-    micro-batch)."""
+    micro-batch). Spark orders new files by modification time, in milliseconds, and
+    files written within one millisecond in any order: part i is dated i seconds after
+    an hour ago, so the order is the parts' whatever the clock's resolution."""
     folder.mkdir(exist_ok=True)
+    an_hour_ago = time.time_ns() - 3600 * 10**9
     for i, rows in parts:
+        path = folder / f"part-{i:03d}.parquet"
         pq.write_table(pa.table({"words": data.words[rows],
-                                 "label": data.labels[rows].astype(float)}),
-                       folder / f"part-{i:03d}.parquet")
+                                 "label": data.labels[rows].astype(float)}), path)
+        dated = an_hour_ago + i * 10**9
+        os.utime(path, ns=(dated, dated))
 
 
 def test_streaming_learns_each_micro_batch_once(session, messages, tmp_path):
