@@ -24,7 +24,12 @@ def indices(idx: Any, length: int, what: str) -> np.ndarray:
     a = a.astype(np.int64, copy=False).reshape(-1) if a.ndim <= 1 else None
     if a is None:
         raise ShapeError(f"{what} must be a 1-d array of indices")
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= length):
+    if a.size <= 8:  # a few indices: Python's min/max beat numpy's reductions' set-up
+        few = a.tolist()
+        low, high = (min(few), max(few)) if few else (0, -1)
+    else:
+        low, high = int(a.min()), int(a.max())
+    if a.size and (low < 0 or high >= length):
         raise ShapeError(f"{what} out of range: valid indices are 0..{length - 1}")
     return a
 

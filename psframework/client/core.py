@@ -159,7 +159,9 @@ class AsyncClient:
             seq = tags.new() if tags is not None else 0
 
         async def attempt() -> Message:
-            conn = await self._connection(address)
+            conn = self._conns.get(address)
+            if conn is None or not conn.is_open:
+                conn = await self._connection(address)
             a = {**(args or {}), "once": tags.tag(seq)} if tags is not None else args
             window = self._windows.get(address)
             if window is None:
@@ -179,7 +181,7 @@ class AsyncClient:
         reply (create, destroy, save, load) answers as the first did instead of failing."""
         return (await self.request(self.master, op, model, args, once=once, shard="master")).args
 
-    async def _limit(self, info: ModelInfo, part: int, op: str) -> int:
+    async def _limit(self, info: ModelInfo, part: int) -> int:
         """How many bytes one request to partition `part` may carry: the chunk size, or
         less if either end of the connection accepts less (a server that cannot be reached
         now is assumed to take what this client takes: the requests find out)."""
@@ -191,6 +193,13 @@ class AsyncClient:
             except NotSent:
                 return min(self.settings.limits.max_frame_bytes,
                            self.settings.chunk_bytes + plan.HEADER_ROOM)
+        return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
+
+    def _limit_now(self, info: ModelInfo, part: int) -> int | None:
+        """`_limit` when the connection is open already (the usual case), else None."""
+        conn = self._conns.get(info.address(part)[1])
+        if conn is None or not conn.is_open:
+            return None
         return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
 
     # -- catalog -----------------------------------------------------------------------
@@ -217,6 +226,11 @@ class AsyncClient:
         info = ModelInfo.from_wire(await self._master("create_model", name, args, once=True))
         self._models[name] = info
         return info
+
+    def _known(self, name: str) -> ModelInfo | None:
+        """Model `name`'s lookup if this client has a usable one (no await), else None."""
+        known = self._models.get(name)
+        return known if known is not None and not known.lost else None
 
     async def model(self, name: str, *, refresh: bool = False) -> ModelInfo:
         known = self._models.get(name)
@@ -369,7 +383,7 @@ class AsyncClient:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()
 
-    async def _row_plan(self, info: ModelInfo, spec: TableSpec, rows: np.ndarray, op: str
+    async def _row_plan(self, info: ModelInfo, spec: TableSpec, rows: np.ndarray
                         ) -> list[tuple[int, np.ndarray, Any]]:
         """How a row-wise op on `rows` splits into requests: (partition, indices to send,
         where the part sits in the whole request). A row partition gets its own rows; a
@@ -379,31 +393,31 @@ class AsyncClient:
         pieces = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
-                limit = await self._limit(info, part, op)
+                limit = self._limit_now(info, part) or await self._limit(info, part)
                 for c in plan.chunks(local.size, 8 + spec.row_bytes(part), limit):
                     pieces.append((part, local[c], plan.at(pos, c)))
         else:
             for part in range(spec.parts):
-                limit = await self._limit(info, part, op)
+                limit = self._limit_now(info, part) or await self._limit(info, part)
                 for c in plan.chunks(rows.size, 8 + spec.row_bytes(part), limit):
                     pieces.append((part, rows[c], (c, split.indices(part))))
         return pieces
 
     async def pull_rows(self, model: str, table: str, rows: Any) -> np.ndarray:
         """Rows of a matrix (or elements of a vector), in the order asked."""
-        info = await self.model(model)
+        info = self._known(model) or await self.model(model)
         spec = info.table(table)
         rows = checks.indices(rows, spec.shape[0], "rows")
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
-        pieces = await self._row_plan(info, spec, rows, "pull_rows")
+        pieces = await self._row_plan(info, spec, rows)
         await self._scatter(info, [
             plan.Job(part, "pull_rows", {"table": table}, (idx,),
                  lambda r, at=at: out.__setitem__(at, r.arrays[0]), idx.size * spec.row_bytes(part))
             for part, idx, at in pieces])
         return out
 
-    async def _elem_plan(self, info: ModelInfo, spec: TableSpec, rows: Any, cols: Any,
-                         op: str) -> tuple[int, list[tuple[int, tuple, Any]]]:
+    async def _elem_plan(self, info: ModelInfo, spec: TableSpec, rows: Any, cols: Any
+                         ) -> tuple[int, list[tuple[int, tuple, Any]]]:
         """How an element op on (rows[i], cols[i]) splits into requests: the number of
         elements, and per request (partition, (local rows, cols) or (rows, local cols),
         where the part sits in the whole request)."""
@@ -414,7 +428,7 @@ class AsyncClient:
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
         pieces = []
         for part, pos, local in spec.split().split(key):
-            limit = await self._limit(info, part, op)
+            limit = self._limit_now(info, part) or await self._limit(info, part)
             for c in plan.chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
                 at = plan.at(pos, c)
                 pair = (local[c], other[at]) if spec.axis == 0 else (other[at], local[c])
@@ -423,11 +437,11 @@ class AsyncClient:
 
     async def pull(self, model: str, table: str, rows: Any, cols: Any = None) -> np.ndarray:
         """Elements (rows[i], cols[i]) of a matrix, or (rows[i]) of a vector."""
-        info = await self.model(model)
+        info = self._known(model) or await self.model(model)
         spec = info.table(table)
         if spec.is_vector:
             return await self.pull_rows(model, table, rows)
-        n, pieces = await self._elem_plan(info, spec, rows, cols, "pull_elems")
+        n, pieces = await self._elem_plan(info, spec, rows, cols)
         out = np.empty(n, dtype=spec.dtype)
         await self._scatter(info, [
             plan.Job(part, "pull_elems", {"table": table}, pair,
@@ -437,24 +451,24 @@ class AsyncClient:
 
     async def push_rows(self, model: str, table: str, rows: Any, values: Any) -> None:
         """Combine `values[i]` into row `rows[i]` with the table's aggregator, exactly once."""
-        info = await self.model(model)
+        info = self._known(model) or await self.model(model)
         spec = info.table(table)
         rows = checks.indices(rows, spec.shape[0], "rows")
         values = checks.values(values, spec, (rows.size,) + spec.shape[1:])
-        pieces = await self._row_plan(info, spec, rows, "push_rows")
+        pieces = await self._row_plan(info, spec, rows)
         await self._scatter(info, [plan.Job(part, "push_rows", {"table": table}, (idx, values[at]))
                                    for part, idx, at in pieces], once=True)
 
     async def push(self, model: str, table: str, rows: Any, cols: Any = None,
                    values: Any = None) -> None:
         """Combine `values[i]` into element (rows[i], cols[i]) (vector: rows[i]), exactly once."""
-        info = await self.model(model)
+        info = self._known(model) or await self.model(model)
         spec = info.table(table)
         if spec.is_vector:
             if values is None:
                 values, cols = cols, None
             return await self.push_rows(model, table, rows, values)
-        n, pieces = await self._elem_plan(info, spec, rows, cols, "push_elems")
+        n, pieces = await self._elem_plan(info, spec, rows, cols)
         values = checks.values(values, spec, (n,))
         await self._scatter(info, [plan.Job(part, "push_elems", {"table": table}, pair + (values[at],))
                                    for part, pair, at in pieces], once=True)
@@ -470,7 +484,7 @@ class AsyncClient:
         retries (use it for every op that changes state); `idempotent=True` says the op
         may run twice harmlessly (a read). Otherwise a call whose request left this
         process is not resent, and the error says it may or may not have run."""
-        info = await self.model(model)
+        info = self._known(model) or await self.model(model)
         parts = list(range(info.parts) if parts is None else parts)
         for p in parts:
             if not 0 <= p < info.parts:

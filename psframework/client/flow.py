@@ -47,9 +47,13 @@ class Window:
         self.peak = 0  # the most bytes ever in flight (for tests and stats)
         self._changed = asyncio.Condition()
 
-    async def __call__(self, nbytes: int, send: Callable[[], Awaitable]):
+    def __call__(self, nbytes: int, send: Callable[[], Awaitable]) -> Awaitable:
+        """`send()` once `nbytes` more fit in the window; an awaitable of its result."""
         if nbytes < self.capacity // 64:
-            return await send()
+            return send()
+        return self._admitted(nbytes, send)
+
+    async def _admitted(self, nbytes: int, send: Callable[[], Awaitable]):
         async with self._changed:
             await self._changed.wait_for(lambda: self.used == 0
                                          or self.used + nbytes <= self.capacity)

@@ -8,6 +8,7 @@ the same answer without asking anyone.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -36,6 +37,10 @@ class Partitioner:
         return np.array([p * self.length // self.parts for p in range(self.parts + 1)],
                         dtype=np.int64)
 
+    @cached_property
+    def _bounds(self) -> list[int]:
+        return self.starts.tolist()
+
     def size(self, part: int) -> int:
         if self.kind == "range":
             return int(self.starts[part + 1] - self.starts[part])
@@ -56,6 +61,12 @@ class Partitioner:
         idx = np.asarray(idx, dtype=np.int64)
         if self.parts == 1:
             return [(0, slice(None), idx)]
+        if idx.size == 1:  # one index (a hot path): no vectorised set-up
+            i = int(idx[0])
+            if self.kind == "range":
+                part = bisect.bisect_right(self._bounds, i) - 1
+                return [(part, slice(None), idx - self._bounds[part])]
+            return [(i % self.parts, slice(None), idx // self.parts)]
         if self.kind == "range":
             owner = np.searchsorted(self.starts, idx, side="right") - 1
             local = idx - self.starts[owner]

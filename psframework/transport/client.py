@@ -31,7 +31,7 @@ class ClientConnection(Peer):
         self.handshake = ClientHandshake(secret)
         self.ready = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()  # done once it is lost
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle | None]] = {}
         self._ids = itertools.count(1)
         self._lost: PSError | None = None
 
@@ -41,8 +41,8 @@ class ClientConnection(Peer):
 
     def on_event(self, ev: Message | OversizedFrame) -> None:
         if isinstance(ev, OversizedFrame):
-            fut = self._pending.pop(ev.rid, None)
-            if fut is not None and not fut.done():
+            fut = self._answered(ev.rid)
+            if fut is not None:
                 fut.set_exception(ProtocolError(
                     f"reply of {ev.size} bytes exceeds this client's max_frame_bytes={ev.limit}; "
                     "request fewer rows at once or raise PSF_MAX_FRAME_BYTES", op=ev.op or None))
@@ -67,13 +67,20 @@ class ClientConnection(Peer):
                 f"{self.server_name or self.peername} closed the connection: {err}",
                 shard=self.server_name or None))
             return
-        fut = self._pending.pop(ev.rid, None)
-        if fut is None or fut.done():
-            return  # a reply to a request that already timed out
+        fut = self._answered(ev.rid)
+        if fut is None:
+            return  # a reply to a request that already timed out (or was cancelled)
         if ev.kind == Kind.ERROR:
             fut.set_exception(error_from_wire(ev.args))
         else:
             fut.set_result(ev)
+
+    def _answered(self, rid: int) -> asyncio.Future | None:
+        """The future of request `rid`, now answered: None if nobody waits for it."""
+        fut, timer = self._pending.pop(rid, (None, None))
+        if timer is not None:
+            timer.cancel()
+        return None if fut is None or fut.done() else fut
 
     def on_protocol_error(self, err: ProtocolError) -> None:
         if not self.handshake.done:
@@ -94,7 +101,9 @@ class ClientConnection(Peer):
 
     def _fail_pending(self, err: PSError) -> None:
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
+        for fut, timer in pending.values():
+            if timer is not None:
+                timer.cancel()
             if not fut.done():
                 fut.set_exception(err)
 
@@ -121,33 +130,41 @@ class ClientConnection(Peer):
     def server_name(self) -> str:
         return self.handshake.server_name
 
-    async def request(self, op: str, model: str = "", args: dict | None = None,
-                      arrays: tuple = (), timeout: float | None = None) -> Message:
-        """Send one request and wait for its reply (or a typed error). NotSent says that
-        the request did not leave this process."""
-        if not self._writable.is_set():  # backpressure: the kernel buffer is full
-            try:
-                await asyncio.wait_for(self._writable.wait(), timeout)
-            except asyncio.TimeoutError:
-                raise NotSent(
-                    f"{self.server_name or self.peername} has not read for {timeout:g}s",
-                    model=model or None, op=op, shard=self.server_name or None) from None
+    def request(self, op: str, model: str = "", args: dict | None = None,
+                arrays: tuple = (), timeout: float | None = None) -> Awaitable[Message]:
+        """Send one request — once the kernel takes data again, if it is full — and return
+        an awaitable of its reply (or a typed error). NotSent says that the request did
+        not leave this process."""
+        if self._writable.is_set():
+            return self.start(op, model, args, arrays, timeout)
+        return self._request_when_writable(op, model, args, arrays, timeout)
+
+    async def _request_when_writable(self, op: str, model: str, args: dict | None,
+                                     arrays: tuple, timeout: float | None) -> Message:
+        try:  # backpressure: the kernel buffer is full
+            await asyncio.wait_for(self._writable.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise NotSent(
+                f"{self.server_name or self.peername} has not read for {timeout:g}s",
+                model=model or None, op=op, shard=self.server_name or None) from None
         return await self.start(op, model, args, arrays, timeout)
 
     def start(self, op: str, model: str = "", args: dict | None = None, arrays: tuple = (),
-              timeout: float | None = None) -> Awaitable[Message]:
+              timeout: float | None = None) -> asyncio.Future:
         """Send one request now, whatever the backpressure (so that requests started one
-        after another go out in that order), and return an awaitable of its reply."""
+        after another go out in that order), and return the future of its reply, which
+        fails with RequestTimeoutError `timeout` seconds from now."""
         if not self.is_open:
             raise NotSent(self._lost.message if self._lost is not None else
                           f"connection to {self.peername} is closed",
                           model=model or None, op=op, shard=self.server_name or None)
         rid = next(self._ids)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         fut = loop.create_future()
-        self._pending[rid] = fut
         # a timer rather than asyncio.wait_for: no extra task and loop step per request
-        timer = None if timeout is None else loop.call_at(loop.time() + timeout, _expire, fut)
+        timer = None if timeout is None else loop.call_at(
+            loop.time() + timeout, self._expire, rid, op, model, timeout)
+        self._pending[rid] = (fut, timer)
         try:
             self.send(Message(Kind.REQUEST, rid, op, model, args or {}, tuple(arrays)))
         except BaseException:
@@ -155,30 +172,15 @@ class ClientConnection(Peer):
                 timer.cancel()
             self._pending.pop(rid, None)
             raise
-        return self._reply(rid, fut, timer, op, model, timeout)
+        return fut
 
-    async def _reply(self, rid: int, fut: asyncio.Future, timer, op: str, model: str,
-                     timeout: float | None) -> Message:
-        try:
-            return await fut
-        except _Expired:
-            raise RequestTimeoutError(
+    def _expire(self, rid: int, op: str, model: str, timeout: float) -> None:
+        fut, _ = self._pending.pop(rid, (None, None))
+        if fut is not None and not fut.done():
+            fut.set_exception(RequestTimeoutError(
                 f"no reply from {self.server_name or self.peername} within {timeout:g}s; the "
                 "server may be overloaded or stuck (raise PSF_REQUEST_TIMEOUT for big requests)",
-                model=model or None, op=op, shard=self.server_name or None) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._pending.pop(rid, None)
-
-
-class _Expired(Exception):
-    pass
-
-
-def _expire(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_exception(_Expired())
+                model=model or None, op=op, shard=self.server_name or None))
 
 
 async def connect(host: str, port: int, *, limits: Limits, secret: bytes | None,
