@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--replicas", type=int, help="master: copies of every partition of a "
                        "new model (default 1; 2 survives the loss of any one shard)")
     serve.add_argument("--watch-stdin", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # LocalCluster's
     status = sub.add_parser("status", help="print servers, models, partitions and memory")
     _common(status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -63,14 +64,15 @@ def _settings(args: argparse.Namespace):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from psframework.runner import configure_logging, serve_forever
+    from psframework.runner import configure_logging, exit_now, serve_forever
     settings = _settings(args)
     configure_logging(settings.log_level)
     if args.role == "shard" and not settings.master:
         raise PSError("a shard needs --master HOST:PORT (or PSF_MASTER)")
     if args.role in ("master", "shard"):
-        serve_forever(args.role, settings, watch_stdin=args.watch_stdin)
-        return 0
+        serve_forever(args.role, settings, watch_stdin=args.watch_stdin,
+                      listen_fd=args.listen_fd)
+        exit_now(0)
     from psframework.cluster import LocalCluster
     secret = settings.secret.get_secret_value() if settings.secret else None
     port = DEFAULT_MASTER_PORT if settings.port is None else settings.port

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,11 +40,13 @@ def server_environment(secret: str | None, settings: dict[str, Any],
     return env
 
 
-def start_server(*args: str, env: dict[str, str]) -> subprocess.Popen:
+def start_server(*args: str, env: dict[str, str], pass_fds: tuple[int, ...] = ()
+                 ) -> subprocess.Popen:
     """`python -m psframework serve ARGS` as a child that watches its stdin, so it exits
     when this process does, even if this process is killed without cleaning up."""
     cmd = [sys.executable, "-m", "psframework", "serve", *args, "--watch-stdin"]
-    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            pass_fds=pass_fds)
 
 
 def ready_address(line: str) -> str | None:
@@ -117,24 +120,55 @@ class LocalCluster:
         self._clients: list = []
 
     # -- processes -------------------------------------------------------------------
-    def _launch(self, *args: str) -> subprocess.Popen:
+    def _launch(self, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
         return start_server(*args, "--host", self.host, "--log-level", self.log_level,
-                            env=self.env)
+                            env=self.env, pass_fds=pass_fds)
 
     def start(self) -> "LocalCluster":
+        """Start the master and the shards at the same time: this process binds the
+        master's socket and hands it down, so the shards can connect (and wait in its
+        backlog) while the master is still starting."""
         try:
-            self.master_process = self._launch("master", "--port", str(self.port))
+            with self._listener() as listener:
+                fd = listener.fileno()
+                self.master_process = self._launch("master", "--port", str(self.port),
+                                                   "--listen-fd", str(fd), pass_fds=(fd,))
+                port = listener.getsockname()[1]
+            wildcard = self.host in ("0.0.0.0", "::", "")
+            shards = self._start_shards(self.num_shards,
+                                        f"{'127.0.0.1' if wildcard else self.host}:{port}")
             self.address = listening_address(self.master_process, self.startup_timeout)
-            self.add_shards(self.num_shards)
+            self._registered(shards)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _listener(self) -> socket.socket:
+        """The master's listening socket, bound here."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(1024)
+        except OSError as e:
+            sock.close()
+            raise ConfigError(f"the master cannot listen on {self.host}:{self.port} "
+                              f"({e.strerror or e}); is that port taken? port=0 picks a free "
+                              "one") from None
+        return sock
+
     def add_shards(self, n: int = 1) -> list[subprocess.Popen]:
         """Start `n` more shards, concurrently; all have registered when this returns."""
-        procs = [self._launch("shard", "--master", self.address) for _ in range(n)]
+        return self._registered(self._start_shards(n, self.address))
+
+    def _start_shards(self, n: int, master: str) -> list[subprocess.Popen]:
+        procs = [self._launch("shard", "--master", master) for _ in range(n)]
         self.shard_processes.extend(procs)
+        return procs
+
+    def _registered(self, procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
         for p in procs:
             listening_address(p, self.startup_timeout)
         return procs

@@ -16,7 +16,7 @@ from psframework.master import Master
 from psframework.shard import Shard
 from psframework.transport import run
 
-__all__ = ["serve_forever", "configure_logging"]
+__all__ = ["serve_forever", "configure_logging", "exit_now"]
 
 
 def tune_allocator() -> None:
@@ -50,10 +50,11 @@ def configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
 
 
-async def _serve(role: str, settings: Settings, watch_stdin: bool) -> None:
+async def _serve(role: str, settings: Settings, watch_stdin: bool,
+                 listen_fd: int | None) -> None:
     tune_allocator()
     allow_connections(settings.max_connections)
-    server = Master(settings) if role == "master" else Shard(settings)
+    server = Master(settings, listen_fd) if role == "master" else Shard(settings)
     address = await server.start()
     name = "master" if role == "master" else f"shard {server.name}"
     print(f"psframework {name} listening on {address}", flush=True)
@@ -79,6 +80,19 @@ async def _serve(role: str, settings: Settings, watch_stdin: bool) -> None:
     logging.getLogger("psframework").info("%s stopped", name)
 
 
-def serve_forever(role: str, settings: Settings, *, watch_stdin: bool = False) -> None:
-    """Block serving as `role` ('master' or 'shard')."""
-    run(_serve(role, settings, watch_stdin))
+def serve_forever(role: str, settings: Settings, *, watch_stdin: bool = False,
+                  listen_fd: int | None = None) -> None:
+    """Block serving as `role` ('master' or 'shard'); a master listens on `listen_fd`
+    when it is given (a socket bound by the process that started this one)."""
+    run(_serve(role, settings, watch_stdin, listen_fd))
+
+
+def exit_now(code: int) -> None:
+    """End a server process that has stopped cleanly, without the interpreter's teardown:
+    its state is on disk and its sockets closed, and unloading numba's compiled code and
+    every module took longer than the rest of a stop (measured: ~0.1 s of a shard's
+    0.17 s)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

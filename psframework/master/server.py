@@ -26,6 +26,7 @@ import asyncio
 import errno
 import logging
 import re
+import socket
 import time
 
 from psframework.config import DEFAULT_MASTER_PORT, Settings, parse_address
@@ -59,8 +60,9 @@ PROBES = (0.0, 0.05, 0.15, 0.3)  # pauses before each look at a shard whose conn
 
 
 class Master:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, listen_fd: int | None = None) -> None:
         self.settings = settings
+        self.listen_fd = listen_fd  # a listening socket handed down by a LocalCluster
         self.servers: dict[str, ServerInfo] = {}
         self.models: dict[str, ModelEntry] = {}
         self.address = ""
@@ -89,11 +91,12 @@ class Master:
     async def start(self) -> str:
         s = self.settings
         port = DEFAULT_MASTER_PORT if s.port is None else s.port
+        sock = None if self.listen_fd is None else socket.socket(fileno=self.listen_fd)
         self._server = await serve(self.handle, s.host, port, limits=s.limits,
                                    secret=s.secret_bytes, name=lambda: "master",
                                    handshake_timeout=s.handshake_timeout,
                                    max_connections=s.max_connections,
-                                   ssl_context=s.server_tls())
+                                   ssl_context=s.server_tls(), sock=sock)
         port = self._server.sockets[0].getsockname()[1]
         self.address = s.advertised(port)
         self._restore_state()

@@ -35,8 +35,8 @@ import numpy as np
 
 from psframework.config import Settings, parse_address
 from psframework.errors import (
-    ConfigError, ModelExistsError, MovedError, ProtocolError, PSError, ShapeError, StorageError,
-    UnknownModelError,
+    ConfigError, ConnectionLostError, ModelExistsError, MovedError, ProtocolError, PSError,
+    RequestTimeoutError, ShapeError, StorageError, UnknownModelError,
 )
 from psframework.model import Model, ShardView, model_type
 from psframework.protocol import Message
@@ -107,7 +107,7 @@ class Shard(Copies):
         # for this behind it on the pool, never the event loop)
         self._warm = asyncio.get_running_loop().run_in_executor(self._pool, aggregate.warm_up)
         if s.master:
-            await self._register()
+            await self._first_registration()
             loop = asyncio.get_running_loop()
             self._report = self._stats_args()
             self._beats = Heartbeat(
@@ -134,6 +134,20 @@ class Shard(Copies):
         self.forwarder.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
+
+    async def _first_registration(self) -> None:
+        """Register, waiting up to master_grace for a master that is still starting (a
+        LocalCluster starts the master and its shards at once; a deployment may too)."""
+        deadline = time.monotonic() + self.settings.master_grace
+        while True:
+            try:
+                return await self._register()
+            except (ConnectionLostError, RequestTimeoutError) as e:
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("master %s not answering yet (%s); trying again",
+                         self.settings.master, e.message)
+                await asyncio.sleep(0.05)
 
     async def _register(self) -> None:
         host, port = parse_address(self.settings.master)

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import ipaddress
 import logging
+import socket
 import ssl
 from typing import Awaitable, Callable
 
@@ -181,8 +182,10 @@ class ServerConnection(Peer):
 async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
                 secret: bytes | None, name: Callable[[], str], traffic: Traffic | None = None,
                 handshake_timeout: float = 10.0, max_connections: int = 1024,
-                ssl_context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
-    """Listen on host:port (over TLS with `ssl_context`). `name()` is the server's current
+                ssl_context: ssl.SSLContext | None = None,
+                sock: socket.socket | None = None) -> asyncio.AbstractServer:
+    """Listen on host:port — or on `sock`, a socket listening already (one a parent
+    process bound and handed down) — over TLS with `ssl_context`. `name()` is the server's current
     name, reported in handshakes and errors; `traffic` adds up what all its connections
     carry and holds the set of them."""
     traffic = traffic if traffic is not None else Traffic()
@@ -194,7 +197,8 @@ async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
         lambda: ServerConnection(handler, limits, secret, name, traffic,
                                  handshake_timeout=handshake_timeout,
                                  max_connections=max_connections),
-        host, port, reuse_address=True, ssl=ssl_context,
+        *((None, None) if sock is not None else (host, port)), sock=sock,
+        reuse_address=None if sock is not None else True, ssl=ssl_context,
         ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None)
 
 
