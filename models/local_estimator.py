@@ -51,11 +51,16 @@ class LocalEstimator:
             self._need(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
                        and value >= 1, name, "a positive integer")
 
+    def _embedded(self) -> LocalCluster:
+        """The cluster a local estimator starts when it has no `master`: its servers are
+        threads of this process (milliseconds to start, this process's kernels)."""
+        return LocalCluster(self.num_shards, processes=False).start()
+
     def _on_cluster(self, train: Callable[[str], Awaitable[T]]) -> T:
         """Run `train(master address)` on `master`, or on an embedded cluster."""
         cluster = None
         if self.master is None:
-            cluster = LocalCluster(self.num_shards).start()
+            cluster = self._embedded()
         try:
             return run(train(cluster.address if cluster is not None else self.master))
         finally:

@@ -6,6 +6,12 @@ tests, examples and `psframework serve local`.
 
 Each server is a `python -m psframework serve ...` process. They watch their stdin, so
 they exit when this process does, even if it is killed without cleaning up.
+
+With `processes=False` the servers are threads of this process instead, each on its own
+event loop, still talking TCP on loopback (dask's LocalCluster has the same switch). It
+starts in milliseconds and shares the kernels this process has loaded — what the local
+estimators use by default — but its Python work shares this process's GIL (the numba
+kernels release it), and a server cannot be killed alone.
 """
 
 from __future__ import annotations
@@ -97,13 +103,21 @@ def stop_servers(procs: list[subprocess.Popen | None]) -> None:
 
 
 class LocalCluster:
-    def __init__(self, shards: int = 2, *, secret: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0, log_level: str = "WARNING", env: dict[str, str] | None = None,
-                 startup_timeout: float = 60.0, **settings: Any) -> None:
+    def __init__(self, shards: int = 2, *, processes: bool = True, secret: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0, log_level: str = "WARNING",
+                 env: dict[str, str] | None = None, startup_timeout: float = 60.0,
+                 **settings: Any) -> None:
         """`settings` are extra server settings (e.g. heartbeat_timeout=1), passed as
-        PSF_* variables; `env` adds environment variables for the server processes."""
+        PSF_* variables; `env` adds environment variables for the server processes.
+        `processes=False`: the servers are threads of this process (see the module
+        docstring); `log_level` and `env` are then this process's own business."""
         if shards < 1:
             raise ConfigError("a LocalCluster needs at least one shard")
+        if not processes and env:
+            raise ConfigError("env sets the server processes' environment; with "
+                              "processes=False there are none (set os.environ instead)")
+        self.processes = processes
+        self.settings = settings
         self.num_shards = shards
         self.host = host
         self.port = port
@@ -116,6 +130,7 @@ class LocalCluster:
         self.env = server_environment(self.secret, settings, env)
         self.master_process: subprocess.Popen | None = None
         self.shard_processes: list[subprocess.Popen] = []
+        self.threads: list = []  # ServerThreads with processes=False, the master first
         self.address = ""
         self._clients: list = []
 
@@ -128,6 +143,8 @@ class LocalCluster:
         """Start the master and the shards at the same time: this process binds the
         master's socket and hands it down, so the shards can connect (and wait in its
         backlog) while the master is still starting."""
+        if not self.processes:
+            return self._start_threads()
         try:
             with self._listener() as listener:
                 fd = listener.fileno()
@@ -144,6 +161,21 @@ class LocalCluster:
             raise
         return self
 
+    def _start_threads(self) -> "LocalCluster":
+        try:
+            self.address = self._thread("master", host=self.host, port=self.port)
+            self.add_shards(self.num_shards)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _thread(self, role: str, **where: Any) -> str:
+        from psframework.runner import ServerThread  # the servers' code: only when asked
+        server = ServerThread(role, load_settings(secret=self.secret, **where, **self.settings))
+        self.threads.append(server)
+        return server.start(self.startup_timeout)
+
     def _listener(self) -> socket.socket:
         """The master's listening socket, bound here."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -159,8 +191,14 @@ class LocalCluster:
                               "one") from None
         return sock
 
-    def add_shards(self, n: int = 1) -> list[subprocess.Popen]:
-        """Start `n` more shards, concurrently; all have registered when this returns."""
+    def add_shards(self, n: int = 1) -> list:
+        """Start `n` more shards, concurrently; all have registered when this returns.
+        (With processes=False: ServerThreads, one after the other — each takes
+        milliseconds.)"""
+        if not self.processes:
+            for _ in range(n):
+                self._thread("shard", host=self.host, master=self.address)
+            return self.threads[-n:]
         return self._registered(self._start_shards(n, self.address))
 
     def _start_shards(self, n: int, master: str) -> list[subprocess.Popen]:
@@ -175,28 +213,39 @@ class LocalCluster:
 
     def kill_shard(self, index: int) -> None:
         """Kill shard `index` with SIGKILL, as a crash would (for failure tests)."""
+        self._processes_only("kill_shard")
         proc = self.shard_processes[index]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
     def kill_master(self) -> None:
         """Kill the master with SIGKILL, as a crash would (for failure tests)."""
+        self._processes_only("kill_master")
         self.master_process.send_signal(signal.SIGKILL)
         self.master_process.wait()
 
     def restart_master(self) -> None:
         """Start the master again at its address (after `kill_master`); with a state_dir
         setting it comes back with its catalog, and the shards carry on with it."""
+        self._processes_only("restart_master")
         stop_servers([self.master_process])
         port = self.address.rsplit(":", 1)[1]
         self.master_process = self._launch("master", "--port", port)
         listening_address(self.master_process, self.startup_timeout)
+
+    def _processes_only(self, what: str) -> None:
+        if not self.processes:
+            raise ConfigError(f"{what} needs server processes; this LocalCluster runs its "
+                              "servers as threads (processes=False)")
 
     def stop(self) -> None:
         for c in self._clients:
             c.close()
         self._clients.clear()
         # the master first: shards that stop before it would look like failures to it
+        for server in self.threads:
+            server.stop()
+        self.threads.clear()
         stop_servers([self.master_process])
         stop_servers(self.shard_processes)
         self.shard_processes.clear()
@@ -217,4 +266,5 @@ class LocalCluster:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"LocalCluster({self.address or 'stopped'}, shards={len(self.shard_processes)})"
+        shards = len(self.shard_processes) if self.processes else len(self.threads[1:])
+        return f"LocalCluster({self.address or 'stopped'}, shards={shards})"

@@ -1,6 +1,8 @@
 """Run a master or a shard in this process until it is told to stop: SIGINT/SIGTERM,
 the master going away (shards), or — with `watch_stdin` — the parent closing our stdin,
-so that servers started by a LocalCluster never outlive the program that started them."""
+so that servers started by a LocalCluster never outlive the program that started them.
+`ServerThread` runs one on a thread of a process that does other work (an embedded
+cluster: nothing to start but a thread, kernels already loaded)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from psframework.config import Settings
+from psframework.errors import ConnectionLostError
 from psframework.master import Master
 from psframework.shard import Shard
 from psframework.transport import run
 
-__all__ = ["serve_forever", "configure_logging", "exit_now"]
+__all__ = ["serve_forever", "configure_logging", "exit_now", "ServerThread"]
 
 
 def tune_allocator() -> None:
@@ -96,3 +100,63 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+class ServerThread:
+    """A master or a shard serving on its own event loop, on a thread of this process,
+    until `stop()` (a shard also stops when its master is gone for master_grace)."""
+
+    def __init__(self, role: str, settings: Settings) -> None:
+        self.role = role
+        self.address = ""
+        self._server = Master(settings) if role == "master" else Shard(settings)
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=run, args=(self._main(),),
+                                        name=f"psframework-{role}", daemon=True)
+
+    def start(self, timeout: float) -> str:
+        """Start serving; the address once it listens (a shard: once registered)."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise ConnectionLostError(f"the embedded {self.role} did not start within "
+                                      f"{timeout:g}s")
+        if self._failed is not None:
+            raise self._failed
+        return self.address
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            self.address = await self._server.start()
+        except BaseException as e:  # noqa: BLE001 - handed to the thread that waits
+            self._failed = e
+            await self._server.stop()
+            return
+        finally:
+            self._ready.set()
+        waiters = [asyncio.ensure_future(self._stop.wait())]
+        if isinstance(self._server, Shard):
+            waiters.append(asyncio.ensure_future(self._server.wait_stopped()))
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        await self._server.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving and wait (up to `timeout` seconds) for the thread to end."""
+        if self._loop is not None and self._thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        if self._thread.ident is not None:
+            self._thread.join(timeout)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from psframework import Client, init
+import pytest
+
+from psframework import Client, ConfigError, LocalCluster, init
 from conftest import wait_until
 
 SHAPES = {"rowmat": (300, 16), "colmat": (200, 24), "vec": (500,)}
@@ -105,6 +107,38 @@ def test_cli_cluster_concurrent_clients_equal_numpy(cli):
     assert "servers: 2 alive of 2" in out.stdout
     assert "colmat (type tables, 2 partitions)" in out.stdout
     assert "values: float32[200x24] by cols (cyclic, 2 parts, aggregate add)" in out.stdout
+
+
+def test_an_in_process_cluster_serves_like_processes_and_leaves_nothing_behind():
+    """processes=False: master and shards are threads of this process. Concurrent clients
+    (threads) end with the numpy replay; stopping leaves no thread of it running; what
+    needs a server process (killing one) is refused by name."""
+    before = set(threading.enumerate())
+    with LocalCluster(shards=2, processes=False) as cluster:
+        assert len(cluster.threads) == 3 and not cluster.shard_processes
+        c = cluster.client()
+        c.create_matrix("rowmat", *SHAPES["rowmat"], "float64")
+        c.create_matrix("colmat", *SHAPES["colmat"], "float32", partition_by="cols")
+        c.create_vector("vec", SHAPES["vec"][0], "int64", partitioner="cyclic")
+        workers = [threading.Thread(target=apply, args=(cluster.client(), s, 40))
+                   for s in (1, 2, 3)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        expected = {"rowmat": np.zeros(SHAPES["rowmat"]), "colmat": np.zeros(SHAPES["colmat"], "f4"),
+                    "vec": np.zeros(SHAPES["vec"], np.int64)}
+        for s in (1, 2, 3):
+            replay(expected, s, 40)
+        for name, want in expected.items():
+            np.testing.assert_array_equal(c.pull_rows(name, "values", np.arange(want.shape[0])),
+                                          want)
+        assert c.status()["servers"] and all(s["alive"] for s in c.status()["servers"])
+        with pytest.raises(ConfigError, match="kill_shard needs server processes"):
+            cluster.kill_shard(0)
+    wait_until(lambda: set(threading.enumerate()) <= before, timeout=10)
+    with pytest.raises(ConfigError, match="processes=False"):
+        LocalCluster(processes=False, env={"X": "1"})
 
 
 def test_partitionings_agree_with_numpy(client):

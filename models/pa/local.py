@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from psframework import Client, ConfigError, LocalCluster
+from psframework import Client, ConfigError
 from models.local_estimator import LocalEstimator
 from models.pa.data import Classes, as_csr
 from models.pa.kernels import VARIANTS, margins
@@ -86,7 +86,7 @@ class LocalPA(LocalEstimator):
         if self._ps is not None:
             return self._ps["learner"]
         self._validate()
-        cluster = LocalCluster(self.num_shards).start() if self.master is None else None
+        cluster = self._embedded() if self.master is None else None
         stop = weakref.finalize(self, cluster.stop) if cluster else None
         client = Client(cluster.address if cluster else self.master)
         try:

@@ -42,13 +42,27 @@ class Heartbeat:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop beating, at once, and wait for the thread to end (a shard running as a
+        thread of a bigger process must not leave this one behind)."""
         self._stop.set()
+        try:
+            self._loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed already
+            pass
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._beat())
+        except asyncio.CancelledError:
+            pass
         finally:
             self._loop.close()
 
