@@ -3,8 +3,8 @@
     model = LocalFMPair(dims=32, loss="warp", epochs=10).fit(train)
     ids, scores = model.recommend([0, 1, 2], k=10)
 
-`fit` runs on the cluster at `master`, or by default on an embedded LocalCluster that it
-starts and stops itself; afterwards the parameters are pulled into the estimator, so
+`fit` runs on the cluster at `master`, or by default on an embedded LocalCluster (its
+servers threads of this process) that it starts and stops itself; afterwards the parameters are pulled into the estimator, so
 `recommend`, `predict`, `save` and `load` need no parameter server.
 """
 
@@ -51,7 +51,7 @@ class LocalFMPair(LocalRecommender):
     def __init__(self, *, dims: int = 32, loss: str = "bpr", sampler: str = "uniform",
                  rho: float = 1.0, step_size: float = 0.05, linear_reg: float = 0.0,
                  factors_reg: float = 0.0, optimizer: str = "adagrad", epochs: int = 10,
-                 batch_size: int = 256, num_negatives: int = 10, concurrent_batches: int = 2,
+                 batch_size: int = 4096, num_negatives: int = 10, concurrent_batches: int = 2,
                  filter_seen: bool = True, seed: int = 0, master: str | None = None,
                  num_shards: int = 2, show_progress: bool = False,
                  callback: Callable[[int, float, float], Any] | None = None) -> None:
