@@ -1,10 +1,13 @@
 """FMPair throughput and bytes on the wire: network-efficient ops vs a naive row-pulling
-worker vs single-threaded `implicit` BPR, all on the same synthetic data in one run.
+worker vs single-threaded `implicit` BPR, all on the same synthetic data in one run; with
+--movielens-shape instead, `LocalFMPair.fit` end to end vs LightFM on a MovieLens-100k-sized
+problem (fit seconds and precision@10 side by side).
 
 Run (JSON on stdout, progress on stderr; needs the `bench` extra for `implicit`):
 
     pip install -e '.[bench]'
     python benchmarks/fmpair.py [--quick] [--shards 2] [--reps 9] > fmpair.json
+    python benchmarks/fmpair.py --movielens-shape [--quick] [--shards 2] [--reps 3]
 
 --quick (2k users, 1k items, 2 epochs) finishes in well under a minute, for CI; the full
 run (10k users, 5k items, about 16 training positives per user) about 90 s on 2 cores.
@@ -41,11 +44,65 @@ batch size in (256, 4096); every model trains `reps + 1` epochs (iterations):
 Assumptions: all processes share one machine (`cpu_count` in the output): FMPair's
 client and shards compete for its cores, implicit uses one thread. Wire bytes include
 frame headers and the few `stats` requests, not the master (it is off the data path).
+
+--movielens-shape: what a user of each library experiences, side by side in one run, on
+`make_synthetic(n_users=943, n_items=1682, interactions_per_user=120, test_fraction=0.2,
+seed=0)`: MovieLens-100k's users and items, 90,125 training and 22,555 test positives.
+k = 32 and 10 epochs everywhere, every other setting each library's default:
+
+- fmpair: `LocalFMPair(dims=32, epochs=10, seed=0, num_shards=--shards)` (BPR, uniform
+  sampler rejecting seen items, AdaGrad, step 0.05, batch 4096, 2 batches in flight).
+  `fit_s` times the whole `fit(train)` call: it starts an embedded LocalCluster (a
+  master and the shards as threads of this process; the first fit in the process also
+  loads the kernels), creates the model, trains, pulls the factors, destroys the model
+  and stops the cluster. Its
+  `callback(epoch, elapsed, loss)` splits that into `startup_s` (fit called -> first
+  batch: data checks, feature space, sampler, cluster start, model creation),
+  `training_s` (the epochs) and `teardown_s` (last epoch done -> fit returns: pulling
+  the factors, destroying the model, stopping the cluster); `epoch_s` and
+  `epoch_pairs_per_s` are per epoch (pairs = training positives, one negative each).
+- lightfm_bpr: `LightFM(no_components=32, loss="bpr", random_state=0).fit(train.tocoo(),
+  epochs=10, num_threads=1)`, the same loss as FMPair; the baseline of the targets.
+- lightfm_warp: the same with loss="warp" (LightFM's recommended loss), for reference.
+- implicit_bpr: `implicit.cpu.bpr.BayesianPersonalizedRanking(factors=32, iterations=10,
+  num_threads=1, random_state=0)`, when implicit is installed (its defaults: learning
+  rate 0.01, regularization 0.01, negatives drawn by popularity).
+
+Every fit is repeated `--reps` times (default 3, 1 with --quick), the libraries
+interleaved (fmpair, lightfm_bpr, lightfm_warp, implicit_bpr, fmpair, ...), so load
+drifts hit all alike; `fit_s` is the median (`fit_s_each` every rep; the first fmpair rep
+is slower: the kernels load into the process, and may compile if numba's disk cache
+is cold), `pairs_per_s` = training
+positives × epochs / median fit_s. `precision_at_10` (median over the reps) is measured
+by the same function for every model, this module's `precision` (which calls
+`models.metrics.precision_at_k`: held-out test positives, training items excluded), on
+scores computed here in numpy from each model's factors and biases (LightFM's user bias
+is left out: it is constant per user, so it does not change a ranking); they are checked
+against the model's own `predict` on sampled pairs. LightFM's own evaluation is not used.
+`popularity_precision_at_10` gives the scale. Targets, against lightfm_bpr:
+`fmpair_fit_over_lightfm` = fmpair fit_s / lightfm_bpr fit_s (<= 1.5) and
+`fmpair_precision_over_lightfm` = fmpair precision / lightfm_bpr precision (>= 0.95),
+each {value, target, met}; `other_ratios` gives the same two against the other rows.
+--quick uses 300 users × 500 items (28,528 training positives) and 2 epochs (< 30 s).
+
+LightFM 1.17 comes as a source distribution to build; these commands build it (the
+ones the benchmark venv was made with):
+
+    pip install 'pip<24' setuptools wheel cython
+    pip install --no-build-isolation --no-use-pep517 lightfm
+
+Fallback, so that the mode never fails for a missing library: without LightFM the
+targets are computed against implicit_bpr instead (`fmpair_fit_over_implicit_bpr`,
+`fmpair_precision_over_implicit_bpr`, same thresholds) and `baseline` and `note` in the
+JSON say so; with neither library FMPair is reported alone, `targets` is empty and
+`note` says why.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib.metadata
 import json
 import statistics
 import sys
@@ -56,7 +113,7 @@ import scipy.sparse as sp
 
 from common import arguments, log, machine
 from psframework import AsyncClient, LocalCluster, run
-from models.fmpair import losses
+from models.fmpair import LocalFMPair, losses
 from models.fmpair.features import FeatureSpace
 from models.fmpair.sampling import NegativeSampler
 from models.fmpair.worker import Trainer
@@ -223,10 +280,209 @@ async def parameter_server(address: str, space: FeatureSpace, data, reps: int) -
     return results
 
 
+# -- --movielens-shape: LocalFMPair end to end vs LightFM ---------------------------------------
+ML_SEED = 0
+ML_DIMS = 32
+ML_SHAPE = {"full": (943, 1682, 10), "quick": (300, 500, 2)}  # users, items, epochs
+TARGETS = {"fit": 1.5, "precision": 0.95}  # fmpair / baseline: fit at most, precision at least
+
+
+def _check_scores(name: str, predicted, users: np.ndarray, items: np.ndarray,
+                  user_vectors: np.ndarray, item_vectors: np.ndarray, item_bias: np.ndarray,
+                  user_bias: np.ndarray | None = None) -> None:
+    """The numpy scores given to `precision` agree with the model's own predict."""
+    ours = (user_vectors[users] * item_vectors[items]).sum(axis=1) + item_bias[items]
+    if user_bias is not None:
+        ours = ours + user_bias[users]
+    if not np.allclose(ours, predicted, rtol=1e-4, atol=1e-4):
+        raise AssertionError(f"{name}: numpy scores disagree with predict, max difference "
+                             f"{np.abs(ours - predicted).max()}")
+
+
+def _sample_pairs(data, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return (rng.integers(data.n_users, size=n, dtype=np.int64),
+            rng.integers(data.n_items, size=n, dtype=np.int64))
+
+
+def ml_fmpair(data, epochs: int, shards: int) -> dict:
+    """One LocalFMPair.fit, timed whole and split by its callback."""
+    marks: list[tuple[float, float, float]] = []  # (clock, elapsed, loss) after each epoch
+    model = LocalFMPair(dims=ML_DIMS, epochs=epochs, seed=ML_SEED, num_shards=shards,
+                        show_progress=False,
+                        callback=lambda epoch, elapsed, loss: marks.append(
+                            (time.perf_counter(), elapsed, loss)))
+    started = time.perf_counter()
+    model.fit(data.train)
+    ended = time.perf_counter()
+    clock, elapsed, loss = (np.array(column) for column in zip(*marks))
+    epoch_s = np.diff(elapsed, prepend=0.0)
+    users, (vectors, bias) = model.user_representations(), model.item_representations()
+    u, i = _sample_pairs(data)
+    _check_scores("fmpair", model.predict(u, i), u, i, users, vectors, bias)
+    return {"fit_s": ended - started,
+            "startup_s": clock[0] - elapsed[0] - started,  # training began at clock - elapsed
+            "training_s": float(elapsed[-1]),
+            "teardown_s": ended - clock[-1],
+            "epoch_s": [round(float(s), 3) for s in epoch_s],
+            "epoch_pairs_per_s": [round(data.train.nnz / float(s)) for s in epoch_s],
+            "final_loss": round(float(loss[-1]), 4),
+            "precision_at_10": precision(users, vectors, bias, data)}
+
+
+def ml_lightfm(data, loss: str, epochs: int) -> dict:
+    from lightfm import LightFM
+    model = LightFM(no_components=ML_DIMS, loss=loss, random_state=ML_SEED)
+    train = data.train.tocoo()
+    started = time.perf_counter()
+    model.fit(train, epochs=epochs, num_threads=1)
+    seconds = time.perf_counter() - started
+    user_bias, users = model.get_user_representations()
+    item_bias, items = model.get_item_representations()
+    u, i = _sample_pairs(data)
+    _check_scores(f"lightfm {loss}", model.predict(u.astype(np.int32), i.astype(np.int32)),
+                  u, i, users, items, item_bias, user_bias)
+    return {"fit_s": seconds, "precision_at_10": precision(users, items, item_bias, data)}
+
+
+def ml_implicit(data, epochs: int) -> dict:
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    model = BayesianPersonalizedRanking(factors=ML_DIMS, iterations=epochs, num_threads=1,
+                                        random_state=ML_SEED)
+    started = time.perf_counter()
+    model.fit(data.train, show_progress=False)
+    seconds = time.perf_counter() - started
+    # the last column is the item bias (users hold 1 there), so a plain dot product scores
+    return {"fit_s": seconds,
+            "precision_at_10": precision(model.user_factors, model.item_factors,
+                                         np.zeros(data.n_items, np.float32), data)}
+
+
+def _installed(module: str, distribution: str) -> str | None:
+    """The distribution's version if `module` imports, else None."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return None
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _ratio(name: str, value: float, baseline: float, limit: float, at_most: bool) -> dict:
+    ratio = value / baseline if baseline > 0 else float("inf")
+    return {f"fmpair_{name}": {"value": round(ratio, 3),
+                               "target": f"{'<=' if at_most else '>='} {limit}",
+                               "met": bool(ratio <= limit if at_most else ratio >= limit)}}
+
+
+def _ratios(fm: dict, other: dict, row: str) -> dict:
+    suffix = "lightfm" if row == "lightfm_bpr" else row
+    return {**_ratio(f"fit_over_{suffix}", fm["fit_s"], other["fit_s"], TARGETS["fit"], True),
+            **_ratio(f"precision_over_{suffix}", fm["precision_at_10"],
+                     other["precision_at_10"], TARGETS["precision"], False)}
+
+
+def _summary(runs: list[dict], pairs: int) -> dict:
+    """Medians over the reps, every rep's fit seconds and precision, and for fmpair the
+    split of its fit (medians) and the per-epoch numbers of its median-time rep."""
+    fit = [r["fit_s"] for r in runs]
+    out = {"fit_s": round(statistics.median(fit), 3),
+           "fit_s_each": [round(s, 3) for s in fit],
+           "pairs_per_s": round(pairs / statistics.median(fit)),
+           "precision_at_10": round(statistics.median(r["precision_at_10"] for r in runs), 4),
+           "precision_at_10_each": [r["precision_at_10"] for r in runs]}
+    if "startup_s" in runs[0]:
+        for key in ("startup_s", "training_s", "teardown_s"):
+            out[key] = round(statistics.median(r[key] for r in runs), 3)
+        out["training_pairs_per_s"] = round(pairs / out["training_s"])
+        middle = sorted(runs, key=lambda r: r["fit_s"])[(len(runs) - 1) // 2]
+        out.update(epoch_s=middle["epoch_s"], epoch_pairs_per_s=middle["epoch_pairs_per_s"],
+                   final_loss=middle["final_loss"])
+    return out
+
+
+def movielens_shape(a: argparse.Namespace) -> None:
+    reps = a.reps or (1 if a.quick else 3)
+    n_users, n_items, epochs = ML_SHAPE["quick" if a.quick else "full"]
+    started = time.perf_counter()
+    data = make_synthetic(n_users=n_users, n_items=n_items, interactions_per_user=120,
+                          test_fraction=0.2, seed=ML_SEED)
+    pairs = data.train.nnz * epochs
+    log(f"data: {n_users} users, {n_items} items, {data.train.nnz} training positives, "
+        f"{data.test.nnz} test positives")
+    versions = {"lightfm": _installed("lightfm", "lightfm"),
+                "implicit": _installed("implicit.cpu.bpr", "implicit")}
+    rows = {"fmpair": lambda: ml_fmpair(data, epochs, a.shards)}
+    if versions["lightfm"]:
+        rows["lightfm_bpr"] = lambda: ml_lightfm(data, "bpr", epochs)
+        rows["lightfm_warp"] = lambda: ml_lightfm(data, "warp", epochs)
+    if versions["implicit"]:
+        rows["implicit_bpr"] = lambda: ml_implicit(data, epochs)
+    runs: dict[str, list[dict]] = {name: [] for name in rows}
+    for rep in range(reps):
+        for name, fit in rows.items():  # interleaved: every library once per rep
+            runs[name].append(fit())
+            r = runs[name][-1]
+            log(f"rep {rep + 1}/{reps} {name}: fit {r['fit_s']:.2f} s"
+                + (f" (startup {r['startup_s']:.2f}, training {r['training_s']:.2f}, "
+                   f"teardown {r['teardown_s']:.2f})" if "startup_s" in r else "")
+                + f", precision@10 {r['precision_at_10']}")
+    models = {name: _summary(done, pairs) for name, done in runs.items()}
+
+    if "lightfm_bpr" in models:
+        baseline = "lightfm_bpr"
+        note = "targets against LightFM with loss='bpr', the same loss as FMPair"
+    elif "implicit_bpr" in models:
+        baseline = "implicit_bpr"
+        note = ("LightFM is not installed (see the module docstring for how to install "
+                "it): the targets are computed against implicit's BPR instead, a stand-in "
+                "with other defaults (learning rate 0.01, popularity-drawn negatives)")
+    else:
+        baseline = None
+        note = ("neither LightFM nor implicit is installed: FMPair alone, no comparison "
+                "(see the module docstring for how to install LightFM)")
+    log(note)
+    fm = models["fmpair"]
+    result = {
+        "benchmark": "fmpair",
+        "mode": "movielens_shape",
+        "machine": machine(),
+        "config": {"quick": a.quick, "reps": reps, "epochs": epochs, "k": ML_DIMS,
+                   "users": n_users, "items": n_items, "interactions_per_user": 120,
+                   "test_fraction": 0.2, "seed": ML_SEED,
+                   "train_pairs": int(data.train.nnz), "test_pairs": int(data.test.nnz),
+                   "shards": a.shards, "threads": {"lightfm": 1, "implicit": 1},
+                   "order": list(rows), "versions": versions},
+        "baseline": baseline,
+        "note": note,
+        "popularity_precision_at_10": round(float(precision_at_k(
+            popularity_scores(data.train), data.test, 10, train=data.train)), 4),
+        "models": models,
+        "targets": _ratios(fm, models[baseline], baseline) if baseline else {},
+        "other_ratios": {k: v for row in models if row not in ("fmpair", baseline)
+                         for k, v in _ratios(fm, models[row], row).items()},
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
 def main() -> None:
-    a = arguments(__doc__, "small data, for a smoke test (< 60 s)",
+    # --movielens-shape is this benchmark's own flag; `arguments` parses the shared ones
+    mode = argparse.ArgumentParser(add_help=False)
+    mode.add_argument("--movielens-shape", action="store_true")
+    known, rest = mode.parse_known_args()
+    sys.argv[1:] = rest
+    a = arguments(__doc__, "small data, for a smoke test (< 60 s; with --movielens-shape "
+                           "300 users x 500 items, 2 epochs, < 30 s)",
                   "timed epochs after the warm-up "
-                   "(default 9, or 1 with --quick); every model trains reps + 1 epochs")
+                   "(default 9, or 1 with --quick); every model trains reps + 1 epochs. "
+                   "With --movielens-shape: fits per library (default 3, or 1 with --quick)")
+    if known.movielens_shape:
+        movielens_shape(a)
+        return
     reps = a.reps or (1 if a.quick else 9)
     users, items = (2000, 1000) if a.quick else (10_000, 5000)
 

@@ -1,6 +1,6 @@
 """Pull/push throughput and latency of psframework, against a raw loopback socket.
 
-Run (JSON on stdout, progress on stderr; about 15 s on 2 cores, under 10 s with --quick):
+Run (JSON on stdout, progress on stderr; about 25 s on 2 cores, under 15 s with --quick):
 
     python benchmarks/pullpush.py [--quick] [--shards 2] [--reps 10] > pullpush.json
 
@@ -10,26 +10,51 @@ What the numbers mean (GB = 1e9 bytes, every number measured in this one run):
   socket on 127.0.0.1; this process recv_into's a preallocated buffer. The ceiling.
 - bulk_pull.rows / .cols: the whole float32 matrix (64 MiB by default) pulled with the
   synchronous Client (`pull_rows(all rows)`), partitioned by rows or by columns over the
-  shards. `ratio_*` = psframework GB/s / raw GB/s (target >= 0.5). Raw and psframework
-  repetitions are interleaved so machine noise hits both alike.
-- small_pull: one row of 64 float32 from a matrix. `raw_socket_rtt_us` is a 256-byte
-  request/reply on the raw socket; `sync_client_us` / `async_client_us` are p50/p99 of
-  sequential pulls with the Client / an AsyncClient; `pipelined_ops_per_s[W]` are
-  single-row pulls from one AsyncClient with W in flight at once (asyncio.gather).
-- bulk_push: the whole matrix pushed with push_rows and the "add" aggregator, GB/s.
-  `finite_check_ms`: what refusing NaN/inf costs on those bytes — the client's check
-  (psframework.client.checks.values) and the shard's (storage.aggregate.finite), each
-  timed alone in this process — and `push_ms`, one push of the same bytes, beside them.
+  shards. `ratio_*` = psframework GB/s / raw GB/s. Raw and psframework repetitions are
+  interleaved so machine noise hits both alike.
+- small_pull: one row of 64 float32 (256 bytes) from a 10000 x 64 matrix, rows drawn at
+  random, p50/p99 in µs over `small_pulls` requests after 100 warm-up rounds.
+  `raw_socket_rtt_us`: a request/reply on the raw socket (8 bytes out, 256 back), one per
+  round of the sync and of the async pulls below; `sync_client_us`: sequential pulls with
+  the Client, a raw request and a pull in each round (taking turns at going first);
+  `uvloop_echo_rtt_us` and `async_client_us`: in rounds of a raw request, a uvloop echo
+  and a pull with an AsyncClient (in turn first): the echo is an asyncio Protocol
+  server on uvloop in a child process that writes back what it reads, and an asyncio
+  Protocol client on uvloop here that sends 256 bytes and awaits a future resolved in
+  data_received (common.UvloopEcho, the floor of any asyncio request/reply).
+  `pipelined_ops_per_s[W]`: single-row pulls from one AsyncClient with W in flight at
+  once (asyncio.gather of W, then the next W); `raw_pipelined_ops_per_s[W]`: the raw
+  socket with W requests at once (W 8-byte requests sent back to back, then the W
+  256-byte replies read; the child answers them one by one, a recv and a send each).
+  For each W the two alternate (half the requests raw, half psframework, twice).
+- bulk_push: the whole matrix pushed with push_rows and the "add" aggregator, GB/s, rows
+  and cols layouts and a raw-socket pull of the same bytes in every repetition
+  (`raw_socket`, `ratio_*` = push GB/s / that raw GB/s). `finite_check_ms`: what refusing
+  NaN/inf costs on those bytes — the client's check (psframework.client.checks.values)
+  and the shard's (storage.aggregate.finite), each timed alone in this process — and
+  `push_ms`, the median push of the same bytes (cols layout), beside them.
 - startup: seconds to start a LocalCluster (a master and the shards, all registered),
   for the first create_model on it (fresh shards: kernels load from numba's cache),
   and to stop it.
+- targets: the issue's ratios from this run, each {"value", "target", "met"}:
+  `async_p50_over_raw_rtt` = small_pull async_client_us.p50 / raw_socket_rtt_us.p50
+  (<= 5); `sync_over_async_p50` = sync_client_us.p50 / async_client_us.p50 (<= 1.3);
+  `pipelined_best_ops_per_s` = the best of pipelined_ops_per_s (>= 50000);
+  `bulk_pull_rows_ratio_median` / `_cols_` = bulk_pull.rows / .cols ratio_median (>= 0.8);
+  `bulk_push_rows_over_raw` / `_cols_` = bulk_push.rows / .cols median_gbps / the median
+  GB/s of the raw pulls interleaved with the pushes (bulk_push.raw_socket) (>= 0.8);
+  `startup_total_s` = startup.total_s (<= 1.0).
 - config.chunk_bytes / max_frame_bytes: bulk requests are split into requests of about
-  chunk_bytes (never above max_frame_bytes), which matters for bulk numbers; loadavg_1m tells how busy the (shared) machine was.
+  chunk_bytes (never above max_frame_bytes), which matters for bulk numbers; loadavg_1m
+  tells how busy the (shared) machine was.
+
+benchmarks/request_path.py breaks one small request down into its stages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -41,9 +66,9 @@ import time
 
 import numpy as np
 
-from common import arguments, log, machine
+from common import UvloopEcho, arguments, log, machine
 from psframework import AsyncClient, LocalCluster, init
-from psframework import run
+from psframework.transport import run
 
 REQUEST = struct.Struct("<Q")  # raw protocol: the client asks for n bytes, the server sends them
 
@@ -80,6 +105,20 @@ class RawSocket:
         got = 0
         while got < buf.nbytes:
             got += self.sock.recv_into(buf[got:])
+
+    def pipelined(self, window: int, total: int, nbytes: int) -> float:
+        """Ops/s of `total` requests of `nbytes` each, `window` at a time: the window's
+        8-byte requests sent back to back, then all their replies read."""
+        asks = REQUEST.pack(nbytes) * window
+        buf = memoryview(bytearray(window * nbytes))
+        t = time.perf_counter()
+        for at in range(0, total, window):
+            w = min(window, total - at)
+            self.sock.sendall(asks[:w * REQUEST.size])
+            got, need = 0, w * nbytes
+            while got < need:
+                got += self.sock.recv_into(buf[got:need])
+        return total / (time.perf_counter() - t)
 
     def close(self) -> None:
         self.sock.close()
@@ -136,16 +175,22 @@ def bulk(client, raw: RawSocket, rows: int, cols: int, reps: int) -> tuple[dict,
             "cols": ratio(gbps(nbytes, times["cols"]), raw_rate)}
 
     ones = np.ones((rows, cols), dtype=np.float32)
-    push = {"bytes": nbytes}
-    for layout in ("rows", "cols"):
-        name = f"bulk_{layout}"
-        client.push_rows(name, "values", everything, ones)  # warm-up: compiles the kernels
-        secs = [timed(lambda: client.push_rows(name, "values", everything, ones))
-                for _ in range(reps)]
-        push[layout] = gbps(nbytes, secs)
-        log(f"push {layout}: {push[layout]}")
+    for layout in ("rows", "cols"):  # warm-up: loads (or compiles) the kernels
+        client.push_rows(f"bulk_{layout}", "values", everything, ones)
+    times = {"raw": [], "rows": [], "cols": []}
+    for i in range(reps):  # interleaved with raw pulls, as above
+        times["raw"].append(timed(lambda: raw.fetch(buf)))
+        for layout in ("rows", "cols"):
+            times[layout].append(timed(lambda: client.push_rows(f"bulk_{layout}", "values",
+                                                                 everything, ones)))
+        log(f"push rep {i + 1}/{reps}: " + ", ".join(
+            f"{k} {nbytes / v[-1] / 1e9:.2f} GB/s" for k, v in times.items()))
+    raw_rate = gbps(nbytes, times["raw"])
+    push = {"bytes": nbytes, "raw_socket": raw_rate,
+            "rows": ratio(gbps(nbytes, times["rows"]), raw_rate),
+            "cols": ratio(gbps(nbytes, times["cols"]), raw_rate)}
     push["finite_check_ms"] = finite_check_ms(ones, reps)
-    push["finite_check_ms"]["push_ms"] = round(statistics.median(secs) * 1e3, 2)
+    push["finite_check_ms"]["push_ms"] = round(statistics.median(times["cols"]) * 1e3, 2)
     log(f"finite checks: {push['finite_check_ms']}")
     return pull, push
 
@@ -179,41 +224,93 @@ def startup(shards: int, reps: int) -> dict:
     return out
 
 
-def small(cluster, client, raw: RawSocket, n: int, rows: int, cols: int,
+def rotated(steps: list, i: int) -> list:
+    """`steps` starting at step i % len(steps): each step follows each other as often."""
+    k = i % len(steps)
+    return steps[k:] + steps[:k]
+
+
+def small(cluster, client, raw: RawSocket, echo: UvloopEcho, n: int, rows: int, cols: int,
           pipelined_total: int) -> dict:
     client.create_matrix("small", rows, cols, init=init.normal(seed=2), exists_ok=True)
     picks = np.random.default_rng(0).integers(0, rows, n)
     buf = memoryview(bytearray(cols * 4))
     out: dict = {"row_bytes": cols * 4}
-    for key, one in (("raw_socket_rtt_us", lambda r: raw.fetch(buf)),
-                     ("sync_client_us", lambda r: client.pull_rows("small", "values", [r]))):
-        for r in picks[:100]:
+    lat: dict[str, list[float]] = {"raw": [], "sync": [], "echo": [], "async": []}
+    # Every round one raw request and one pull, in turn first: noise hits both alike.
+    steps = [("raw", lambda r: raw.fetch(buf)),
+             ("sync", lambda r: client.pull_rows("small", "values", [r]))]
+    for i, r in enumerate(itertools.chain(picks[:100], picks)):  # 100 rounds of warm-up
+        for key, one in rotated(steps, i):
+            t = time.perf_counter()
             one(r)
-        out[key] = percentiles([timed(lambda: one(r)) for r in picks])
+            if i >= 100:
+                lat[key].append(time.perf_counter() - t)
 
     async def on_loop() -> None:
+        await echo.connect()
         async with AsyncClient(cluster.address) as c:
-            for r in picks[:100]:
+            async def raw_rtt(r) -> None:
+                raw.fetch(buf)  # blocking: nothing else runs on this loop meanwhile
+
+            async def pull(r) -> None:
                 await c.pull_rows("small", "values", [r])
-            lat = []
-            for r in picks:
-                t = time.perf_counter()
-                await c.pull_rows("small", "values", [r])
-                lat.append(time.perf_counter() - t)
-            out["async_client_us"] = percentiles(lat)
+            steps = [("raw", raw_rtt), ("echo", lambda r: echo.trip()), ("async", pull)]
+            for i, r in enumerate(itertools.chain(picks[:100], picks)):
+                for key, one in rotated(steps, i):
+                    t = time.perf_counter()
+                    await one(r)
+                    if i >= 100:
+                        lat[key].append(time.perf_counter() - t)
+            out["raw_socket_rtt_us"] = percentiles(lat["raw"])
+            out["uvloop_echo_rtt_us"] = percentiles(lat["echo"])
+            out["sync_client_us"] = percentiles(lat["sync"])
+            out["async_client_us"] = percentiles(lat["async"])
             out["pipelined_ops_per_s"] = {}
+            out["raw_pipelined_ops_per_s"] = {}
             many = np.random.default_rng(1).integers(0, rows, pipelined_total)
+            half = many.size // 2
             for window in (1, 16, 64, 256):
-                t = time.perf_counter()
-                for at in range(0, many.size, window):
-                    await asyncio.gather(*(c.pull_rows("small", "values", [r])
-                                           for r in many[at:at + window]))
-                out["pipelined_ops_per_s"][window] = round(many.size / (time.perf_counter() - t))
-                log(f"pipelined window {window}: {out['pipelined_ops_per_s'][window]} ops/s")
+                secs = {"raw": 0.0, "ours": 0.0}
+                for part in (many[:half], many[half:]):  # raw, ours, raw, ours
+                    secs["raw"] += part.size / raw.pipelined(window, part.size, cols * 4)
+                    t = time.perf_counter()
+                    for at in range(0, part.size, window):
+                        await asyncio.gather(*(c.pull_rows("small", "values", [r])
+                                               for r in part[at:at + window]))
+                    secs["ours"] += time.perf_counter() - t
+                out["pipelined_ops_per_s"][window] = round(many.size / secs["ours"])
+                out["raw_pipelined_ops_per_s"][window] = round(many.size / secs["raw"])
+                log(f"pipelined window {window}: {out['pipelined_ops_per_s'][window]} ops/s "
+                    f"(raw {out['raw_pipelined_ops_per_s'][window]})")
+        await echo.disconnect()
 
     run(on_loop())
     log(f"small pulls: {out}")
     return out
+
+
+def target(value: float, op: str, bound: float) -> dict:
+    met = value <= bound if op == "<=" else value >= bound
+    return {"value": round(value, 3), "target": f"{op} {bound:g}", "met": bool(met)}
+
+
+def targets(pull: dict, push: dict, small_pull: dict, started_up: dict) -> dict:
+    """The issue's ratios, from this run's numbers."""
+    raw_gbps = push["raw_socket"]["median_gbps"]  # the raw pulls interleaved with the pushes
+    return {
+        "async_p50_over_raw_rtt": target(small_pull["async_client_us"]["p50"]
+                                         / small_pull["raw_socket_rtt_us"]["p50"], "<=", 5),
+        "sync_over_async_p50": target(small_pull["sync_client_us"]["p50"]
+                                      / small_pull["async_client_us"]["p50"], "<=", 1.3),
+        "pipelined_best_ops_per_s": target(max(small_pull["pipelined_ops_per_s"].values()),
+                                           ">=", 50_000),
+        "bulk_pull_rows_ratio_median": target(pull["rows"]["ratio_median"], ">=", 0.8),
+        "bulk_pull_cols_ratio_median": target(pull["cols"]["ratio_median"], ">=", 0.8),
+        "bulk_push_rows_over_raw": target(push["rows"]["median_gbps"] / raw_gbps, ">=", 0.8),
+        "bulk_push_cols_over_raw": target(push["cols"]["median_gbps"] / raw_gbps, ">=", 0.8),
+        "startup_total_s": target(started_up["total_s"], "<=", 1.0),
+    }
 
 
 def main() -> None:
@@ -226,14 +323,18 @@ def main() -> None:
 
     started = time.perf_counter()
     raw = RawSocket()
+    echo = UvloopEcho(256)
     log(f"starting a LocalCluster with {a.shards} shards")
-    with LocalCluster(shards=a.shards) as cluster:
-        client = cluster.client()
-        max_frame = client.aio.settings.max_frame_bytes  # bulk requests are split below it
-        chunk = client.aio.settings.chunk_bytes
-        pull, push = bulk(client, raw, rows, cols, reps)
-        small_pull = small(cluster, client, raw, n_small, 10_000, 64, pipelined_total)
-    raw.close()
+    try:
+        with LocalCluster(shards=a.shards) as cluster:
+            client = cluster.client()
+            max_frame = client.aio.settings.max_frame_bytes  # bulk requests are split below it
+            chunk = client.aio.settings.chunk_bytes
+            pull, push = bulk(client, raw, rows, cols, reps)
+            small_pull = small(cluster, client, raw, echo, n_small, 10_000, 64, pipelined_total)
+    finally:
+        raw.close()
+        echo.close()
     started_up = startup(a.shards, 3)
     result = {
         "benchmark": "pullpush",
@@ -246,6 +347,7 @@ def main() -> None:
         "small_pull": small_pull,
         "bulk_push": push,
         "startup": started_up,
+        "targets": targets(pull, push, small_pull, started_up),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     json.dump(result, sys.stdout, indent=2)
