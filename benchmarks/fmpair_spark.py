@@ -11,15 +11,18 @@ about 160k training positives) a few minutes on 2 cores.
   in flight).
 - spark: `FMPair` on `local[2]` (one task per core) in integrated mode: the master on the
   driver, --shards shards started on executors, the interactions repartitioned by user
-  into 2 partitions, one Spark job per epoch, each task running the same worker loop
-  with 2 batches in flight. The same epoch count, batch size, dims, loss (BPR), sampler
+  into 2 partitions, one Spark job (a barrier stage) for all epochs, each task building
+  its partition's data once and running the same worker loop with 2 batches in flight,
+  epoch after epoch. The same epoch count, batch size, dims, loss (BPR), sampler
   (uniform), optimizer (AdaGrad) and step size as local.
 
 For both, `pairs_per_s` is the median over the epochs after the first (warm-up: numba,
 connections, Python workers) of positives per second of an epoch; for Spark an epoch's
-seconds are the driver's wall time of that epoch's job (scheduling and per-task setup
-included). `fit_s` is the whole fit. `precision_at_10` is on the held-out test positives,
-training items excluded. `spark_vs_local` = spark pairs/s / local pairs/s.
+seconds are the longest task's time for that epoch (the job's scheduling and each task's
+set-up come before its first epoch, once). `fit_s` is the whole fit, everything
+included (for Spark: the metadata jobs, starting the shards on executors, the job, pulling
+the parameters). `precision_at_10` is on the held-out test positives, training items
+excluded. `spark_vs_local` = spark pairs/s / local pairs/s.
 """
 
 from __future__ import annotations

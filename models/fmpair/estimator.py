@@ -9,11 +9,14 @@ server (the Glint-FMPair way), and `FMPairModel` recommends without one.
 popularity, features and sampling attribute: O(items) on the driver, broadcast to the
 tasks), starts a `SparkParameterServer` (master on the driver, `numParameterServers`
 shards on executors) or uses the one at `parameterServerHost`, repartitions the
-interactions by user and runs one Spark job per epoch in which every partition builds its
-users' positives (and the training items its sampler must skip) from its Arrow batches and
-trains them with the FMPair worker loop (`models.fmpair.spark_job.EpochTask`) through its
-executor's client. Nothing per interaction reaches the driver. The driver logs each
-epoch's loss and pairs/s. The parameters are then pulled into the model, so recommending,
+interactions by user and runs one Spark job for all epochs (one per `checkpointInterval`
+epochs when it checkpoints): a barrier stage in which every partition builds its users'
+positives (and the training items its sampler must skip) from its Arrow batches once and
+trains them, epoch after epoch, with the FMPair worker loop
+(`models.fmpair.spark_job.EpochsTask`) through its executor's client — asynchronous
+workers of the parameter server, each at its own pace. Nothing per interaction reaches
+the driver. Partition 0 prints its progress as it goes, and the driver logs each epoch's
+loss and pairs/s after the job. The parameters are then pulled into the model, so recommending,
 scoring and saving need no parameter server; in integrated mode it stops after `fit`.
 Recommending and scoring run on the executors in Arrow blocks
 (`models.fmpair.spark_scoring`).
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from pyspark.ml.util import (
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
-from psframework import ConfigError
+from psframework import ConfigError, PSError
 from psframework.spark import (
     SparkParameterServer, Training, checkpoint_settings, ml, pin_local_interpreter,
 )
@@ -46,7 +48,7 @@ from models.fmpair.local import LocalFMPair
 from models.fmpair.losses import LOSSES
 from models.fmpair.plugin import OPTIMIZERS
 from models.fmpair.sampling import SAMPLERS
-from models.fmpair.spark_job import EPOCH_STATS, EpochTask, Metadata
+from models.fmpair.spark_job import PROGRESS_COLUMNS, EpochLog, EpochsTask, Metadata
 from models.fmpair.spark_scoring import Factors, Recommend, Score
 from models.memory import ensure_memory, from_job_failure
 
@@ -235,34 +237,39 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                                "n_items": meta.n_items, "context_width": meta.context_width})
         job = {k: self._value(k) for k in ("sampler", "loss", "rho", "seed", "batchSize",
                                            "numNegatives", "numConcurrentBatches")}
-        job.update(master=master, name=name, epochs=self._value("maxIter"))
-        history = []
+        total = self._value("maxIter")
+        client = training.ps.client()
+        progress = f"{name}-progress"  # the tasks' epoch rows, read live by EpochLog
+        client.create_matrix(progress, total, PROGRESS_COLUMNS, "float64", exists_ok=True,
+                             replicas=training.replicas)  # survives what the model does
+        job.update(master=master, name=name, epochs=total, progress=progress)
+        # one Spark job for all epochs, or for each run of checkpointInterval epochs
+        every = training.every or total
         try:
-            for epoch in range(training.first, self._value("maxIter")):
-                started = time.perf_counter()
-                step = f"FMPair epoch {epoch + 1}/{self._value('maxIter')}"
-                sc.setJobDescription(step)
-                try:
-                    out = data.mapInArrow(EpochTask(job, shared, epoch), EPOCH_STATS).collect()
-                except Exception as e:
-                    memory = from_job_failure(e, step)
-                    if memory is None:
-                        raise
-                    raise memory from e
-                seconds = time.perf_counter() - started
-                pairs = sum(r.pairs for r in out)
-                counted = sum(r.counted for r in out)
-                loss = sum(r.loss for r in out) / max(counted, 1)
-                history.append({"epoch": epoch, "loss": loss, "pairs": pairs,
-                                "seconds": seconds})
-                log.info("FMPair epoch %d/%d: loss %.4f, %d pairs, %.0f pairs/s", epoch + 1,
-                         self._value("maxIter"), loss, pairs, pairs / max(seconds, 1e-9))
-                training.epoch_done(epoch)
+            with EpochLog(client, progress, total, parts, training.first) as epochs_log:
+                for first in range(training.first, total, every):
+                    epochs = range(first, min(first + every, total))
+                    step = f"FMPair epochs {epochs.start + 1}-{epochs.stop}/{total}"
+                    sc.setJobDescription(step)
+                    try:
+                        data.mapInArrow(EpochsTask(job, shared, epochs), "epoch int",
+                                        barrier=True).collect()
+                    except Exception as e:
+                        memory = from_job_failure(e, step)
+                        if memory is None:
+                            raise
+                        raise memory from e
+                    training.epoch_done(epochs.stop - 1)
+            return epochs_log.history
         finally:
             sc.setJobDescription(None)
             data.unpersist()
             shared.unpersist()
-        return history
+            try:
+                client.destroy(progress)
+            except PSError as e:  # a failing cluster: the fit's own error is what matters
+                log.warning("FMPair.fit could not destroy its progress matrix %r: %s",
+                            progress, e)
 
 
 class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):

@@ -1,10 +1,12 @@
 """The Spark side of `FMPair.fit`: what it learns of the data by aggregations before
-training (`Metadata`), and the task that trains one partition for one epoch
-(`EpochTask`) through its executor's client with the FMPair worker loop."""
+training (`Metadata`), the task that trains one partition for a run of epochs
+(`EpochsTask`, one task of a barrier stage) through its executor's client with the FMPair
+worker loop, and the driver's view of the epochs while that job runs (`EpochLog`)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -13,42 +15,57 @@ import scipy.sparse as sp
 from pyspark.sql import DataFrame, functions as F
 
 from psframework import ConfigError
-from psframework.spark import arrow, executor_client, ml
+from psframework.spark import TableProgress, arrow, executor_client, ml
 from models.fmpair.features import FeatureSpace
 from models.fmpair.sampling import NegativeSampler
 from models.fmpair.worker import Trainer
 from models.memory import ensure_memory, size
 
-__all__ = ["EPOCH_STATS", "EpochTask", "Metadata", "users_frame"]
+__all__ = ["EpochLog", "EpochsTask", "Metadata", "PROGRESS_COLUMNS", "users_frame"]
 
 log = logging.getLogger("models.fmpair")
 
 
-EPOCH_STATS = "pairs long, loss double, counted long"
+PROGRESS_COLUMNS = 5  # a progress row: tasks reported, Σ loss, pairs counted, pairs, Σ seconds
 BYTES_PER_POSITIVE = 96  # a task's numpy/scipy copies of one interaction (82 measured)
 
 
-class EpochTask:
-    """One epoch over one partition (a user's positives are all in one partition):
-    build its share of the interactions from the partition's Arrow batches (the
+class EpochsTask:
+    """Epochs `epochs` over one partition (a user's positives are all in one partition),
+    in one task of a barrier stage, so that every partition trains at the same time:
+    build the partition's share of the interactions from its Arrow batches once (the
     training items the sampler must not draw for a user are the user's rows here), then
-    run the worker loop through this executor's client. Yields one row of EPOCH_STATS."""
+    run the worker loop through this executor's client one epoch after another — an
+    asynchronous worker of the parameter server, as the others. After each epoch it adds
+    its row (1, Σ loss, pairs counted, pairs, seconds) into the progress matrix
+    `job["progress"]`, which the driver's `EpochLog` reads. Yields nothing."""
 
-    def __init__(self, job: dict, shared, epoch: int) -> None:
-        self.job, self.shared, self.epoch = job, shared, epoch
+    def __init__(self, job: dict, shared, epochs: range) -> None:
+        self.job, self.shared, self.epochs = job, shared, epochs
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-        index = TaskContext.get().partitionId()
+        from pyspark import BarrierTaskContext
+        index = BarrierTaskContext.get().partitionId()
         batches = [b for b in batches if b.num_rows]
-        if not batches:
-            yield _stats(0, 0.0, 0)
-            return
+        client = executor_client(self.job["master"])
+        trainer = self._trainer(index, batches, client) if batches else None
+        for epoch in self.epochs:
+            started = time.perf_counter()
+            totals = [0.0, 0]
+
+            def on_batch(_size: int, total: float, counted: int) -> None:
+                totals[0] += total
+                totals[1] += counted
+            pairs = client.run(trainer.epoch(epoch, on_batch)).pairs if trainer else 0
+            client.push_rows(self.job["progress"], "values", [epoch], np.array(
+                [[1, totals[0], totals[1], pairs, time.perf_counter() - started]]))
+        yield from ()  # mapInArrow takes a generator; what a task reports is its progress
+
+    def _trainer(self, index: int, batches: list[pa.RecordBatch], client) -> Trainer:
         table = pa.Table.from_batches(batches)
         job, meta = self.job, self.shared.value
         ensure_memory(table.num_rows * BYTES_PER_POSITIVE + meta["n_users"] * 24,
-                      f"FMPair epoch {self.epoch + 1}/{job['epochs']}, Spark partition {index} "
-                      f"({table.num_rows:,} interactions)",
+                      f"FMPair.fit, Spark partition {index} ({table.num_rows:,} interactions)",
                       "repartition the interactions into more partitions "
                       "(spark.default.parallelism) or give executors more memory")
         users, items = arrow.ids(table.column("user")), arrow.ids(table.column("item"))
@@ -68,24 +85,30 @@ class EpochTask:
                                  meta["item"])
         sampler = NegativeSampler(train, job["sampler"], job["rho"], True, meta["attribute"],
                                   popularity=meta["popularity"])
-        seed = int(np.random.SeedSequence([job["seed"], index, self.epoch]).generate_state(1)[0])
-        client = executor_client(job["master"])
-        trainer = Trainer(client.aio, job["name"], space, train, sampler, loss=job["loss"],
-                          batch_size=job["batchSize"], num_negatives=job["numNegatives"],
-                          concurrent_batches=job["numConcurrentBatches"], seed=seed)
-        totals = [0.0, 0]
-
-        def on_batch(_size: int, total: float, counted: int) -> None:
-            totals[0] += total
-            totals[1] += counted
-        stats = client.run(trainer.epoch(self.epoch, on_batch))
-        yield _stats(stats.pairs, totals[0], totals[1])
+        seed = int(np.random.SeedSequence([job["seed"], index, self.epochs.start])
+                   .generate_state(1)[0])
+        return Trainer(client.aio, job["name"], space, train, sampler, loss=job["loss"],
+                       batch_size=job["batchSize"], num_negatives=job["numNegatives"],
+                       concurrent_batches=job["numConcurrentBatches"], seed=seed)
 
 
-def _stats(pairs: int, loss: float, counted: int) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([pairs], pa.int64()), pa.array([loss]),
-                                       pa.array([counted], pa.int64())],
-                                      names=["pairs", "loss", "counted"])
+class EpochLog(TableProgress):
+    """While fit's job runs: log each epoch of the progress matrix once every task has
+    reported it (loss, pairs/s over the tasks' mean seconds); `history` after."""
+
+    def __init__(self, client, progress: str, epochs: int, tasks: int, first: int) -> None:
+        super().__init__(client, progress, "values", epochs, tasks, self._epoch)
+        self.done = first  # a resumed fit: the epochs before were logged by the first fit
+        self.history: list[dict] = []
+
+    def _epoch(self, epoch: int, row: np.ndarray) -> None:
+        _, loss, counted, pairs, seconds = row
+        entry = {"epoch": epoch, "loss": float(loss / max(counted, 1)), "pairs": int(pairs),
+                 "seconds": float(seconds) / self.tasks}
+        self.history.append(entry)
+        log.info("FMPair epoch %d/%d: loss %.4f, %d pairs, %.0f pairs/s", epoch + 1,
+                 self.rows, entry["loss"], entry["pairs"],
+                 entry["pairs"] / max(entry["seconds"], 1e-9))
 
 
 class Metadata:

@@ -12,10 +12,15 @@ job runs and hands each row on once every task has reported it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable
 
 import numpy as np
+
+from psframework.errors import PSError
+
+log = logging.getLogger("psframework.spark")
 
 __all__ = ["TableProgress"]
 
@@ -42,7 +47,10 @@ class TableProgress:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self._poll()
+            try:
+                self._poll()
+            except PSError as e:  # the job fails on it too, and says so: keep looking
+                log.debug("progress of %s not readable now: %s", self.model, e)
 
     def __enter__(self) -> "TableProgress":
         self._thread.start()
