@@ -46,6 +46,7 @@ DTYPES = frozenset(np.dtype(t).str for t in (
     "bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
     "float32", "float64",
 ))
+_DTYPE = {t: np.dtype(t) for t in DTYPES}  # a descriptor's dtype string -> the dtype
 
 
 class Kind(enum.IntEnum):
@@ -55,6 +56,9 @@ class Kind(enum.IntEnum):
     REQUEST = 3
     REPLY = 4
     ERROR = 5
+
+
+_KINDS = {int(k): k for k in Kind}  # faster than Kind(n), and None for unknown kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,34 +155,40 @@ def encode(msg: Message, limits: Limits | None = None) -> list[bytes | memoryvie
     return out
 
 
-def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict, list[tuple[np.dtype, tuple]]]:
+def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict,
+                                            list[tuple[np.dtype, tuple, int]], int]:
+    """The header's fields, checked; the arrays as (dtype, shape, bytes) and the payload
+    length they need (each array padded to ALIGN)."""
     try:
         h = msgpack.unpackb(raw, raw=False, use_list=True)
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(f"frame header is not valid msgpack ({type(e).__name__})") from None
-    if not (isinstance(h, list) and len(h) == 6):
+    if type(h) is not list or len(h) != 6:
         raise ProtocolError("frame header must be a 6-element array")
     kind, rid, op, model, args, descs = h
-    if not isinstance(kind, int) or kind not in Kind._value2member_map_:
-        raise ProtocolError(f"unknown message kind {kind!r}")
-    if not isinstance(rid, int) or isinstance(rid, bool) or rid < 0:
+    kind = _KINDS.get(kind) if type(kind) is int else None
+    if kind is None:
+        raise ProtocolError(f"unknown message kind {h[0]!r}")
+    if type(rid) is not int or rid < 0:
         raise ProtocolError("request id must be a non-negative integer")
-    if not isinstance(op, str) or not isinstance(model, str) or not isinstance(args, dict):
+    if type(op) is not str or type(model) is not str or type(args) is not dict:
         raise ProtocolError("op and model must be strings and args a map")
-    if not isinstance(descs, list):
+    if type(descs) is not list:
         raise ProtocolError("array descriptors must be a list")
     arrays = []
+    payload = 0
     for d in descs:
-        if not (isinstance(d, list) and len(d) == 2 and isinstance(d[0], str) and d[0] in DTYPES
-                and isinstance(d[1], list)
-                and len(d[1]) <= MAX_NDIM
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in d[1])):
+        dt = _DTYPE.get(d[0]) if type(d) is list and len(d) == 2 and type(d[0]) is str else None
+        shape = d[1] if dt is not None else None
+        if (type(shape) is not list or len(shape) > MAX_NDIM
+                or not all(type(n) is int and n >= 0 for n in shape)):
             raise ProtocolError(f"bad array descriptor {d!r}")
-        dt, shape = np.dtype(d[0]), tuple(d[1])
         if _prod([max(n, 1) for n in shape]) * dt.itemsize > _MAX_ARRAY_BYTES:
             raise ProtocolError(f"array descriptor {d!r} is larger than any array can be")
-        arrays.append((dt, shape))
-    return Kind(kind), rid, op, model, args, arrays
+        nbytes = _prod(shape) * dt.itemsize
+        arrays.append((dt, tuple(shape), nbytes))
+        payload += nbytes + _pad(nbytes)
+    return kind, rid, op, model, args, arrays, payload
 
 
 class FrameDecoder:
@@ -289,12 +299,10 @@ class FrameDecoder:
                 break
             hstart = self._start + PREFIX.size
             try:
-                kind, rid, op, model, args, descs = _parse_header(
+                kind, rid, op, model, args, descs, expected = _parse_header(
                     memoryview(self._buf)[hstart:hstart + hlen])
             except ProtocolError as e:
                 self._fail(e)
-            expected = sum(dt.itemsize * _prod(shape) + _pad(dt.itemsize * _prod(shape))
-                           for dt, shape in descs)
             if expected != plen:
                 self._fail(ProtocolError(
                     f"payload length {plen} does not match its array descriptors ({expected})"))
@@ -306,8 +314,9 @@ class FrameDecoder:
                 self._discard = plen
                 continue
             self._pending = (kind, rid, op, model, args, descs)
-            if plen == 0:
-                self._emit(np.empty(0, np.uint8))
+            if plen <= avail - PREFIX.size - hlen:  # all here (a small frame): one copy
+                begin, self._start = self._start, self._start + plen
+                self._emit(np.array(memoryview(self._buf)[begin:self._start]))  # uint8
                 continue
             # np.empty, not bytearray: no zero-fill, and numpy asks for huge pages, so a
             # big payload is not paid for in page faults (it is only read once complete)
@@ -342,10 +351,10 @@ class FrameDecoder:
         self._pending = None
         arrays = []
         offset = 0
-        for dt, shape in descs:
-            count = _prod(shape)
-            arrays.append(np.frombuffer(payload, dtype=dt, count=count, offset=offset).reshape(shape))
-            offset += count * dt.itemsize + _pad(count * dt.itemsize)
+        for dt, shape, nbytes in descs:
+            arrays.append(np.frombuffer(payload, dtype=dt, count=nbytes // dt.itemsize,
+                                        offset=offset).reshape(shape))
+            offset += nbytes + _pad(nbytes)
         self._events.append(Message(kind, rid, op, model, args, tuple(arrays)))
 
 
