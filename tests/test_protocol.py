@@ -184,6 +184,31 @@ def test_encode_references_contiguous_arrays_without_copying():
     assert got.arrays[0][10] == 42.0
 
 
+def test_a_payload_is_read_into_the_buffer_the_receiver_offers_for_it():
+    """FrameDecoder.into: a reply of the size a caller waits for lands in the caller's
+    array (the array given back is a view of it); other frames get buffers of their own."""
+    want = np.arange(64, dtype=np.float64).reshape(8, 8)
+    frames = b"".join(bytes(b) for m in (Message(Kind.REPLY, 5, arrays=(want,)),
+                                         Message(Kind.REPLY, 6, arrays=(want[:3],)))
+                      for b in encode(m))
+    dest = np.zeros((8, 8))
+    asked = []
+
+    def into(kind, rid, nbytes):
+        asked.append((kind, rid, nbytes))
+        return dest.reshape(-1).view(np.uint8) if rid == 5 and nbytes == dest.nbytes else None
+    decoder = FrameDecoder(staging_bytes=64, max_staging_bytes=64)
+    decoder.into = into
+    for at in range(0, len(frames), 7):  # a stream read a few bytes at a time
+        decoder.receive_data(frames[at:at + 7])
+    first, second = decoder.next_event(), decoder.next_event()
+    assert asked == [(Kind.REPLY, 5, 512), (Kind.REPLY, 6, 192)]
+    np.testing.assert_array_equal(dest, want)
+    assert np.shares_memory(first.arrays[0], dest)
+    np.testing.assert_array_equal(second.arrays[0], want[:3])
+    assert not np.shares_memory(second.arrays[0], dest)
+
+
 # -- refusals by encode -----------------------------------------------------------------
 
 @pytest.mark.parametrize("a", [np.zeros(2, np.complex128), np.array([None], object),

@@ -144,14 +144,15 @@ class AsyncClient:
                       arrays: tuple = (), *, once: bool = False, retry: bool = True,
                       shard: str | None = None, weight: int = 0,
                       tag: tuple[Tags, int] | None = None,
-                      moved: Callable[[], Awaitable] | None = None) -> Message:
+                      moved: Callable[[], Awaitable] | None = None,
+                      into: np.ndarray | None = None) -> Message:
         """One request to one server. `once=True` tags it, so the server applies it
         exactly once and it is retried on connection loss or timeout until the retry
         deadline; `retry=True` (the default) says that resending it is harmless anyway (a
         read); with neither it is resent only if it was never sent. `weight`: the bytes it
         and its reply hold in flight, for the connection's window. `tag`: the exactly-once
         tag of a request resent to a new server after a failover (the caller finishes it);
-        `moved`: see _retrying."""
+        `moved`: see _retrying; `into`: see ClientConnection.start."""
         if tag is not None:
             tags, seq = tag
         else:
@@ -167,7 +168,7 @@ class AsyncClient:
             if window is None:
                 window = self._windows[address] = Window(WINDOW_CHUNKS * self.settings.chunk_bytes)
             return await window(weight, lambda: conn.request(
-                op, model, a, arrays, timeout=self.settings.request_timeout))
+                op, model, a, arrays, timeout=self.settings.request_timeout, into=into))
         try:
             return await self._retrying(attempt, address=address, op=op, model=model,
                                         shard=shard, retry=retry, once=once, moved=moved)
@@ -348,7 +349,7 @@ class AsyncClient:
                             address, job.op, info.name,
                             {**job.args, "part": job.part, "uid": info.uid}, job.arrays,
                             once=once, retry=retry, shard=shard, weight=weight, tag=tag,
-                            moved=lambda at=at: self._moved(at, job.part))
+                            moved=lambda at=at: self._moved(at, job.part), into=job.into)
                         break
                     except Moved as m:
                         at = m.info  # failed over: resend to the new primary
@@ -411,8 +412,8 @@ class AsyncClient:
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
         pieces = await self._row_plan(info, spec, rows)
         await self._scatter(info, [
-            plan.Job(part, "pull_rows", {"table": table}, (idx,),
-                 lambda r, at=at: out.__setitem__(at, r.arrays[0]), idx.size * spec.row_bytes(part))
+            plan.Job(part, "pull_rows", {"table": table}, (idx,), _filler(out, at),
+                     idx.size * spec.row_bytes(part), _block(out, at))
             for part, idx, at in pieces])
         return out
 
@@ -496,3 +497,21 @@ class AsyncClient:
                 for i, p in enumerate(parts)]
         await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies
+
+
+def _block(out: np.ndarray, at: Any) -> np.ndarray | None:
+    """out[at] if it is one contiguous block of `out` that a reply can be read into as it
+    is (a whole number of 8-byte words: a frame pads its arrays to 8), else None."""
+    if not isinstance(at, slice) or not out.flags.c_contiguous:
+        return None
+    block = out[at]
+    return block if block.nbytes % 8 == 0 and block.nbytes else None
+
+
+def _filler(out: np.ndarray, at: Any) -> Callable[[Message], None]:
+    """Put a reply's array at out[at], unless it was read there already."""
+    def fill(reply: Message) -> None:
+        got = reply.arrays[0]
+        if not (got.size and np.may_share_memory(got, out[at])):  # a new buffer, or that
+            out[at] = got
+    return fill

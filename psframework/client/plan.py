@@ -33,7 +33,9 @@ def _ignore(reply: Message) -> None:
 
 class Job(NamedTuple):
     """One request of a scattered call: to partition `part`; `on_reply` takes the reply;
-    `reply_bytes` is what the reply will hold (for the connection's window)."""
+    `reply_bytes` is what the reply will hold (for the connection's window); `into`, a
+    contiguous part of the caller's result for the reply to land in (see
+    ClientConnection.start)."""
 
     part: int
     op: str
@@ -41,3 +43,4 @@ class Job(NamedTuple):
     arrays: tuple
     on_reply: Callable[[Message], None] = _ignore
     reply_bytes: int = 0
+    into: np.ndarray | None = None  # where the reply's one array may be read to, no copy

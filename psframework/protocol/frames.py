@@ -12,8 +12,10 @@ Invariants this module keeps:
   `get_buffer` + `buffer_updated`, the shape of asyncio.BufferedProtocol); messages come
   out of `next_event`. `encode` turns a message into a list of buffers to write.
 - Large arrays never pass through msgpack. On send, the array's own memory is one of the
-  returned buffers; on receive, the payload is read into one bytearray and the arrays are
-  views of it (`np.frombuffer`), so there is no copy beyond the kernel's.
+  returned buffers; on receive, the payload is read into one buffer — a new one, or one
+  the receiver offers for that frame (`FrameDecoder.into`: a reply read straight into the
+  caller's array) — and the arrays are views of it (`np.frombuffer`), so there is no copy
+  beyond the kernel's.
 - Limits are checked from the prefix and header, before the payload is allocated. A frame
   whose payload is too large but whose header is sound is skipped and reported as an
   `OversizedFrame` event, so the peer can be told which request failed and the stream
@@ -27,7 +29,7 @@ import enum
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import numpy as np
@@ -210,6 +212,9 @@ class FrameDecoder:
         self._pending: tuple | None = None
         self._discard = 0
         self._broken: ProtocolError | None = None
+        #: into(kind, rid, payload bytes) -> a writable uint8 array of exactly that many
+        #: bytes to read the payload into (the arrays are then views of it), or None
+        self.into: Callable[[Kind, int, int], np.ndarray | None] | None = None
 
     # -- input -----------------------------------------------------------------------
     def get_buffer(self) -> memoryview:
@@ -318,9 +323,11 @@ class FrameDecoder:
                 begin, self._start = self._start, self._start + plen
                 self._emit(np.array(memoryview(self._buf)[begin:self._start]))  # uint8
                 continue
-            # np.empty, not bytearray: no zero-fill, and numpy asks for huge pages, so a
-            # big payload is not paid for in page faults (it is only read once complete)
-            self._payload = np.empty(plen, dtype=np.uint8)
+            # the receiver's own buffer for it, if it has one of this size; else np.empty,
+            # not bytearray: no zero-fill, and numpy asks for huge pages, so a big payload
+            # is not paid for in page faults (it is only read once complete)
+            into = self.into(kind, rid, plen) if self.into is not None else None
+            self._payload = into if into is not None else np.empty(plen, dtype=np.uint8)
             n = min(avail - PREFIX.size - hlen, plen)
             memoryview(self._payload)[:n] = self._buf[self._start:self._start + n]
             self._start += n

@@ -9,6 +9,8 @@ import itertools
 import ssl
 from typing import Awaitable
 
+import numpy as np
+
 from psframework.errors import (
     AuthError, ConnectionLostError, ProtocolError, PSError, RequestTimeoutError, error_from_wire,
 )
@@ -32,6 +34,8 @@ class ClientConnection(Peer):
         self.ready = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()  # done once it is lost
         self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle | None]] = {}
+        self._into: dict[int, np.ndarray] = {}  # where replies go: see start(into=)
+        self.decoder.into = self._destination
         self._ids = itertools.count(1)
         self._lost: PSError | None = None
 
@@ -78,6 +82,7 @@ class ClientConnection(Peer):
     def _answered(self, rid: int) -> asyncio.Future | None:
         """The future of request `rid`, now answered: None if nobody waits for it."""
         fut, timer = self._pending.pop(rid, (None, None))
+        self._into.pop(rid, None)
         if timer is not None:
             timer.cancel()
         return None if fut is None or fut.done() else fut
@@ -101,6 +106,7 @@ class ClientConnection(Peer):
 
     def _fail_pending(self, err: PSError) -> None:
         pending, self._pending = self._pending, {}
+        self._into.clear()
         for fut, timer in pending.values():
             if timer is not None:
                 timer.cancel()
@@ -131,29 +137,33 @@ class ClientConnection(Peer):
         return self.handshake.server_name
 
     def request(self, op: str, model: str = "", args: dict | None = None,
-                arrays: tuple = (), timeout: float | None = None) -> Awaitable[Message]:
+                arrays: tuple = (), timeout: float | None = None,
+                into: np.ndarray | None = None) -> Awaitable[Message]:
         """Send one request — once the kernel takes data again, if it is full — and return
         an awaitable of its reply (or a typed error). NotSent says that the request did
-        not leave this process."""
+        not leave this process. `into`: see start."""
         if self._writable.is_set():
-            return self.start(op, model, args, arrays, timeout)
-        return self._request_when_writable(op, model, args, arrays, timeout)
+            return self.start(op, model, args, arrays, timeout, into)
+        return self._request_when_writable(op, model, args, arrays, timeout, into)
 
     async def _request_when_writable(self, op: str, model: str, args: dict | None,
-                                     arrays: tuple, timeout: float | None) -> Message:
+                                     arrays: tuple, timeout: float | None,
+                                     into: np.ndarray | None) -> Message:
         try:  # backpressure: the kernel buffer is full
             await asyncio.wait_for(self._writable.wait(), timeout)
         except asyncio.TimeoutError:
             raise NotSent(
                 f"{self.server_name or self.peername} has not read for {timeout:g}s",
                 model=model or None, op=op, shard=self.server_name or None) from None
-        return await self.start(op, model, args, arrays, timeout)
+        return await self.start(op, model, args, arrays, timeout, into)
 
     def start(self, op: str, model: str = "", args: dict | None = None, arrays: tuple = (),
-              timeout: float | None = None) -> asyncio.Future:
+              timeout: float | None = None, into: np.ndarray | None = None) -> asyncio.Future:
         """Send one request now, whatever the backpressure (so that requests started one
         after another go out in that order), and return the future of its reply, which
-        fails with RequestTimeoutError `timeout` seconds from now."""
+        fails with RequestTimeoutError `timeout` seconds from now. `into`: a contiguous
+        array for a reply of exactly its bytes (one array, no padding) to be read into,
+        with no copy; the reply's array is then a view of it."""
         if not self.is_open:
             raise NotSent(self._lost.message if self._lost is not None else
                           f"connection to {self.peername} is closed",
@@ -165,17 +175,29 @@ class ClientConnection(Peer):
         timer = None if timeout is None else loop.call_at(
             loop.time() + timeout, self._expire, rid, op, model, timeout)
         self._pending[rid] = (fut, timer)
+        if into is not None:
+            self._into[rid] = into
         try:
             self.send(Message(Kind.REQUEST, rid, op, model, args or {}, tuple(arrays)))
         except BaseException:
             if timer is not None:
                 timer.cancel()
             self._pending.pop(rid, None)
+            self._into.pop(rid, None)
             raise
         return fut
 
+    def _destination(self, kind: Kind, rid: int, nbytes: int) -> np.ndarray | None:
+        """The decoder asks where a payload goes: the caller's array, if the reply to
+        `rid` is still awaited and of exactly its size."""
+        into = self._into.get(rid)
+        if kind != Kind.REPLY or into is None or into.nbytes != nbytes or rid not in self._pending:
+            return None
+        return into.reshape(-1).view(np.uint8)
+
     def _expire(self, rid: int, op: str, model: str, timeout: float) -> None:
         fut, _ = self._pending.pop(rid, (None, None))
+        self._into.pop(rid, None)
         if fut is not None and not fut.done():
             fut.set_exception(RequestTimeoutError(
                 f"no reply from {self.server_name or self.peername} within {timeout:g}s; the "
