@@ -4,6 +4,7 @@ the same operations (every delta is a small integer, so sums are exact in any or
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import subprocess
@@ -139,6 +140,36 @@ def test_an_in_process_cluster_serves_like_processes_and_leaves_nothing_behind()
     wait_until(lambda: set(threading.enumerate()) <= before, timeout=10)
     with pytest.raises(ConfigError, match="processes=False"):
         LocalCluster(processes=False, env={"X": "1"})
+
+
+def test_a_sync_client_is_driven_by_its_callers_from_threads_and_from_an_event_loop(cluster):
+    """The sync Client runs its loop in the calling thread: eight threads pushing at once
+    through one client all land, and a call made inside a running event loop (which the
+    client must not block) is driven from a helper thread."""
+    c = cluster.client()
+    c.create_vector("driven", 64, "int64", exists_ok=True)
+    start = c.pull_rows("driven", "values", np.arange(64))
+
+    def pushes(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(25):
+            c.push_rows("driven", "values", rng.integers(0, 64, 5), np.ones(5, np.int64))
+    threads = [threading.Thread(target=pushes, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = c.pull_rows("driven", "values", np.arange(64))
+    assert int((got - start).sum()) == 8 * 25 * 5
+
+    async def inside_a_loop() -> np.ndarray:
+        c.push_rows("driven", "values", [3], [7])
+        return c.pull_rows("driven", "values", [3])
+    assert asyncio.run(inside_a_loop())[0] == got[3] + 7
+    c.destroy("driven")
+    c.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        c.pull_rows("driven", "values", [0])
 
 
 def test_partitionings_agree_with_numpy(client):

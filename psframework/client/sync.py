@@ -1,6 +1,11 @@
-"""The synchronous client: the async client driven by an event loop on a background
-thread, for plain synchronous code such as Spark tasks. Thread-safe: many threads may call
-one Client at once, and their requests share its connections.
+"""The synchronous client: the async client on an event loop that the calling threads
+drive themselves, for plain synchronous code such as Spark tasks. A call runs the loop in
+the caller's thread until its own result is in — no hand-off to another thread, whose
+two wake-ups cost more than the rest of a small request. Thread-safe: many threads may
+call one Client at once and their requests share its connections; one of them drives the
+loop (for everyone's requests) while the others wait for their results or their turn.
+Called from a thread that runs an event loop already, a call drives the client's loop from
+a helper thread instead.
 
 `get_client(master)` returns the one client of this process for a master (made on first
 use from PSF_* settings); handles use it, so a handle shipped to an executor reconnects
@@ -10,6 +15,7 @@ lazily there. A Client made explicitly becomes that process-wide client for its 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import threading
@@ -34,27 +40,61 @@ class Client:
         self.aio = AsyncClient(master, settings, secret=secret)
         self.master = master
         self._loop = new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name=f"psframework-client-{master}")
-        self._thread.start()
+        self._driving = threading.Lock()  # held by the thread that runs the loop now
+        self._turns = threading.Condition()  # a result came in, or the loop is free
+        self.closed = False
         with _registry_lock:
             _forget_after_fork()
             _registry.setdefault(master, self)
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run a coroutine on the client's loop and wait for its result."""
-        if not self._thread.is_alive():
+        if self.closed:
             coro.close()
             raise RuntimeError("this psframework Client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        plain = asyncio._get_running_loop() is None  # not inside a running event loop
+        if plain and self._driving.acquire(blocking=False):
+            try:  # the loop is free: run it here, for this coroutine (and any others')
+                return self._loop.run_until_complete(coro)
+            finally:
+                self._driving.release()
+                self._wake()  # a waiting thread may take the loop over now
+        result = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        result.add_done_callback(self._wake)
+        if plain:  # it may drive in turn
+            return self._wait(result)
+        helper = concurrent.futures.ThreadPoolExecutor(1, "psframework-client")
+        with helper:  # this thread's own loop may not be blocked by ours: a helper drives
+            return helper.submit(self._wait, result).result()
+
+    def _wait(self, result: concurrent.futures.Future) -> Any:
+        """Drive the loop until `result` is in, or wait while another thread drives it."""
+        while not result.done():
+            if self._driving.acquire(blocking=False):
+                try:
+                    if not result.done():
+                        self._loop.run_until_complete(asyncio.wrap_future(result,
+                                                                          loop=self._loop))
+                finally:
+                    self._driving.release()
+                    self._wake()  # a waiting thread may take the loop over now
+            else:
+                with self._turns:
+                    self._turns.wait_for(lambda: result.done() or not self._driving.locked())
+        return result.result()
+
+    def _wake(self, *_: object) -> None:
+        with self._turns:
+            self._turns.notify_all()
 
     def close(self) -> None:
-        if not self._thread.is_alive():
+        if self.closed:
             return
         self.run(self.aio.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        self.closed = True
+        with self._driving:
+            self._loop.run_until_complete(asyncio.sleep(0))  # the transports finish closing
+            self._loop.close()
         with _registry_lock:
             if _registry.get(self.master) is self:
                 del _registry[self.master]
@@ -97,7 +137,7 @@ def get_client(master: str) -> Client:
     with _registry_lock:
         _forget_after_fork()
         client = _registry.get(master)
-    if client is None or not client._thread.is_alive():
+    if client is None or client.closed:
         client = Client(master)
         with _registry_lock:
             client = _registry.setdefault(master, client)
