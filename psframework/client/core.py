@@ -186,21 +186,21 @@ class AsyncClient:
         """How many bytes one request to partition `part` may carry: the chunk size, or
         less if either end of the connection accepts less (a server that cannot be reached
         now is assumed to take what this client takes: the requests find out)."""
-        shard, address = info.address(part)
-        conn = self._conns.get(address)
-        if conn is None or not conn.is_open:
-            try:
-                conn = await self._connection(address)
-            except NotSent:
-                return min(self.settings.limits.max_frame_bytes,
-                           self.settings.chunk_bytes + plan.HEADER_ROOM)
-        return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
+        limit = self._limit_now(info, part)
+        if limit is not None:
+            return limit
+        try:
+            return self._frame_limit(await self._connection(info.address(part)[1]))
+        except NotSent:
+            return min(self.settings.limits.max_frame_bytes,
+                       self.settings.chunk_bytes + plan.HEADER_ROOM)
 
     def _limit_now(self, info: ModelInfo, part: int) -> int | None:
         """`_limit` when the connection is open already (the usual case), else None."""
         conn = self._conns.get(info.address(part)[1])
-        if conn is None or not conn.is_open:
-            return None
+        return self._frame_limit(conn) if conn is not None and conn.is_open else None
+
+    def _frame_limit(self, conn: ClientConnection) -> int:
         return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
 
     # -- catalog -----------------------------------------------------------------------
@@ -412,8 +412,8 @@ class AsyncClient:
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
         pieces = await self._row_plan(info, spec, rows)
         await self._scatter(info, [
-            plan.Job(part, "pull_rows", {"table": table}, (idx,), _filler(out, at),
-                     idx.size * spec.row_bytes(part), _block(out, at))
+            plan.Job(part, "pull_rows", {"table": table}, (idx,), plan.filler(out, at),
+                     idx.size * spec.row_bytes(part), plan.block(out, at))
             for part, idx, at in pieces])
         return out
 
@@ -498,20 +498,3 @@ class AsyncClient:
         await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies
 
-
-def _block(out: np.ndarray, at: Any) -> np.ndarray | None:
-    """out[at] if it is one contiguous block of `out` that a reply can be read into as it
-    is (a whole number of 8-byte words: a frame pads its arrays to 8), else None."""
-    if not isinstance(at, slice) or not out.flags.c_contiguous:
-        return None
-    block = out[at]
-    return block if block.nbytes % 8 == 0 and block.nbytes else None
-
-
-def _filler(out: np.ndarray, at: Any) -> Callable[[Message], None]:
-    """Put a reply's array at out[at], unless it was read there already."""
-    def fill(reply: Message) -> None:
-        got = reply.arrays[0]
-        if not (got.size and np.may_share_memory(got, out[at])):  # a new buffer, or that
-            out[at] = got
-    return fill

@@ -1,15 +1,16 @@
 """How a scattered request is cut up: into chunks below the frame limit, each a `Job`
-for one partition, with where its part sits in the whole request."""
+for one partition, with where its part sits in the whole request — and how a reply is
+put back there (`filler`), or read there directly (`block`)."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 
 from psframework.protocol import Message
 
-__all__ = ["HEADER_ROOM", "Job", "chunks", "at"]
+__all__ = ["HEADER_ROOM", "Job", "chunks", "at", "block", "filler"]
 
 HEADER_ROOM = 64 * 1024  # bytes kept free in every frame for the header
 
@@ -44,3 +45,21 @@ class Job(NamedTuple):
     on_reply: Callable[[Message], None] = _ignore
     reply_bytes: int = 0
     into: np.ndarray | None = None  # where the reply's one array may be read to, no copy
+
+
+def block(out: np.ndarray, at: Any) -> np.ndarray | None:
+    """out[at] if it is one contiguous block of `out` that a reply can be read into as it
+    is (a whole number of 8-byte words: a frame pads its arrays to 8), else None."""
+    if not isinstance(at, slice) or not out.flags.c_contiguous:
+        return None
+    piece = out[at]
+    return piece if piece.nbytes % 8 == 0 and piece.nbytes else None
+
+
+def filler(out: np.ndarray, at: Any) -> Callable[[Message], None]:
+    """Put a reply's array at out[at], unless it was read there already."""
+    def fill(reply: Message) -> None:
+        got = reply.arrays[0]
+        if not (got.size and np.may_share_memory(got, out[at])):  # a new buffer, or that
+            out[at] = got
+    return fill
