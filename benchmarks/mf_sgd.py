@@ -84,6 +84,35 @@ train and test split.
 - ratios: rotation_vs_surprise_updates = rotation updates/s / Surprise's updates/s, the
   same for async, same_params and ALS; *_test_rmse the same for test RMSE (below 1: ours
   is lower); *_vs_kernel against one kernel thread.
+- requests: what a worker sends per step, each request timed alone as
+  benchmarks/pullpush.py times one-row pulls (common.request_figures), on a LocalCluster
+  started here (--shards shard processes) through one AsyncClient, with the worker's own
+  calls (`models.mf_sgd.worker.pull_item_side` / `push_item_side`), on two models created
+  as `LocalMFSGD.fit` creates them: create_model "mf_sgd" with this data's n_items, rank
+  RANK and schedule "rotation" (aggregate replace) or "async" (add), then every item's
+  factors pushed, N(0, INIT_STD), biases 0. row_bytes = (rank + 1) × 4: an item's factors
+  and bias, float32.
+  rotation_pull / rotation_push: a contiguous block of BLOCK_ITEMS = 300 items (items
+  0-299: on one shard, as a rotation block is with 2 workers on 2 shards; the quick
+  run's real block, the full run's are 2,000 items) pulled, and pushed back unchanged
+  (replace), as a sub-epoch does. async_pull / async_push: BATCH_ITEMS = 300 distinct
+  items drawn at random over the table (sorted, as np.unique gives a mini-batch's
+  items: on every shard), a new set each call (64 sets, cycled), pulled, and deltas
+  N(0, 1e-3) pushed (add), as an async mini-batch does (a batch of 1,024 ratings
+  touches ~490 items on the quick data, ~900 on the full).
+  For each request: items; payload_bytes: [the arrays' bytes, both ways: the ids
+  (int64) and the rows], headers not counted; us: p50/p99 µs of `rounds` calls (1,000,
+  quick 100) after `warmup_rounds` (100, quick 20), in rounds that also make one raw
+  socket round trip (raw_socket_rtt_us: pullpush's RawSocket, a child process that
+  sends 256 bytes back for each 8-byte request), one uvloop echo (uvloop_echo_rtt_us:
+  common.UvloopEcho, 256 bytes) and each request's raw mirror (raw_same_bytes_us: one
+  raw request bringing payload_bytes back), the steps taking turns at going first;
+  p50_over_raw_rtt = us.p50 / raw_socket_rtt_us.p50, p50_over_raw_same_bytes =
+  us.p50 / raw_same_bytes_us.p50. pipelined_ops_per_s[W]: `pipelined_calls` calls
+  (2,048, quick 128) from the one AsyncClient, W at a time (asyncio.gather of W, then
+  the next W), W = 1, 16, 64; raw_pipelined_ops_per_s[W]: the raw socket, W requests of
+  payload_bytes at once (RawSocket.pipelined); the two alternate by halves (raw, ours,
+  raw, ours).
 
 Hyper-parameters: rank 20 and init_std 0.1 for every SGD; each method's own chosen on data
 drawn as above with seed 1 (not the benchmark's seed 0), by the RMSE on a random 10% of
@@ -112,10 +141,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import arguments, log, machine
+from common import Request, arguments, log, machine, request_figures
 from models.mf_sgd import LocalMFSGD
 from models.mf_sgd.kernels import sgd, squared_errors
-from models.mf_sgd.worker import Worker, block_edges
+from models.mf_sgd.worker import Worker, block_edges, pull_item_side, push_item_side
 from models.synthetic_ratings import SyntheticRatings, make_ratings
 
 RANK, INIT_STD, SEED = 20, 0.1, 0
@@ -125,6 +154,7 @@ SURPRISE = {"step_size": 0.005, "decay": 1.0, "reg": 0.05}
 ALS_REG = 0.07
 SIGMA, LOW, HIGH = 0.5, 1.0, 5.0  # models.synthetic_ratings' defaults
 WORKERS, BATCH, IN_FLIGHT = 2, 1024, 2
+BLOCK_ITEMS, BATCH_ITEMS = 300, 300  # the requests timed in `requests`: items per request
 
 
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -210,6 +240,46 @@ def ours(schedule: str, data: SyntheticRatings, epochs: int, shards: int) -> dic
     log(f"  {result['bytes_per_update']:.1f} bytes/update "
         f"({result['bytes_per_update_training']:.1f} without the item-side pulls)")
     return result
+
+
+def requests(data: SyntheticRatings, shards: int, quick: bool) -> dict:
+    """A worker's requests, each timed alone beside a raw round trip and the uvloop echo
+    (common.request_figures), on a LocalCluster started here."""
+    from psframework import LocalCluster
+    n_items = int(data.train[1].max()) + 1
+    rng = np.random.default_rng(SEED)
+    block = np.arange(BLOCK_ITEMS)
+    scattered = [np.sort(rng.choice(n_items, BATCH_ITEMS, replace=False)) for _ in range(64)]
+    dH = rng.normal(0, 1e-3, (BATCH_ITEMS, RANK)).astype(np.float32)
+    dbi = rng.normal(0, 1e-3, BATCH_ITEMS).astype(np.float32)
+    trip = (BLOCK_ITEMS * 8 + BLOCK_ITEMS * (RANK + 1) * 4,)  # ids, and the rows
+    scattered_trip = (BATCH_ITEMS * 8 + BATCH_ITEMS * (RANK + 1) * 4,)
+
+    async def prepare(client) -> dict[str, Request]:
+        names = {s: f"mf_sgd-requests-{s}" for s in ("rotation", "async")}
+        start = np.random.default_rng(SEED).normal(0, INIT_STD, (n_items, RANK)).astype(np.float32)
+        for schedule, name in names.items():  # as LocalMFSGD.fit creates and fills it
+            await client.create_model(name, "mf_sgd", {"n_items": n_items, "rank": RANK,
+                                                       "schedule": schedule})
+            await push_item_side(client, name, np.arange(n_items), start,
+                                 np.zeros(n_items, np.float32))
+        H, bi = await pull_item_side(client, names["rotation"], block)
+        rotation, hogwild = names["rotation"], names["async"]
+        return {
+            "rotation_pull": Request(lambda i: pull_item_side(client, rotation, block), trip,
+                                     {"items": BLOCK_ITEMS}),
+            "rotation_push": Request(lambda i: push_item_side(client, rotation, block, H, bi),
+                                     trip, {"items": BLOCK_ITEMS}),
+            "async_pull": Request(lambda i: pull_item_side(client, hogwild, scattered[i % 64]),
+                                  scattered_trip, {"items": BATCH_ITEMS}),
+            "async_push": Request(lambda i: push_item_side(client, hogwild, scattered[i % 64],
+                                                           dH, dbi),
+                                  scattered_trip, {"items": BATCH_ITEMS})}
+
+    log(f"requests: on a LocalCluster ({shards} shards)")
+    with LocalCluster(shards=shards) as cluster:
+        figures = request_figures(cluster.address, prepare, quick)
+    return {"rank": RANK, "n_items": n_items, "row_bytes": (RANK + 1) * 4, **figures}
 
 
 def kernel(data: SyntheticRatings) -> dict:
@@ -413,6 +483,7 @@ def main() -> int:
             r["ms_per_batch"] = round(1000 * r["per_epoch_s"] / batches, 3)
     out["same_params"] = timed_fit("rotation", data, epochs, args.shards, SURPRISE)
     out["surprise"] = surprise_svd(data, epochs)
+    out["requests"] = requests(data, args.shards, args.quick)
     try:
         out.update(spark(data, epochs))
     except Exception as e:

@@ -100,6 +100,39 @@ end (the machine may be shared: compare runs with care).
   *_with_hashing_vs_vw_examples_per_s = its examples_per_s_with_hashing / vw_default's
   examples_per_s (both from word lists); *_held_out_accuracy_minus_sklearn / _minus_vw:
   held-out accuracy differences (not for B = 1, which learns a prefix).
+- requests: what a learner sends per mini-batch, each request timed alone as
+  benchmarks/pullpush.py times one-row pulls (common.request_figures), on the same
+  LocalCluster after the runs above, through one AsyncClient, with the learner's own
+  calls (models.pa.worker), on a model named "pa-requests" that a `LocalPA` (PA-I, C,
+  hash_bits as above, master = that cluster) creates and learns the stream's first
+  chunk into (then `close()`: a named model stays on an external cluster). Mini-batches
+  of B = 1 and B = 64 consecutive examples of the stream after that chunk (256 of each,
+  quick 32, cycled), labels as class indices:
+  b{B}_learn_batch: `Learner.learn_batch`, what a learner does per mini-batch: the pull
+  of the batch's active features and the intercept row, the PA kernel inline, the push
+  of the changed rows' deltas (add): two round trips, and it learns (the model changes
+  as the calls go). b{B}_pull: that pull alone (`worker._pull_active`: np.unique of the
+  batch's features, pull_rows). b{B}_push: that push alone (`push_rows` of the rows and
+  deltas learn_batch would push, computed once per batch from the weights after the
+  first chunk; batches with nothing to push left out: `batches` counts those pushed).
+  b{B}_predict: `worker.pull_margins` (decision_function / predict / score while
+  attached: one pull of the active features, the margins kernel).
+  For each request: batch_size, batches, rows_pulled_mean / rows_pushed_mean (rows per
+  pull / push, the intercept row included), payload_bytes: [the arrays' bytes of each
+  round trip, both ways: the row indices (int64) and the float32 weights; the mean
+  over the batches], headers not counted; us: p50/p99 µs of `rounds` calls (1,000, quick
+  100) after `warmup_rounds` (100, quick 20), in rounds that also make one raw socket
+  round trip (raw_socket_rtt_us: benchmarks/pullpush.py's RawSocket, a child process
+  that sends 256 bytes back for each 8-byte request), one uvloop echo
+  (uvloop_echo_rtt_us: common.UvloopEcho, 256 bytes) and each request's raw mirror
+  (raw_same_bytes_us: one raw request per round trip of it, each bringing that trip's
+  payload_bytes back), the steps taking turns at going first; p50_over_raw_rtt = us.p50
+  / raw_socket_rtt_us.p50, p50_over_raw_same_bytes = us.p50 / raw_same_bytes_us.p50.
+  pipelined_ops_per_s[W]: `pipelined_calls` calls (2,048, quick 128) from the one
+  AsyncClient, W at a time (asyncio.gather of W, then the next W), W = 1, 16, 64;
+  raw_pipelined_ops_per_s[W]: the raw socket, W requests of a trip's payload_bytes at
+  once (RawSocket.pipelined), once per trip; the two alternate by halves (raw, ours,
+  raw, ours).
 - targets (the issue's, for ours_b1024_w1, reported, not tuned for):
   meets_accuracy_target = its held-out accuracy >= sklearn's (chunked);
   meets_throughput_target = its examples_per_s_with_hashing >= vw_default's
@@ -117,7 +150,7 @@ from typing import Callable
 
 import numpy as np
 
-from common import arguments, log, machine
+from common import Request, arguments, log, machine, request_figures
 from models.pa import LocalPA
 from models.pa.hashing import hash_features
 from models.synthetic_text import make_messages
@@ -134,6 +167,7 @@ VW_FLAGS = {"default": "--loss_function hinge", "sgd": "--loss_function hinge --
 VW_COMMON = f"-b {HASH_BITS} --binary --quiet"
 VW_MISSING = "vowpalwabbit is not installed (pip install -e '.[bench]')"
 Run = Callable[[int], dict]  # one run of a method's stream from scratch, given the rep
+REQUEST_BATCHES = (1, 64)  # `requests`: the batch sizes timed
 
 
 def summary(runs: list[dict]) -> dict:
@@ -285,6 +319,66 @@ def vw(flags: str, words: list, labels: np.ndarray, test: tuple, prebuilt: bool)
     return once
 
 
+def requests(address: str, X, labels: np.ndarray, quick: bool) -> dict:
+    """A learner's requests per mini-batch, each timed alone beside a raw round trip and
+    the uvloop echo (common.request_figures), on the benchmark's cluster."""
+    from psframework import AsyncClient
+    from models.pa.kernels import VARIANTS, learn
+    from models.pa.worker import TABLE, Learner, _pull_active, _slice, pull_margins
+    name, n_features = "pa-requests", 1 << HASH_BITS
+    # the model as LocalPA creates it, then learns a first chunk (a named model on an
+    # external cluster stays there after close())
+    first = LocalPA(variant=VARIANT, C=C, hash_bits=HASH_BITS, master=address, name=name,
+                    show_progress=False)
+    first.partial_fit(X[:CHUNK], labels[:CHUNK], classes=[0, 1])
+    first.close()
+    X, labels = X[CHUNK:], labels[CHUNK:].astype(np.int64)  # class indices, as Classes gives
+
+    async def batch_requests(client: AsyncClient, learner: Learner, B: int) -> dict[str, Request]:
+        n = min(32 if quick else 256, X.shape[0] // B)  # batches, cycled
+        parts = [_slice(X, b * B, (b + 1) * B) for b in range(n)]
+        ys = [labels[b * B:(b + 1) * B] for b in range(n)]
+        scored = [X[b * B:(b + 1) * B] for b in range(n)]
+        pushes, pulled, pushed, pulled_rows, pushed_rows = [], [], [], [], []
+        for (indptr, indices, data), y in zip(parts, ys):  # each batch's push, as learn_batch's
+            rows, W, cols = await _pull_active(client, name, n_features, indices)
+            before = W.copy()
+            learn(indptr, cols, data, y, W, VARIANTS.index(VARIANT), C, True)
+            changed = np.flatnonzero((W - before).any(axis=1))
+            pulled.append(rows.nbytes + W.nbytes)
+            pulled_rows.append(rows.size)
+            if changed.size:
+                pushes.append((rows[changed], (W - before)[changed]))
+                pushed.append(pushes[-1][0].nbytes + pushes[-1][1].nbytes)
+                pushed_rows.append(changed.size)
+        pull_trip, push_trip = round(np.mean(pulled)), round(np.mean(pushed))
+        info = {"batch_size": B, "batches": n, "rows_pulled_mean": round(np.mean(pulled_rows), 1),
+                "rows_pushed_mean": round(np.mean(pushed_rows), 1)}
+        return {
+            f"b{B}_learn_batch": Request(
+                lambda i: learner.learn_batch(*parts[i % n], ys[i % n]),
+                (pull_trip, push_trip), info),
+            f"b{B}_pull": Request(
+                lambda i: _pull_active(client, name, n_features, parts[i % n][1]),
+                (pull_trip,), info),
+            f"b{B}_push": Request(
+                lambda i: client.push_rows(name, TABLE, *pushes[i % len(pushes)]),
+                (push_trip,), {**info, "batches": len(pushes)}),
+            f"b{B}_predict": Request(
+                lambda i: pull_margins(client, name, n_features, scored[i % n], True),
+                (pull_trip,), info)}
+
+    async def prepare(client: AsyncClient) -> dict[str, Request]:
+        learner = Learner(client, name, n_features, variant=VARIANT, C=C, fit_intercept=True)
+        out: dict[str, Request] = {}
+        for B in REQUEST_BATCHES:
+            out.update(await batch_requests(client, learner, B))
+        return out
+
+    log("requests: on the benchmark's LocalCluster")
+    return request_figures(address, prepare, quick)
+
+
 def main() -> int:
     args = arguments(__doc__, "20,000 + 5,000 messages, one rep, for CI",
                      "runs of every method's stream, from scratch (default 3, quick 1)")
@@ -342,6 +436,7 @@ def main() -> int:
                 results[name].append(r)
                 log(f"  {r['examples'] / r['seconds']:,.0f} examples/s, progressive "
                     f"{r['progressive_accuracy']:.4f}, held-out {r['held_out_accuracy']:.4f}")
+        per_request = requests(cluster.address, train_X, labels, args.quick)
     for name, rs in results.items():
         if name.endswith("_prebuilt"):
             vw_out = out[name[:-len("_prebuilt")]]
@@ -389,6 +484,7 @@ def main() -> int:
         "meets_accuracy_target": target["held_out_accuracy"] >= sk["held_out_accuracy"],
         "meets_throughput_target": (target["examples_per_s_with_hashing"] >= vw_["examples_per_s"]
                                     if vw_ else None)}
+    out["requests"] = per_request
     out["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=2))
     return 0

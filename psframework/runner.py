@@ -74,6 +74,13 @@ async def _serve(role: str, settings: Settings, watch_stdin: bool,
                 loop.remove_reader(fd)
                 stop.set()
         loop.add_reader(fd, on_stdin)
+    await _until_stopped(server, stop)
+    logging.getLogger("psframework").info("%s stopped", name)
+
+
+async def _until_stopped(server: Master | Shard, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set (or a shard stops by itself: its master is gone), then
+    stop the server."""
     waiters = [asyncio.ensure_future(stop.wait())]
     if isinstance(server, Shard):
         waiters.append(asyncio.ensure_future(server.wait_stopped()))
@@ -81,7 +88,6 @@ async def _serve(role: str, settings: Settings, watch_stdin: bool,
     for w in waiters:
         w.cancel()
     await server.stop()
-    logging.getLogger("psframework").info("%s stopped", name)
 
 
 def serve_forever(role: str, settings: Settings, *, watch_stdin: bool = False,
@@ -139,17 +145,7 @@ class ServerThread:
             return
         finally:
             self._ready.set()
-        waiters = [asyncio.ensure_future(self._stop.wait())]
-        if isinstance(self._server, Shard):
-            waiters.append(asyncio.ensure_future(self._server.wait_stopped()))
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
-        await self._server.stop()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        await _until_stopped(self._server, self._stop)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and wait (up to `timeout` seconds) for the thread to end."""
