@@ -161,38 +161,37 @@ def bulk(client, raw: RawSocket, rows: int, cols: int, reps: int) -> tuple[dict,
         raise SystemExit("row- and column-partitioned pulls disagree")
     buf = memoryview(bytearray(nbytes))
     raw.fetch(buf)
-    times: dict[str, list[float]] = {"raw": [], "rows": [], "cols": []}
-    for i in range(reps):
-        times["raw"].append(timed(lambda: raw.fetch(buf)))
-        for layout in ("rows", "cols"):
-            times[layout].append(timed(lambda: client.pull_rows(f"bulk_{layout}", "values",
-                                                                 everything)))
-        log(f"pull rep {i + 1}/{reps}: " + ", ".join(
-            f"{k} {nbytes / v[-1] / 1e9:.2f} GB/s" for k, v in times.items()))
-    raw_rate = gbps(nbytes, times["raw"])
-    pull = {"bytes": nbytes, "raw_socket": raw_rate,
-            "rows": ratio(gbps(nbytes, times["rows"]), raw_rate),
-            "cols": ratio(gbps(nbytes, times["cols"]), raw_rate)}
+    pull, _ = beside_raw("pull", raw, buf, reps, lambda layout: client.pull_rows(
+        f"bulk_{layout}", "values", everything))
 
     ones = np.ones((rows, cols), dtype=np.float32)
     for layout in ("rows", "cols"):  # warm-up: loads (or compiles) the kernels
         client.push_rows(f"bulk_{layout}", "values", everything, ones)
-    times = {"raw": [], "rows": [], "cols": []}
-    for i in range(reps):  # interleaved with raw pulls, as above
-        times["raw"].append(timed(lambda: raw.fetch(buf)))
-        for layout in ("rows", "cols"):
-            times[layout].append(timed(lambda: client.push_rows(f"bulk_{layout}", "values",
-                                                                 everything, ones)))
-        log(f"push rep {i + 1}/{reps}: " + ", ".join(
-            f"{k} {nbytes / v[-1] / 1e9:.2f} GB/s" for k, v in times.items()))
-    raw_rate = gbps(nbytes, times["raw"])
-    push = {"bytes": nbytes, "raw_socket": raw_rate,
-            "rows": ratio(gbps(nbytes, times["rows"]), raw_rate),
-            "cols": ratio(gbps(nbytes, times["cols"]), raw_rate)}
+    push, times = beside_raw("push", raw, buf, reps, lambda layout: client.push_rows(
+        f"bulk_{layout}", "values", everything, ones))
     push["finite_check_ms"] = finite_check_ms(ones, reps)
     push["finite_check_ms"]["push_ms"] = round(statistics.median(times["cols"]) * 1e3, 2)
     log(f"finite checks: {push['finite_check_ms']}")
     return pull, push
+
+
+def beside_raw(what: str, raw: RawSocket, buf: memoryview, reps: int,
+               transfer) -> tuple[dict, dict[str, list[float]]]:
+    """`transfer(layout)` of the whole matrix for both layouts, each repetition beside a
+    raw pull of the same bytes (so machine noise hits both alike): GB/s and the ratios,
+    and the seconds of every repetition."""
+    nbytes = buf.nbytes
+    times: dict[str, list[float]] = {"raw": [], "rows": [], "cols": []}
+    for i in range(reps):
+        times["raw"].append(timed(lambda: raw.fetch(buf)))
+        for layout in ("rows", "cols"):
+            times[layout].append(timed(lambda: transfer(layout)))
+        log(f"{what} rep {i + 1}/{reps}: " + ", ".join(
+            f"{k} {nbytes / v[-1] / 1e9:.2f} GB/s" for k, v in times.items()))
+    raw_rate = gbps(nbytes, times["raw"])
+    return {"bytes": nbytes, "raw_socket": raw_rate,
+            "rows": ratio(gbps(nbytes, times["rows"]), raw_rate),
+            "cols": ratio(gbps(nbytes, times["cols"]), raw_rate)}, times
 
 
 def finite_check_ms(values: np.ndarray, reps: int) -> dict:
