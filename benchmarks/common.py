@@ -165,15 +165,17 @@ def request_figures(address: str, prepare: Callable[[Any], Awaitable[dict[str, R
       (asyncio.gather of W, then the next W), in two halves alternating with the raw
       mirror's (RawSocket.pipelined of the same W and count, once per trip size): ops/s.
 
-    Returns {"rounds", "warmup_rounds", "pipelined_calls", "raw_socket_rtt_us",
-    "uvloop_echo_rtt_us", name: {**info, "payload_bytes", "us", "raw_same_bytes_us",
-    "p50_over_raw_rtt", "p50_over_raw_same_bytes", "pipelined_ops_per_s",
-    "raw_pipelined_ops_per_s"}}. The caller's entry must be guarded by
-    `if __name__ == "__main__"`: the raw server and the echo are spawned."""
+    Returns {"seconds" (this function's, prepare's included), "rounds", "warmup_rounds",
+    "pipelined_calls", "raw_socket_rtt_us", "uvloop_echo_rtt_us", name: {**info,
+    "payload_bytes", "us", "raw_same_bytes_us", "p50_over_raw_rtt",
+    "p50_over_raw_same_bytes", "pipelined_ops_per_s", "raw_pipelined_ops_per_s"}}. The
+    caller's entry must be guarded by `if __name__ == "__main__"`: the raw server and the
+    echo are spawned."""
     from pullpush import RawSocket, percentiles, rotated  # here: pullpush imports this module
     from psframework import AsyncClient
     from psframework.transport import run
 
+    began = time.perf_counter()
     rounds, warmup, pipelined = REQUEST_COUNTS[quick]
     with ThreadPoolExecutor(2) as pool:  # the two children start at once
         started = pool.submit(RawSocket), pool.submit(UvloopEcho, 256)
@@ -244,7 +246,8 @@ def request_figures(address: str, prepare: Callable[[Any], Awaitable[dict[str, R
             await echo.disconnect()
 
     try:
-        return run(measure())
+        out = run(measure())
     finally:
         raw.close()
         echo.close()
+    return {"seconds": round(time.perf_counter() - began, 1), **out}

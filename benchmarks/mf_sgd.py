@@ -100,19 +100,20 @@ train and test split.
   items: on every shard), a new set each call (64 sets, cycled), pulled, and deltas
   N(0, 1e-3) pushed (add), as an async mini-batch does (a batch of 1,024 ratings
   touches ~490 items on the quick data, ~900 on the full).
-  For each request: items; payload_bytes: [the arrays' bytes, both ways: the ids
-  (int64) and the rows], headers not counted; us: p50/p99 µs of `rounds` calls (1,000,
-  quick 100) after `warmup_rounds` (100, quick 20), in rounds that also make one raw
-  socket round trip (raw_socket_rtt_us: pullpush's RawSocket, a child process that
-  sends 256 bytes back for each 8-byte request), one uvloop echo (uvloop_echo_rtt_us:
-  common.UvloopEcho, 256 bytes) and each request's raw mirror (raw_same_bytes_us: one
-  raw request bringing payload_bytes back), the steps taking turns at going first;
-  p50_over_raw_rtt = us.p50 / raw_socket_rtt_us.p50, p50_over_raw_same_bytes =
-  us.p50 / raw_same_bytes_us.p50. pipelined_ops_per_s[W]: `pipelined_calls` calls
-  (2,048, quick 128) from the one AsyncClient, W at a time (asyncio.gather of W, then
-  the next W), W = 1, 16, 64; raw_pipelined_ops_per_s[W]: the raw socket, W requests of
-  payload_bytes at once (RawSocket.pipelined); the two alternate by halves (raw, ours,
-  raw, ours).
+  seconds: the measurement's time (starting the raw server and the echo, creating the
+  models; not the cluster's start). For each request: items; payload_bytes: [the arrays'
+  bytes, both ways: the ids (int64) and the rows], headers not counted; us: p50/p99 µs of
+  `rounds` calls (1,000, quick 100) after `warmup_rounds` (100, quick 20), in rounds that
+  also make one raw socket round trip (raw_socket_rtt_us: pullpush's RawSocket, a child
+  process that sends 256 bytes back for each 8-byte request), one uvloop echo
+  (uvloop_echo_rtt_us: common.UvloopEcho, 256 bytes) and each request's raw mirror
+  (raw_same_bytes_us: one raw request bringing payload_bytes back), the steps taking
+  turns at going first; p50_over_raw_rtt = us.p50 / raw_socket_rtt_us.p50,
+  p50_over_raw_same_bytes = us.p50 / raw_same_bytes_us.p50. pipelined_ops_per_s[W]:
+  `pipelined_calls` calls (2,048, quick 128) from the one AsyncClient, W at a time
+  (asyncio.gather of W, then the next W), W = 1, 16, 64; raw_pipelined_ops_per_s[W]: the
+  raw socket, W requests of payload_bytes at once (RawSocket.pipelined); the two
+  alternate by halves (raw, ours, raw, ours).
 
 Hyper-parameters: rank 20 and init_std 0.1 for every SGD; each method's own chosen on data
 drawn as above with seed 1 (not the benchmark's seed 0), by the RMSE on a random 10% of

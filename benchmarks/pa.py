@@ -6,7 +6,8 @@ Run (JSON on stdout, progress on stderr):
     python benchmarks/pa.py [--quick] [--shards 2] [--reps R] > pa.json
 
 --quick (20,000 train + 5,000 test messages, R = 1) takes well under a minute on 2 cores
-(7 s); the full run (200,000 + 20,000, R = 3) a minute or two (96 s on 2 busy cores).
+(10 s, 2.5 of them `requests`); the full run (200,000 + 20,000, R = 3) about two minutes
+(133 s on 2 busy cores, 27 of them `requests`).
 Vowpal Wabbit is optional (the `bench` extras); without it "vw" says it was skipped and
 the ratios and the target that need it are left out (null).
 
@@ -106,33 +107,37 @@ end (the machine may be shared: compare runs with care).
   calls (models.pa.worker), on a model named "pa-requests" that a `LocalPA` (PA-I, C,
   hash_bits as above, master = that cluster) creates and learns the stream's first
   chunk into (then `close()`: a named model stays on an external cluster). Mini-batches
-  of B = 1 and B = 64 consecutive examples of the stream after that chunk (256 of each,
-  quick 32, cycled), labels as class indices:
-  b{B}_learn_batch: `Learner.learn_batch`, what a learner does per mini-batch: the pull
-  of the batch's active features and the intercept row, the PA kernel inline, the push
-  of the changed rows' deltas (add): two round trips, and it learns (the model changes
-  as the calls go). b{B}_pull: that pull alone (`worker._pull_active`: np.unique of the
-  batch's features, pull_rows). b{B}_push: that push alone (`push_rows` of the rows and
-  deltas learn_batch would push, computed once per batch from the weights after the
-  first chunk; batches with nothing to push left out: `batches` counts those pushed).
-  b{B}_predict: `worker.pull_margins` (decision_function / predict / score while
-  attached: one pull of the active features, the margins kernel).
-  For each request: batch_size, batches, rows_pulled_mean / rows_pushed_mean (rows per
-  pull / push, the intercept row included), payload_bytes: [the arrays' bytes of each
-  round trip, both ways: the row indices (int64) and the float32 weights; the mean
-  over the batches], headers not counted; us: p50/p99 µs of `rounds` calls (1,000, quick
-  100) after `warmup_rounds` (100, quick 20), in rounds that also make one raw socket
-  round trip (raw_socket_rtt_us: benchmarks/pullpush.py's RawSocket, a child process
-  that sends 256 bytes back for each 8-byte request), one uvloop echo
-  (uvloop_echo_rtt_us: common.UvloopEcho, 256 bytes) and each request's raw mirror
-  (raw_same_bytes_us: one raw request per round trip of it, each bringing that trip's
-  payload_bytes back), the steps taking turns at going first; p50_over_raw_rtt = us.p50
-  / raw_socket_rtt_us.p50, p50_over_raw_same_bytes = us.p50 / raw_same_bytes_us.p50.
-  pipelined_ops_per_s[W]: `pipelined_calls` calls (2,048, quick 128) from the one
-  AsyncClient, W at a time (asyncio.gather of W, then the next W), W = 1, 16, 64;
-  raw_pipelined_ops_per_s[W]: the raw socket, W requests of a trip's payload_bytes at
-  once (RawSocket.pipelined), once per trip; the two alternate by halves (raw, ours,
-  raw, ours).
+  of B = 1 and B = 64 consecutive examples of the stream after that chunk, labels as
+  class indices:
+  b{B}_learn_batch: `Learner.learn(X, labels, B, range(b, b + 1))`, what a learner does
+  per mini-batch: the batch's CSR slice, the pull of its active features and the
+  intercept row, the PA kernel inline, the push of the changed rows' deltas (add; no
+  push when every example is passive) — two round trips; it learns, going through the
+  stream's batches in order (`batches` of them, cycled when the calls outnumber them).
+  b{B}_pull: that pull alone (`worker._pull_active`: np.unique of the batch's features,
+  pull_rows); b{B}_predict: `worker.pull_margins` (decision_function / predict / score
+  while attached: that pull, then the margins kernel); both over the first `batches`
+  batches (256, quick 32), cycled. b{B}_push: that push alone (`push_rows` of the rows
+  and deltas learn_batch would push, computed once per batch from the weights after the
+  first chunk), over those of the batches with something to push (`batches`;
+  passive_batches: those without).
+  seconds: the measurement's time (starting the raw server and the echo, preparing the
+  batches; not the first chunk's partial_fit). For each request: batch_size, batches,
+  rows_pulled_mean / rows_pushed_mean (rows per pull / push, the intercept row included),
+  payload_bytes: [the arrays' bytes of each round trip, both ways: the row indices
+  (int64) and the float32 weights; means over the first 256 (quick 32) batches], headers
+  not counted; us: p50/p99 µs of `rounds` calls (1,000, quick 100) after `warmup_rounds`
+  (100, quick 20), in rounds that also make one raw socket round trip (raw_socket_rtt_us:
+  benchmarks/pullpush.py's RawSocket, a child process that sends 256 bytes back for each
+  8-byte request), one uvloop echo (uvloop_echo_rtt_us: common.UvloopEcho, 256 bytes) and
+  each request's raw mirror (raw_same_bytes_us: one raw request per round trip of it,
+  each bringing that trip's payload_bytes back), the steps taking turns at going first;
+  p50_over_raw_rtt = us.p50 / raw_socket_rtt_us.p50, p50_over_raw_same_bytes = us.p50 /
+  raw_same_bytes_us.p50. pipelined_ops_per_s[W]: `pipelined_calls` calls (2,048, quick
+  128) from the one AsyncClient, W at a time (asyncio.gather of W, then the next W), W =
+  1, 16, 64; raw_pipelined_ops_per_s[W]: the raw socket, W requests of a trip's
+  payload_bytes at once (RawSocket.pipelined), once per trip; the two alternate by halves
+  (raw, ours, raw, ours).
 - targets (the issue's, for ours_b1024_w1, reported, not tuned for):
   meets_accuracy_target = its held-out accuracy >= sklearn's (chunked);
   meets_throughput_target = its examples_per_s_with_hashing >= vw_default's
@@ -335,15 +340,16 @@ def requests(address: str, X, labels: np.ndarray, quick: bool) -> dict:
     X, labels = X[CHUNK:], labels[CHUNK:].astype(np.int64)  # class indices, as Classes gives
 
     async def batch_requests(client: AsyncClient, learner: Learner, B: int) -> dict[str, Request]:
-        n = min(32 if quick else 256, X.shape[0] // B)  # batches, cycled
+        stream = X.shape[0] // B  # batches learn_batch goes through, cycled
+        n = min(32 if quick else 256, stream)  # batches the other requests cycle through
         parts = [_slice(X, b * B, (b + 1) * B) for b in range(n)]
-        ys = [labels[b * B:(b + 1) * B] for b in range(n)]
         scored = [X[b * B:(b + 1) * B] for b in range(n)]
         pushes, pulled, pushed, pulled_rows, pushed_rows = [], [], [], [], []
-        for (indptr, indices, data), y in zip(parts, ys):  # each batch's push, as learn_batch's
+        variant = VARIANTS.index(VARIANT)
+        for b, (indptr, indices, data) in enumerate(parts):  # the push learn_batch would make
             rows, W, cols = await _pull_active(client, name, n_features, indices)
             before = W.copy()
-            learn(indptr, cols, data, y, W, VARIANTS.index(VARIANT), C, True)
+            learn(indptr, cols, data, labels[b * B:(b + 1) * B], W, variant, C, True)
             changed = np.flatnonzero((W - before).any(axis=1))
             pulled.append(rows.nbytes + W.nbytes)
             pulled_rows.append(rows.size)
@@ -352,21 +358,24 @@ def requests(address: str, X, labels: np.ndarray, quick: bool) -> dict:
                 pushed.append(pushes[-1][0].nbytes + pushes[-1][1].nbytes)
                 pushed_rows.append(changed.size)
         pull_trip, push_trip = round(np.mean(pulled)), round(np.mean(pushed))
-        info = {"batch_size": B, "batches": n, "rows_pulled_mean": round(np.mean(pulled_rows), 1),
-                "rows_pushed_mean": round(np.mean(pushed_rows), 1)}
+        info = {"batch_size": B, "batches": n}
+        rows_info = {"rows_pulled_mean": round(np.mean(pulled_rows), 1),
+                     "rows_pushed_mean": round(np.mean(pushed_rows), 1)}
         return {
             f"b{B}_learn_batch": Request(
-                lambda i: learner.learn_batch(*parts[i % n], ys[i % n]),
-                (pull_trip, push_trip), info),
+                lambda i: learner.learn(X, labels, B, range(i % stream, i % stream + 1)),
+                (pull_trip, push_trip), {**info, "batches": stream, **rows_info}),
             f"b{B}_pull": Request(
                 lambda i: _pull_active(client, name, n_features, parts[i % n][1]),
-                (pull_trip,), info),
+                (pull_trip,), {**info, "rows_pulled_mean": rows_info["rows_pulled_mean"]}),
             f"b{B}_push": Request(
                 lambda i: client.push_rows(name, TABLE, *pushes[i % len(pushes)]),
-                (push_trip,), {**info, "batches": len(pushes)}),
+                (push_trip,), {**info, "batches": len(pushes),
+                               "passive_batches": n - len(pushes),
+                               "rows_pushed_mean": rows_info["rows_pushed_mean"]}),
             f"b{B}_predict": Request(
                 lambda i: pull_margins(client, name, n_features, scored[i % n], True),
-                (pull_trip,), info)}
+                (pull_trip,), {**info, "rows_pulled_mean": rows_info["rows_pulled_mean"]})}
 
     async def prepare(client: AsyncClient) -> dict[str, Request]:
         learner = Learner(client, name, n_features, variant=VARIANT, C=C, fit_intercept=True)
