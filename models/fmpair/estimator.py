@@ -15,9 +15,11 @@ positives (and the training items its sampler must skip) from its Arrow batches 
 trains them, epoch after epoch, with the FMPair worker loop
 (`models.fmpair.spark_job.EpochsTask`) through its executor's client — asynchronous
 workers of the parameter server, each at its own pace. Nothing per interaction reaches
-the driver. Partition 0 prints its progress as it goes, and the driver logs each epoch's
-loss and pairs/s after the job. The parameters are then pulled into the model, so recommending,
-scoring and saving need no parameter server; in integrated mode it stops after `fit`.
+the driver. The tasks add each epoch's loss and pairs into a progress matrix on the
+parameter server, and the driver logs every epoch from it while the job runs
+(`models.fmpair.spark_job.EpochLog`). The parameters are then pulled into the model, so
+recommending, scoring and saving need no parameter server; in integrated mode it stops
+after `fit`.
 Recommending and scoring run on the executors in Arrow blocks
 (`models.fmpair.spark_scoring`).
 """

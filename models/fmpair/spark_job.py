@@ -97,18 +97,17 @@ class EpochLog(TableProgress):
     reported it (loss, pairs/s over the tasks' mean seconds); `history` after."""
 
     def __init__(self, client, progress: str, epochs: int, tasks: int, first: int) -> None:
-        super().__init__(client, progress, "values", epochs, tasks, self._epoch)
-        self.done = first  # a resumed fit: the epochs before were logged by the first fit
-        self.history: list[dict] = []
+        # a resumed fit starts at `first`: the epochs before were logged by the first fit
+        super().__init__(client, progress, "values", epochs, tasks, self._epoch, first=first)
 
-    def _epoch(self, epoch: int, row: np.ndarray) -> None:
+    def _epoch(self, epoch: int, row: np.ndarray) -> dict:
         _, loss, counted, pairs, seconds = row
         entry = {"epoch": epoch, "loss": float(loss / max(counted, 1)), "pairs": int(pairs),
                  "seconds": float(seconds) / self.tasks}
-        self.history.append(entry)
         log.info("FMPair epoch %d/%d: loss %.4f, %d pairs, %.0f pairs/s", epoch + 1,
                  self.rows, entry["loss"], entry["pairs"],
                  entry["pairs"] / max(entry["seconds"], 1e-9))
+        return entry
 
 
 class Metadata:

@@ -184,7 +184,7 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
                                                 barrier=True).toArrow()
                     state.item_factors_, state.item_bias_ = client.run(
                         pull_item_side(client.aio, name, every))
-                    state.history_ = progress.history()
+                    state.history_ = progress.history
             finally:
                 if rated is not None:
                     rated.destroy()

@@ -166,25 +166,21 @@ class Train:
 
 class EpochLog(TableProgress):
     """While fit's job runs: log each epoch of the epoch_errors table once every task
-    has reported it (train RMSE, validation RMSE, updates/s); `history()` after."""
+    has reported it (train RMSE, validation RMSE, updates/s); `history` after."""
 
     def __init__(self, client, name: str, epochs: int, parts: int, validating: bool) -> None:
         super().__init__(client, name, "epoch_errors", epochs, parts, self._epoch)
         self.validating = validating
-        self.entries: list[dict] = []
 
-    def _epoch(self, epoch: int, row: np.ndarray) -> None:
+    def _epoch(self, epoch: int, row: np.ndarray) -> dict:
         _, sse, n, seconds, v_sse, v_n = row
         entry = {"epoch": epoch, "train_rmse": float(np.sqrt(sse / n)),
                  "valid_rmse": (float(np.sqrt(v_sse / v_n)) if self.validating and v_n
                                 else None),
                  "seconds": float(seconds) / self.tasks,  # the tasks' mean
                  "updates": int(n)}
-        self.entries.append(entry)
         valid = "" if entry["valid_rmse"] is None else (
             f", validation RMSE {entry['valid_rmse']:.4f}")
         log.info("MF-SGD epoch %d/%d: train RMSE %.4f%s, %.0f updates/s", epoch + 1,
                  self.rows, entry["train_rmse"], valid, n / max(entry["seconds"], 1e-9))
-
-    def history(self) -> list[dict]:
-        return list(self.entries)
+        return entry

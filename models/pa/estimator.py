@@ -165,15 +165,15 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
         data = dataset.select(features, F.col(label).cast("double").alias(label))
         tasks = data.rdd.getNumPartitions()
         epochs, host = self._value("maxIter"), self._value("parameterServerHost")
-        entries: list[dict] = []
 
-        def on_epoch(epoch: int, row: np.ndarray) -> None:
+        def on_epoch(epoch: int, row: np.ndarray) -> dict:
             _, mistakes, n, seconds = row
-            entries.append({"epoch": epoch, "accuracy": float(1 - mistakes / max(n, 1)),
-                            "examples": int(n), "seconds": float(seconds) / tasks,
-                            "examples_per_s": float(n / max(seconds / tasks, 1e-9))})
+            entry = {"epoch": epoch, "accuracy": float(1 - mistakes / max(n, 1)),
+                     "examples": int(n), "seconds": float(seconds) / tasks,
+                     "examples_per_s": float(n / max(seconds / tasks, 1e-9))}
             log.info("PA epoch %d/%d: progressive accuracy %.4f, %.0f examples/s",
-                     epoch + 1, epochs, entries[-1]["accuracy"], entries[-1]["examples_per_s"])
+                     epoch + 1, epochs, entry["accuracy"], entry["examples_per_s"])
+            return entry
         with SparkParameterServer(dataset.sparkSession, None if host else
                                   self._value("numParameterServers"), host=host) as ps:
             name = f"pa-{uuid.uuid4().hex[:12]}"
@@ -183,13 +183,14 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
             # a failed fit leaves the model (separate mode), and says so
             with Training(ps, name, "pa", config, replicas=self._value("replicas"),
                           what="PassiveAggressive.fit"):
-                with TableProgress(client, name, "progress", epochs, tasks, on_epoch):
+                with TableProgress(client, name, "progress", epochs, tasks,
+                                   on_epoch) as progress:
                     data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True,
                                                     data, tasks)), LEARN_SCHEMA).collect()
                 weights = client.pull_rows(name, "weights", np.arange(layout.n_features + 1))
             client.destroy(name)  # the fitted model needs no server: nothing stays on it
         model = PassiveAggressiveModel(self._state(layout, weights), layout)
-        model.history = entries
+        model.history = progress.history
         return self._copyValues(model)
 
 

@@ -82,9 +82,14 @@ class AsyncClient:
         self._conns.clear()
 
     # -- requests ----------------------------------------------------------------------
-    async def _connection(self, address: str) -> ClientConnection:
+    def _open(self, address: str) -> ClientConnection | None:
+        """This client's connection to `address` if it is open (no await), else None."""
         conn = self._conns.get(address)
-        if conn is not None and conn.is_open:
+        return conn if conn is not None and conn.is_open else None
+
+    async def _connection(self, address: str) -> ClientConnection:
+        conn = self._open(address)
+        if conn is not None:
             return conn
         pending = self._connecting.get(address)
         if pending is None:
@@ -160,9 +165,7 @@ class AsyncClient:
             seq = tags.new() if tags is not None else 0
 
         async def attempt() -> Message:
-            conn = self._conns.get(address)
-            if conn is None or not conn.is_open:
-                conn = await self._connection(address)
+            conn = self._open(address) or await self._connection(address)
             a = {**(args or {}), "once": tags.tag(seq)} if tags is not None else args
             window = self._windows.get(address)
             if window is None:
@@ -185,10 +188,8 @@ class AsyncClient:
     async def _limit(self, info: ModelInfo, part: int) -> int:
         """How many bytes one request to partition `part` may carry: the chunk size, or
         less if either end of the connection accepts less (a server that cannot be reached
-        now is assumed to take what this client takes: the requests find out)."""
-        limit = self._limit_now(info, part)
-        if limit is not None:
-            return limit
+        now is assumed to take what this client takes: the requests find out). Connects
+        first; `_limit_now` is the answer without an await once connected."""
         try:
             return self._frame_limit(await self._connection(info.address(part)[1]))
         except NotSent:
@@ -197,8 +198,8 @@ class AsyncClient:
 
     def _limit_now(self, info: ModelInfo, part: int) -> int | None:
         """`_limit` when the connection is open already (the usual case), else None."""
-        conn = self._conns.get(info.address(part)[1])
-        return self._frame_limit(conn) if conn is not None and conn.is_open else None
+        conn = self._open(info.address(part)[1])
+        return self._frame_limit(conn) if conn is not None else None
 
     def _frame_limit(self, conn: ClientConnection) -> int:
         return min(conn.peer_limits.max_frame_bytes, self.settings.chunk_bytes + plan.HEADER_ROOM)
@@ -234,8 +235,7 @@ class AsyncClient:
         return known if known is not None and not known.lost else None
 
     async def model(self, name: str, *, refresh: bool = False) -> ModelInfo:
-        known = self._models.get(name)
-        if refresh or known is None or known.lost:  # a lost partition may be back
+        if refresh or self._known(name) is None:  # a lost partition may be back
             self._models[name] = ModelInfo.from_wire(await self._master("lookup", name))
         return self._models[name]
 
@@ -411,10 +411,13 @@ class AsyncClient:
         rows = checks.indices(rows, spec.shape[0], "rows")
         out = np.empty((rows.size,) + spec.shape[1:], dtype=spec.dtype)
         pieces = await self._row_plan(info, spec, rows)
-        await self._scatter(info, [
-            plan.Job(part, "pull_rows", {"table": table}, (idx,), plan.filler(out, at),
-                     idx.size * spec.row_bytes(part), plan.block(out, at))
-            for part, idx, at in pieces])
+        jobs = []
+        for part, idx, at in pieces:
+            into = plan.block(out, at)  # the reply may be read straight into its place
+            jobs.append(plan.Job(part, "pull_rows", {"table": table}, (idx,),
+                                 plan.filler(out, at, into), idx.size * spec.row_bytes(part),
+                                 into))
+        await self._scatter(info, jobs)
         return out
 
     async def _elem_plan(self, info: ModelInfo, spec: TableSpec, rows: Any, cols: Any
@@ -497,4 +500,3 @@ class AsyncClient:
                 for i, p in enumerate(parts)]
         await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies
-

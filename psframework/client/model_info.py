@@ -46,16 +46,12 @@ class ModelInfo:
     def address(self, part: int) -> tuple[str, str]:
         """(shard, address) of partition `part`'s primary."""
         shard = self.placement[part]
-        if part in self.lost and self.restorable:
-            raise ConnectionLostError(
-                f"partition {part} of model {self.name!r} has no live copy: it comes back "
-                "from the model's checkpoint as soon as a shard registers (start one)",
-                model=self.name, shard=shard)
         if part in self.lost:
-            raise ConnectionLostError(
-                f"partition {part} of model {self.name!r} is lost: its shard died and it had "
-                "no backup (replicas=2) and no checkpoint; load a saved copy",
-                model=self.name, shard=shard)
+            raise ConnectionLostError(f"partition {part} of model {self.name!r} " + (
+                "has no live copy: it comes back from the model's checkpoint as soon as a "
+                "shard registers (start one)" if self.restorable else
+                "is lost: its shard died and it had no backup (replicas=2) and no "
+                "checkpoint; load a saved copy"), model=self.name, shard=shard)
         try:
             return shard, self.servers[shard]
         except KeyError:

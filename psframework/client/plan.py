@@ -56,10 +56,12 @@ def block(out: np.ndarray, at: Any) -> np.ndarray | None:
     return piece if piece.nbytes % 8 == 0 and piece.nbytes else None
 
 
-def filler(out: np.ndarray, at: Any) -> Callable[[Message], None]:
-    """Put a reply's array at out[at], unless it was read there already."""
+def filler(out: np.ndarray, at: Any, into: np.ndarray | None = None
+           ) -> Callable[[Message], None]:
+    """Put a reply's array at out[at], unless it was read there already (into `into`,
+    out[at] itself: see `block`)."""
     def fill(reply: Message) -> None:
         got = reply.arrays[0]
-        if not (got.size and np.may_share_memory(got, out[at])):  # a new buffer, or that
+        if into is None or not np.may_share_memory(got, into):  # a buffer of its own
             out[at] = got
     return fill

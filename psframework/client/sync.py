@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import os
 import threading
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Iterator
 
 from psframework.client.core import AsyncClient
 from psframework.config import Settings
@@ -53,12 +54,10 @@ class Client:
             coro.close()
             raise RuntimeError("this psframework Client is closed")
         plain = asyncio._get_running_loop() is None  # not inside a running event loop
-        if plain and self._driving.acquire(blocking=False):
-            try:  # the loop is free: run it here, for this coroutine (and any others')
-                return self._loop.run_until_complete(coro)
-            finally:
-                self._driving.release()
-                self._wake()  # a waiting thread may take the loop over now
+        if plain:
+            with self._driver() as mine:
+                if mine:  # the loop is free: run it here, for this coroutine (and others')
+                    return self._loop.run_until_complete(coro)
         result = asyncio.run_coroutine_threadsafe(coro, self._loop)
         result.add_done_callback(self._wake)
         if plain:  # it may drive in turn
@@ -70,18 +69,26 @@ class Client:
     def _wait(self, result: concurrent.futures.Future) -> Any:
         """Drive the loop until `result` is in, or wait while another thread drives it."""
         while not result.done():
-            if self._driving.acquire(blocking=False):
-                try:
-                    if not result.done():
-                        self._loop.run_until_complete(asyncio.wrap_future(result,
-                                                                          loop=self._loop))
-                finally:
-                    self._driving.release()
-                    self._wake()  # a waiting thread may take the loop over now
-            else:
+            with self._driver() as mine:
+                if mine and not result.done():
+                    self._loop.run_until_complete(asyncio.wrap_future(result, loop=self._loop))
+            if not mine:
                 with self._turns:
                     self._turns.wait_for(lambda: result.done() or not self._driving.locked())
         return result.result()
+
+    @contextlib.contextmanager
+    def _driver(self) -> Iterator[bool]:
+        """Whether this thread may run the loop now (no other thread runs it); when it
+        is done, a waiting thread may take the loop over."""
+        if not self._driving.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._driving.release()
+            self._wake()
 
     def _wake(self, *_: object) -> None:
         with self._turns:

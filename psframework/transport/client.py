@@ -33,8 +33,9 @@ class ClientConnection(Peer):
         self.handshake = ClientHandshake(secret)
         self.ready = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()  # done once it is lost
-        self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle | None]] = {}
-        self._into: dict[int, np.ndarray] = {}  # where replies go: see start(into=)
+        # per request id: its reply's future, its timeout's timer, where the reply goes
+        self._pending: dict[int, tuple[asyncio.Future, asyncio.TimerHandle | None,
+                                       np.ndarray | None]] = {}
         self.decoder.into = self._destination
         self._ids = itertools.count(1)
         self._lost: PSError | None = None
@@ -81,8 +82,7 @@ class ClientConnection(Peer):
 
     def _answered(self, rid: int) -> asyncio.Future | None:
         """The future of request `rid`, now answered: None if nobody waits for it."""
-        fut, timer = self._pending.pop(rid, (None, None))
-        self._into.pop(rid, None)
+        fut, timer, _ = self._pending.pop(rid, (None, None, None))
         if timer is not None:
             timer.cancel()
         return None if fut is None or fut.done() else fut
@@ -106,8 +106,7 @@ class ClientConnection(Peer):
 
     def _fail_pending(self, err: PSError) -> None:
         pending, self._pending = self._pending, {}
-        self._into.clear()
-        for fut, timer in pending.values():
+        for fut, timer, _ in pending.values():
             if timer is not None:
                 timer.cancel()
             if not fut.done():
@@ -174,31 +173,25 @@ class ClientConnection(Peer):
         # a timer rather than asyncio.wait_for: no extra task and loop step per request
         timer = None if timeout is None else loop.call_at(
             loop.time() + timeout, self._expire, rid, op, model, timeout)
-        self._pending[rid] = (fut, timer)
-        if into is not None:
-            self._into[rid] = into
+        self._pending[rid] = (fut, timer, into)
         try:
             self.send(Message(Kind.REQUEST, rid, op, model, args or {}, tuple(arrays)))
         except BaseException:
-            if timer is not None:
-                timer.cancel()
-            self._pending.pop(rid, None)
-            self._into.pop(rid, None)
+            self._answered(rid)
             raise
         return fut
 
     def _destination(self, kind: Kind, rid: int, nbytes: int) -> np.ndarray | None:
         """The decoder asks where a payload goes: the caller's array, if the reply to
         `rid` is still awaited and of exactly its size."""
-        into = self._into.get(rid)
-        if kind != Kind.REPLY or into is None or into.nbytes != nbytes or rid not in self._pending:
+        into = self._pending.get(rid, (None, None, None))[2]
+        if kind != Kind.REPLY or into is None or into.nbytes != nbytes:
             return None
         return into.reshape(-1).view(np.uint8)
 
     def _expire(self, rid: int, op: str, model: str, timeout: float) -> None:
-        fut, _ = self._pending.pop(rid, (None, None))
-        self._into.pop(rid, None)
-        if fut is not None and not fut.done():
+        fut = self._answered(rid)
+        if fut is not None:
             fut.set_exception(RequestTimeoutError(
                 f"no reply from {self.server_name or self.peername} within {timeout:g}s; the "
                 "server may be overloaded or stuck (raise PSF_REQUEST_TIMEOUT for big requests)",

@@ -50,7 +50,7 @@ class Peer(asyncio.BufferedProtocol):
         self.peername = "?"
         self._writable = asyncio.Event()
         self._writable.set()
-        self._outbox: list[bytes] = []
+        self._outbox = bytearray()
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,7 +95,8 @@ class Peer(asyncio.BufferedProtocol):
         if size <= SMALL_FRAME:
             if not self._outbox:
                 self._loop.call_soon(self.flush)
-            self._outbox.append(b"".join(buffers))
+            for b in buffers:  # copied now: the arrays are the caller's again at once
+                self._outbox += b
             return
         self.flush()
         self.transport.writelines(buffers)  # one writev; the arrays are not copied
@@ -104,8 +105,7 @@ class Peer(asyncio.BufferedProtocol):
         """Write what the outbox holds, in one call."""
         if not self._outbox:
             return
-        out = self._outbox[0] if len(self._outbox) == 1 else b"".join(self._outbox)
-        self._outbox.clear()
+        out, self._outbox = self._outbox, bytearray()  # the transport may keep `out`
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
 

@@ -185,10 +185,12 @@ async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
                 ssl_context: ssl.SSLContext | None = None,
                 sock: socket.socket | None = None) -> asyncio.AbstractServer:
     """Listen on host:port — or on `sock`, a socket listening already (one a parent
-    process bound and handed down) — over TLS with `ssl_context`. `name()` is the server's current
-    name, reported in handshakes and errors; `traffic` adds up what all its connections
-    carry and holds the set of them."""
+    process bound and handed down) — over TLS with `ssl_context`. `name()` is the server's
+    current name, reported in handshakes and errors; `traffic` adds up what all its
+    connections carry and holds the set of them."""
     traffic = traffic if traffic is not None else Traffic()
+    where = {"sock": sock} if sock is not None else {"host": host, "port": port,
+                                                     "reuse_address": True}
     if secret is None and not _loopback(host):
         log.warning("listening on %s without a shared secret: anyone who can reach this port "
                     "controls the cluster (reads, writes, creates and destroys models); set "
@@ -197,8 +199,7 @@ async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
         lambda: ServerConnection(handler, limits, secret, name, traffic,
                                  handshake_timeout=handshake_timeout,
                                  max_connections=max_connections),
-        *((None, None) if sock is not None else (host, port)), sock=sock,
-        reuse_address=None if sock is not None else True, ssl=ssl_context,
+        **where, ssl=ssl_context,
         ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None)
 
 
