@@ -229,22 +229,42 @@ def rotated(steps: list, i: int) -> list:
     return steps[k:] + steps[:k]
 
 
+def rounds(steps: list, picks: np.ndarray, warmup: int = 100) -> dict[str, list[float]]:
+    """Every (key, one) of `steps` called as one(pick) once per pick, each in turn first
+    (so machine noise hits them alike), after `warmup` rounds of warm-up: the seconds of
+    each call, per key."""
+    lat: dict[str, list[float]] = {key: [] for key, _ in steps}
+    for i, r in enumerate(itertools.chain(picks[:warmup], picks)):
+        for key, one in rotated(steps, i):
+            t = time.perf_counter()
+            one(r)
+            if i >= warmup:
+                lat[key].append(time.perf_counter() - t)
+    return lat
+
+
+async def rounds_on_loop(steps: list, picks: np.ndarray, warmup: int = 100
+                         ) -> dict[str, list[float]]:
+    """`rounds` of coroutine functions, on the running loop."""
+    lat: dict[str, list[float]] = {key: [] for key, _ in steps}
+    for i, r in enumerate(itertools.chain(picks[:warmup], picks)):
+        for key, one in rotated(steps, i):
+            t = time.perf_counter()
+            await one(r)
+            if i >= warmup:
+                lat[key].append(time.perf_counter() - t)
+    return lat
+
+
 def small(cluster, client, raw: RawSocket, echo: UvloopEcho, n: int, rows: int, cols: int,
           pipelined_total: int) -> dict:
     client.create_matrix("small", rows, cols, init=init.normal(seed=2), exists_ok=True)
     picks = np.random.default_rng(0).integers(0, rows, n)
     buf = memoryview(bytearray(cols * 4))
     out: dict = {"row_bytes": cols * 4}
-    lat: dict[str, list[float]] = {"raw": [], "sync": [], "echo": [], "async": []}
     # Every round one raw request and one pull, in turn first: noise hits both alike.
-    steps = [("raw", lambda r: raw.fetch(buf)),
-             ("sync", lambda r: client.pull_rows("small", "values", [r]))]
-    for i, r in enumerate(itertools.chain(picks[:100], picks)):  # 100 rounds of warm-up
-        for key, one in rotated(steps, i):
-            t = time.perf_counter()
-            one(r)
-            if i >= 100:
-                lat[key].append(time.perf_counter() - t)
+    lat = rounds([("raw", lambda r: raw.fetch(buf)),
+                  ("sync", lambda r: client.pull_rows("small", "values", [r]))], picks)
 
     async def on_loop() -> None:
         await echo.connect()
@@ -254,17 +274,12 @@ def small(cluster, client, raw: RawSocket, echo: UvloopEcho, n: int, rows: int, 
 
             async def pull(r) -> None:
                 await c.pull_rows("small", "values", [r])
-            steps = [("raw", raw_rtt), ("echo", lambda r: echo.trip()), ("async", pull)]
-            for i, r in enumerate(itertools.chain(picks[:100], picks)):
-                for key, one in rotated(steps, i):
-                    t = time.perf_counter()
-                    await one(r)
-                    if i >= 100:
-                        lat[key].append(time.perf_counter() - t)
-            out["raw_socket_rtt_us"] = percentiles(lat["raw"])
-            out["uvloop_echo_rtt_us"] = percentiles(lat["echo"])
+            looped = await rounds_on_loop(
+                [("raw", raw_rtt), ("echo", lambda r: echo.trip()), ("async", pull)], picks)
+            out["raw_socket_rtt_us"] = percentiles(lat["raw"] + looped["raw"])
+            out["uvloop_echo_rtt_us"] = percentiles(looped["echo"])
             out["sync_client_us"] = percentiles(lat["sync"])
-            out["async_client_us"] = percentiles(lat["async"])
+            out["async_client_us"] = percentiles(looped["async"])
             out["pipelined_ops_per_s"] = {}
             out["raw_pipelined_ops_per_s"] = {}
             many = np.random.default_rng(1).integers(0, rows, pipelined_total)

@@ -119,7 +119,7 @@ import msgpack
 import numpy as np
 
 from common import UvloopEcho, arguments, log, machine
-from pullpush import RawSocket, percentiles, rotated
+from pullpush import RawSocket, percentiles, rounds_on_loop
 
 import psframework
 from psframework import LocalCluster, init
@@ -630,14 +630,9 @@ def end_to_end(shards: int, n: int) -> tuple[dict, dict]:
 
                     async def push(r) -> None:
                         await c.push_rows(MODEL, "values", [r], ones)
-                    steps = [("raw", raw_rtt), ("echo", lambda r: echo.trip()),
-                             ("pull", pull), ("push", push)]
-                    for i, r in enumerate(itertools.chain(picks[:100], picks)):
-                        for key, one in rotated(steps, i):  # each in turn first
-                            t = time.perf_counter()
-                            await one(r)
-                            if i >= 100:
-                                lat[key].append(time.perf_counter() - t)
+                    lat.update(await rounds_on_loop(
+                        [("raw", raw_rtt), ("echo", lambda r: echo.trip()),
+                         ("pull", pull), ("push", push)], picks))
                 await echo.disconnect()
             run(rounds())
             for r in picks[:100]:
