@@ -1,15 +1,17 @@
-"""What every model's local Python API shares (LocalFMPair, LocalMFSGD, LocalPA):
-scikit-learn's get_params / set_params, hyper-parameter checks that name the culprit,
-running work on the cluster at `master` or on an embedded LocalCluster, and progress
-bars."""
+"""What every model's local Python API shares (LocalFMPair, LocalMFSGD, LocalPA): a
+keyword-only `__init__` derived from the model's `HyperSpec` (its signature lists every
+hyper-parameter with its default), scikit-learn's get_params / set_params, checks that
+name the culprit, running work on the cluster at `master` or on an embedded
+LocalCluster, and progress bars."""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
-
-import numpy as np
+import inspect
+import numbers
+from typing import Any, Awaitable, Callable, TypeVar
 
 from psframework import ConfigError, LocalCluster, run
+from psframework.hyper import HyperSpec
 
 __all__ = ["LocalEstimator"]
 
@@ -17,20 +19,57 @@ T = TypeVar("T")
 
 
 class LocalEstimator:
-    """Mixin: the estimator has `master`, `num_shards`, `show_progress`, and its
-    hyper-parameters' names in PARAMS."""
+    """Base of the local APIs. A subclass sets SPEC (its hyper-parameters, with
+    `psframework.hyper.local_cluster()` among them); `__init__` takes each by keyword,
+    plus show_progress (a tqdm bar and the loss while training, as implicit) and
+    callback. Values are checked at `fit` (as scikit-learn does), by `_validate`."""
 
-    PARAMS: tuple[str, ...] = ()
+    SPEC: HyperSpec
     master: str | None
     num_shards: int
     show_progress: bool
+    callback: Callable[..., Any] | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "SPEC" not in cls.__dict__:
+            return
+        kw = inspect.Parameter.KEYWORD_ONLY
+        signature = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
+            + [inspect.Parameter(h.name, kw, default=h.default) for h in cls.SPEC.local]
+            + [inspect.Parameter("show_progress", kw, default=True),
+               inspect.Parameter("callback", kw, default=None)])
+
+        def __init__(self: LocalEstimator, **params: Any) -> None:
+            LocalEstimator.__init__(self, **params)
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        __init__.__qualname__ = f"{cls.__name__}.__init__"
+        __init__.__doc__ = (f"{cls.__name__}(**hyper-parameters), all keyword-only:\n"
+                            + cls.SPEC.signature_doc()
+                            + "\n    show_progress (default True): a progress bar with the"
+                            " loss and throughput\n    callback (default None): called "
+                            "after every epoch")
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def __init__(self, **params: Any) -> None:
+        self.show_progress, self.callback = True, None
+        for name, value in self.SPEC.defaults().items():
+            setattr(self, name, value)
+        self.set_params(**params)
+
+    @property
+    def PARAMS(self) -> tuple[str, ...]:
+        """The hyper-parameters' names."""
+        return tuple(h.name for h in self.SPEC.local)
 
     def get_params(self, deep: bool = True) -> dict:
         """The hyper-parameters (scikit-learn's name), without progress and callback."""
         return {p: getattr(self, p) for p in self.PARAMS}
 
     def set_params(self, **params: Any) -> "LocalEstimator":
-        """Set hyper-parameters by name (scikit-learn's name); returns self."""
+        """Set hyper-parameters by name (scikit-learn's name); returns self. Checked at
+        fit."""
         unknown = sorted(set(params) - set(self.PARAMS) - {"show_progress", "callback"})
         if unknown:
             raise ConfigError(f"{type(self).__name__} has no parameter(s) {unknown}; "
@@ -39,17 +78,24 @@ class LocalEstimator:
             setattr(self, name, value)
         return self
 
-    def _need(self, ok: bool, name: str, what: str) -> None:
-        """ConfigError naming the hyper-parameter, unless `ok`."""
-        if not ok:
-            raise ConfigError(f"{name} must be {what}, got {getattr(self, name)!r}")
+    def _validate(self) -> None:
+        """Every hyper-parameter valid (ConfigError naming it), converted to its type."""
+        for name, value in self.SPEC.check(self.get_params(), type(self).__name__).items():
+            setattr(self, name, value)
 
-    def _need_counts(self, names: Iterable[str]) -> None:
-        """Each of `names` is a positive integer (numpy's too; not a bool)."""
+    def _need_counts(self, names: tuple[str, ...]) -> None:
+        """Each of `names` is a positive integer (for the APIs not yet on a spec)."""
         for name in names:
             value = getattr(self, name)
-            self._need(isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            self._need(isinstance(value, numbers.Integral) and not isinstance(value, bool)
                        and value >= 1, name, "a positive integer")
+
+    def _need(self, ok: bool, name: str, what: str) -> None:
+        """ConfigError naming the hyper-parameter, unless `ok` (for the checks that
+        relate several of them)."""
+        if not ok:
+            raise ConfigError(f"{type(self).__name__} param {name} must be {what}, got "
+                              f"{getattr(self, name)!r}")
 
     def _embedded(self) -> LocalCluster:
         """The cluster a local estimator starts when it has no `master`: its servers are

@@ -30,13 +30,10 @@ import logging
 import numbers
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.linalg import VectorUDT
-from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
     DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
@@ -47,9 +44,7 @@ from psframework.spark import (
     SparkParameterServer, Training, checkpoint_settings, ml, pin_local_interpreter,
 )
 from models.fmpair.local import LocalFMPair
-from models.fmpair.losses import LOSSES
-from models.fmpair.plugin import OPTIMIZERS
-from models.fmpair.sampling import SAMPLERS
+from models.fmpair.spec import SPEC
 from models.fmpair.spark_job import PROGRESS_COLUMNS, EpochLog, EpochsTask, Metadata
 from models.fmpair.spark_scoring import Factors, Recommend, Score
 from models.memory import ensure_memory, from_job_failure
@@ -61,72 +56,14 @@ log = logging.getLogger("models.fmpair")
 INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
 
-_param = ml.param
-
 
 class _FMPairParams(ml.ParamValues):
-    """The params of FMPair and FMPairModel (defaults as in the Glint fork)."""
-
-    userCol = _param("userCol", "column of user ids (integers >= 0)", TypeConverters.toString)
-    itemCol = _param("itemCol", "column of item ids (integers >= 0)", TypeConverters.toString)
-    userctxfeaturesCol = _param("userctxfeaturesCol", "optional column of user and context "
-                                "features per interaction (Vector); default: one-hot user ids",
-                                TypeConverters.toString)
-    itemfeaturesCol = _param("itemfeaturesCol", "optional column of the item's features "
-                             "(Vector); default: one-hot item ids", TypeConverters.toString)
-    samplingCol = _param("samplingCol", "optional integer item attribute (e.g. artist): "
-                         "negatives sharing it with a user's positives are rejected",
-                         TypeConverters.toString)
-    filterItemsCol = _param("filterItemsCol", "optional array<int> column of items never to "
-                            "recommend to the row's user", TypeConverters.toString)
-    predictionCol = _param("predictionCol", "score column added by transform",
-                           TypeConverters.toString)
-    sampler = _param("sampler", f"negative sampler, one of {SAMPLERS}", TypeConverters.toString)
-    loss = _param("loss", f"loss, one of {LOSSES}", TypeConverters.toString)
-    rho = _param("rho", "exp sampler: P(rank r) ∝ exp(-r / (rho · items))", TypeConverters.toFloat)
-    maxIter = _param("maxIter", "epochs over the interactions", TypeConverters.toInt)
-    stepSize = _param("stepSize", "step size (AdaGrad or AdaBatch scaled)", TypeConverters.toFloat)
-    seed = _param("seed", "random seed", TypeConverters.toInt)
-    batchSize = _param("batchSize", "positives per mini-batch", TypeConverters.toInt)
-    numDims = _param("numDims", "latent dimensions", TypeConverters.toInt)
-    linearReg = _param("linearReg", "L2 regularization of the linear weights",
-                       TypeConverters.toFloat)
-    factorsReg = _param("factorsReg", "L2 regularization of the factors", TypeConverters.toFloat)
-    numNegatives = _param("numNegatives", "candidate negatives per positive (warp, crossbatch)",
-                          TypeConverters.toInt)
-    optimizer = _param("optimizer", f"per-feature adaptive steps, one of {OPTIMIZERS}",
-                       TypeConverters.toString)
-    checkpointInterval = _param("checkpointInterval", "checkpoint the model every this many "
-                                "epochs, to the SparkContext's checkpoint directory "
-                                "(integrated mode) or the master's checkpoint_dir; unset: "
-                                "never", TypeConverters.toInt)
-    resumeFrom = _param("resumeFrom", "a checkpoint directory a failed fit named: train from "
-                        "it, for the epochs it had not done", TypeConverters.toString)
-    numConcurrentBatches = _param("numConcurrentBatches", "mini-batches in flight per "
-                                  "partition", TypeConverters.toInt)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._setDefault(userCol="user", itemCol="item", predictionCol="prediction",
-                         sampler="uniform", loss="bpr", rho=1.0, maxIter=10, stepSize=0.1,
-                         seed=1, batchSize=256, numDims=150, linearReg=0.01, factorsReg=0.001,
-                         numNegatives=10, optimizer="adagrad", numParameterServers=3,
-                         numConcurrentBatches=2, replicas=1)
+    """The params of FMPair and FMPairModel: from `models.fmpair.spec.SPEC` (defaults as
+    in the Glint fork)."""
 
     def _check(self) -> None:
         """Every param, before anything starts; errors name the param."""
-        self._need_counts(("maxIter", "batchSize", "numDims", "numNegatives",
-                           "numParameterServers", "numConcurrentBatches", "replicas"))
-        every = self._value("checkpointInterval")
-        self._need(every is None or every >= 1, "checkpointInterval", "a positive integer")
-        self._need(self._value("sampler") in SAMPLERS, "sampler", f"one of {SAMPLERS}")
-        self._need(self._value("loss") in LOSSES, "loss", f"one of {LOSSES}")
-        self._need(self._value("optimizer") in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
-        for name in ("rho", "stepSize"):
-            self._need(self._value(name) > 0, name, "> 0")
-        for name in ("linearReg", "factorsReg"):
-            self._need(self._value(name) >= 0, name, ">= 0")
-        self._need_host()
+        self._check_spec()
 
     def _check_columns(self, schema: T.StructType, *, training: bool) -> None:
         """Columns exist with the right types. Training needs userCol and itemCol and the
@@ -156,36 +93,6 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
     """Pairwise factorization machine (the LightFM model) trained on the parameter server
     from Spark executors. Params: see `explainParams()`; docs/fmpair-spark.md."""
 
-    @keyword_only
-    def __init__(self, *, userCol: str = "user", itemCol: str = "item",
-                 userctxfeaturesCol: str | None = None, itemfeaturesCol: str | None = None,
-                 samplingCol: str | None = None, filterItemsCol: str | None = None,
-                 predictionCol: str = "prediction", sampler: str = "uniform", loss: str = "bpr",
-                 rho: float = 1.0, maxIter: int = 10, stepSize: float = 0.1, seed: int = 1,
-                 batchSize: int = 256, numDims: int = 150, linearReg: float = 0.01,
-                 factorsReg: float = 0.001, numNegatives: int = 10, optimizer: str = "adagrad",
-                 numParameterServers: int = 3, parameterServerHost: str | None = None,
-                 numConcurrentBatches: int = 2, replicas: int = 1,
-                 checkpointInterval: int | None = None, resumeFrom: str | None = None) -> None:
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, userCol: str = "user", itemCol: str = "item",
-                  userctxfeaturesCol: str | None = None, itemfeaturesCol: str | None = None,
-                  samplingCol: str | None = None, filterItemsCol: str | None = None,
-                  predictionCol: str = "prediction", sampler: str = "uniform",
-                  loss: str = "bpr", rho: float = 1.0, maxIter: int = 10, stepSize: float = 0.1,
-                  seed: int = 1, batchSize: int = 256, numDims: int = 150,
-                  linearReg: float = 0.01, factorsReg: float = 0.001, numNegatives: int = 10,
-                  optimizer: str = "adagrad", numParameterServers: int = 3,
-                  parameterServerHost: str | None = None,
-                  numConcurrentBatches: int = 2, replicas: int = 1,
-                  checkpointInterval: int | None = None,
-                  resumeFrom: str | None = None) -> "FMPair":
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)
-
     # -- training ------------------------------------------------------------------------
     def _fit(self, dataset: DataFrame) -> "FMPairModel":
         self._check()
@@ -200,11 +107,8 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         with ps:
             name = f"fmpair-{uuid.uuid4().hex[:12]}"
             client = ps.client()
-            config = {
-                "n_features": meta.space.n_features, "dims": self._value("numDims"),
-                "seed": self._value("seed"), "step_size": self._value("stepSize"),
-                "linear_reg": self._value("linearReg"), "factors_reg": self._value("factorsReg"),
-                "optimizer": self._value("optimizer")}
+            config = {"n_features": meta.space.n_features,
+                      **{h.name: self._value(h.spark) for h in SPEC if h.plugin and h.spark}}
             # a failed fit leaves the model (separate mode) and its checkpoints, and says so
             with Training(ps, name, "fmpair", config, replicas=self._value("replicas"),
                           every=every, resume_from=self._value("resumeFrom"),
@@ -412,10 +316,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         return ml.ModelReader(cls, lambda meta, data, reader: _build(cls, meta, data, reader))
 
 
-PARAMS = ml.param_names(_FMPairParams)
-
-ml.add_accessors(_FMPairParams, PARAMS, setters=False)
-ml.add_accessors(FMPair, PARAMS, setters=True)
+ml.declare(_FMPairParams, SPEC)
+ml.keyword_init(FMPair)
 # what changes how a fitted model reads its input, as ALSModel allows
 ml.copy_setters(FMPairModel, FMPair, ("userCol", "itemCol", "userctxfeaturesCol",
                                       "filterItemsCol", "predictionCol"))

@@ -14,16 +14,14 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from psframework import AsyncClient, ConfigError
 from models.fmpair.features import FeatureSpace
-from models.fmpair.losses import LOSSES
-from models.fmpair.plugin import OPTIMIZERS
-from models.fmpair.sampling import SAMPLERS, NegativeSampler
+from models.fmpair.sampling import NegativeSampler
+from models.fmpair.spec import SPEC
 from models.fmpair.worker import EpochStats, Trainer
 from models.recommender import LocalRecommender
 
@@ -34,45 +32,14 @@ __all__ = ["LocalFMPair"]
 class LocalFMPair(LocalRecommender):
     """Pairwise factorization machine (the LightFM model) trained on the parameter server.
 
-    dims: latent dimensions k. loss: "bpr" or "warp". sampler: "uniform", "exp" (by
-    popularity rank, with `rho`) or "crossbatch" (other positives of the batch).
-    optimizer: "adagrad" (per-parameter steps as LightFM; the default, because it is
-    robust to the power-law feature frequencies of recommendation data) or "adabatch"
-    (the Glint fork's per-feature batch normalization: cheaper, no accumulators).
-    num_negatives: candidates per positive for warp and crossbatch. filter_seen: never
-    sample a user's own items as negatives. concurrent_batches: batches in flight.
+    Hyper-parameters (keyword-only; defaults, ranges and docs in `models.fmpair.spec`,
+    listed by `help(LocalFMPair.__init__)`): dims, loss, sampler, rho, step_size,
+    linear_reg, factors_reg, optimizer, epochs, batch_size, num_negatives,
+    concurrent_batches, filter_seen, threshold, seed, master, num_shards.
     callback(epoch, elapsed_seconds, loss) is called after every epoch.
     """
 
-    PARAMS = ("dims", "loss", "sampler", "rho", "step_size", "linear_reg", "factors_reg",
-              "optimizer", "epochs", "batch_size", "num_negatives", "concurrent_batches",
-              "filter_seen", "seed", "master", "num_shards")
-
-    def __init__(self, *, dims: int = 32, loss: str = "bpr", sampler: str = "uniform",
-                 rho: float = 1.0, step_size: float = 0.05, linear_reg: float = 0.0,
-                 factors_reg: float = 0.0, optimizer: str = "adagrad", epochs: int = 10,
-                 batch_size: int = 4096, num_negatives: int = 10, concurrent_batches: int = 2,
-                 filter_seen: bool = True, seed: int = 0, master: str | None = None,
-                 num_shards: int = 2, show_progress: bool = False,
-                 callback: Callable[[int, float, float], Any] | None = None) -> None:
-        self.dims, self.loss, self.sampler, self.rho = dims, loss, sampler, rho
-        self.step_size, self.linear_reg, self.factors_reg = step_size, linear_reg, factors_reg
-        self.optimizer, self.epochs, self.batch_size = optimizer, epochs, batch_size
-        self.num_negatives, self.concurrent_batches = num_negatives, concurrent_batches
-        self.filter_seen, self.seed, self.master, self.num_shards = filter_seen, seed, master, num_shards
-        self.show_progress, self.callback = show_progress, callback
-
-    def _validate(self) -> None:
-        need = self._need
-        self._need_counts(("dims", "epochs", "batch_size", "num_negatives",
-                           "concurrent_batches", "num_shards"))
-        need(self.loss in LOSSES, "loss", f"one of {LOSSES}")
-        need(self.sampler in SAMPLERS, "sampler", f"one of {SAMPLERS}")
-        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
-        need(self.step_size > 0, "step_size", "> 0")
-        need(self.rho > 0, "rho", "> 0")
-        need(self.linear_reg >= 0 and self.factors_reg >= 0, "linear_reg",
-             ">= 0 (so must factors_reg)")
+    SPEC = SPEC
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, user_features=None, item_features=None,
@@ -101,9 +68,7 @@ class LocalFMPair(LocalRecommender):
     async def _fit(self, master: str, space: FeatureSpace, train: sp.csr_matrix,
                    sampler: NegativeSampler) -> list[EpochStats]:
         name = f"fmpair-{uuid.uuid4().hex[:12]}"
-        config = {"n_features": space.n_features, "dims": self.dims, "seed": self.seed,
-                  "step_size": self.step_size, "linear_reg": self.linear_reg,
-                  "factors_reg": self.factors_reg, "optimizer": self.optimizer}
+        config = {"n_features": space.n_features, **SPEC.plugin_values(self.get_params())}
         async with AsyncClient(master) as client:
             await client.create_model(name, "fmpair", config)
             try:

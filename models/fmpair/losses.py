@@ -91,26 +91,32 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def coefficients(loss: str, x: np.ndarray, valid: np.ndarray, n_items: int
-                 ) -> tuple[np.ndarray, float, int]:
+def coefficients(loss: str, x: np.ndarray, valid: np.ndarray, n_items: int,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
     """From x_bm = score(positive) - score(candidate m) (B × M): (the coefficient of each
     x_bm, d objective / d x_bm, as float32 B × M; summed loss; pairs that counted). The
-    shard turns c_bm into +c_bm on the positive's score and -c_bm on the candidate's."""
+    shard turns c_bm into +c_bm on the positive's score and -c_bm on the candidate's.
+    `weights` (B, optional): each positive's weight in the loss (LightFM's
+    sample_weight): it scales the positive's coefficients and its loss."""
     x = x.astype(np.float64)
     if loss == "bpr":
         n_valid = valid.sum(axis=1)
         share = np.where(valid, 1.0 / np.maximum(n_valid, 1)[:, None], 0.0)
         coef = _sigmoid(-x) * share
-        total = float((np.logaddexp(0.0, -x) * share).sum())
+        row_loss = (np.logaddexp(0.0, -x) * share).sum(axis=1)
         counted = int((n_valid > 0).sum())
     else:
         coef = np.zeros(x.shape)
+        row_loss = np.zeros(x.shape[0])
         violating = valid & (x < 1.0)
         rows = np.flatnonzero(violating.any(axis=1))
         first = np.argmax(violating[rows], axis=1)
         weight = np.minimum(np.log(np.maximum(1.0, np.floor((n_items - 1) / (first + 1)))),
                             MAX_WARP_WEIGHT)
         coef[rows, first] = weight
-        total = float((weight * (1.0 - x[rows, first])).sum())
+        row_loss[rows] = weight * (1.0 - x[rows, first])
         counted = int(rows.size)
-    return coef.astype(np.float32), total, counted
+    if weights is not None:
+        w = np.asarray(weights, np.float64)
+        coef, row_loss = coef * w[:, None], row_loss * w
+    return coef.astype(np.float32), float(row_loss.sum()), counted

@@ -28,31 +28,22 @@ import numpy as np
 from psframework import ConfigError, Model, RemoteError, ShapeError, TableSpec, init, udf
 from models.fmpair import kernels
 from models.fmpair.losses import standard_pairs
+from models.fmpair.spec import SPEC
 
-__all__ = ["FMPairPlugin", "OPTIMIZERS"]
+__all__ = ["FMPairPlugin"]
 
 #: What a shard says when a batch's adjust finds no cached dotprod: it expired, or the
 #: partition was restored from a checkpoint since (a failover without a backup)
 UNCACHED = "no cached dotprod"
 
-OPTIMIZERS = ("adagrad", "adabatch")
 MAX_CACHED_BATCHES = 10_000
 
 
 def _config(config: dict) -> dict:
-    c = {"dims": 32, "step_size": 0.05, "linear_reg": 0.0, "factors_reg": 0.0,
-         "optimizer": "adagrad", "seed": 0, "cache_ttl": 60.0, **config}
-    for key in ("n_features", "dims"):
-        if not isinstance(c.get(key), int) or c[key] < 1:
-            raise ConfigError(f"fmpair config.{key} must be a positive integer, got {c.get(key)!r}")
-    for key in ("step_size", "cache_ttl"):
-        if not c[key] > 0:
-            raise ConfigError(f"fmpair config.{key} must be > 0, got {c[key]!r}")
-    for key in ("linear_reg", "factors_reg"):
-        if not c[key] >= 0:
-            raise ConfigError(f"fmpair config.{key} must be >= 0, got {c[key]!r}")
-    if c["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"fmpair config.optimizer must be one of {OPTIMIZERS}")
+    c = SPEC.config(config)
+    n = c.get("n_features")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"fmpair config.n_features must be a positive integer, got {n!r}")
     return c
 
 

@@ -36,6 +36,9 @@ class EpochStats:
 
 
 class Trainer:
+    """Trains the positives of `train` (users × items; each stored value is the
+    positive's weight in the loss) on the model `model`."""
+
     def __init__(self, client: AsyncClient, model: str, space: FeatureSpace,
                  train: sp.csr_matrix, sampler: NegativeSampler, *, loss: str = "bpr",
                  batch_size: int = 256, num_negatives: int = 10, concurrent_batches: int = 2,
@@ -51,14 +54,17 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         coo = train.tocoo()
         self.users, self.items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        # each positive's weight in the loss is its value in `train` (1: unweighted)
+        self.weights = None if np.all(coo.data == 1) else coo.data.astype(np.float64)
         self._key_prefix = int.from_bytes(os.urandom(3), "little") << 32
         self._keys = 0
         self.dropped = 0  # batch steps lost with a partition restored from a checkpoint
 
-    async def _dotprod(self, batch: losses.Batch, earlier: list[tuple[int, np.ndarray]]
-                       ) -> tuple[int, np.ndarray, float, int]:
-        """Round trip 1 of `batch`, carrying the coefficients of `earlier` batches (their
-        round trip 2). Returns (key, coefficients, loss sum, pairs counted)."""
+    async def _dotprod(self, batch: losses.Batch, earlier: list[tuple[int, np.ndarray]],
+                       weights: np.ndarray | None) -> tuple[int, np.ndarray, float, int]:
+        """Round trip 1 of `batch` (its positives weighing `weights`, None: 1), carrying
+        the coefficients of `earlier` batches (their round trip 2). Returns (key,
+        coefficients, loss sum, pairs counted)."""
         self._keys += 1
         key = self._key_prefix | self._keys
         args = {"key": key, "adjust": [k for k, _ in earlier]}
@@ -77,7 +83,8 @@ class Trainer:
             replies = await self.client.call(self.model, "dotprod", {"key": key, "adjust": []},
                                              batch.arrays, idempotent=True)
         x = sum(out[0] for _, out in replies)  # each shard: its part of the differences
-        coef, total, counted = losses.coefficients(self.loss, x, batch.valid, self.space.n_items)
+        coef, total, counted = losses.coefficients(self.loss, x, batch.valid,
+                                                   self.space.n_items, weights)
         return key, coef, total, counted
 
     async def _adjust(self, key: int, coef: np.ndarray) -> None:
@@ -121,7 +128,8 @@ class Trainer:
                     done, in_flight = await asyncio.wait(in_flight,
                                                          return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
-                task = asyncio.ensure_future(self._dotprod(batch, pending))
+                weights = None if self.weights is None else self.weights[idx]
+                task = asyncio.ensure_future(self._dotprod(batch, pending, weights))
                 task.size, task.seq = idx.size, seq  # type: ignore[attr-defined]
                 pending = []
                 in_flight.add(task)

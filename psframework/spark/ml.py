@@ -4,21 +4,68 @@ pyspark.ml's metadata (`ModelWriter`, `ModelReader`)."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from pyspark import keyword_only
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from psframework.errors import ConfigError
+from psframework.hyper import HyperSpec
 
 __all__ = ["param", "ParamValues", "add_accessors", "copy_setters", "data_dir", "param_names",
-           "ModelWriter", "ModelReader"]
+           "ModelWriter", "ModelReader", "declare", "keyword_init"]
+
+_CONVERTERS = {int: TypeConverters.toInt, float: TypeConverters.toFloat,
+               str: TypeConverters.toString, bool: TypeConverters.toBoolean}
 
 
 def param(name: str, doc: str, converter: Callable) -> Param:
     """A class-level Param, as pyspark.ml declares them."""
     return Param(Params._dummy(), name, doc, typeConverter=converter)
+
+
+def declare(cls: type, spec: HyperSpec) -> None:
+    """A Param on `cls` (a ParamValues subclass) for every Spark hyper-parameter of
+    `spec`, documented with what is valid, and its getter; the defaults are set and the
+    values checked by ParamValues from the same spec."""
+    cls._spec = spec
+    for h in spec.spark:
+        setattr(cls, h.spark, param(h.spark, f"{h.doc} ({h.what()})", _CONVERTERS[h.kind]))
+    add_accessors(cls, [h.spark for h in spec.spark], setters=False)
+
+
+def keyword_init(cls: type, setters: bool = True) -> None:
+    """pyspark.ml's keyword-only `__init__(**params)` and `setParams(**params)` (and
+    setX for every param, if `setters`) on an Estimator whose Params come from a spec:
+    their signatures list every Spark hyper-parameter with its default, for help() and
+    IDEs."""
+    spec: HyperSpec = cls._spec
+    signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
+        + [inspect.Parameter(h.spark, inspect.Parameter.KEYWORD_ONLY, default=h.spark_value,
+                             annotation=h.kind if not h.optional else f"{h.kind.__name__} | None")
+           for h in spec.spark])
+
+    @keyword_only
+    def __init__(self, **params: Any) -> None:
+        super(cls, self).__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **params: Any) -> Any:
+        """Set params by keyword; returns self."""
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+    for f in (__init__, setParams):
+        f.__signature__ = signature  # type: ignore[attr-defined]
+        f.__qualname__ = f"{cls.__name__}.{f.__name__}"
+    __init__.__doc__ = f"{cls.__doc__ or cls.__name__}\n\nParams:\n" + "\n".join(
+        f"    {h.spark} (default {h.spark_value!r}; {h.what()}): {h.doc}" for h in spec.spark)
+    cls.__init__, cls.setParams = __init__, setParams
+    if setters:
+        add_accessors(cls, [h.spark for h in spec.spark], setters=True)
 
 
 class ParamValues(Params):
@@ -27,9 +74,24 @@ class ParamValues(Params):
     its parameter server runs (numParameterServers, parameterServerHost) and how many
     copies of each partition it keeps (replicas)."""
 
+    _spec: HyperSpec | None = None  # set by `declare`
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if self._spec is not None:
+            self._setDefault(**{h.spark: h.spark_value for h in self._spec.spark
+                                if h.spark_value is not None})
+
     def _value(self, name: str) -> Any:
         p = self.getParam(name)
         return self.getOrDefault(p) if self.isDefined(p) else None
+
+    def _check_spec(self) -> None:
+        """Every param the spec declares holds a valid value; errors name the param."""
+        for h in self._spec or ():
+            if h.spark:
+                h.check(self._value(h.spark), f"{type(self).__name__} param {h.spark}")
+        self._need_host()
 
     def _need(self, ok: bool, name: str, what: str) -> None:
         """A ConfigError naming the param and its value, unless `ok`."""
