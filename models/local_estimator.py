@@ -11,7 +11,7 @@ import numbers
 from typing import Any, Awaitable, Callable, TypeVar
 
 from psframework import ConfigError, LocalCluster, run
-from psframework.hyper import HyperSpec
+from psframework import HyperSpec
 
 __all__ = ["LocalEstimator"]
 

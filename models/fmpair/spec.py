@@ -5,7 +5,7 @@ Glint fork's (`spark_default`)."""
 
 from __future__ import annotations
 
-from psframework.hyper import Hyper, HyperSpec, local_cluster, parameter_server
+from psframework import Hyper, HyperSpec, hyper
 from models.fmpair.losses import LOSSES
 from models.fmpair.sampling import SAMPLERS
 
@@ -51,7 +51,7 @@ SPEC = HyperSpec(
     Hyper("seed", int, 0, "random seed", spark_default=1, plugin=True),
     Hyper("cache_ttl", float, 60.0, "seconds a shard keeps a batch's sums for its adjust",
           low=0, open_low=True, local=False, spark=None, plugin=True),
-    *local_cluster(),
+    *hyper.local_cluster(),
     _column("user_col", "user", "column of user ids (integers >= 0, or integral doubles "
             "as StringIndexer makes)"),
     _column("item_col", "item", "column of item ids (integers >= 0, or integral doubles)"),
@@ -74,5 +74,5 @@ SPEC = HyperSpec(
           "checkpoint_dir; unset: never", low=1, optional=True, local=False),
     Hyper("resume_from", str, None, "a checkpoint directory a failed fit named: train from "
           "it, for the epochs it had not done", optional=True, local=False),
-    *parameter_server(servers=3),
+    *hyper.parameter_server(servers=3),
 )
