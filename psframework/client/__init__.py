@@ -1,7 +1,7 @@
-"""Clients: async core, synchronous facade and picklable handles."""
+"""Clients: the async core (`core`), and the synchronous facade with its picklable
+handles (`sync`), which is built on it."""
 
 from psframework.client.core import AsyncClient, ModelInfo
-from psframework.client.handles import BigMatrix, BigVector
-from psframework.client.sync import Client, get_client
+from psframework.client.sync import BigMatrix, BigVector, Client, get_client
 
 __all__ = ["AsyncClient", "ModelInfo", "BigMatrix", "BigVector", "Client", "get_client"]

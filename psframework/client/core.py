@@ -18,9 +18,10 @@ shard and saying whether the request may have been applied, never a hang.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import numpy as np
 from pydantic import SecretStr
@@ -40,6 +41,8 @@ from psframework.transport import ClientConnection, NotSent, connect
 __all__ = ["AsyncClient", "ModelInfo", "Moved"]
 
 WINDOW_CHUNKS = 4  # bytes in flight per connection: this many chunk_bytes (one at least)
+
+T = TypeVar("T")
 
 
 class Moved(Exception):
@@ -65,9 +68,9 @@ class AsyncClient:
         self._tags: dict[str, Tags] = {}  # per server address
         self._windows: dict[str, Window] = {}
         self._conns: dict[str, ClientConnection] = {}
-        self._connecting: dict[str, asyncio.Future] = {}
+        self._connecting: dict[str, asyncio.Future[ClientConnection]] = {}
         self._models: dict[str, ModelInfo] = {}
-        self._refreshing: dict[str, asyncio.Future] = {}
+        self._refreshing: dict[str, asyncio.Future[ModelInfo]] = {}
 
     async def __aenter__(self) -> "AsyncClient":
         await self.ping()
@@ -88,9 +91,9 @@ class AsyncClient:
         return conn if conn is not None and conn.is_open else None
 
     async def _connection(self, address: str) -> ClientConnection:
-        conn = self._open(address)
-        if conn is not None:
-            return conn
+        open_conn = self._open(address)
+        if open_conn is not None:
+            return open_conn
         pending = self._connecting.get(address)
         if pending is None:
             host, port = parse_address(address)
@@ -107,9 +110,10 @@ class AsyncClient:
         self._conns[address] = conn
         return conn
 
-    async def _retrying(self, attempt: Callable[[], Awaitable], *, address: str, op: str,
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], *, address: str, op: str,
                         model: str = "", shard: str | None = None, retry: bool = True,
-                        once: bool = False, moved: Callable[[], Awaitable] | None = None):
+                        once: bool = False,
+                        moved: Callable[[], Awaitable[ModelInfo | None]] | None = None) -> T:
         """Run `attempt()`; on connection loss or timeout retry it with exponential backoff
         until the retry deadline — if resending is safe (`retry`: harmless; `once`: tagged)
         or it was never sent — then raise a typed error that says where, what, and whether
@@ -149,7 +153,7 @@ class AsyncClient:
                       arrays: tuple = (), *, once: bool = False, retry: bool = True,
                       shard: str | None = None, weight: int = 0,
                       tag: tuple[Tags, int] | None = None,
-                      moved: Callable[[], Awaitable] | None = None,
+                      moved: Callable[[], Awaitable[ModelInfo | None]] | None = None,
                       into: np.ndarray | None = None) -> Message:
         """One request to one server. `once=True` tags it, so the server applies it
         exactly once and it is retried on connection loss or timeout until the retry
@@ -158,6 +162,7 @@ class AsyncClient:
         and its reply hold in flight, for the connection's window. `tag`: the exactly-once
         tag of a request resent to a new server after a failover (the caller finishes it);
         `moved`: see _retrying; `into`: see ClientConnection.start."""
+        tags: Tags | None
         if tag is not None:
             tags, seq = tag
         else:
@@ -180,7 +185,7 @@ class AsyncClient:
                 tags.finish(seq)
 
     async def _master(self, op: str, model: str = "", args: dict | None = None, *,
-                      once: bool = False) -> dict:
+                      once: bool = False) -> dict[str, Any]:
         """A request to the master; `once` for catalog changes, so a resend after a lost
         reply (create, destroy, save, load) answers as the first did instead of failing."""
         return (await self.request(self.master, op, model, args, once=once, shard="master")).args
@@ -220,7 +225,7 @@ class AsyncClient:
         survives the loss of any one shard with no acknowledged push lost);
         `checkpoint_interval`: seconds between this model's checkpoints (default: the
         master's setting; needs the master's checkpoint_dir)."""
-        args = {"type": type, "config": config or {}, "exists_ok": exists_ok}
+        args: dict[str, Any] = {"type": type, "config": config or {}, "exists_ok": exists_ok}
         if replicas is not None:
             args["replicas"] = replicas
         if checkpoint_interval is not None:
@@ -281,7 +286,7 @@ class AsyncClient:
         """Load a saved model (or a checkpoint) under its saved name, or `name`, after
         checking every file against the save's manifest (StorageError names what is
         wrong); `replicas` as for create_model."""
-        args = {"path": checks.directory(path)}
+        args: dict[str, Any] = {"path": checks.directory(path)}
         if replicas is not None:
             args["replicas"] = replicas
         info = ModelInfo.from_wire(await self._master("load", name or "", args, once=True))
@@ -292,9 +297,10 @@ class AsyncClient:
                             partition_by: str = "rows", partitioner: str = "range",
                             parts: int = 0, init: dict | None = None, aggregate: str = "add",
                             allow_nonfinite: bool = False, exists_ok: bool = False,
-                            replicas: int | None = None):
-        """A dense rows × cols matrix as model `name` (built-in type `tables`). Pushes of
-        NaN or ±inf are refused unless `allow_nonfinite`."""
+                            replicas: int | None = None) -> TableSpec:
+        """A dense rows × cols matrix as model `name` (built-in type `tables`), with its one
+        table `values`; returns that table's spec. Pushes of NaN or ±inf are refused unless
+        `allow_nonfinite`."""
         spec = TableSpec("values", (rows, cols), dtype, partition_by, partitioner, parts,
                          init or initializers.zeros(), aggregate, allow_nonfinite).validate()
         await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok,
@@ -304,29 +310,29 @@ class AsyncClient:
     async def create_vector(self, name: str, size: int, dtype: str = "float32", *,
                             partitioner: str = "range", parts: int = 0, init: dict | None = None,
                             aggregate: str = "add", allow_nonfinite: bool = False,
-                            exists_ok: bool = False, replicas: int | None = None):
-        """A dense vector as model `name` (built-in type `tables`)."""
+                            exists_ok: bool = False, replicas: int | None = None) -> TableSpec:
+        """A dense vector as model `name` (built-in type `tables`); returns its spec."""
         spec = TableSpec("values", (size,), dtype, "rows", partitioner, parts,
                          init or initializers.zeros(), aggregate, allow_nonfinite).validate()
         await self.create_model(name, "tables", {"tables": [spec.to_wire()]}, exists_ok=exists_ok,
                                 replicas=replicas)
         return await self.vector(name)
 
-    async def matrix(self, model: str, table: str = "values"):
-        """A picklable handle on an existing matrix table."""
-        from psframework.client.handles import BigMatrix
+    async def matrix(self, model: str, table: str = "values") -> TableSpec:
+        """The spec of an existing matrix table (ShapeError if it is a vector). The
+        synchronous Client's `matrix` makes a BigMatrix handle of it."""
         spec = (await self.model(model)).table(table)
         if spec.is_vector:
             raise ShapeError(f"table {table!r} of {model!r} is a vector; use vector()", model=model)
-        return BigMatrix(self.master, model, table, spec.shape, spec.dtype)
+        return spec
 
-    async def vector(self, model: str, table: str = "values"):
-        """A picklable handle on an existing vector table."""
-        from psframework.client.handles import BigVector
+    async def vector(self, model: str, table: str = "values") -> TableSpec:
+        """The spec of an existing vector table (ShapeError if it is a matrix). The
+        synchronous Client's `vector` makes a BigVector handle of it."""
         spec = (await self.model(model)).table(table)
         if not spec.is_vector:
             raise ShapeError(f"table {table!r} of {model!r} is a matrix; use matrix()", model=model)
-        return BigVector(self.master, model, table, spec.shape, spec.dtype)
+        return spec
 
     # -- data --------------------------------------------------------------------------
     async def _scatter(self, info: ModelInfo, jobs: list[plan.Job], *, once: bool = False,
@@ -336,7 +342,8 @@ class AsyncClient:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.retry_deadline
             delay = 0.02
-            at, tag = info, None  # where the partition is; the request's exactly-once tag
+            at = info  # where the partition is
+            tag: tuple[Tags, int] | None = None  # the request's exactly-once tag
             weight = sum(a.nbytes for a in job.arrays) + job.reply_bytes
             try:
                 while True:
@@ -349,7 +356,7 @@ class AsyncClient:
                             address, job.op, info.name,
                             {**job.args, "part": job.part, "uid": info.uid}, job.arrays,
                             once=once, retry=retry, shard=shard, weight=weight, tag=tag,
-                            moved=lambda at=at: self._moved(at, job.part), into=job.into)
+                            moved=functools.partial(self._moved, at, job.part), into=job.into)
                         break
                     except Moved as m:
                         at = m.info  # failed over: resend to the new primary
@@ -381,8 +388,10 @@ class AsyncClient:
             for t in tasks:
                 t.cancel()
         for t in tasks:  # the first failure in request order
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                raise t.exception()
+            if t.done() and not t.cancelled():
+                failure = t.exception()
+                if failure is not None:
+                    raise failure
 
     async def _row_plan(self, info: ModelInfo, spec: TableSpec, rows: np.ndarray
                         ) -> list[tuple[int, np.ndarray, Any]]:
@@ -391,7 +400,7 @@ class AsyncClient:
         column partition gets every row, and its part is a block of columns. Each request
         stays below the frame limit."""
         split = spec.split()
-        pieces = []
+        pieces: list[tuple[int, np.ndarray, Any]] = []
         if spec.axis == 0:
             for part, pos, local in split.split(rows):
                 limit = self._limit_now(info, part) or await self._limit(info, part)
@@ -430,7 +439,7 @@ class AsyncClient:
         if rows.shape != cols.shape:
             raise ShapeError("rows and cols must have the same length", model=info.name)
         key, other = (rows, cols) if spec.axis == 0 else (cols, rows)
-        pieces = []
+        pieces: list[tuple[int, tuple, Any]] = []
         for part, pos, local in spec.split().split(key):
             limit = self._limit_now(info, part) or await self._limit(info, part)
             for c in plan.chunks(local.size, 16 + np.dtype(spec.dtype).itemsize, limit):
@@ -448,8 +457,8 @@ class AsyncClient:
         n, pieces = await self._elem_plan(info, spec, rows, cols)
         out = np.empty(n, dtype=spec.dtype)
         await self._scatter(info, [
-            plan.Job(part, "pull_elems", {"table": table}, pair,
-                 lambda r, at=at: out.__setitem__(at, r.arrays[0]), pair[0].size * out.itemsize)
+            plan.Job(part, "pull_elems", {"table": table}, pair, plan.filler(out, at),
+                     pair[0].size * out.itemsize)
             for part, pair, at in pieces])
         return out
 
@@ -494,9 +503,8 @@ class AsyncClient:
             if not 0 <= p < info.parts:
                 raise ShapeError(f"partition {p} out of range: model {model!r} has {info.parts}",
                                  model=model, op=op)
-        replies: list = [None] * len(parts)
-        jobs = [plan.Job(p, op, dict(args or {}), tuple(arrays),
-                     lambda r, i=i: replies.__setitem__(i, (r.args, r.arrays)))
+        replies: list[Any] = [None] * len(parts)
+        jobs = [plan.Job(p, op, dict(args or {}), tuple(arrays), plan.keeper(replies, i))
                 for i, p in enumerate(parts)]
         await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies

@@ -10,7 +10,7 @@ import numpy as np
 
 from psframework.protocol import Message
 
-__all__ = ["HEADER_ROOM", "Job", "chunks", "at", "block", "filler"]
+__all__ = ["HEADER_ROOM", "Job", "chunks", "at", "block", "filler", "keeper"]
 
 HEADER_ROOM = 64 * 1024  # bytes kept free in every frame for the header
 
@@ -65,3 +65,10 @@ def filler(out: np.ndarray, at: Any, into: np.ndarray | None = None
         if into is None or not np.may_share_memory(got, into):  # a buffer of its own
             out[at] = got
     return fill
+
+
+def keeper(replies: list[Any], i: int) -> Callable[[Message], None]:
+    """Keep a reply's (args, arrays) at replies[i]."""
+    def keep(reply: Message) -> None:
+        replies[i] = (reply.args, reply.arrays)
+    return keep
