@@ -7,7 +7,6 @@ LocalCluster, and progress bars."""
 from __future__ import annotations
 
 import inspect
-import numbers
 from typing import Any, Awaitable, Callable, TypeVar
 
 from psframework import ConfigError, LocalCluster, run
@@ -82,13 +81,6 @@ class LocalEstimator:
         """Every hyper-parameter valid (ConfigError naming it), converted to its type."""
         for name, value in self.SPEC.check(self.get_params(), type(self).__name__).items():
             setattr(self, name, value)
-
-    def _need_counts(self, names: tuple[str, ...]) -> None:
-        """Each of `names` is a positive integer (for the APIs not yet on a spec)."""
-        for name in names:
-            value = getattr(self, name)
-            self._need(isinstance(value, numbers.Integral) and not isinstance(value, bool)
-                       and value >= 1, name, "a positive integer")
 
     def _need(self, ok: bool, name: str, what: str) -> None:
         """ConfigError naming the hyper-parameter, unless `ok` (for the checks that

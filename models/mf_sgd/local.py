@@ -22,14 +22,13 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from psframework import AsyncClient, ConfigError
 from models.mf_sgd.kernels import squared_errors
-from models.mf_sgd.plugin import SCHEDULES
+from models.mf_sgd.spec import SPEC
 from models.mf_sgd.worker import Worker, block_edges, pull_item_side, push_item_side
 from models.recommender import LocalRecommender
 
@@ -53,39 +52,13 @@ def _ratings(users, items, ratings, what: str) -> tuple[np.ndarray, np.ndarray, 
 
 
 class LocalMFSGD(LocalRecommender):
-    """rank: latent dimensions. step_size, reg: SGD's learning rate and L2 weight
-    (Surprise's lr_all, reg_all); decay: the step size is step_size · decay^epoch.
-    biases: μ + b_u + b_i (Surprise's SVD); without, r ≈ ⟨w_u, h_i⟩. init_std: factors
-    start N(0, init_std). batch_size, concurrent_batches: the async schedule's mini-batches
-    and how many are in flight per worker. callback(epoch, entry) after every epoch, with
+    """Hyper-parameters (keyword-only; defaults, ranges and docs in
+    `models.mf_sgd.spec`, listed by `help(LocalMFSGD.__init__)`): rank, epochs,
+    step_size, reg, biases, schedule, num_workers, batch_size, concurrent_batches, decay,
+    init_std, seed, master, num_shards. callback(epoch, entry) after every epoch, with
     the entry appended to `history_` (epoch, train_rmse, valid_rmse, seconds, updates)."""
 
-    PARAMS = ("rank", "epochs", "step_size", "reg", "biases", "schedule", "num_workers",
-              "batch_size", "concurrent_batches", "decay", "init_std", "seed", "master",
-              "num_shards")
-
-    def __init__(self, *, rank: int = 100, epochs: int = 20, step_size: float = 0.005,
-                 reg: float = 0.02, biases: bool = True, schedule: str = "rotation",
-                 num_workers: int = 2, batch_size: int = 1024, concurrent_batches: int = 2,
-                 decay: float = 1.0, init_std: float = 0.1, seed: int = 0,
-                 master: str | None = None, num_shards: int = 2, show_progress: bool = True,
-                 callback: Callable[[int, dict], Any] | None = None) -> None:
-        self.rank, self.epochs, self.step_size, self.reg = rank, epochs, step_size, reg
-        self.biases, self.schedule, self.num_workers = biases, schedule, num_workers
-        self.batch_size, self.concurrent_batches = batch_size, concurrent_batches
-        self.decay, self.init_std, self.seed = decay, init_std, seed
-        self.master, self.num_shards = master, num_shards
-        self.show_progress, self.callback = show_progress, callback
-
-    def _validate(self) -> None:
-        need = self._need
-        self._need_counts(("rank", "epochs", "num_workers", "batch_size",
-                           "concurrent_batches", "num_shards"))
-        need(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
-        need(self.step_size > 0, "step_size", "> 0")
-        need(self.reg >= 0, "reg", ">= 0")
-        need(0 < self.decay <= 1, "decay", "in (0, 1]")
-        need(self.init_std >= 0, "init_std", ">= 0")
+    SPEC = SPEC
 
     # -- training ------------------------------------------------------------------------
     def fit(self, users, items, ratings, valid=None) -> "LocalMFSGD":

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from psframework import ConfigError, Model, TableSpec
+from models.mf_sgd.spec import SCHEDULES, SPEC
 
 __all__ = ["MFSGDModel", "SCHEDULES", "AGGREGATE"]
 
-SCHEDULES = ("rotation", "async")
 AGGREGATE = {"rotation": "replace", "async": "add"}
 
 
@@ -27,18 +27,13 @@ class MFSGDModel(Model):
     have reached the end of a sub-epoch, which they wait on to meet."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
+        config = SPEC.config(config)  # rank and schedule
+        n = config.get("n_items")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"mf_sgd config.n_items must be a positive integer, got {n!r}")
+        if config.get("epochs") is not None:  # the Spark driver's per-epoch tables
+            config["epochs"] = SPEC["epochs"].check(config["epochs"], "mf_sgd config.epochs")
         super().__init__(config)
-        for key in ("n_items", "rank"):
-            value = self.config.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"mf_sgd config {key} must be a positive integer, got {value!r}")
-        epochs = self.config.get("epochs")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
-                                   or epochs < 1):
-            raise ConfigError(f"mf_sgd config epochs must be a positive integer, got {epochs!r}")
-        if self.config.get("schedule") not in SCHEDULES:
-            raise ConfigError(f"mf_sgd config schedule must be one of {SCHEDULES}, got "
-                              f"{self.config.get('schedule')!r}")
 
     def tables(self) -> list[TableSpec]:
         n, rank = self.config["n_items"], self.config["rank"]

@@ -23,7 +23,7 @@ import time
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,52 +31,27 @@ import scipy.sparse as sp
 from psframework import Client, ConfigError
 from models.local_estimator import LocalEstimator
 from models.pa.data import Classes, as_csr
-from models.pa.kernels import VARIANTS, margins
-from models.pa.worker import MIXINGS, TABLE, Learner, delta_scale, pull_margins
+from models.pa.kernels import margins
+from models.pa.spec import SPEC
+from models.pa.worker import TABLE, Learner, delta_scale, pull_margins
 
 __all__ = ["LocalPA"]
 
 
 class LocalPA(LocalEstimator):
-    """variant: "pa", "pa1" or "pa2" (Crammer et al.'s PA, PA-I, PA-II); C: their
-    aggressiveness. hash_bits: the feature space has 2^hash_bits columns (hashed
-    features, or the column indices of CSR input). fit_intercept: learn a bias.
-    batch_size: examples per pull and push; num_workers: workers learning at once (each
-    one batch at a time, so 1 worker with batch_size=1 is the exact online algorithm;
-    they share the batches of one partial_fit call); mixing: how their pushes combine,
-    "average" (deltas divided by this LocalPA's workers) or "add" (as they are;
-    `worker.MIXINGS`).
-    max_iter, shuffle, seed: `fit`'s epochs and their order. name: the model's name on
-    the server (default: a fresh one)."""
+    """Hyper-parameters (keyword-only; defaults, ranges and docs in `models.pa.spec`,
+    listed by `help(LocalPA.__init__)`): variant, C, hash_bits, fit_intercept,
+    batch_size, num_workers (1 worker with batch_size=1 is the exact online algorithm),
+    mixing, max_iter, shuffle, seed, name, master, num_shards. callback(epoch, entry)
+    is called after every epoch of `fit`."""
 
-    PARAMS = ("variant", "C", "hash_bits", "fit_intercept", "batch_size", "num_workers",
-              "mixing", "max_iter", "shuffle", "seed", "master", "num_shards", "name")
-
-    def __init__(self, *, variant: str = "pa1", C: float = 1.0, hash_bits: int = 18,
-                 fit_intercept: bool = True, batch_size: int = 64, num_workers: int = 1,
-                 mixing: str = "average", max_iter: int = 5, shuffle: bool = True, seed: int = 0,
-                 master: str | None = None, num_shards: int = 2, name: str | None = None,
-                 show_progress: bool = True,
-                 callback: Callable[[int, dict], Any] | None = None) -> None:
-        self.variant, self.C, self.hash_bits = variant, C, hash_bits
-        self.fit_intercept, self.batch_size, self.num_workers = fit_intercept, batch_size, num_workers
-        self.mixing = mixing
-        self.max_iter, self.shuffle, self.seed = max_iter, shuffle, seed
-        self.master, self.num_shards, self.name = master, num_shards, name
-        self.show_progress, self.callback = show_progress, callback
-        self._ps: dict | None = None  # client, cluster, model name, learner while attached
-        self._weights: np.ndarray | None = None  # (n_features + 1, n_weights) when detached
+    SPEC = SPEC
+    _ps: dict | None = None  # client, cluster, model name, learner while attached
+    _weights: np.ndarray | None = None  # (n_features + 1, n_weights) when detached
 
     @property
     def n_features(self) -> int:
         return 1 << self.hash_bits
-
-    def _validate(self) -> None:
-        self._need_counts(("hash_bits", "batch_size", "num_workers", "max_iter", "num_shards"))
-        self._need(self.hash_bits <= 31, "hash_bits", "at most 31")
-        self._need(self.variant in VARIANTS, "variant", f"one of {VARIANTS}")
-        self._need(self.C > 0, "C", "> 0")
-        self._need(self.mixing in MIXINGS, "mixing", f"one of {MIXINGS}")
 
     # -- the model on the server ---------------------------------------------------------
     def _attach(self, explicit: bool = False, fresh: bool = False) -> Learner:
