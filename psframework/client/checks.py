@@ -21,9 +21,9 @@ def indices(idx: Any, length: int, what: str) -> np.ndarray:
     a = np.asarray(idx)
     if a.dtype.kind not in "iu" and a.size:
         raise ShapeError(f"{what} must be integers, got {a.dtype}")
-    a = a.astype(np.int64, copy=False).reshape(-1) if a.ndim <= 1 else None
-    if a is None:
+    if a.ndim > 1:
         raise ShapeError(f"{what} must be a 1-d array of indices")
+    a = a.astype(np.int64, copy=False).reshape(-1)
     if a.size <= 8:  # a few indices: Python's min/max beat numpy's reductions' set-up
         few = a.tolist()
         low, high = (min(few), max(few)) if few else (0, -1)

@@ -12,10 +12,14 @@ Invariants this module keeps:
   `get_buffer` + `buffer_updated`, the shape of asyncio.BufferedProtocol); messages come
   out of `next_event`. `encode` turns a message into a list of buffers to write.
 - Large arrays never pass through msgpack. On send, the array's own memory is one of the
-  returned buffers; on receive, the payload is read into one buffer — a new one, or one
-  the receiver offers for that frame (`FrameDecoder.into`: a reply read straight into the
-  caller's array) — and the arrays are views of it (`np.frombuffer`), so there is no copy
-  beyond the kernel's.
+  returned buffers (whether it is copied on the way is the transport's choice: see
+  transport.peer). On receive, each frame's payload ends up in one buffer of its own — a
+  new one, or one the receiver offers for that frame (`FrameDecoder.into`: a reply read
+  straight into the caller's array) — and the arrays are views of it (`np.frombuffer`).
+  Bytes go first into a small staging buffer (prefixes, headers); what of a payload
+  arrived there with its header — all of a small frame, the first bytes of a big one — is
+  copied out once, and the rest of a big payload is read straight into its buffer, so a
+  bulk transfer costs no copy beyond the kernel's.
 - Limits are checked from the prefix and header, before the payload is allocated. A frame
   whose payload is too large but whose header is sound is skipped and reported as an
   `OversizedFrame` event, so the peer can be told which request failed and the stream
@@ -29,7 +33,7 @@ import enum
 import struct
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import msgpack
 import numpy as np
@@ -132,7 +136,7 @@ def encode(msg: Message, limits: Limits | None = None) -> list[bytes | memoryvie
                                 "dimensions, reshape it first",
                                 model=msg.model or None, op=msg.op or None)
         descriptors.append([dt, list(a.shape)])
-        views.append(memoryview(a).cast("B") if a.nbytes else memoryview(b""))
+        views.append(a.data.cast("B") if a.nbytes else memoryview(b""))
         payload += a.nbytes + _pad(a.nbytes)
     header = msgpack.packb([int(msg.kind), msg.rid, msg.op, msg.model, msg.args, descriptors],
                            use_bin_type=True, default=_to_plain)
@@ -155,6 +159,10 @@ def encode(msg: Message, limits: Limits | None = None) -> list[bytes | memoryvie
         if _pad(v.nbytes):
             out.append(_ZEROS[: _pad(v.nbytes)])
     return out
+
+
+#: a parsed header: kind, request id, op, model, args, and the arrays as (dtype, shape, bytes)
+_Header = tuple[Kind, int, str, str, dict, list[tuple[np.dtype, tuple, int]]]
 
 
 def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict,
@@ -182,7 +190,7 @@ def _parse_header(raw: memoryview) -> tuple[Kind, int, str, str, dict,
     for d in descs:
         dt = _DTYPE.get(d[0]) if type(d) is list and len(d) == 2 and type(d[0]) is str else None
         shape = d[1] if dt is not None else None
-        if (type(shape) is not list or len(shape) > MAX_NDIM
+        if (dt is None or type(shape) is not list or len(shape) > MAX_NDIM
                 or not all(type(n) is int and n >= 0 for n in shape)):
             raise ProtocolError(f"bad array descriptor {d!r}")
         if _prod([max(n, 1) for n in shape]) * dt.itemsize > _MAX_ARRAY_BYTES:
@@ -209,7 +217,7 @@ class FrameDecoder:
         self._events: deque = deque()
         self._payload: np.ndarray | None = None  # uint8, filled in place
         self._fill = 0
-        self._pending: tuple | None = None
+        self._pending: _Header | None = None  # the header of the payload being filled
         self._discard = 0
         self._broken: ProtocolError | None = None
         #: into(kind, rid, payload bytes) -> a writable uint8 array of exactly that many
@@ -221,7 +229,7 @@ class FrameDecoder:
         """A writable buffer for the next bytes (never empty)."""
         self._check()
         if self._payload is not None:
-            return memoryview(self._payload)[self._fill:]
+            return self._payload.data[self._fill:]
         if self._end == len(self._buf):
             self._compact()
         self._offered = len(self._buf) - self._end
@@ -318,18 +326,20 @@ class FrameDecoder:
                                                    self.limits.max_frame_bytes))
                 self._discard = plen
                 continue
-            self._pending = (kind, rid, op, model, args, descs)
+            header = (kind, rid, op, model, args, descs)
             if plen <= avail - PREFIX.size - hlen:  # all here (a small frame): one copy
                 begin, self._start = self._start, self._start + plen
-                self._emit(np.array(memoryview(self._buf)[begin:self._start]))  # uint8
+                self._emit(header, np.array(memoryview(self._buf)[begin:self._start]))  # uint8
                 continue
+            self._pending = header
             # the receiver's own buffer for it, if it has one of this size; else np.empty,
             # not bytearray: no zero-fill, and numpy asks for huge pages, so a big payload
             # is not paid for in page faults (it is only read once complete)
             into = self.into(kind, rid, plen) if self.into is not None else None
-            self._payload = into if into is not None else np.empty(plen, dtype=np.uint8)
+            payload = into if into is not None else np.empty(plen, dtype=np.uint8)
+            self._payload = payload
             n = min(avail - PREFIX.size - hlen, plen)
-            memoryview(self._payload)[:n] = self._buf[self._start:self._start + n]
+            payload.data[:n] = self._buf[self._start:self._start + n]
             self._start += n
             self._fill = n
             if n == plen:
@@ -350,12 +360,13 @@ class FrameDecoder:
         self._buf, self._end, self._start = new, self._end - self._start, 0
 
     def _finish_payload(self) -> None:
-        payload, self._payload, self._fill = self._payload, None, 0
-        self._emit(payload)
+        header, payload = self._pending, self._payload
+        assert header is not None and payload is not None  # a payload was being filled
+        self._pending, self._payload, self._fill = None, None, 0
+        self._emit(header, payload)
 
-    def _emit(self, payload: np.ndarray) -> None:
-        kind, rid, op, model, args, descs = self._pending
-        self._pending = None
+    def _emit(self, header: _Header, payload: np.ndarray) -> None:
+        kind, rid, op, model, args, descs = header
         arrays = []
         offset = 0
         for dt, shape, nbytes in descs:
@@ -365,7 +376,7 @@ class FrameDecoder:
         self._events.append(Message(kind, rid, op, model, args, tuple(arrays)))
 
 
-def _prod(shape: tuple) -> int:
+def _prod(shape: Iterable[int]) -> int:
     n = 1
     for s in shape:
         n *= s

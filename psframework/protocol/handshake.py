@@ -90,7 +90,7 @@ class ClientHandshake:
                 raise AuthError(
                     f"server {self.server_name or ''} runs without a secret but this client "
                     "has one; start the servers with the same --secret / PSF_SECRET")
-            if not wants_auth:
+            if self.secret is None:  # then the server wants no proof either (checked above)
                 self.done = True
                 return None
             return Message(Kind.AUTH, args={

@@ -3,8 +3,9 @@
 A combiner is `combine(stored, pushed) -> new`, applied element by element in request
 order, so duplicate indices in one push accumulate (two adds of 1 to the same cell add
 2). Built in: add, min, max, replace. A plugin adds its own by naming a numba-jitted
-function in `Model.aggregators`. Kernels release the GIL, so a shard can apply pushes on
-one thread while another serves.
+function in `Model.aggregators`. A shard applies pushes on its event loop, one at a time;
+the kernels release the GIL, so its threaded UDFs (on the shard's pool) and its heartbeat
+thread keep running meanwhile.
 
 Compilation never happens on a request's path: indices arrive as int64 (`Partition`
 normalises them), the built-in combiners run in kernels that numba caches on disk — so
@@ -44,7 +45,7 @@ def replace(stored, pushed):
 
 
 BUILTIN: dict[str, Callable] = {"add": add, "min": minimum, "max": maximum, "replace": replace}
-_CODE = {add: 0, minimum: 1, maximum: 2, replace: 3}  # how the cached kernels name them
+_CODE: dict[Callable, int] = {add: 0, minimum: 1, maximum: 2, replace: 3}  # the cached kernels' names
 
 
 def is_combiner(fn: object) -> bool:

@@ -105,7 +105,7 @@ def write_partition(directory: str | Path, table: str, part: int, save_id: str,
     directory = Path(directory)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(data))
-    raw = memoryview(np.ascontiguousarray(data)).cast("B")
+    raw = np.ascontiguousarray(data).data.cast("B")
     name = partition_name(table, part, save_id)
     size, crc = _publish(directory, name, [header.getvalue(),
                                            *(raw[i:i + _BLOCK] for i in range(0, raw.nbytes, _BLOCK))])
@@ -123,11 +123,11 @@ def read_partition(directory: str | Path, record: FileRecord, dtype: str,
                 raise StorageError(f"{path} has {size} bytes, its save recorded {record.bytes}: "
                                    "it is truncated or from another save")
             buf = np.empty(size, np.uint8)
-            if f.readinto(memoryview(buf)) != size:
+            if f.readinto(buf.data) != size:
                 raise StorageError(f"{path} changed while it was read")
     except OSError as e:
         raise StorageError(f"cannot read {path}: {e.strerror or e}") from None
-    if zlib.crc32(memoryview(buf)) != record.crc32:
+    if zlib.crc32(buf.data) != record.crc32:
         raise StorageError(f"{path} does not match the checksum its save recorded: it is "
                            "corrupt; load another save")
     head = io.BytesIO(buf[:min(size, 65536)].tobytes())

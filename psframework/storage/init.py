@@ -51,7 +51,8 @@ def validate(spec: dict, dtype: str | None = None) -> dict:
         raise ConfigError(f"initializer must be one of {KINDS} (see psframework.init), got {spec!r}")
     for name in _PARAMS[kind]:
         v = spec.get(name)
-        if (not isinstance(v, numbers.Real) or isinstance(v, bool) or abs(v) > 1e300
+        if (not isinstance(v, numbers.Real) or isinstance(v, bool)
+                or abs(v) > 1e300  # type: ignore[operator]  # typeshed's Real has no ordering
                 or not np.isfinite(float(v))):
             raise ConfigError(f"{kind} initializer needs a finite number {name!r}, got {spec!r}; "
                               f"build it with psframework.init.{kind}()")
@@ -60,14 +61,15 @@ def validate(spec: dict, dtype: str | None = None) -> dict:
     if kind == "uniform" and spec["low"] > spec["high"]:
         raise ConfigError(f"uniform initializer needs low <= high, got {spec!r}")
     seed = spec.get("seed", 0)
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+    if (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+            or not 0 <= seed < 2**63):  # type: ignore[operator]  # typeshed's Integral has no ordering
         raise ConfigError(f"initializer seed must be a non-negative 64-bit integer, got {spec!r}")
     if kind == "constant" and dtype is not None:
         _representable(spec["value"], np.dtype(dtype))
     return spec
 
 
-def _representable(value: numbers.Real, dtype: np.dtype) -> None:
+def _representable(value: float, dtype: np.dtype) -> None:
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if value != int(value) or not info.min <= int(value) <= info.max:

@@ -55,9 +55,12 @@ class Partitioner:
     def split(self, idx: np.ndarray) -> list[tuple[int, np.ndarray | slice, np.ndarray]]:
         """Group global indices by partition: [(part, positions in idx, local indices)].
 
-        `positions` is a slice when each partition's indices are one run of the request
-        (one partition, or a request sorted by partition — `np.arange` over a range
-        partitioner), so the common cases cost views, not index arrays and copies."""
+        `positions` is a slice when the request's partitions never decrease along it —
+        all its indices in one partition, or indices in ascending order over a range
+        partitioner (`np.arange`) — so the common cases cost views, not index arrays and
+        copies. Otherwise (runs out of partition order, or ascending indices over a
+        cyclic partitioner, whose partitions alternate) the positions are index arrays
+        and each partition's local indices a copy, in request order."""
         idx = np.asarray(idx, dtype=np.int64)
         if self.parts == 1:
             return [(0, slice(None), idx)]
@@ -78,10 +81,11 @@ class Partitioner:
         counts = np.bincount(owner, minlength=self.parts)
         runs = owner.size < 2 or bool((owner[1:] >= owner[:-1]).all())  # sorted by partition
         order = None if runs else np.argsort(owner, kind="stable")
-        out, begin = [], 0
+        out: list[tuple[int, np.ndarray | slice, np.ndarray]] = []
+        begin = 0
         for part, count in enumerate(counts):
             if count:
-                pos = slice(begin, begin + count) if runs else order[begin:begin + count]
+                pos = slice(begin, begin + count) if order is None else order[begin:begin + count]
                 out.append((part, pos, local[pos]))
                 begin += count
         return out

@@ -8,7 +8,7 @@ from typing import Any, Coroutine
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps Windows usable
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]  # the module, or None without it
 
 __all__ = ["new_event_loop", "run"]
 
@@ -18,7 +18,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run on a fresh uvloop loop."""
+    """Run `coro` to the end on a fresh event loop (uvloop where installed), the current
+    loop meanwhile; then close that loop."""
     loop = new_event_loop()
     try:
         asyncio.set_event_loop(loop)

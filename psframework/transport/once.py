@@ -37,7 +37,7 @@ import asyncio
 import inspect
 import sys
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, Iterable
 
 from psframework.errors import ProtocolError, StaleRequestError
 from psframework.protocol import Message
@@ -46,6 +46,8 @@ __all__ = ["OnceLog", "footprint", "REPLAYED"]
 
 MAX_TAG = 1 << 62
 ENTRY_OVERHEAD = 240  # bytes of bookkeeping per remembered reply (dict slots, key, tuple)
+
+_Key = tuple[bytes, int]  # a request's (stream id, seq)
 
 
 class _Stream:
@@ -69,8 +71,8 @@ class OnceLog:
         self.stale = 0
         self.nbytes = 0  # of the remembered replies, bookkeeping included
         # (stream, seq) -> (reply, its bytes, (model, part) it was applied to); oldest first
-        self._replies: OrderedDict[Hashable, tuple[Any, int, tuple]] = OrderedDict()
-        self._running: dict[Hashable, asyncio.Future] = {}
+        self._replies: OrderedDict[_Key, tuple[Any, int, tuple]] = OrderedDict()
+        self._running: dict[_Key, asyncio.Future] = {}
         self._streams: OrderedDict[bytes, _Stream] = OrderedDict()  # least recently used first
 
     def __len__(self) -> int:
@@ -144,13 +146,13 @@ class OnceLog:
             del seqs[seq]
             self._forget((stream.id, seq))
 
-    def _settle(self, key: Hashable, stream: _Stream, fut: asyncio.Future, where: tuple) -> None:
+    def _settle(self, key: _Key, stream: _Stream, fut: asyncio.Future, where: tuple) -> None:
         del self._running[key]
         stream.running -= 1
         if not fut.cancelled() and fut.exception() is None and key[1] >= stream.floor:
             self._remember(key, stream, fut.result(), where)
 
-    def _remember(self, key: Hashable, stream: _Stream, reply: Any, where: tuple) -> None:
+    def _remember(self, key: _Key, stream: _Stream, reply: Any, where: tuple) -> None:
         size = footprint(reply) + ENTRY_OVERHEAD
         self._replies[key] = (reply, size, where)
         stream.seqs[key[1]] = None
@@ -169,7 +171,7 @@ class OnceLog:
         if seq >= stream.floor:
             self._advance(stream, seq + 1)
 
-    def _forget(self, key: Hashable) -> None:
+    def _forget(self, key: _Key) -> None:
         entry = self._replies.pop(key, None)
         if entry is not None:
             self.nbytes -= entry[1]

@@ -84,11 +84,12 @@ class ServerConnection(Peer):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self.transport.pause_reading()
+        if self.transport is not None:  # (it is: the transport calls this)
+            self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def on_protocol_error(self, err: ProtocolError) -> None:
