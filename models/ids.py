@@ -34,13 +34,14 @@ class UnknownIdError(ConfigError, KeyError):
     """Ids the model was not fitted on; `ids` lists them (each once), `kind` says whether
     they are user or item ids."""
 
-    def __init__(self, kind: str, unknown: Sequence[Any], known: int) -> None:
+    def __init__(self, kind: str, unknown: Sequence[Any], known: int,
+                 fix: str | None = None) -> None:
         self.kind, self.ids = kind, list(unknown)
         named = ", ".join(repr(x) for x in self.ids[:SHOWN])
         more = f" and {len(self.ids) - SHOWN} more" if len(self.ids) > SHOWN else ""
         super().__init__(f"unknown {kind} id(s) {named}{more}: the model knows the {known} "
-                         f"{kind}s it was fitted on; fit (or fit_partial) with interactions "
-                         f"of these {kind}s first")
+                         f"{kind}s it was fitted on; "
+                         + (fix or f"fit it on interactions of these {kind}s first"))
 
     def __str__(self) -> str:  # KeyError's would quote the message
         return str(self.args[0])

@@ -4,7 +4,7 @@ A model is a subclass of `Model` registered under the entry-point group
 `psframework.models`; the entry point's name is the model type users ask for:
 
     [project.entry-points."psframework.models"]
-    fmpair = "models.fmpair.plugin:FMPairModel"
+    fmpair = "models.fmpair.plugin:FMPairPlugin"
 
 The master calls `tables()` to learn what to allocate and where. Each shard makes one
 instance per hosted model and runs the methods marked `@udf` when a client calls them
@@ -16,7 +16,7 @@ code sent over the wire.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, ClassVar, Mapping
 
 from psframework.errors import ConfigError, UnknownModelError
@@ -139,9 +139,10 @@ class Tables(Model):
         return self._tables
 
 
-def model_types() -> dict[str, type[Model]]:
-    """Every installed model type: the built-in `tables` plus registered plugins."""
-    found: dict[str, type[Model]] = {"tables": Tables}
+def model_types() -> dict[str, type[Model] | EntryPoint]:
+    """Every installed model type: the built-in `tables` plus registered plugins (their
+    entry points, not loaded yet)."""
+    found: dict[str, type[Model] | EntryPoint] = {"tables": Tables}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep)  # loaded on demand by model_type()
     return found

@@ -1,11 +1,14 @@
 """`LocalFMPair`: train FMPair on the parameter server from plain Python, LightFM-style.
 
-    model = LocalFMPair(dims=32, loss="warp", epochs=10).fit(train)
-    ids, scores = model.recommend([0, 1, 2], k=10)
+    model = LocalFMPair(dims=32, loss="warp", epochs=10).fit(train)   # matrix or ids
+    ids, scores = model.recommend(["ann", "bob"], k=10)
+    model.fit_partial(more, epochs=2)                                  # continue training
 
 `fit` runs on the cluster at `master`, or by default on an embedded LocalCluster (its
-servers threads of this process) that it starts and stops itself; afterwards the parameters are pulled into the estimator, so
-`recommend`, `predict`, `save` and `load` need no parameter server.
+servers threads of this process) that it starts and stops itself; afterwards the
+parameters are pulled into the estimator, so `recommend`, `predict`, `similar_items`,
+`save` and `load` need no parameter server. Which interactions are positives, and their
+weights in the loss, is `positives` (docs/fmpair.md, "Inputs").
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,10 +27,119 @@ from models.fmpair.features import FeatureSpace
 from models.fmpair.sampling import NegativeSampler
 from models.fmpair.spec import SPEC
 from models.fmpair.worker import EpochStats, Trainer
+from models.ids import IdMap, Interactions
 from models.recommender import LocalRecommender
 
-__all__ = ["LocalFMPair"]
+__all__ = ["LocalFMPair", "positives"]
 
+
+def positives(data: Interactions, threshold: float | None, sample_weight: Any = None,
+              matrix: Any = None, frame: Any = None) -> sp.csr_matrix:
+    """The training matrix: users × items, each positive's weight in the loss stored.
+
+    Positives: with `threshold`, the interactions whose value is >= threshold; without,
+    a matrix's stored nonzero entries (its values only select: LightFM's rule; negative
+    values need a threshold), or every row of (users, items) columns, or of (users, items,
+    weights) columns those with weight > 0. Weights: `sample_weight` (a sparse matrix with
+    the same stored entries as the `matrix` interactions, or one value per row, or the
+    name of a column of the DataFrame `frame`), else the third column when there is no
+    threshold, else 1. A weight-0 positive is left out; a pair given twice adds its
+    weights."""
+    values, n = data.values, data.users.size
+    weights = None
+    if sample_weight is not None:
+        weights = _sample_weight(sample_weight, n, matrix, frame)
+    if threshold is not None:
+        if values is None:
+            raise ConfigError("threshold selects positives by their values, and these "
+                              "interactions have none: pass (users, items, values), a "
+                              "matrix, or a DataFrame with value_col=; or threshold=None")
+        keep = values >= threshold
+    elif matrix is not None:
+        negative = np.flatnonzero(values < 0)
+        if negative.size:
+            t = negative[0]
+            raise ConfigError(f"interactions holds negative values (e.g. {values[t]} at "
+                              f"({data.users[t]}, {data.items[t]})): set threshold= to say "
+                              f"which entries are positives")
+        keep = values != 0
+    else:
+        if values is not None:
+            if weights is not None:
+                raise ConfigError("weights given twice, as the third column and as "
+                                  "sample_weight: pass one (or set threshold=, to read the "
+                                  "third column as ratings)")
+            weights = values
+        keep = np.ones(n, bool)
+    if weights is not None:
+        bad = np.flatnonzero(weights < 0)
+        if bad.size:
+            raise ConfigError(f"weights must be >= 0, row {int(bad[0])} has "
+                              f"{weights[bad[0]]}")
+        keep &= weights > 0
+    w = np.ones(int(keep.sum()), np.float32) if weights is None else weights[keep]
+    train = sp.csr_matrix((w.astype(np.float32), (data.users[keep], data.items[keep])),
+                          shape=data.shape)
+    train.sum_duplicates()
+    train.eliminate_zeros()
+    if train.nnz == 0:
+        raise ConfigError("interactions has no positives to train on"
+                          + (f" (none has a value >= threshold={threshold})"
+                             if threshold is not None else ""))
+    return train
+
+
+def _sample_weight(sample_weight: Any, n: int, matrix: Any, frame: Any) -> np.ndarray:
+    """One weight per interaction, in the order `models.ids.interactions` reads them."""
+    if isinstance(sample_weight, str):
+        if frame is None or sample_weight not in frame.columns:
+            raise ConfigError(f"sample_weight {sample_weight!r} names no column of the "
+                              f"interactions (a column name needs a DataFrame)")
+        sample_weight = frame[sample_weight].to_numpy()
+    if sp.issparse(sample_weight):
+        if matrix is None:
+            raise ConfigError("a sparse sample_weight needs sparse interactions of its shape; "
+                              "give one weight per row otherwise")
+        ours, theirs = sp.csr_matrix(matrix), sp.csr_matrix(sample_weight, dtype=np.float64)
+        for m in (ours, theirs):
+            m.sum_duplicates()
+            m.sort_indices()
+        if ours.shape != theirs.shape or not (np.array_equal(ours.indptr, theirs.indptr)
+                                              and np.array_equal(ours.indices, theirs.indices)):
+            raise ConfigError(f"sample_weight must have the stored entries of interactions "
+                              f"(LightFM's rule): shapes {theirs.shape} and {ours.shape}, "
+                              f"{theirs.nnz} and {ours.nnz} entries")
+        sample_weight = theirs.data
+    elif matrix is not None:
+        raise ConfigError("with a matrix of interactions, sample_weight must be a sparse "
+                          "matrix with the same stored entries (LightFM's rule)")
+    weights = np.asarray(sample_weight, np.float64).ravel()
+    if weights.size != n:
+        raise ConfigError(f"sample_weight needs one weight per interaction ({n}), got "
+                          f"{weights.size}")
+    if not np.isfinite(weights).all():
+        raise ConfigError("sample_weight must be finite numbers")
+    return weights
+
+
+async def _assign(client: AsyncClient, name: str, table: str, rows: np.ndarray,
+                  values: np.ndarray) -> None:
+    """Set rows of an added-to table to `values` exactly: its initial values are taken
+    away (x + (-x) is exactly 0), then `values` added."""
+    await client.push_rows(name, table, rows, -await client.pull_rows(name, table, rows))
+    await client.push_rows(name, table, rows, values)
+
+
+def _state(model: "LocalFMPair") -> dict[str, np.ndarray]:
+    """What save keeps beside the parameters, when the model has it: its ids, AdaGrad
+    accumulators and random generator (for fit_partial)."""
+    out = {name: getattr(model, name + "_") for name in ("factors_acc", "linear_acc")
+           if getattr(model, name + "_", None) is not None}
+    if model.ids_ is not None:
+        out["ids"] = np.array(json.dumps(model.ids_.to_lists()))
+    if getattr(model, "rng_state_", None) is not None:
+        out["rng_state"] = np.array(json.dumps(model.rng_state_))
+    return out
 
 
 class LocalFMPair(LocalRecommender):
@@ -43,49 +156,107 @@ class LocalFMPair(LocalRecommender):
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, user_features=None, item_features=None,
-            sampling_attribute=None, context_features=None) -> "LocalFMPair":
-        """Train on a users × items matrix of positives (any nonzero is a positive).
+            sampling_attribute=None, context_features=None, *, sample_weight=None,
+            user_col: str = "user", item_col: str = "item",
+            value_col: str | None = None) -> "LocalFMPair":
+        """Train afresh on `interactions`: a users × items matrix, (users, items[,
+        values]) columns, a list of (user, item[, value]) rows or a DataFrame (columns
+        user_col, item_col and value_col), with any hashable ids (`models.ids`).
+        Positives and their weights: `positives` (threshold, sample_weight).
 
-        user_features / item_features: one row per user / item (default: identity).
-        sampling_attribute: one value per item (e.g. artist); negatives sharing a value
+        user_features / item_features: one row per user / item row (default: identity).
+        sampling_attribute: one value per item row (e.g. artist); negatives sharing a value
         with any of the user's positives are rejected. context_features: one row per
-        positive, in the row-major order of `interactions` (e.g. the previous item)."""
+        positive, in the row-major order of the training matrix (e.g. the previous item)."""
         self._validate()
-        train = sp.csr_matrix(interactions, dtype=np.float32)
-        train.data[:] = 1.0
-        train.eliminate_zeros()
-        if train.nnz == 0:
-            raise ConfigError("interactions has no positives to train on")
+        data = self._read(interactions, False, "fit", user_col=user_col, item_col=item_col,
+                          value_col=value_col)
+        train = self._positives(data, sample_weight, interactions)
         space = FeatureSpace.build(*train.shape, user_features, item_features,
                                    context_features, train.nnz)
-        sampler = NegativeSampler(train, self.sampler, self.rho, self.filter_seen,
-                                  sampling_attribute)
-        self.history_ = self._on_cluster(lambda master: self._fit(master, space, train,
-                                                                   sampler))
-        self.space_, self.train_ = space, train
+        for name in ("factors_", "linear_", "factors_acc_", "linear_acc_", "rng_state_"):
+            self.__dict__.pop(name, None)
+        self.history_ = []
+        self._train(space, train, sampling_attribute, self.epochs)
+        self.space_, self.train_, self.ids_ = space, train, data.ids
         return self
 
+    def fit_partial(self, interactions, epochs: int | None = None, *,
+                    sampling_attribute=None, context_features=None, sample_weight=None,
+                    user_col: str = "user", item_col: str = "item",
+                    value_col: str | None = None) -> "LocalFMPair":
+        """Continue training the fitted model on `interactions` (any form `fit` takes) for
+        `epochs` (default: the epochs hyper-parameter): the factors, linear weights,
+        AdaGrad accumulators and the random generator go on where they stopped, so
+        fit(epochs=a) then fit_partial(same, epochs=b) trains as fit(epochs=a + b) does.
+        The users and items must be ones fit saw (UnknownIdError otherwise; fit anew to
+        add others); the features stay fit's."""
+        self._fitted()
+        self._validate()
+        epochs = self.epochs if epochs is None else SPEC["epochs"].check(
+            epochs, "fit_partial epochs")
+        data = self._read(interactions, True, "fit_partial", user_col=user_col,
+                          item_col=item_col, value_col=value_col)
+        train = self._positives(data, sample_weight, interactions)
+        old = self.space_
+        space = FeatureSpace.build(*train.shape, old.user, old.item, context_features,
+                                   train.nnz)
+        if space.n_features != self.factors_.shape[0] or self.dims != self.factors_.shape[1]:
+            raise ConfigError(f"fit_partial continues a model of {self.factors_.shape[0]} "
+                              f"features × {self.factors_.shape[1]} dims; these inputs make "
+                              f"{space.n_features} × {self.dims} (context_features, when "
+                              f"fit had them, must have fit's width; dims must not change)")
+        self._train(space, train, sampling_attribute, epochs)
+        seen = train if self.train_ is None else self.train_ + train
+        self.train_ = sp.csr_matrix(seen.astype(bool), dtype=np.float32)
+        return self
+
+    def _positives(self, data: Interactions, sample_weight: Any, raw: Any) -> sp.csr_matrix:
+        import pandas as pd
+        matrix = raw if sp.issparse(raw) or (isinstance(raw, np.ndarray) and raw.ndim == 2) \
+            else None
+        return positives(data, self.threshold, sample_weight, matrix,
+                         raw if isinstance(raw, pd.DataFrame) else None)
+
+    def _train(self, space: FeatureSpace, train: sp.csr_matrix, sampling_attribute,
+               epochs: int) -> None:
+        sampler = NegativeSampler(train, self.sampler, self.rho, self.filter_seen,
+                                  sampling_attribute)
+        self.history_ += self._on_cluster(lambda master: self._fit(master, space, train,
+                                                                    sampler, epochs))
+
     async def _fit(self, master: str, space: FeatureSpace, train: sp.csr_matrix,
-                   sampler: NegativeSampler) -> list[EpochStats]:
+                   sampler: NegativeSampler, epochs: int) -> list[EpochStats]:
         name = f"fmpair-{uuid.uuid4().hex[:12]}"
         config = {"n_features": space.n_features, **SPEC.plugin_values(self.get_params())}
+        tables = {"factors": "factors_", "linear": "linear_"}
+        if self.optimizer == "adagrad":
+            tables.update(factors_acc="factors_acc_", linear_acc="linear_acc_")
         async with AsyncClient(master) as client:
             await client.create_model(name, "fmpair", config)
             try:
+                every = np.arange(space.n_features)
+                for table, attr in tables.items():  # fit_partial: go on from here
+                    if getattr(self, attr, None) is not None:
+                        await _assign(client, name, table, every, getattr(self, attr))
                 trainer = Trainer(client, name, space, train, sampler, loss=self.loss,
                                   batch_size=self.batch_size, num_negatives=self.num_negatives,
                                   concurrent_batches=self.concurrent_batches, seed=self.seed)
-                history = await self._epochs(trainer, train.nnz)
-                every = np.arange(space.n_features)
-                self.factors_ = await client.pull_rows(name, "factors", every)
-                self.linear_ = await client.pull_rows(name, "linear", every)
+                if getattr(self, "rng_state_", None) is not None:
+                    trainer.rng.bit_generator.state = self.rng_state_
+                history = await self._epochs(trainer, train.nnz, epochs)
+                self.rng_state_ = trainer.rng.bit_generator.state
+                for table, attr in tables.items():
+                    setattr(self, attr, await client.pull_rows(name, table, every))
             finally:
                 await client.destroy(name)
         return history
 
-    async def _epochs(self, trainer: Trainer, positives: int) -> list[EpochStats]:
-        bar = self._bar(self.epochs * positives, "pairs", "fmpair")
+    async def _epochs(self, trainer: Trainer, positives: int, epochs: int
+                      ) -> list[EpochStats]:
+        bar = self._bar(epochs * positives, "pairs", "fmpair")
         history = []
+        first = len(self.history_)
         started = time.perf_counter()
         seen = {"pairs": 0, "loss": 0.0, "counted": 0}
 
@@ -99,7 +270,7 @@ class LocalFMPair(LocalRecommender):
                 bar.set_postfix(loss=f"{seen['loss'] / max(seen['counted'], 1):.4f}",
                                 pairs_s=f"{rate:,.0f}", refresh=False)
         try:
-            for epoch in range(self.epochs):
+            for epoch in range(first, first + epochs):
                 seen.update(loss=0.0, counted=0)
                 stats = await trainer.epoch(epoch, on_batch)
                 history.append(stats)
@@ -110,14 +281,24 @@ class LocalFMPair(LocalRecommender):
                 bar.close()
         return history
 
-    # -- scoring -------------------------------------------------------------------------
+    # -- scoring (rows; the caller's ids go through LocalRecommender) -------------------
     def _fitted(self) -> None:
         if not hasattr(self, "factors_"):
             raise ConfigError("this LocalFMPair is not fitted yet; call fit() or load()")
 
+    def _shape(self) -> tuple[int, int]:
+        return self.space_.n_users, self.space_.n_items
+
+    def _user_side(self, rows, context=None) -> tuple[np.ndarray, None]:
+        return self.user_representations(rows, context), None
+
+    def _item_side(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.item_representations()
+
     def user_representations(self, users=None, context=None) -> np.ndarray:
         """Σ_g x_g v_g over each user's features, plus its row of `context` if given
-        (len(users) × n_context_features, e.g. the item just played)."""
+        (len(users) × n_context_features, e.g. the item just played). users: rows
+        (`ids.user_index(ids)`), default every user."""
         self._fitted()
         space = self.space_
         u = space.user if users is None else space.user[np.asarray(users)]
@@ -131,84 +312,36 @@ class LocalFMPair(LocalRecommender):
         return reps
 
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Σ_f x_f v_f, Σ_f x_f w_f) for every item."""
+        """(Σ_f x_f v_f, Σ_f x_f w_f) for every item row."""
         self._fitted()
         own = slice(self.space_.item_offset, None)
         item = self.space_.item
         return np.asarray(item @ self.factors_[own]), np.asarray(item @ self.linear_[own]).ravel()
 
     def predict(self, users, items, context=None) -> np.ndarray:
-        """score(users[i], items[i]) for each i (with context row i, if given)."""
-        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-        if users.shape != items.shape:
-            raise ConfigError("users and items must have the same length")
-        return self.pair_scores(self.user_representations(users, context), items,
-                                *self.item_representations())
+        """score(users[t], items[t]) for each t (ids; with context row t, if given)."""
+        return super().predict(users, items, context=context)
 
     @staticmethod
     def pair_scores(reps: np.ndarray, items: np.ndarray, vectors: np.ndarray,
                     bias: np.ndarray) -> np.ndarray:
-        """score(reps[i], items[i]) from item_representations() computed once (callers
-        scoring many batches reuse them)."""
+        """score(reps[i], item rows[i]) from item_representations() computed once
+        (callers scoring many batches reuse them)."""
         return (reps * vectors[items]).sum(axis=1) + bias[items]
 
-    def recommend(self, users=None, k: int = 10, filter_seen: bool = True, context=None,
-                  exclude=None, filter_items=None) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k items for each user (default: every user): (ids, scores), both
-        len(users) × k, best first, equal scores by lower item id. filter_seen leaves out
-        the user's training items, `exclude` (len(users) × items, sparse) further items per
-        user and `filter_items` (item ids) items for everyone. Left-out items score -inf
-        (they come last, only when fewer than k others remain). Scored in blocks of
-        bounded memory (`models.recommend.top_k`)."""
-        self._fitted()
-        n_users, n_items = self.space_.n_users, self.space_.n_items
-        users = np.arange(n_users) if users is None else np.atleast_1d(
-            np.asarray(users, np.int64))
-        vectors, bias = self.item_representations()
-        skip = self._left_out(users, filter_seen, exclude, self.train_)
-        if filter_items is not None:
-            items = np.unique(np.asarray(filter_items, np.int64))
-            if items.size and (items[0] < 0 or items[-1] >= n_items):
-                raise ConfigError(f"filter_items must be item ids in [0, {n_items})")
-            bias = bias.copy()
-            bias[items] = -np.inf  # left out for everyone, at no cost per user
-        return self._top_k(self.user_representations(users, context), vectors, k,
-                           target_bias=bias, exclude=skip, unit="users")
-
-    def recommend_users(self, items=None, k: int = 10, filter_seen: bool = True
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k users for each item (default: every item), scored as `predict` does
-        (without context): (user ids, scores), both len(items) × k, best first.
-        filter_seen leaves out the users who had the item in training."""
-        self._fitted()
-        items = np.arange(self.space_.n_items) if items is None else np.atleast_1d(
-            np.asarray(items, np.int64))
-        vectors, bias = self.item_representations()
-        train = None if self.train_ is None else self.train_.T.tocsr()
-        skip = self._left_out(items, filter_seen, None, train)
-        return self._top_k(vectors[items], self.user_representations(), k,
-                           query_bias=bias[items], exclude=skip, unit="items")
-
-    @staticmethod
-    def _left_out(rows: np.ndarray, filter_seen: bool, exclude, train) -> sp.csr_matrix | None:
-        skip = []
-        if filter_seen:
-            if train is None:
-                raise ConfigError("this model holds no training matrix to filter_seen by; "
-                                  "pass filter_seen=False and the items to leave out as exclude")
-            skip.append(train[rows])
-        if exclude is not None:
-            exclude = sp.csr_matrix(exclude)
-            if exclude.shape[0] != rows.size:
-                raise ConfigError(f"exclude needs one row per user asked for ({rows.size}), "
-                                  f"got {exclude.shape[0]}")
-            skip.append(exclude)
-        return sum(skip[1:], skip[0]).tocsr() if skip else None
+    def recommend(self, users=None, k: int = 10, *, filter_seen: bool = True,
+                  filter_items=None, exclude=None, items=None, context=None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """`LocalRecommender.recommend`, each user's representation with its row of
+        `context` when given (len(users) × n_context_features)."""
+        return super().recommend(users, k, filter_seen=filter_seen, filter_items=filter_items,
+                                 exclude=exclude, items=items, context=context)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Parameters, feature space and training matrix (if it holds one) in one .npz
-        file."""
+        """Parameters, feature space, ids, training matrix (if it holds one) and what
+        fit_partial goes on from, in one .npz file (ids must be JSON's: str, int,
+        float)."""
         self._fitted()
         space = self.space_
         context = space.context[:0] if space.context is not None else sp.csr_matrix((0, 0))
@@ -221,7 +354,8 @@ class LocalFMPair(LocalRecommender):
         arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, factors=self.factors_, linear=self.linear_,
-                     params=np.array(json.dumps(self.get_params())), **arrays)
+                     params=np.array(json.dumps(self.get_params())),
+                     **_state(self), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalFMPair":
@@ -231,6 +365,13 @@ class LocalFMPair(LocalRecommender):
                                      shape=tuple(f[f"{n}_shape"]))
                     for n in ("user", "item", "train", "context") if f"{n}_shape" in f}
             model.factors_, model.linear_ = f["factors"], f["linear"]
+            for name in ("factors_acc", "linear_acc"):
+                if name in f:
+                    setattr(model, name + "_", f[name])
+            if "ids" in f:
+                model.ids_ = IdMap.from_lists(json.loads(str(f["ids"])))
+            if "rng_state" in f:
+                model.rng_state_ = json.loads(str(f["rng_state"]))
         context = mats["context"] if mats["context"].shape[1] else None
         model.space_ = FeatureSpace(mats["user"], mats["item"], context)
         model.train_ = mats.get("train")

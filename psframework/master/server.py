@@ -70,7 +70,7 @@ class Master:
         self._rotation = 0
         self._tls = settings.client_tls()
         self._conns: dict[str, ClientConnection] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # failovers, probes, checkpoints running
         self.failover = Failover(self)
@@ -305,7 +305,7 @@ class Master:
         errors = [r for r in replies if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-        return replies
+        return [r for r in replies if isinstance(r, Message)]  # all of them, now
 
     async def _drop(self, entry: ModelEntry) -> None:
         """Destroy `entry`'s partitions on its live shards, best effort."""

@@ -73,7 +73,7 @@ class Shard(Copies):
         self._warm: asyncio.Future | None = None  # the built-in kernels, loading
         self.memory_limit = settings.memory_limit if settings.memory_limit is not None else \
             int(memory.physical_memory() * memory.DEFAULT_SHARE)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._master: ClientConnection | None = None
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -150,6 +150,7 @@ class Shard(Copies):
                 await asyncio.sleep(0.05)
 
     async def _register(self) -> None:
+        assert self.settings.master is not None  # a shard registers only when it has one
         host, port = parse_address(self.settings.master)
         s = self.settings
         self._master = await connect(host, port, limits=s.limits, secret=s.secret_bytes,

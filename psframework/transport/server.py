@@ -184,7 +184,7 @@ async def serve(handler: Handler, host: str, port: int, *, limits: Limits,
                 secret: bytes | None, name: Callable[[], str], traffic: Traffic | None = None,
                 handshake_timeout: float = 10.0, max_connections: int = 1024,
                 ssl_context: ssl.SSLContext | None = None,
-                sock: socket.socket | None = None) -> asyncio.AbstractServer:
+                sock: socket.socket | None = None) -> asyncio.Server:
     """Listen on host:port — or on `sock`, a socket listening already (one a parent
     process bound and handed down) — over TLS with `ssl_context`. `name()` is the server's
     current name, reported in handshakes and errors; `traffic` adds up what all its
