@@ -86,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):  # explicit: SIGINT may have been
             signal.signal(sig, _interrupt)           # ignored by whoever started us
         try:
-            while cluster.master_process.poll() is None:
+            while cluster.master_process is not None and cluster.master_process.poll() is None:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass

@@ -158,8 +158,11 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
     if config_file is not None:
         if not Path(config_file).is_file():
             raise ConfigError(f"config file {config_file} does not exist")
-        cls = type("FileSettings", (Settings,), {
-            "model_config": SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})})
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config,
+                                                 "toml_file": config_file})
+        cls = FileSettings
     try:
         return cls(**flags)
     except ValidationError as e:

@@ -60,7 +60,7 @@ async def _serve(role: str, settings: Settings, watch_stdin: bool,
     allow_connections(settings.max_connections)
     server = Master(settings, listen_fd) if role == "master" else Shard(settings)
     address = await server.start()
-    name = "master" if role == "master" else f"shard {server.name}"
+    name = "master" if isinstance(server, Master) else f"shard {server.name}"
     print(f"psframework {name} listening on {address}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -149,7 +149,7 @@ class ServerThread:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and wait (up to `timeout` seconds) for the thread to end."""
-        if self._loop is not None and self._thread.is_alive():
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
             try:
                 self._loop.call_soon_threadsafe(self._stop.set)
             except RuntimeError:  # the loop closed meanwhile

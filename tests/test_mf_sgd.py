@@ -369,8 +369,8 @@ def test_bad_params_are_refused_before_anything_starts(no_cluster, bad, match, m
 @pytest.mark.parametrize("users,items,ratings", [
     ([0, 1, 2], [0, 1], [1.0, 2.0, 3.0]),        # lengths differ
     ([0, 1, 2], [0, 1, 2], [1.0, 2.0]),
-    ([0, -1, 2], [0, 1, 2], [1.0, 2.0, 3.0]),    # negative ids
-    ([0, 1, 2], [0, 1, -3], [1.0, 2.0, 3.0])])
+    ([0, None, 2], [0, 1, 2], [1.0, 2.0, 3.0]),  # a missing id (any other id is a label)
+    ([0, 1, 2], [0, 1, 2], [1.0, np.nan, 3.0])])
 def test_bad_data_is_refused_before_anything_starts(no_cluster, users, items, ratings):
     with pytest.raises(ConfigError):
         LocalMFSGD(show_progress=False).fit(np.array(users), np.array(items), np.array(ratings))

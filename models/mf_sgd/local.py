@@ -1,8 +1,8 @@
 """`LocalMFSGD`: matrix factorization of explicit ratings by SGD on the parameter server,
 from plain Python, Surprise-style.
 
-    model = LocalMFSGD(rank=50, epochs=20).fit(users, items, ratings, valid=(vu, vi, vr))
-    model.predict(users, items); ids, scores = model.recommend([0, 1], k=10)
+    model = LocalMFSGD(rank=50, epochs=20).fit((users, items, ratings), valid=(vu, vi, vr))
+    model.predict(users, items); ids, scores = model.recommend(["ann", "bob"], k=10)
 
 r(u, i) ≈ μ + b_u + b_i + ⟨w_u, h_i⟩. The item side (H, b_i) lives on the parameter
 server; `num_workers` workers in this process (threads running GIL-free kernels, the
@@ -30,25 +30,22 @@ from psframework import AsyncClient, ConfigError
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.spec import SPEC
 from models.mf_sgd.worker import Worker, block_edges, pull_item_side, push_item_side
+from models.ids import IdMap, interactions as read_interactions
 from models.recommender import LocalRecommender
 
 __all__ = ["LocalMFSGD"]
 
 
 
-def _ratings(users, items, ratings, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    users, items = np.asarray(users), np.asarray(items)
-    ratings = np.asarray(ratings, np.float64)
-    if not (users.ndim == items.ndim == ratings.ndim == 1
-            and users.size == items.size == ratings.size):
-        raise ConfigError(f"{what}: users, items and ratings must be 1-d of one length, got "
-                          f"{users.shape}, {items.shape}, {ratings.shape}")
-    for name, ids in (("users", users), ("items", items)):
-        if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0):
-            raise ConfigError(f"{what}: {name} must be integer ids >= 0 (index them first)")
-    if not np.isfinite(ratings).all():
-        raise ConfigError(f"{what}: ratings must be finite numbers")
-    return users.astype(np.int64), items.astype(np.int64), ratings
+def interactions_like(valid, ids: IdMap, user_col: str, item_col: str, value_col: str):
+    """Validation ratings as rows of the fitted map (-1 for ids fit has not seen)."""
+    v = read_interactions(valid, user_col=user_col, item_col=item_col,
+                          value_col=value_col, what="valid")
+    if v.values is None:
+        raise ConfigError("valid needs a rating per interaction: (users, items, ratings)")
+    v.users = ids.user_index(v.ids.user_ids(v.users), strict=False)
+    v.items = ids.item_index(v.ids.item_ids(v.items), strict=False)
+    return v
 
 
 class LocalMFSGD(LocalRecommender):
@@ -61,16 +58,29 @@ class LocalMFSGD(LocalRecommender):
     SPEC = SPEC
 
     # -- training ------------------------------------------------------------------------
-    def fit(self, users, items, ratings, valid=None) -> "LocalMFSGD":
-        """Train on ratings[t] of (users[t], items[t]); `valid` = (users, items, ratings)
-        scored after every epoch."""
+    def fit(self, interactions, items=None, ratings=None, *, valid=None,
+            user_col: str = "user", item_col: str = "item",
+            value_col: str = "rating") -> "LocalMFSGD":
+        """Train afresh on ratings: (users, items, ratings) columns, a list of (user, item,
+        rating) rows, a users × items matrix of them or a DataFrame (columns user_col,
+        item_col, value_col), with any hashable ids (`models.ids`); fit(users, items,
+        ratings) is the same as fit((users, items, ratings)). `valid`: ratings in any of
+        these forms, scored after every epoch (pairs fit has not seen are predicted from
+        μ and the known biases, as Surprise does)."""
         self._validate()
-        users, items, ratings = _ratings(users, items, ratings, "fit")
-        if users.size == 0:
+        if items is not None or ratings is not None:
+            interactions = (interactions, items, ratings)
+        data = self._read(interactions, False, "fit", user_col=user_col, item_col=item_col,
+                          value_col=value_col)
+        if data.values is None:
+            raise ConfigError("fit needs a rating per interaction: (users, items, ratings)")
+        if data.users.size == 0:
             raise ConfigError("fit: there are no ratings to train on")
         if valid is not None:
-            valid = _ratings(*valid, "valid")
-        n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+            v = interactions_like(valid, data.ids, user_col, item_col, value_col)
+            valid = (v.users, v.items, v.values)
+        users, items, ratings = data.users, data.items, data.values
+        n_users, n_items = data.shape
         self.global_mean_ = float(ratings.mean()) if self.biases else 0.0
         rng = np.random.default_rng(self.seed)
         self.user_factors_ = rng.normal(0, self.init_std, (n_users, self.rank)).astype(np.float32)
@@ -81,6 +91,7 @@ class LocalMFSGD(LocalRecommender):
         self.train_ = sp.csr_matrix((np.ones(users.size, np.float32), (users, items)),
                                     shape=(n_users, n_items))
         self.train_.data[:] = 1.0
+        self.ids_ = data.ids
         return self
 
     async def _fit(self, master: str, users, items, ratings, valid, start) -> None:
@@ -151,7 +162,7 @@ class LocalMFSGD(LocalRecommender):
         """RMSE over (users, items, ratings) with these item parameters; pairs with an
         unknown user or item are predicted as `predict` does."""
         users, items, r = ratings
-        known = (users < self.user_factors_.shape[0]) & (items < H.shape[0])
+        known = (users >= 0) & (items >= 0)
         sse = squared_errors(users[known], items[known], r[known], self.user_factors_,
                              self.user_bias_, H, bi, self.global_mean_, self.biases)
         if not known.all():
@@ -164,43 +175,40 @@ class LocalMFSGD(LocalRecommender):
         if not hasattr(self, "item_factors_"):
             raise ConfigError("this LocalMFSGD is not fitted yet; call fit() or load()")
 
+    def _shape(self) -> tuple[int, int]:
+        return self.user_factors_.shape[0], self.item_factors_.shape[0]
+
+    def _user_side(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        return (self.user_factors_[rows],
+                self.user_bias_[rows].astype(np.float64) + self.global_mean_)
+
+    def _item_side(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.item_factors_, self.item_bias_
+
     def _fallback(self, users: np.ndarray, items: np.ndarray, bi: np.ndarray) -> np.ndarray:
-        """μ plus whichever biases are known (Surprise's rule for unknown ids)."""
+        """μ plus whichever biases are known (rows -1: unknown; Surprise's rule)."""
         out = np.full(users.size, self.global_mean_)
         if self.biases:
-            ku = users < self.user_bias_.size
-            ki = items < bi.size
+            ku, ki = users >= 0, items >= 0
             out[ku] += self.user_bias_[users[ku]]
             out[ki] += bi[items[ki]]
         return out
 
     def predict(self, users, items) -> np.ndarray:
-        """The rating predicted for each (users[t], items[t]); an unknown user or item
-        gets μ plus the biases that are known, as Surprise does."""
+        """The rating predicted for each (users[t], items[t]) (ids); an id fit did not
+        see gets μ plus the biases that are known, as Surprise does (recommend and
+        similar_* raise UnknownIdError instead)."""
         self._fitted()
-        users, items, _ = _ratings(users, items, np.zeros(np.size(users)), "predict")
-        out = self._fallback(users, items, self.item_bias_)
-        known = np.flatnonzero((users < self.user_factors_.shape[0])
-                               & (items < self.item_factors_.shape[0]))
-        out[known] += np.einsum("nd,nd->n", self.user_factors_[users[known]].astype(np.float64),
-                                self.item_factors_[items[known]].astype(np.float64))
+        rows = self.ids.user_index(users, strict=False)
+        columns = self.ids.item_index(items, strict=False)
+        if rows.shape != columns.shape:
+            raise ConfigError(f"predict: users and items must have one length, got "
+                              f"{rows.size} and {columns.size}")
+        out = self._fallback(rows, columns, self.item_bias_)
+        known = np.flatnonzero((rows >= 0) & (columns >= 0))
+        out[known] += np.einsum("nd,nd->n", self.user_factors_[rows[known]].astype(np.float64),
+                                self.item_factors_[columns[known]].astype(np.float64))
         return out
-
-    def recommend(self, users=None, k: int = 10, filter_seen: bool = True
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """The top-k items by predicted rating for each user (default: every user):
-        (ids, scores), best first, equal scores by lower item id; filter_seen leaves out
-        the user's rated items (they come last, only if fewer than k others remain)."""
-        self._fitted()
-        n_users = self.user_factors_.shape[0]
-        users = np.arange(n_users) if users is None else np.atleast_1d(
-            np.asarray(users, np.int64))
-        if users.size and (users.min() < 0 or users.max() >= n_users):
-            raise ConfigError(f"users must be ids in [0, {n_users})")
-        bias = self.user_bias_[users] + np.float32(self.global_mean_)
-        return self._top_k(self.user_factors_[users], self.item_factors_, k, "users",
-                           target_bias=self.item_bias_, query_bias=bias,
-                           exclude=self.train_[users] if filter_seen else None)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -213,6 +221,8 @@ class LocalMFSGD(LocalRecommender):
                      global_mean=np.array(self.global_mean_),
                      params=np.array(json.dumps(self.get_params())),
                      history=np.array(json.dumps(self.history_)),
+                     **({} if self.ids_ is None else
+                        {"ids": np.array(json.dumps(self.ids_.to_lists()))}),
                      **({} if self.train_ is None else {"train_indptr": self.train_.indptr,
                                                         "train_indices": self.train_.indices}))
 
@@ -230,4 +240,6 @@ class LocalMFSGD(LocalRecommender):
                 model.train_ = sp.csr_matrix((np.ones(indices.size, np.float32), indices,
                                               f["train_indptr"]), shape=shape)
             model.history_ = json.loads(str(f["history"]))
+            if "ids" in f:
+                model.ids_ = IdMap.from_lists(json.loads(str(f["ids"])))
         return model
