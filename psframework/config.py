@@ -83,6 +83,12 @@ class Settings(BaseSettings):
                                               "checkpoint_dir; a model may set its own)")
     state_dir: Path | None = Field(None, description="where the master keeps its catalog, "
                                    "so that a restarted master knows the models and shards")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus "
+                                     "metrics over HTTP on this port (0: any free port; "
+                                     "None: no metrics endpoint); see docs/metrics.md")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint listens "
+                              "on (it has no authentication: it shows numbers and model "
+                              "names to whoever reaches it)")
     threads: int = Field(2, ge=1, description="shard threads for GIL-free UDFs")
     inline_below: int = Field(256 * 1024, ge=0, description="a threaded UDF whose request "
                               "arrays are smaller than this many bytes runs inline: the "

@@ -27,7 +27,9 @@ __all__ = ["Model", "ShardView", "udf", "model_types", "model_type", "ENTRY_POIN
 
 ENTRY_POINT_GROUP = "psframework.models"
 
-#: Ops every shard answers itself; a UDF may not take one of these names.
+#: Ops every shard answers itself, so a UDF may not take one of these names. The shard
+#: builds its dispatch table from this set (op "x" is its method `_x`): a built-in op
+#: missing here would not be dispatched at all, never shadow a plugin's op silently.
 BUILTIN_OPS = frozenset({
     "ping", "create", "destroy", "pull_rows", "pull_elems", "push_rows", "push_elems",
     "save", "load", "stats", "shutdown", "adopt", "backups", "copy_to", "fill",

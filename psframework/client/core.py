@@ -508,3 +508,11 @@ class AsyncClient:
                 for i, p in enumerate(parts)]
         await self._scatter(info, jobs, once=once, retry=idempotent)
         return replies
+
+    async def report(self, model: str, **values: float) -> None:
+        """Publish training gauges of `model`, e.g. `report("m", loss=0.31,
+        pairs_per_s=1.2e6)`: the master keeps the latest value of each name (at most 64
+        per model) until the model is destroyed, shows them in `psframework status` and
+        exports them as the Prometheus gauge psframework_training{model, name}. Names are
+        1-64 letters, digits or _.:-; values finite numbers (else ConfigError)."""
+        await self._master("report", model, {"values": values})

@@ -11,12 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from psframework.config import parse_address
 from psframework.errors import ConfigError, ProtocolError
 
-__all__ = ["Registration", "Heartbeat", "ShardStats", "Hosted", "parse"]
+__all__ = ["Registration", "Heartbeat", "ShardStats", "Hosted", "OpSummary", "TrainingReport",
+           "MAX_TRAINING_VALUES", "parse"]
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Count = Annotated[int, Field(ge=0, lt=1 << 63)]
 Small = Annotated[str, StringConstraints(max_length=256)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 MAX_ENTRIES = 65_536  # models hosted, ops counted: far more than any real shard has
+MAX_TRAINING_VALUES = 64  # training gauges kept per model
 
 
 class _Strict(BaseModel):
@@ -47,6 +50,21 @@ class ModelUsage(_Strict):
     parts: Annotated[list[Count], Field(max_length=MAX_ENTRIES)] = []
 
 
+class OpSummary(_Strict):
+    """One op's requests, as metrics.RequestTimes.summary gives them."""
+
+    count: Count = 0
+    rate: Seconds = 0.0  # requests per second, recently
+    mean: Seconds | None = None  # seconds
+    p50: Seconds | None = None
+    p99: Seconds | None = None
+
+
+class OnceWindow(_Strict):
+    entries: Count = 0
+    bytes: Count = 0
+
+
 class ShardStats(_Strict):
     """What a heartbeat reports; `psframework status` shows it."""
 
@@ -60,6 +78,18 @@ class ShardStats(_Strict):
     bytes_in: Count = 0
     bytes_out: Count = 0
     connections: Count = 0
+    requests: Annotated[dict[Small, OpSummary], Field(max_length=MAX_ENTRIES)] = {}
+    once: OnceWindow = OnceWindow()
+    rss: Count | None = None
+    metrics: Small | None = None  # HOST:PORT of its Prometheus endpoint
+
+
+class TrainingReport(_Strict):
+    """`report`: the latest values of a training loop's gauges for one model (loss,
+    pairs per second, ...), by name."""
+
+    values: Annotated[dict[Name, Annotated[float, Field(allow_inf_nan=False)]],
+                      Field(min_length=1, max_length=MAX_TRAINING_VALUES)]
 
 
 class Heartbeat(_Strict):

@@ -18,6 +18,11 @@ What it guarantees about its own state:
   else after `heartbeat_timeout` of silence; its partitions then fail over
   (master.failover). Models are checkpointed as asked (master.checkpoints), and the
   catalog is kept in `state_dir` for a restart (master.state).
+- `shutdown` stops the whole cluster: every live shard is told to stop, then the master
+  stops (`psframework stop`).
+- Training loops `report` gauges per model (loss, pairs/s, ...); the master keeps the
+  latest value of each, at most MAX_TRAINING_VALUES per model, until the model is
+  destroyed, and shows them in `status` and on its metrics endpoint (psframework.metrics).
 """
 
 from __future__ import annotations
@@ -39,14 +44,17 @@ from psframework.master.catalog import (
 )
 from psframework.master.checkpoints import Checkpoints
 from psframework.master.failover import Failover
-from psframework.master.messages import Heartbeat, Registration, parse
+from psframework.master.messages import (
+    MAX_TRAINING_VALUES, Heartbeat, Registration, TrainingReport, parse,
+)
 from psframework.master.saves import Saves, partitions
 from psframework.master.state import read_state, write_state
+from psframework.metrics import MetricsEndpoint, RequestTimes, resident_bytes
 from psframework.model import model_type
 from psframework.protocol import Message
 from psframework.storage import files
 from psframework.storage.table import TableSpec
-from psframework.transport import ClientConnection, connect, serve
+from psframework.transport import ClientConnection, Traffic, connect, serve
 from psframework.transport.once import OnceLog
 
 log = logging.getLogger("psframework.master")
@@ -54,7 +62,7 @@ log = logging.getLogger("psframework.master")
 __all__ = ["Master", "METADATA_FILE"]
 
 METADATA_FILE = files.MANIFEST
-READS = ("ping", "lookup", "status", "heartbeat")
+READS = ("ping", "lookup", "status", "heartbeat", "report")
 PROBE_TIMEOUT = 0.5  # seconds to wait for a shard's port to accept a connection
 PROBES = (0.0, 0.05, 0.15, 0.3)  # pauses before each look at a shard whose connection dropped
 
@@ -80,13 +88,21 @@ class Master:
         self._installing: set[str] = set()  # uids being created or loaded right now
         self._admitting = asyncio.Semaphore(16)  # registrations checked at once
         self.once = OnceLog(settings.dedup_window, settings.dedup_bytes, reads=READS)
-        self.handle = self.once.wrap(self._dispatch)
         self._ops = {
             "ping": self._ping, "register": self._register, "heartbeat": self._heartbeat,
             "create_model": self._create_model, "lookup": self._lookup, "destroy": self._destroy,
             "save": self._save, "load": self._load, "status": self._status,
-            "checkpoint": self._checkpoint_op,
+            "checkpoint": self._checkpoint_op, "report": self._report,
+            "shutdown": self._shutdown,
         }
+        self.requests = RequestTimes()
+        self.handle = self.requests.timed(self.once.wrap(self._dispatch), self._ops)
+        self.traffic = Traffic()
+        self.metrics: MetricsEndpoint | None = None
+        # model -> (its training gauges by name, time.time() of the latest report)
+        self.training: dict[str, tuple[dict[str, float], float]] = {}
+        self._stopping = False  # told to shut down: shards leaving are not failures
+        self._stopped = asyncio.Event()
 
     async def start(self) -> str:
         s = self.settings
@@ -94,7 +110,7 @@ class Master:
         sock = None if self.listen_fd is None else socket.socket(fileno=self.listen_fd)
         self._server = await serve(self.handle, s.host, port, limits=s.limits,
                                    secret=s.secret_bytes, name=lambda: "master",
-                                   handshake_timeout=s.handshake_timeout,
+                                   traffic=self.traffic, handshake_timeout=s.handshake_timeout,
                                    max_connections=s.max_connections,
                                    ssl_context=s.server_tls(), sock=sock)
         port = self._server.sockets[0].getsockname()[1]
@@ -104,6 +120,10 @@ class Master:
             self.spawn(self._reach_again(name))
         self._watch = asyncio.ensure_future(self._death_watch())
         self.spawn(self.checkpoints.run())
+        if s.metrics_port is not None:
+            self.metrics = MetricsEndpoint("master", self._metrics_snapshot,
+                                           asyncio.get_running_loop())
+            self.metrics.start(s.metrics_host, s.metrics_port)
         return self.address
 
     def spawn(self, coro) -> asyncio.Task:
@@ -131,6 +151,7 @@ class Master:
                         self.settings.state_dir)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._watch is not None:
             self._watch.cancel()
         for task in list(self._tasks):
@@ -140,6 +161,27 @@ class Master:
             self._server.close()
         for conn in self._conns.values():
             conn.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Return once the master has stopped (after a `shutdown` request)."""
+        await self._stopped.wait()
+
+    async def _shutdown(self, msg: Message):
+        """Stop every live shard, then this master once the reply has gone out. Shards
+        that cannot be told are named in the reply (they exit by themselves after
+        master_grace seconds without the master)."""
+        self._stopping = True
+        names = self.alive()
+        log.info("shutdown requested: stopping %d shards, then the master", len(names))
+        replies = await asyncio.gather(*(self.shard_request(n, "shutdown", "", {})
+                                         for n in names), return_exceptions=True)
+        failed = {n: str(r) for n, r in zip(names, replies) if isinstance(r, BaseException)}
+        asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self.stop()))
+        return {"stopping": True, "shards": [n for n in names if n not in failed],
+                "failed": failed}, ()
 
     def _dispatch(self, msg: Message):
         op = self._ops.get(msg.op)
@@ -154,6 +196,8 @@ class Master:
 
     async def _register(self, msg: Message):
         reg = parse(Registration, msg.args, "register")
+        if self._stopping:
+            raise ConnectionLostError("the master is shutting down")
         async with self._admitting:
             conn = await self._reach(reg.address)
         name = self._name_for(reg)
@@ -226,6 +270,8 @@ class Master:
             await asyncio.sleep(min(s.heartbeat_interval, s.heartbeat_timeout / 4))
             now = time.monotonic()
             for info in list(self.servers.values()):
+                if self._stopping:
+                    return
                 silent = now - info.last_seen
                 if info.alive and silent > s.heartbeat_timeout:
                     self._declare_dead(info, f"missed heartbeats for {silent:.1f}s")
@@ -260,7 +306,8 @@ class Master:
         busy still accepts (the kernel does), and is left to its heartbeats."""
         await conn.closed
         info = self.servers.get(name)
-        if info is None or not info.alive or self._conns.get(name) not in (conn, None):
+        if (self._stopping or info is None or not info.alive
+                or self._conns.get(name) not in (conn, None)):
             return
         host, port = parse_address(info.address)
         for pause in PROBES:  # a dying process may close this connection before its port
@@ -424,6 +471,7 @@ class Master:
     async def _destroy(self, msg: Message):
         async with self.lock:
             entry = self.models.pop(msg.model, None)
+            self.training.pop(msg.model, None)
             if entry is None:
                 return {"destroyed": False}, ()
             self.persist()
@@ -464,18 +512,63 @@ class Master:
             await self._install(entry, "load", {"path": str(directory)}, records_for)
             return entry.describe(self.servers), ()
 
+    def _report(self, msg: Message):
+        """Keep the latest training gauges of a model (see the module docstring)."""
+        entry = self._entry(msg.model)
+        try:
+            values = parse(TrainingReport, msg.args, "report").values
+        except PSError as e:
+            raise ConfigError(f"training values must be finite numbers named by 1-64 "
+                              f"letters, digits or _.:- ({e.message})", model=entry.name) from None
+        kept = {**self.training.get(entry.name, ({}, 0.0))[0], **values}
+        if len(kept) > MAX_TRAINING_VALUES:
+            raise ConfigError(f"model {entry.name!r} would have {len(kept)} training values; "
+                              f"at most {MAX_TRAINING_VALUES} are kept per model: report "
+                              "fewer names", model=entry.name)
+        self.training[entry.name] = (kept, time.time())
+        return {}, ()
+
+    def _training(self, model: str) -> dict:
+        values, at = self.training.get(model, ({}, None))
+        return {"values": dict(values), "age": None if at is None else round(time.time() - at, 3)}
+
+    def _own_stats(self) -> dict:
+        """The master's own numbers, as a shard reports its own."""
+        return {"name": "master", "address": self.address, "ops": dict(self.requests.arrivals),
+                "requests": self.requests.summary(), "bytes_in": self.traffic.bytes_in,
+                "bytes_out": self.traffic.bytes_out, "connections": self.traffic.connections,
+                "once": {"entries": len(self.once), "bytes": self.once.nbytes},
+                "duplicates": self.once.duplicates, "rss": resident_bytes(),
+                "metrics": self.metrics.address if self.metrics is not None else None}
+
+    def _metrics_snapshot(self) -> dict:
+        """What a scrape of the metrics endpoint shows (see psframework.metrics)."""
+        alive = len(self.alive())
+        return {**self._own_stats(), "latency": self.requests.histograms(),
+                "shards": {"alive": alive, "dead": len(self.servers) - alive},
+                "models": [{"name": m.name, "parts": len(m.placement),
+                            "degraded": len(m.degraded()), "lost": len(m.lost),
+                            "training": self.training.get(m.name, ({}, 0.0))[0]}
+                           for m in self.models.values()]}
+
     def _status(self, msg: Message):
         now = time.monotonic()
         return {
             "address": self.address,
             "checkpoint_dir": None if self.settings.checkpoint_dir is None else
             str(self.settings.checkpoint_dir),
+            "master": self._own_stats(),
             "servers": [{"name": s.name, "address": s.address, "alive": s.alive,
                          "last_seen": round(now - s.last_seen, 3), "bytes": s.stats.bytes,
                          "pid": s.stats.pid, "ops": dict(s.stats.ops),
-                         "connections": s.stats.connections}
+                         "connections": s.stats.connections,
+                         "requests": {op: o.model_dump() for op, o in s.stats.requests.items()},
+                         "bytes_in": s.stats.bytes_in, "bytes_out": s.stats.bytes_out,
+                         "once": s.stats.once.model_dump(), "rss": s.stats.rss,
+                         "metrics": s.stats.metrics}
                         for s in self.servers.values()],
-            "models": [m.describe(self.servers) for m in self.models.values()],
+            "models": [{**m.describe(self.servers), "training": self._training(m.name)}
+                       for m in self.models.values()],
         }, ()
 
 

@@ -38,7 +38,8 @@ from psframework.errors import (
     ConfigError, ConnectionLostError, ModelExistsError, MovedError, ProtocolError, PSError,
     RequestTimeoutError, ShapeError, StorageError, UnknownModelError,
 )
-from psframework.model import Model, ShardView, model_type
+from psframework.metrics import MetricsEndpoint, RequestTimes, resident_bytes
+from psframework.model import BUILTIN_OPS, Model, ShardView, model_type
 from psframework.protocol import Message
 from psframework.storage import aggregate, files, memory
 from psframework.storage.table import Partition, TableSpec
@@ -63,8 +64,7 @@ class Shard(Copies):
         self.name = "shard"
         self.models: dict[str, HostedModel] = {}
         self.once = OnceLog(settings.dedup_window, settings.dedup_bytes, reads=READS)
-        self._handle_once = self.once.wrap(self._dispatch)
-        self.ops_served: dict[str, int] = {}
+        self.requests = RequestTimes()
         self.udf_seconds: dict[str, float] = {}  # CPU time inside model ops, per op
         self.traffic = Traffic()
         self.address = ""
@@ -84,15 +84,14 @@ class Shard(Copies):
         self._lease_until: float | None = None
         self.forwarder = Forwarder(settings, self._backups_of)
         self.replica_misses = 0  # writes a backup refused (see Copies._gated)
-        self._builtin = {
-            "ping": self._ping, "create": self._create, "destroy": self._destroy,
-            "pull_rows": self._pull_rows, "pull_elems": self._pull_elems,
-            "push_rows": self._push_rows, "push_elems": self._push_elems,
-            "save": self._save, "load": self._load, "stats": self._stats,
-            "shutdown": self._shutdown, "adopt": self._adopt, "backups": self._backups,
-            "copy_to": self._copy_to, "fill": self._fill,
-        }
+        # built-in op "x" is method _x: the plugin API's BUILTIN_OPS, which no UDF may
+        # take, is this table's list of names, so the two cannot drift apart
+        self._builtin = {op: getattr(self, f"_{op}") for op in BUILTIN_OPS}
         self._ops_known = set(self._builtin)  # and the UDFs of the plugins hosted
+        # every request: counted and timed by op (peers can't grow the dicts), then
+        # through the exactly-once window to its op
+        self.handle = self.requests.timed(self.once.wrap(self._dispatch), self._ops_known)
+        self.metrics: MetricsEndpoint | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> str:
@@ -106,6 +105,10 @@ class Shard(Copies):
         # the built-in kernels, loaded before any request needs them (the first create waits
         # for this behind it on the pool, never the event loop)
         self._warm = asyncio.get_running_loop().run_in_executor(self._pool, aggregate.warm_up)
+        if s.metrics_port is not None:
+            self.metrics = MetricsEndpoint("shard", self._metrics_snapshot,
+                                           asyncio.get_running_loop())
+            self.metrics.start(s.metrics_host, s.metrics_port)
         if s.master:
             await self._first_registration()
             loop = asyncio.get_running_loop()
@@ -132,6 +135,8 @@ class Shard(Copies):
         if self._master is not None:
             self._master.close()
         self.forwarder.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
 
@@ -220,11 +225,6 @@ class Shard(Copies):
             self._report = self._stats_args()
 
     # -- dispatch ------------------------------------------------------------------------
-    def handle(self, msg: Message):
-        op = msg.op if msg.op in self._ops_known else "(unknown)"  # peers can't grow the dict
-        self.ops_served[op] = self.ops_served.get(op, 0) + 1
-        return self._handle_once(msg)
-
     def _dispatch(self, msg: Message):
         op = self._builtin.get(msg.op)
         if op is not None and msg.op not in WRITES:
@@ -469,14 +469,22 @@ class Shard(Copies):
             "name": self.name, "address": self.address, "pid": os.getpid(),
             "bytes": sum(m.nbytes for m in self.models.values()),
             "models": {n: {"bytes": m.nbytes, "parts": sorted(m.parts)} for n, m in self.models.items()},
-            "ops": dict(self.ops_served), "udf_seconds": dict(self.udf_seconds),
+            "ops": dict(self.requests.arrivals), "requests": self.requests.summary(),
+            "udf_seconds": dict(self.udf_seconds),
             "duplicates": self.once.duplicates, "stale": self.once.stale,
             "replica_misses": self.replica_misses,
             "connections": self.traffic.connections,
             "bytes_in": self.traffic.bytes_in, "bytes_out": self.traffic.bytes_out,
             "memory_limit": self.memory_limit, "kernels": aggregate.compiled(),
             "warm": self._warm is not None and self._warm.done(),
+            "once": {"entries": len(self.once), "bytes": self.once.nbytes},
+            "rss": resident_bytes(),
+            "metrics": self.metrics.address if self.metrics is not None else None,
         }
+
+    def _metrics_snapshot(self) -> dict:
+        """What a scrape of the metrics endpoint shows: the stats and the histograms."""
+        return {**self._stats_args(), "latency": self.requests.histograms()}
 
     def _stats(self, msg: Message):
         return self._stats_args(), ()
