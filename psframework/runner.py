@@ -1,6 +1,8 @@
 """Run a master or a shard in this process until it is told to stop: SIGINT/SIGTERM,
-the master going away (shards), or — with `watch_stdin` — the parent closing our stdin,
-so that servers started by a LocalCluster never outlive the program that started them.
+a `shutdown` request (`psframework stop`), the master going away (shards), or — with
+`watch_stdin` — the parent closing our stdin, so that servers started by a LocalCluster
+never outlive the program that started them. Before serving, `check_package` makes sure
+`psframework` is the installed package, not a directory of that name that shadows it.
 `ServerThread` runs one on a thread of a process that does other work (an embedded
 cluster: nothing to start but a thread, kernels already loaded)."""
 
@@ -13,14 +15,33 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from psframework.config import Settings
-from psframework.errors import ConnectionLostError
+from psframework.errors import ConfigError, ConnectionLostError
 from psframework.master import Master
 from psframework.shard import Shard
 from psframework.transport import run
 
-__all__ = ["serve_forever", "configure_logging", "exit_now", "ServerThread"]
+__all__ = ["serve_forever", "configure_logging", "exit_now", "ServerThread", "check_package"]
+
+
+def check_package() -> None:
+    """Refuse to serve when `import psframework` found something other than this package:
+    a directory named psframework in the working directory (say, the parent of a clone
+    named psframework) is imported as an empty namespace package before the installed
+    one, so plugins then fail with "module 'psframework' has no attribute 'Model'"."""
+    package = sys.modules.get("psframework")
+    if package is not None and hasattr(package, "Model"):
+        return
+    real = Path(__file__).resolve().parent
+    found = list(getattr(package, "__path__", [])) or [getattr(package, "__file__", "?")]
+    raise ConfigError(
+        f"'import psframework' found {', '.join(map(str, found))} instead of the installed "
+        f"package ({real}): a directory named psframework in the working directory "
+        f"({os.getcwd()}) or on PYTHONPATH shadows it, and plugins would fail with \"module "
+        "'psframework' has no attribute 'Model'\". Start the server from another directory, "
+        "or rename that directory")
 
 
 def tune_allocator() -> None:
@@ -56,6 +77,7 @@ def configure_logging(level: str) -> None:
 
 async def _serve(role: str, settings: Settings, watch_stdin: bool,
                  listen_fd: int | None) -> None:
+    check_package()
     tune_allocator()
     allow_connections(settings.max_connections)
     server = Master(settings, listen_fd) if role == "master" else Shard(settings)
@@ -79,11 +101,9 @@ async def _serve(role: str, settings: Settings, watch_stdin: bool,
 
 
 async def _until_stopped(server: Master | Shard, stop: asyncio.Event) -> None:
-    """Serve until `stop` is set (or a shard stops by itself: its master is gone), then
-    stop the server."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if isinstance(server, Shard):
-        waiters.append(asyncio.ensure_future(server.wait_stopped()))
+    """Serve until `stop` is set or the server stops by itself (a shutdown request; a
+    shard whose master is gone), then stop the server."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.wait_stopped())]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for w in waiters:
         w.cancel()
