@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psframework import ConfigError, RemoteError, Settings, UnknownModelError
+from psframework import ConfigError, Model, RemoteError, Settings, UnknownModelError, udf
+from psframework.model import BUILTIN_OPS
 
 
 @pytest.fixture
@@ -82,3 +83,28 @@ def test_unknown_ops_types_and_bad_config(client, scaler):
         client.create_model("bad-scaler", "scaler", {"rows": 0, "cols": 3})
     with pytest.raises(UnknownModelError, match="no model named"):
         client.call("missing-model", "scale_rows")
+
+
+@pytest.mark.parametrize("op", sorted(BUILTIN_OPS))
+def test_a_plugin_op_named_like_a_built_in_op_is_refused(op):
+    with pytest.raises(TypeError, match=f"UDF name {op!r} is a built-in op"):
+        class Shadowing(Model):  # noqa: F841 - refused as it is defined
+            @udf(name=op)
+            def mine(self, view, args, arrays):
+                return {}
+
+    def method(self, view, args, arrays):
+        return {}
+    method.__name__ = op  # a method named like the op: the default op name is the same
+    with pytest.raises(TypeError, match=f"UDF name {op!r} is a built-in op"):
+        type("Named", (Model,), {op: udf(method)})
+
+
+def test_the_built_in_ops_refused_are_the_ops_a_shard_dispatches_itself():
+    from psframework.shard.server import Shard
+    shard = Shard(Settings())
+    try:
+        assert set(shard._builtin) == BUILTIN_OPS and "shutdown" in BUILTIN_OPS
+        assert all(callable(fn) for fn in shard._builtin.values())
+    finally:
+        shard._pool.shutdown()
