@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence, cast
 
 from psframework.config import load_settings
 from psframework.errors import ConfigError, ConnectionLostError
@@ -68,11 +68,13 @@ def listening_address(proc: subprocess.Popen, timeout: float) -> str:
     A server that exits or stays silent for `timeout` seconds is killed, and the error
     says so."""
     deadline = time.monotonic() + timeout
+    out = proc.stdout
+    assert out is not None  # start_server pipes it
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(out, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if sel.select(timeout=0.1):
-                line = proc.stdout.readline().decode()
+                line = out.readline().decode()
                 address = ready_address(line)
                 if address is not None:
                     return address
@@ -80,11 +82,11 @@ def listening_address(proc: subprocess.Popen, timeout: float) -> str:
                     break
     proc.kill()
     raise ConnectionLostError(
-        f"server `{' '.join(proc.args[2:])}` did not start within {timeout:g}s "
+        f"server `{' '.join(cast(list, proc.args)[2:])}` did not start within {timeout:g}s "
         f"(exit code {proc.poll()}); its log is on stderr")
 
 
-def stop_servers(procs: list[subprocess.Popen | None]) -> None:
+def stop_servers(procs: Sequence[subprocess.Popen | None]) -> None:
     """Terminate servers (all at once), wait for each, and close their pipes."""
     for p in procs:
         if p is not None and p.poll() is None:
@@ -135,8 +137,9 @@ class LocalCluster:
         self._clients: list = []
 
     # -- processes -------------------------------------------------------------------
-    def _launch(self, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-        return start_server(*args, "--host", self.host, "--log-level", self.log_level,
+    def _launch(self, role: str, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        """`psframework serve ROLE ARGS` on this cluster's host, with its settings."""
+        return start_server(role, *args, "--host", self.host, "--log-level", self.log_level,
                             env=self.env, pass_fds=pass_fds)
 
     def start(self) -> "LocalCluster":
@@ -221,8 +224,11 @@ class LocalCluster:
     def kill_master(self) -> None:
         """Kill the master with SIGKILL, as a crash would (for failure tests)."""
         self._processes_only("kill_master")
-        self.master_process.send_signal(signal.SIGKILL)
-        self.master_process.wait()
+        proc = self.master_process
+        if proc is None:
+            raise ConfigError("kill_master: this LocalCluster is stopped")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
     def restart_master(self) -> None:
         """Start the master again at its address (after `kill_master`); with a state_dir

@@ -145,8 +145,8 @@ def reconcile(shard: str, hosts: dict[str, Hosted], models: dict[str, ModelEntry
         elif extra := sorted(set(hosted.parts) - set(entry.hosted_on(shard))):
             drop[model] = extra
     for entry in models.values():
-        hosted = hosts.get(entry.name)
-        held = hosted.parts if hosted is not None and hosted.uid == entry.uid else ()
+        report = hosts.get(entry.name)
+        held = report.parts if report is not None and report.uid == entry.uid else ()
         if lost := sorted(set(entry.hosted_on(shard)) - set(held)):
             log.error("shard %s came back without partitions %s of model %s: they are "
                       "lost; load a saved copy", shard, lost, entry.name)

@@ -122,6 +122,7 @@ class Failover:
         """Have `target` load `parts` of `entry` from its latest checkpoint."""
         m = self.master
         ckpt = entry.checkpoint
+        assert ckpt is not None  # _bring_back restores only models with a checkpoint
         try:
             manifest = files.read_manifest(ckpt["path"])
             if manifest.save_id != ckpt["save_id"]:

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import time
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -24,6 +25,13 @@ from psframework.shard.replicas import Gate
 from psframework.storage.table import Partition, TableSpec
 from psframework.transport.ratelimit import RateLimited
 
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from psframework.config import Settings
+    from psframework.shard.replicas import Forwarder
+    from psframework.transport.once import OnceLog
+
 log = logging.getLogger("psframework.shard")
 _misses = RateLimited(log)
 
@@ -31,6 +39,26 @@ __all__ = ["Copies", "pairs"]
 
 
 class Copies:
+    if TYPE_CHECKING:  # what Shard, the class this is a part of, provides
+        settings: Settings
+        name: str
+        models: dict[str, HostedModel]
+        once: OnceLog
+        forwarder: Forwarder
+        replica_misses: int
+        _pool: ThreadPoolExecutor
+        _lease_until: float | None
+
+        @staticmethod
+        def _part(msg: Message) -> int: ...
+        @staticmethod
+        def _arrays(msg: Message, n: int) -> tuple[np.ndarray, ...]: ...
+        def _hosted(self, msg: Message) -> HostedModel: ...
+        def _partition(self, msg: Message) -> Partition: ...
+        def _reader(self, msg: Message) -> Callable[..., Any]: ...
+        async def _install(self, msg: Message, make: Callable[..., Any], *,
+                           adding: bool = False) -> dict: ...
+
     def _write(self, hosted: HostedModel, msg: Message, apply):
         """Apply a write (`apply(msg)`) through its partition's gate, and on the backups
         too when this shard is the partition's primary (see shard.replicas)."""
@@ -121,8 +149,10 @@ class Copies:
         await gate.close()
         started = time.perf_counter()
         try:
-            await loop.run_in_executor(self._pool, lambda: [
-                np.copyto(copies[name], p.data) for name, p in tables.items()])
+            def copy() -> None:
+                for name, p in tables.items():
+                    np.copyto(copies[name], p.data)
+            await loop.run_in_executor(self._pool, copy)
             if at_cut is not None:
                 at_cut()
             return copies, self.once.export(hosted.name, part), time.perf_counter() - started

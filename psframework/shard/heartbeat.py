@@ -26,8 +26,8 @@ __all__ = ["Heartbeat"]
 
 class Heartbeat:
     def __init__(self, settings: Settings, *, name: Callable[[], str],
-                 stats: Callable[[], dict], unknown: Callable[[], None],
-                 unreachable: Callable[[str], None], answered: Callable[[float], None]) -> None:
+                 stats: Callable[[], dict], unknown: Callable[[], object],
+                 unreachable: Callable[[str], object], answered: Callable[[float], object]) -> None:
         self.settings = settings
         self._name = name
         self._stats = stats  # read from this thread: must return a ready-made dict
@@ -68,6 +68,7 @@ class Heartbeat:
 
     async def _beat(self) -> None:
         s = self.settings
+        assert s.master is not None  # a shard beats only when it has a master
         host, port = parse_address(s.master)
         conn: ClientConnection | None = None
         last_ok = time.monotonic()

@@ -42,7 +42,7 @@ class Gate:
         return self._opened is None or self._opened.is_set()
 
     async def enter(self) -> None:
-        while not self.is_open:
+        while self._opened is not None and not self._opened.is_set():  # not is_open
             await self._opened.wait()
         self.active += 1
 
@@ -53,8 +53,8 @@ class Gate:
 
     async def close(self) -> None:
         """Stop new writes and wait for the running ones; `open()` undoes it."""
-        while not self.is_open:  # another snapshot holds it: queue behind it
-            await self._opened.wait()
+        while self._opened is not None and not self._opened.is_set():
+            await self._opened.wait()  # another snapshot holds it: queue behind it
         if self._opened is None:
             self._opened = asyncio.Event()
         self._opened.clear()
@@ -64,7 +64,8 @@ class Gate:
         self._idle = None
 
     def open(self) -> None:
-        self._opened.set()
+        if self._opened is not None:  # (it is: open() follows a close())
+            self._opened.set()
 
 
 class Forwarder:

@@ -189,8 +189,9 @@ class OnceLog:
         return {"floors": [[sid.hex(), s.floor] for sid, s in self._streams.items() if s.floor],
                 "applied": [[sid.hex(), seqs] for sid, seqs in applied.items()]}
 
-    def adopt(self, model: str, part: int, state: dict) -> None:
-        """Take over what another window held of a partition (`export`'s output)."""
+    def adopt(self, model: str, part: int, state: Any) -> None:
+        """Take over what another window held of a partition (`export`'s output, from a
+        peer: anything malformed is a ProtocolError)."""
         try:
             floors = [(bytes.fromhex(sid), int(f)) for sid, f in state.get("floors", ())]
             applied = [(bytes.fromhex(sid), [int(q) for q in seqs])
