@@ -172,6 +172,23 @@ def test_a_sync_client_is_driven_by_its_callers_from_threads_and_from_an_event_l
         c.pull_rows("driven", "values", [0])
 
 
+def test_the_sync_client_declares_every_async_method_with_its_parameters():
+    """Client's methods are declared (so type checkers and IDEs see them), one for each
+    public AsyncClient coroutine, with the same parameters; tables come as handles."""
+    import inspect
+
+    from psframework import AsyncClient
+    for name, method in inspect.getmembers(AsyncClient, inspect.iscoroutinefunction):
+        if name.startswith("_") or name == "request":  # request: a single server's, async only
+            continue
+        assert name in vars(Client), f"Client does not declare {name}"
+        want, got = inspect.signature(method), inspect.signature(vars(Client)[name])
+        assert list(got.parameters.values()) == list(want.parameters.values()), name
+        if name in ("create_matrix", "matrix", "create_vector", "vector"):
+            assert want.return_annotation == "TableSpec"
+            assert got.return_annotation == ("BigMatrix" if "matrix" in name else "BigVector")
+
+
 def test_partitionings_agree_with_numpy(client):
     """Every split (rows/cols, range/cyclic, 1-3 parts) holds the same seeded values and
     routes pulls and pushes to the right place."""

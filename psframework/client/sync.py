@@ -227,6 +227,12 @@ class Client:
         return self.run(self.aio.call(model, op, args, arrays, parts=parts, once=once,
                                       idempotent=idempotent))
 
+    def report(self, model: str, **values: float) -> None:
+        """Publish training gauges of `model` (`report("m", loss=0.31)`): the master keeps
+        the latest of each and shows them in status and on its metrics endpoint. See
+        AsyncClient.report."""
+        self.run(self.aio.report(model, **values))
+
 
 def _forget_after_fork() -> None:
     global _registry_pid
