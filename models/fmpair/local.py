@@ -222,11 +222,12 @@ class LocalFMPair(LocalRecommender):
                epochs: int) -> None:
         sampler = NegativeSampler(train, self.sampler, self.rho, self.filter_seen,
                                   sampling_attribute)
-        self.history_ += self._on_cluster(lambda master: self._fit(master, space, train,
-                                                                    sampler, epochs))
+        done = getattr(self, "history_", [])  # none after load
+        self.history_ = done + self._on_cluster(lambda master: self._fit(
+            master, space, train, sampler, epochs, len(done)))
 
     async def _fit(self, master: str, space: FeatureSpace, train: sp.csr_matrix,
-                   sampler: NegativeSampler, epochs: int) -> list[EpochStats]:
+                   sampler: NegativeSampler, epochs: int, first: int) -> list[EpochStats]:
         name = f"fmpair-{uuid.uuid4().hex[:12]}"
         config = {"n_features": space.n_features, **SPEC.plugin_values(self.get_params())}
         tables = {"factors": "factors_", "linear": "linear_"}
@@ -244,7 +245,7 @@ class LocalFMPair(LocalRecommender):
                                   concurrent_batches=self.concurrent_batches, seed=self.seed)
                 if getattr(self, "rng_state_", None) is not None:
                     trainer.rng.bit_generator.state = self.rng_state_
-                history = await self._epochs(trainer, train.nnz, epochs)
+                history = await self._epochs(trainer, train.nnz, epochs, first)
                 self.rng_state_ = trainer.rng.bit_generator.state
                 for table, attr in tables.items():
                     setattr(self, attr, await client.pull_rows(name, table, every))
@@ -252,11 +253,10 @@ class LocalFMPair(LocalRecommender):
                 await client.destroy(name)
         return history
 
-    async def _epochs(self, trainer: Trainer, positives: int, epochs: int
+    async def _epochs(self, trainer: Trainer, positives: int, epochs: int, first: int
                       ) -> list[EpochStats]:
         bar = self._bar(epochs * positives, "pairs", "fmpair")
         history = []
-        first = len(self.history_)
         started = time.perf_counter()
         seen = {"pairs": 0, "loss": 0.0, "counted": 0}
 
