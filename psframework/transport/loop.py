@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+from typing import Awaitable, TypeVar
 
 try:
     import uvloop
@@ -12,14 +12,16 @@ except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps Win
 
 __all__ = ["new_event_loop", "run"]
 
+T = TypeVar("T")
+
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
 
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run `coro` to the end on a fresh event loop (uvloop where installed), the current
-    loop meanwhile; then close that loop."""
+def run(coro: Awaitable[T]) -> T:
+    """Run `coro` (a coroutine, or any awaitable) to the end on a fresh event loop
+    (uvloop where installed), the current loop meanwhile; then close that loop."""
     loop = new_event_loop()
     try:
         asyncio.set_event_loop(loop)
