@@ -8,9 +8,9 @@ from psframework.client import AsyncClient, BigMatrix, BigVector, Client, ModelI
 from psframework.cluster import LocalCluster
 from psframework.config import Settings, load_settings
 from psframework.errors import (
-    AuthError, ConfigError, ConnectionLostError, DTypeError, ModelExistsError, ProtocolError,
-    MovedError, PSError, RemoteError, RequestTimeoutError, ShapeError, StaleRequestError,
-    StorageError, UnknownModelError,
+    AuthError, ConfigError, ConnectionLostError, DTypeError, ExecutorEnvironmentError,
+    ModelExistsError, ProtocolError, MovedError, PSError, RemoteError, RequestTimeoutError,
+    ShapeError, StaleRequestError, StorageError, UnknownModelError,
 )
 from psframework.hyper import Hyper, HyperSpec
 from psframework.model import Model, ShardView, udf
@@ -24,7 +24,8 @@ __all__ = [
     "AsyncClient", "Client", "ModelInfo", "BigMatrix", "BigVector", "get_client",
     "LocalCluster", "Settings", "load_settings",
     "Model", "ShardView", "udf", "Hyper", "HyperSpec", "hyper", "TableSpec", "Partition", "Partitioner", "init",
-    "PSError", "ConfigError", "ProtocolError", "AuthError", "ConnectionLostError",
-    "RequestTimeoutError", "RemoteError", "UnknownModelError", "MovedError", "ModelExistsError",
+    "PSError", "ConfigError", "ExecutorEnvironmentError", "ProtocolError", "AuthError",
+    "ConnectionLostError", "RequestTimeoutError", "RemoteError", "UnknownModelError",
+    "MovedError", "ModelExistsError",
     "ShapeError", "DTypeError", "StorageError", "StaleRequestError", "errors", "storage", "run", "__version__",
 ]

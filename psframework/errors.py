@@ -2,6 +2,7 @@
 
     PSError                      base: carries model, op and shard when known
     ├── ConfigError              a setting or argument is wrong before anything is sent
+    │   └── ExecutorEnvironmentError  Spark's Python workers cannot run psframework
     ├── ProtocolError            truncated, oversized or garbage frames; version mismatch
     ├── AuthError                the shared secret is missing or wrong (either side)
     ├── ConnectionLostError      a peer went away or could not be reached
@@ -27,6 +28,7 @@ import builtins
 __all__ = [
     "PSError",
     "ConfigError",
+    "ExecutorEnvironmentError",
     "ProtocolError",
     "AuthError",
     "ConnectionLostError",
@@ -84,6 +86,28 @@ def _rebuild(cls, message, model, op, shard):
 
 class ConfigError(PSError):
     """A setting or argument is invalid; nothing was sent."""
+
+
+class ExecutorEnvironmentError(ConfigError):
+    """Spark's Python workers could not run a psframework job: they cannot import a module
+    (`module`), or their interpreter (`interpreter`) is missing or another Python version.
+    `setting` is what chose that interpreter (`spark.pyspark.python` or `PYSPARK_PYTHON`),
+    None if neither did; the message says what to change. Raised on the driver, from
+    what Spark reported; never sent by a server."""
+
+    def __init__(self, message: str, *, module: str | None = None,
+                 interpreter: str | None = None, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.module, self.interpreter, self.setting = module, interpreter, setting
+
+    def __reduce__(self):
+        return (_rebuild_environment, (self.message, self.module, self.interpreter,
+                                       self.setting))
+
+
+def _rebuild_environment(message, module, interpreter, setting):
+    return ExecutorEnvironmentError(message, module=module, interpreter=interpreter,
+                                    setting=setting)
 
 
 class ProtocolError(PSError):

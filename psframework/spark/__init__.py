@@ -16,10 +16,12 @@ driver and `spark.executorEnv.PSF_SECRET` for the executors (see docs/spark.md).
 
 from psframework.spark import arrow, ml
 from psframework.spark.executor import executor_client
+from psframework.spark.interpreter import executor_environment_error, pin_local_interpreter
 from psframework.spark.launch import ShardProcess
-from psframework.spark.parameter_server import SparkParameterServer, pin_local_interpreter
+from psframework.spark.parameter_server import SparkParameterServer
 from psframework.spark.progress import TableProgress
 from psframework.spark.training import Training, checkpoint_settings
 
 __all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow", "ml",
-           "pin_local_interpreter", "TableProgress", "Training", "checkpoint_settings"]
+           "pin_local_interpreter", "executor_environment_error", "TableProgress", "Training",
+           "checkpoint_settings"]

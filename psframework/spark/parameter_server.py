@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -30,11 +28,12 @@ from psframework.client import Client
 from psframework.cluster import listening_address, server_environment, start_server, stop_servers
 from psframework.config import load_settings, parse_address
 from psframework.errors import ConfigError, ConnectionLostError, PSError
+from psframework.spark.interpreter import executor_environment_error, pin_local_interpreter
 from psframework.spark.job import collect_within
 from psframework.spark.launch import ShardProcess, start_shard_task
 from psframework.spark.secret import EXECUTOR_SECRET_CONF, SECRET_CONF, application_secret
 
-__all__ = ["SparkParameterServer"]
+__all__ = ["SparkParameterServer", "pin_local_interpreter"]
 
 log = logging.getLogger("psframework.spark")
 
@@ -155,17 +154,13 @@ class SparkParameterServer:
                                  log_level=self.log_level,
                                  timeout=max(deadline - time.monotonic(), 0.1))
         rdd = sc.parallelize(range(n), n).mapPartitionsWithIndex(task)
+        step = f"the Spark job starting {n} psframework shards"
         try:
             started = collect_within(rdd, deadline - time.monotonic(),
                                      f"psframework: start {n} shards for master {self.master}")
         except Exception as e:
-            if "ModuleNotFoundError" in str(e) or "ImportError" in str(e):
-                raise ConfigError(
-                    f"Spark's Python workers cannot import what psframework needs ({_last_line(e)}): "
-                    f"they run {sc.pythonExec!r}; point spark.pyspark.python or PYSPARK_PYTHON "
-                    "at an interpreter that has psframework installed") from e
-            raise ConnectionLostError(f"the Spark job starting {n} psframework shards failed: "
-                                      f"{e}") from e
+            raise (executor_environment_error(e, sc, step)
+                   or ConnectionLostError(f"{step} failed: {e}")) from e
         if started is None:
             raise ConnectionLostError(
                 f"only {self._alive()} of {n} psframework shards started within "
@@ -175,6 +170,11 @@ class SparkParameterServer:
         self.shards += [s for s in started if not s.error]
         failed = [s.error for s in started if s.error]
         if failed:
+            # a shard runs its worker's interpreter and imports more (numba): it may fail
+            missing = executor_environment_error(  # where the worker did not
+                Exception("\n".join(failed)), sc, f"{len(failed)} of {n} psframework shards")
+            if missing is not None:
+                raise missing
             raise ConnectionLostError(
                 f"{len(failed)} of {n} psframework shards did not start (executors must reach "
                 f"the master at {self.master} and have psframework installed):\n"
@@ -265,23 +265,6 @@ class SparkParameterServer:
     def __repr__(self) -> str:
         mode = f"integrated, shards={len(self.shards)}" if self.integrated else "separate"
         return f"SparkParameterServer({self.master or 'not started'}, {mode})"
-
-
-def pin_local_interpreter(sc: Any) -> None:
-    """In local modes every Python worker runs on this machine: unless the user chose an
-    interpreter (spark.pyspark.python or PYSPARK_PYTHON), give them the driver's, which
-    has psframework installed — pyspark's default, whatever `python3` is first on PATH,
-    often has not (a virtualenv run by its path, without activating it)."""
-    chosen = sc.getConf().get("spark.pyspark.python", None) or os.environ.get("PYSPARK_PYTHON")
-    if sc.master.startswith("local") and not chosen and sc.pythonExec != sys.executable:
-        log.info("Spark's local Python workers will run %s (the driver's interpreter)",
-                 sys.executable)
-        sc.pythonExec = sys.executable
-
-
-def _last_line(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if "Error" in line]
-    return lines[-1][:200] if lines else type(e).__name__
 
 
 def _driver_address(sc: Any) -> tuple[str, str | None]:

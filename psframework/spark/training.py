@@ -8,7 +8,9 @@ fit — what every PS estimator shares about faults:
   number of epochs done written beside the checkpoint;
 - `resumeFrom` (a checkpoint directory) starts it from that checkpoint, at its epoch;
 - if fit fails, the model is not destroyed: the error gets a note saying where it is
-  (a separate cluster keeps it) and where its last checkpoint is, and how to resume.
+  (a separate cluster keeps it) and where its last checkpoint is, and how to resume;
+- if it fails because the executors' Python cannot run the job (a module it cannot
+  import), the error raised is an ExecutorEnvironmentError saying what to change.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from psframework.errors import ConfigError, StorageError
+from psframework.errors import ConfigError, PSError, StorageError
+from psframework.spark.interpreter import executor_environment_error
 from psframework.storage import files
 
 __all__ = ["Training", "checkpoint_settings", "EPOCHS_FILE"]
@@ -107,4 +110,11 @@ class Training:
         elif self.every is None:
             where.append("set checkpointInterval (and sc.setCheckpointDir) so that a failed "
                          f"{self.what} can resume")
-        error.add_note(f"psframework: {self.what} failed; " + "; ".join(where))
+        note = f"psframework: {self.what} failed; " + "; ".join(where)
+        spark = getattr(self.ps, "spark", None)
+        if spark is not None and not isinstance(error, (PSError, MemoryError)):
+            environment = executor_environment_error(error, spark.sparkContext, self.what)
+            if environment is not None:  # what it is, rather than Spark's traceback
+                environment.add_note(note)
+                raise environment from error
+        error.add_note(note)
