@@ -253,3 +253,20 @@ def test_signature_lists_the_spec_and_params_round_trip(cls):
     assert model.set_params(seed=9) is model and model.seed == 9
     with pytest.raises(ConfigError, match="no parameter"):
         model.set_params(nope=1)
+
+
+def test_training_gauges_reach_the_master_while_fmpair_trains():
+    """After each epoch the loop reports its loss to the master, which status shows: the
+    value read there mid-fit is the epoch's loss the callback is given."""
+    from psframework import Client, LocalCluster
+    users, items = pairs()
+    seen = []
+    with LocalCluster(1, processes=False) as cluster, Client(cluster.address) as client:
+        def on_epoch(epoch, elapsed, loss):
+            (model,) = client.status()["models"]
+            seen.append((epoch, loss, model["training"]["values"]))
+        fmpair(master=cluster.address, callback=on_epoch).fit((users, items))
+    assert [e for e, _, _ in seen] == [0, 1, 2]
+    for epoch, loss, values in seen:
+        assert values["epoch"] == epoch + 1 and values["loss"] == pytest.approx(loss)
+        assert values["pairs_per_s"] > 0

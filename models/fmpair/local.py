@@ -274,6 +274,9 @@ class LocalFMPair(LocalRecommender):
                 seen.update(loss=0.0, counted=0)
                 stats = await trainer.epoch(epoch, on_batch)
                 history.append(stats)
+                # the master shows them in `psframework status` and on its metrics endpoint
+                await trainer.client.report(trainer.model, epoch=epoch + 1, loss=stats.loss,
+                                            pairs_per_s=stats.pairs_per_second)
                 if self.callback is not None:
                     self.callback(epoch, time.perf_counter() - started, stats.loss)
         finally:

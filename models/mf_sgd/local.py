@@ -145,6 +145,8 @@ class LocalMFSGD(LocalRecommender):
                          "valid_rmse": None if valid is None else self._rmse(valid, H, bi),
                          "seconds": time.perf_counter() - began, "updates": updates}
                 self.history_.append(entry)
+                await client.report(name, epoch=epoch + 1, train_rmse=entry["train_rmse"],
+                                    updates_per_s=updates / max(entry["seconds"], 1e-9))
                 if bar is not None:
                     bar.update(updates)
                     rate = sum(h["updates"] for h in self.history_) / (

@@ -182,6 +182,9 @@ class LocalPA(LocalEstimator):
                 entry = {"epoch": epoch, "accuracy": 1 - mistakes / max(X.shape[0], 1),
                          "seconds": seconds, "examples_per_s": X.shape[0] / max(seconds, 1e-9)}
                 self.history_.append(entry)
+                self._ps["client"].report(self._ps["name"], epoch=epoch + 1,
+                                          accuracy=entry["accuracy"],
+                                          examples_per_s=entry["examples_per_s"])
                 if bar is not None:
                     bar.update(X.shape[0])
                     bar.set_postfix(accuracy=f"{entry['accuracy']:.4f}",
