@@ -7,14 +7,23 @@ epoch), column 0 counting the tasks that reported the step, the other columns su
 job runs and hands each row on once every task has reported it; what `on_row` makes of
 a row (an epoch's entry: loss, rate, ...) is kept, in order, as `history`.
 
-    with TableProgress(client, model, "progress", epochs, tasks, on_row=log_epoch) as p:
+    with TableProgress(client, model, "progress", epochs, tasks, on_row=log_epoch,
+                       logger=log) as p:
         df.mapInArrow(train, schema).collect()       # tasks push [1, mistakes, n, ...]
     model.history = p.history
+
+What `on_row` logs is seen by default, as a Spark user expects a fit's progress on the
+driver's console: `visible(logger)` gives the logger a handler that prints INFO lines to
+stderr, but only while nobody configured logging (neither the logger nor the root has a
+handler, and the logger has no level of its own); once logging is configured (e.g.
+`logging.basicConfig`), that configuration decides, and the handler stays quiet.
+`logging.getLogger("models.fmpair").setLevel(logging.WARNING)` silences a model's epochs.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any, Callable
 
@@ -24,7 +33,39 @@ from psframework.errors import PSError
 
 log = logging.getLogger("psframework.spark")
 
-__all__ = ["TableProgress"]
+__all__ = ["TableProgress", "visible"]
+
+
+class _UntilConfigured(logging.StreamHandler):
+    """INFO lines to the current sys.stderr (looked up at each line, as logging's
+    lastResort does), until the root logger gets a handler: then that configuration
+    decides what is printed, and this handler prints nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not logging.getLogger().handlers and super().filter(record)
+
+
+def visible(logger: logging.Logger) -> logging.Logger:
+    """`logger`'s INFO lines printed to stderr while logging is unconfigured (see the
+    module's docstring); nothing changes if the logger or the root has a handler, or the
+    logger has a level."""
+    if (not logger.handlers and not logging.getLogger().handlers
+            and logger.level == logging.NOTSET):
+        logger.addHandler(_UntilConfigured())
+        logger.setLevel(logging.INFO)
+    return logger
 
 
 class TableProgress:
@@ -32,11 +73,13 @@ class TableProgress:
     `on_row(index, row)` once per row from `first` on, in order, when row[0] reaches
     `tasks`, keeping what it returns (unless None) in `history`; a last poll when the
     block ends without an error. (`first` > 0: a resumed job, whose earlier rows were
-    reported by the one before.)"""
+    reported by the one before.) `logger`: where `on_row` logs, made `visible`."""
 
     def __init__(self, client: Any, model: str, table: str, rows: int, tasks: int,
                  on_row: Callable[[int, np.ndarray], Any], interval: float = 0.5, *,
-                 first: int = 0) -> None:
+                 first: int = 0, logger: logging.Logger | None = None) -> None:
+        if logger is not None:
+            visible(logger)
         self.client, self.model, self.table = client, model, table
         self.rows, self.tasks, self.on_row, self.interval = rows, tasks, on_row, interval
         self.done = first
