@@ -54,18 +54,26 @@ class Recommend:
 
 class Score:
     """mapInArrow: rows to the same rows with the predicted score (NaN for an unknown
-    user or item, as ALS's coldStartStrategy "nan")."""
+    user or item, as ALS's coldStartStrategy "nan") and, with `rank` (the rankCol),
+    the item's rank among the user's candidates and their number
+    (`models.evaluation.candidate_ranks`): each user of a batch is scored against every
+    item once, with the context fit saw, as recommendForAllUsers does. The rows then
+    carry `_fit_id` (null for a user fit did not see) and `_exclude` from `users`."""
 
     def __init__(self, state, names: list[str], user: str, item: str, given: str | None,
-                 prediction: str) -> None:
+                 prediction: str, rank: str | None = None) -> None:
         self.state, self.names, self.user, self.item = state, names, user, item
-        self.given, self.prediction = given, prediction
+        self.given, self.prediction, self.rank = given, prediction, rank
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         me = self.state.value
         n_users, n_items = me.space_.n_users, me.space_.n_items
         width = me.space_.n_context_features
         item_side = me.item_representations()  # once per task, not per batch
+        names = self.names + [self.prediction]
+        if self.rank:
+            from models.evaluation import candidates_column
+            names += [self.rank, candidates_column(self.rank)]
         for batch in batches:
             users = arrow.ids(batch.column(self.user))
             items = arrow.ids(batch.column(self.item))
@@ -78,9 +86,28 @@ class Score:
                     context = _context(batch.take(pa.array(known)), width, self.given)
                 reps = me.user_representations(users[known], context)
                 out[known] = me.pair_scores(reps, items[known], *item_side)
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(n) for n in self.names] + [pa.array(out)],
-                names=self.names + [self.prediction])
+            arrays = [batch.column(n) for n in self.names] + [pa.array(out)]
+            if self.rank:
+                arrays += _ranks(me, batch, users, items, item_side)
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _ranks(me, batch: pa.RecordBatch, users: np.ndarray, items: np.ndarray,
+           item_side: tuple[np.ndarray, np.ndarray]) -> list[pa.Array]:
+    """The rank and candidates columns of a batch: its distinct users that fit saw are
+    scored once each, their `_exclude` items left out."""
+    from models.evaluation import candidate_ranks, rank_arrays
+    fitted = np.flatnonzero(np.asarray(batch.column("_fit_id").is_valid(), bool))
+    distinct, first, inverse = np.unique(users[fitted], return_index=True,
+                                         return_inverse=True)
+    row_query = np.full(batch.num_rows, -1, np.int64)
+    row_query[fitted] = inverse.ravel()
+    one = batch.take(pa.array(fitted[first]))  # a row per distinct user
+    width = me.space_.n_context_features
+    context = _context(one, width, None) if width else None
+    reps = me.user_representations(distinct, context)
+    exclude = arrow.lists_to_csr(one.column("_exclude"), me.space_.n_items)
+    return rank_arrays(*candidate_ranks(reps, *item_side, exclude, row_query, items))
 
 
 class Factors:
