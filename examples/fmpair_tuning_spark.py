@@ -1,5 +1,5 @@
 """Tuning FMPair from Spark: CrossValidator picks numDims by NDCG@10 on held-out
-positives (models.evaluation.RecommendationEvaluator), then the best model is scored on a
+positives (models.spark_evaluation.RecommendationEvaluator), then the best model is scored on a
 test split it never saw.
 
     python examples/fmpair_tuning_spark.py                    # local[2], an embedded cluster
@@ -26,7 +26,7 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import DataFrame, SparkSession
 
 from psframework import LocalCluster
-from models.evaluation import METRICS, RecommendationEvaluator
+from models.spark_evaluation import METRICS, RecommendationEvaluator
 from models.fmpair import FMPair
 from models.synthetic import make_synthetic
 

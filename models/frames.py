@@ -1,12 +1,15 @@
 """ALS-style recommendation frames: `top_k`'s answer as the Arrow column of
-`array<struct<item, rating>>` that pyspark's ALS returns, built from numpy in one go."""
+`array<struct<item, rating>>` that pyspark's ALS returns, built from numpy in one go; ids
+are int32, as ALS's (Spark ints)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ranked_lists", "recommendations"]
+__all__ = ["ranked_lists", "recommendations", "COLD_START"]
+
+COLD_START = ("nan", "drop")  # ALS's coldStartStrategy: unknown ids predict NaN, or go
 
 
 def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]) -> pa.Array:
@@ -16,7 +19,7 @@ def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]
     offsets = np.zeros(len(targets) + 1, np.int32)
     np.cumsum(keep.sum(axis=1), out=offsets[1:])
     pairs = pa.StructArray.from_arrays(
-        [pa.array(targets[keep].astype(np.int64)), pa.array(scores[keep].astype(np.float32))],
+        [pa.array(targets[keep].astype(np.int32)), pa.array(scores[keep].astype(np.float32))],
         names=list(names))
     return pa.ListArray.from_arrays(pa.array(offsets), pairs)
 
@@ -26,5 +29,5 @@ def recommendations(ids: np.ndarray, targets: np.ndarray, scores: np.ndarray,
     """ALS's recommendation rows: (names[0] = ids, recommendations = each id's ranked
     (names[1], rating) structs)."""
     return pa.RecordBatch.from_arrays(
-        [pa.array(np.asarray(ids, np.int64)), ranked_lists(targets, scores, (names[1], "rating"))],
+        [pa.array(np.asarray(ids, np.int32)), ranked_lists(targets, scores, (names[1], "rating"))],
         names=[names[0], "recommendations"])

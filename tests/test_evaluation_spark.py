@@ -1,4 +1,4 @@
-"""`models.evaluation.RecommendationEvaluator` and the rank column of FMPairModel and
+"""`models.spark_evaluation.RecommendationEvaluator` and the rank column of FMPairModel and
 MFSGDModel, on a real local SparkSession with real parameter servers (separate mode: one
 LocalCluster for the module, so that a fit does not wait out an integrated cluster's
 shutdown), checked against references computed here from the models' parameters:
@@ -21,7 +21,7 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import types as T
 
 from psframework import ConfigError, LocalCluster
-from models.evaluation import METRICS, RecommendationEvaluator
+from models.spark_evaluation import METRICS, RecommendationEvaluator
 from models.fmpair import FMPair, FMPairModel
 from models.metrics import evaluate
 from models.mf_sgd import MFSGD, MFSGDModel

@@ -23,7 +23,7 @@ from pyspark.ml.linalg import SparseVector, Vectors, VectorUDT
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import types as T
 
-import models.fmpair.estimator as estimator
+import models.spark_estimator as spark_estimator
 from psframework import Client, ConfigError, LocalCluster
 from psframework.spark import SparkParameterServer
 from models.fmpair import FMPair, FMPairModel, LocalFMPair
@@ -50,7 +50,9 @@ NON_DEFAULT = {"userCol": "u", "itemCol": "i", "userctxfeaturesCol": "ctx",
                "linearReg": 0.02, "factorsReg": 0.003, "numNegatives": 5,
                "optimizer": "adabatch", "numParameterServers": 2,
                "parameterServerHost": "127.0.0.1:1", "numConcurrentBatches": 3, "replicas": 2,
-               "checkpointInterval": 2, "resumeFrom": "/nowhere"}
+               "checkpointInterval": 2, "resumeFrom": "/nowhere", "ratingCol": "stars",
+               "weightCol": "plays", "threshold": 3.5, "coldStartStrategy": "drop",
+               "rankCol": "rank"}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -117,15 +119,6 @@ def job_group(sc, group: str):
     finally:
         for key in ("spark.jobGroup.id", "spark.job.description"):
             sc.setLocalProperty(key, None)
-
-
-def schema_shape(kind):
-    """A schema's names and nesting, integer widths and nullability aside."""
-    if isinstance(kind, T.StructType):
-        return [(f.name, schema_shape(f.dataType)) for f in kind.fields]
-    if isinstance(kind, T.ArrayType):
-        return ["array", schema_shape(kind.elementType)]
-    return "integer" if isinstance(kind, T.IntegralType) else kind.simpleString()
 
 
 # -- data and fits -------------------------------------------------------------------------
@@ -198,7 +191,7 @@ def integrated(session, interactions):
     from pyspark.rdd import RDD
     from pyspark.sql.classic.dataframe import DataFrame
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(estimator, "SparkParameterServer", Recorded)
+        mp.setattr(spark_estimator, "SparkParameterServer", Recorded)
         for cls, methods in ((DataFrame, ("collect", "toArrow", "toPandas", "take", "first",
                                           "head", "tail", "toLocalIterator")),
                              (RDD, ("collect", "take", "toLocalIterator"))):
@@ -231,7 +224,8 @@ def test_recommend_for_all_users_equals_numpy_top_n_with_als_schema(integrated, 
     als = ALS(rank=1, maxIter=1, implicitPrefs=True, seed=0, userCol="user", itemCol="item",
               ratingCol="rating").fit(session.createDataFrame(
                   [(0, 0, 1.0), (0, 1, 1.0), (1, 1, 1.0)], ["user", "item", "rating"]))
-    assert schema_shape(recs.schema) == schema_shape(als.recommendForAllUsers(2).schema)
+    # int ids and float ratings, as ALS's
+    assert recs.schema.simpleString() == als.recommendForAllUsers(2).schema.simpleString()
     assert recs.schema["recommendations"].dataType.elementType["rating"].dataType == T.FloatType()
     users = np.flatnonzero(data.train.getnnz(axis=1))
     assert_top_n(collect_recs(recs), reference.scores, data.train + interactions.blocked,
@@ -318,6 +312,50 @@ def test_transform_adds_numpy_scores_and_nan_for_unknown_ids(integrated, referen
     for k, (u, i) in enumerate(pairs[:4]):
         assert got[f"row{k}"] == pytest.approx(reference.scores[u, i], rel=1e-5, abs=1e-5)
     assert np.isnan(got["row4"]) and np.isnan(got["row5"])
+
+
+def test_recommend_for_all_items_equals_numpy_top_n_with_als_schema(integrated, reference,
+                                                                    data, interactions,
+                                                                    session):
+    """Each item's top users: numpy's top N of the scores' column, leaving out the users
+    that had the item in training or in filterItemsCol; ALS's item-side schema."""
+    model = integrated.model
+    recs = model.recommendForAllItems(N)
+    assert recs.schema.simpleString() == ("struct<item:int,recommendations:array<struct<"
+                                          "user:int,rating:float>>>")
+    excluded = (data.train + interactions.blocked).T
+    scores = np.array(reference.scores.T)
+    scores[:, data.train.getnnz(axis=1) == 0] = -np.inf  # users fit never saw
+    assert_top_n(collect_recs(recs, "item", "user"), scores, excluded, range(data.n_items))
+    subset = session.createDataFrame([(5.0,), (5.0,), (17.0,), (10_000.0,), (None,)],
+                                     "item double")
+    got = collect_recs(model.recommendForItemSubset(subset, 3), "item", "user")
+    assert_top_n(got, scores, excluded, [5, 17], n=3)  # once each; unknown: none
+
+
+def test_transform_gives_int_ids_and_drops_cold_start_rows_when_asked(integrated, reference,
+                                                                      session):
+    """As ALS: integral doubles (StringIndexer's) are read as ids and come out as ints;
+    coldStartStrategy "drop" drops the rows of unknown ids; a fractional id fails."""
+    model = integrated.model
+    df = session.createDataFrame([(0.0, 3.0), (2.0, 10_000.0), (10_000.0, 1.0)],
+                                 "user double, item double")
+    out = model.transform(df)
+    assert out.schema.simpleString() == "struct<user:int,item:int,prediction:double>"
+    rows = out.collect()
+    assert rows[0].prediction == pytest.approx(reference.scores[0, 3], rel=1e-5, abs=1e-5)
+    assert [np.isnan(r.prediction) for r in rows] == [False, True, True]
+    dropped = model.copy({model.getParam("coldStartStrategy"): "drop"}).transform(df)
+    assert [(r.user, r.item) for r in dropped.collect()] == [(0, 3)]
+    with pytest.raises(Exception, match="'user' must hold integer ids.*0.5"):
+        model.transform(session.createDataFrame([(0.5, 1.0)], "user double, item double")
+                        ).collect()
+
+
+def test_rank_and_history_as_als_and_the_fit_reported(integrated):
+    model = integrated.model
+    assert model.rank == TRAINING["numDims"] == model.getNumDims()
+    assert [h["epoch"] for h in model.history] == list(range(TRAINING["maxIter"]))
 
 
 def test_user_and_item_factors_are_the_pulled_parameters(integrated, reference):
@@ -470,7 +508,7 @@ def no_server(monkeypatch):
     """Fails the test if FMPair.fit gets as far as making a SparkParameterServer."""
     def refuse(*args, **kwargs):
         pytest.fail("FMPair.fit started a parameter server")
-    monkeypatch.setattr(estimator, "SparkParameterServer", refuse)
+    monkeypatch.setattr(spark_estimator, "SparkParameterServer", refuse)
 
 
 @pytest.mark.parametrize("bad, names", [
@@ -488,6 +526,10 @@ def no_server(monkeypatch):
     ({"userctxfeaturesCol": "name"}, ["userctxfeaturesCol", "'name'", "Vector"]),
     ({"samplingCol": "band"}, ["samplingCol", "'band'", "integer"]),
     ({"filterItemsCol": "tags"}, ["filterItemsCol", "'tags'", "array<integer>"]),
+    ({"ratingCol": "band"}, ["ratingCol", "'band'", "numbers"]),
+    ({"weightCol": "tags"}, ["weightCol", "'tags'", "numbers"]),
+    ({"threshold": 2.0}, ["threshold needs ratingCol"]),
+    ({"coldStartStrategy": "zero"}, ["coldStartStrategy", "'zero'"]),
 ])
 def test_bad_params_and_columns_fail_before_any_job_or_server(spark, odd_frame, no_server,
                                                             bad, names):
@@ -501,12 +543,22 @@ def test_bad_params_and_columns_fail_before_any_job_or_server(spark, odd_frame, 
 
 @pytest.mark.parametrize("rows, hint", [
     ([], "no rows"),
-    ([(0, 1), (None, 2)], "nulls"),
-    ([(0, 1), (1, -3)], ">= 0"),
+    ([(0, 1), (None, 2)], "'user'.*nulls"),
+    ([(0, 1), (1, -3)], "'item'.*>= 0"),
+    ([(0.0, 1.0), (1.5, 2.0)], "'user'.*integers.*1.5.*StringIndexer"),
+    ([(0.0, 1.0), (1.0, float("nan"))], "'item'.*integers.*nan"),
+    ([(0.0, 1.0), (1.0, 2.0**31)], "'item'.*< 2\\^31"),
 ])
 def test_bad_interactions_fail_before_any_server_starts(spark, no_server, rows, hint):
+    kind = T.DoubleType() if rows and isinstance(rows[0][0], float) else LONG
     with pytest.raises(ConfigError, match=hint):
-        FMPair(numParameterServers=2).fit(frame(spark, rows, user=LONG, item=LONG))
+        FMPair(numParameterServers=2).fit(frame(spark, rows, user=kind, item=kind))
+
+
+def test_bad_weights_fail_before_any_server_starts(spark, no_server):
+    df = frame(spark, [(0, 1, 2.0), (1, 0, 0.0)], user=LONG, item=LONG, w=T.DoubleType())
+    with pytest.raises(ConfigError, match="weightCol.*'w'.*> 0.*0.0"):
+        FMPair(numParameterServers=2, weightCol="w").fit(df)
 
 
 def test_the_job_check_above_sees_jobs(spark, odd_frame):

@@ -91,7 +91,9 @@ def test_transform_equals_numpy_and_cold_start(fitted, data, session):
     pairs = [(0, 0), (5, 17), (298, 198), (299, 3), (4, 199), (10_000, 1)]
     df = session.createDataFrame([(u, i, k) for k, (u, i) in enumerate(pairs)],
                                  "user long, item long, row long")
-    got = {r.row: r.prediction for r in model.transform(df).collect()}
+    out = model.transform(df)
+    assert out.schema["user"].dataType.simpleString() == "int"  # as ALS's transform
+    got = {r.row: r.prediction for r in out.collect()}
     scores = numpy_scores(model)
     for k, (u, i) in enumerate(pairs[:3]):
         assert got[k] == pytest.approx(scores[u, i], rel=1e-5, abs=1e-5)
@@ -115,7 +117,8 @@ def test_recommendations_equal_numpy_top_n_with_als_schema(fitted, data):
     for frame_, side, n in ((model.recommendForAllUsers(5), "user", 5),
                             (model.recommendForAllItems(4), "item", 4)):
         key, other = ("user", "item") if side == "user" else ("item", "user")
-        assert frame_.columns == [key, "recommendations"]
+        assert frame_.schema.simpleString() == (  # ALS's, int ids
+            f"struct<{key}:int,recommendations:array<struct<{other}:int,rating:float>>>")
         got = {r[key]: r.recommendations for r in frame_.collect()}
         rows = masked if side == "user" else masked.T
         ids = rated_users if side == "user" else rated_items
@@ -146,7 +149,7 @@ def test_save_and_load_predict_the_same(fitted, data, session, tmp_path):
         return sorted(tuple(None if x != x else x for x in r)
                       for r in m.transform(test).collect())
     assert rows(loaded) == rows(model) and loaded.history == model.history
-    assert loaded.getRank() == 6 and loaded.uid == model.uid
+    assert loaded.rank == model.rank == loaded.getRank() == 6 and loaded.uid == model.uid
 
 
 def test_cross_validator_tunes_reg_param_with_regression_evaluator(session, data):

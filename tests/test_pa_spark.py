@@ -117,7 +117,7 @@ def test_separate_mode(session, messages):
 
 @pytest.mark.parametrize("params, match", [
     ({"variant": "pa9"}, "variant"), ({"C": 0.0}, "C"), ({"hashBits": 40}, "hashBits"),
-    ({"featuresCol": "label"}, "must be a Vector"), ({"labelCol": "words"}, "numeric"),
+    ({"featuresCol": "label"}, "must be a Vector"), ({"labelCol": "words"}, "labelCol.*numbers"),
     ({"parameterServerHost": "nowhere"}, "parameterServerHost")])
 def test_bad_params_and_columns(session, messages, params, match):
     data, _ = messages

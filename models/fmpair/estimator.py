@@ -27,34 +27,37 @@ Recommending and scoring run on the executors in Arrow blocks
 from __future__ import annotations
 
 import logging
-import numbers
-import uuid
 from pathlib import Path
 
 import numpy as np
 from pyspark.ml import Estimator, Model
-from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.util import (
     DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError, PSError
-from psframework.spark import (
-    SparkParameterServer, Training, checkpoint_settings, ml, pin_local_interpreter,
-)
+from psframework.spark import SparkParameterServer, Training, arrow, ml, pin_local_interpreter
 from models.fmpair.local import LocalFMPair
 from models.fmpair.spec import SPEC
-from models.fmpair.spark_job import PROGRESS_COLUMNS, EpochLog, EpochsTask, Metadata
+from models.fmpair.spark_job import PROGRESS_COLUMNS, EpochLog, EpochsTask, Metadata, positives
 from models.fmpair.spark_scoring import Factors, Recommend, Score
-from models.memory import ensure_memory, from_job_failure
+from models.spark_evaluation import rank_fields
+from models.memory import ensure_memory
+from models.spark_estimator import (
+    spark_jobs,
+    TopK, check_columns, cold_start, int_id, int_ids, model_reader, model_writer, need_count,
+    recommendations_schema, start_parameter_server, training,
+)
 
 __all__ = ["FMPair", "FMPairModel"]
 
 log = logging.getLogger("models.fmpair")
 
-INTEGER_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
-
+# the kind of each column param (models.spark_estimator.check_columns)
+COLUMNS = {"userCol": "id", "itemCol": "id", "ratingCol": "number", "weightCol": "number",
+           "userctxfeaturesCol": "vector", "itemfeaturesCol": "vector", "samplingCol": "id",
+           "filterItemsCol": "id array"}
 
 
 class _FMPairParams(ml.ParamValues):
@@ -65,28 +68,14 @@ class _FMPairParams(ml.ParamValues):
         """Every param, before anything starts; errors name the param."""
         self._check_spec()
 
-    def _check_columns(self, schema: T.StructType, *, training: bool) -> None:
+    def _check_columns(self, schema: T.StructType, *, training: bool,
+                       key: str = "userCol") -> None:
         """Columns exist with the right types. Training needs userCol and itemCol and the
-        optional columns set; scoring only the user column and what it finds."""
-        kinds = {"userCol": INTEGER_TYPES, "itemCol": INTEGER_TYPES,
-                 "userctxfeaturesCol": (VectorUDT,), "itemfeaturesCol": (VectorUDT,),
-                 "samplingCol": INTEGER_TYPES, "filterItemsCol": (T.ArrayType,)}
-        fields = {f.name: f.dataType for f in schema.fields}
-        for name, types in kinds.items():
-            column = self._value(name)
-            if column is None or (not training and name != "userCol" and column not in fields):
-                continue
-            if column not in fields:
-                raise ConfigError(f"FMPair param {name}: column {column!r} is not in the "
-                                  f"DataFrame (it has {sorted(fields)})")
-            kind = fields[column]
-            ok = isinstance(kind, types) and (
-                not isinstance(kind, T.ArrayType) or isinstance(kind.elementType, INTEGER_TYPES))
-            if not ok:
-                want = "array<integer>" if name == "filterItemsCol" else (
-                    "Vector" if types == (VectorUDT,) else "integer")
-                raise ConfigError(f"FMPair param {name}: column {column!r} must hold "
-                                  f"{want}, not {kind.simpleString()}")
+        optional columns set; scoring only the `key` column and the others it finds."""
+        names = set(schema.fieldNames())
+        check_columns(self, schema, {
+            name: kind for name, kind in COLUMNS.items() if self._value(name) is not None
+            and (training or name == key or self._value(name) in names)}, "FMPair")
 
 
 class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReadable):
@@ -97,23 +86,22 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
     def _fit(self, dataset: DataFrame) -> "FMPairModel":
         self._check()
         self._check_columns(dataset.schema, training=True)
-        pin_local_interpreter(dataset.sparkSession.sparkContext)  # metadata runs Python tasks
-        meta = Metadata.compute(self, dataset)
-        host = self._value("parameterServerHost")
+        sc = dataset.sparkSession.sparkContext
+        pin_local_interpreter(sc)  # metadata runs Python tasks
+        with spark_jobs(sc, "FMPair.fit reading its interactions"):
+            dataset = positives(dataset, self)
+            meta = Metadata.compute(self, dataset)
         spark = dataset.sparkSession
         every = self._value("checkpointInterval")
-        ps = SparkParameterServer(spark, None if host else self._value("numParameterServers"),
-                                  host=host, **({} if host else checkpoint_settings(spark, every)))
-        with ps:
-            name = f"fmpair-{uuid.uuid4().hex[:12]}"
+        with start_parameter_server(self, spark, every) as ps:
             client = ps.client()
             config = {"n_features": meta.space.n_features,
                       **{h.name: self._value(h.spark) for h in SPEC if h.plugin and h.spark}}
             # a failed fit leaves the model (separate mode) and its checkpoints, and says so
-            with Training(ps, name, "fmpair", config, replicas=self._value("replicas"),
-                          every=every, resume_from=self._value("resumeFrom"),
-                          what="FMPair.fit") as training:
-                history = self._train(spark, dataset, meta, ps.master, name, training)
+            with training(self, ps, "fmpair", config, "FMPair.fit", every=every,
+                          resume_from=self._value("resumeFrom")) as run:
+                name = run.name
+                history = self._train(spark, dataset, meta, ps.master, name, run)
                 n = meta.space.n_features
                 ensure_memory(n * (self._value("numDims") + 1) * 4 * 2,
                               f"FMPair.fit pulling {n:,} features' parameters to the driver",
@@ -127,12 +115,15 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
             keep = not ps.integrated  # a separate cluster keeps it until destroy()
             model = FMPairModel(state, meta.users, ps.master if keep else None,
                                 name if keep else None)
+        model.history = history
         return self._copyValues(model)
 
     def _train(self, spark, dataset: DataFrame, meta: "Metadata", master: str,
-               name: str, training: Training) -> list[dict]:
+               name: str, run: Training) -> list[dict]:
         cols = [F.col(self._value("userCol")).cast("long").alias("user"),
                 F.col(self._value("itemCol")).cast("long").alias("item")]
+        if self._value("weightCol"):  # a positive's weight in the loss
+            cols.append(F.col(self._value("weightCol")).cast("float").alias("weight"))
         if self._value("userctxfeaturesCol"):
             cols.append(F.col(self._value("userctxfeaturesCol")).alias("context"))
         sc = spark.sparkContext
@@ -144,28 +135,23 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         job = {k: self._value(k) for k in ("sampler", "loss", "rho", "seed", "batchSize",
                                            "numNegatives", "numConcurrentBatches")}
         total = self._value("maxIter")
-        client = training.ps.client()
+        client = run.ps.client()
         progress = f"{name}-progress"  # the tasks' epoch rows, read live by EpochLog
         client.create_matrix(progress, total, PROGRESS_COLUMNS, "float64", exists_ok=True,
-                             replicas=training.replicas)  # survives what the model does
+                             replicas=run.replicas)  # survives what the model does
         job.update(master=master, name=name, epochs=total, progress=progress)
         # one Spark job for all epochs, or for each run of checkpointInterval epochs
-        every = training.every or total
+        every = run.every or total
         try:
-            with EpochLog(client, progress, total, parts, training.first) as epochs_log:
-                for first in range(training.first, total, every):
+            with EpochLog(client, name, progress, total, parts, run.first) as epochs_log:
+                for first in range(run.first, total, every):
                     epochs = range(first, min(first + every, total))
                     step = f"FMPair epochs {epochs.start + 1}-{epochs.stop}/{total}"
                     sc.setJobDescription(step)
-                    try:
+                    with spark_jobs(sc, step):
                         data.mapInArrow(EpochsTask(job, shared, epochs), "epoch int",
                                         barrier=True).collect()
-                    except Exception as e:
-                        memory = from_job_failure(e, step)
-                        if memory is None:
-                            raise
-                        raise memory from e
-                    training.epoch_done(epochs.stop - 1)
+                    run.epoch_done(epochs.stop - 1)
             return epochs_log.history
         finally:
             sc.setJobDescription(None)
@@ -189,11 +175,12 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         super().__init__()
         self.state, self.users = state, users
         self.ps_master, self.ps_model = ps_master, ps_model
+        self.history: list[dict] = []  # per epoch of fit: epoch, loss, pairs, seconds
 
     @property
-    def history(self) -> list[dict]:
-        """Per epoch of fit: loss, pairs, seconds."""
-        return getattr(self.state, "history_", [])
+    def rank(self) -> int:
+        """The latent dimensions (numDims), as ALSModel.rank."""
+        return int(self.state.factors_.shape[1])
 
     @property
     def _has_context(self) -> bool:
@@ -224,15 +211,23 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         u, i = self._value("userCol"), self._value("itemCol")
         if i not in dataset.columns:
             raise ConfigError(f"FMPairModel.transform needs the item column {i!r}")
+        dataset = int_ids(dataset, (u, i), "FMPairModel.transform")  # as ALS gives them
         ctx = self._value("userctxfeaturesCol")
         given = ctx if ctx in dataset.columns and self._has_context else None
         names = dataset.columns
-        scored = self._with_fit_context(dataset, dataset[u].cast("long"))
+        rank = self._value("rankCol")
+        if rank:  # the user's training items and fit context, and whether fit saw it
+            known = self._known_users(F.col("id").alias("_fit_id"),
+                                      F.col("exclude").alias("_exclude"))
+            scored = dataset.join(known, dataset[u].cast("long") == known["_fit_id"], "left")
+        else:
+            scored = self._with_fit_context(dataset, dataset[u].cast("long"))
         schema = T.StructType(dataset.schema.fields + [
-            T.StructField(self._value("predictionCol"), T.DoubleType())])
+            T.StructField(self._value("predictionCol"), T.DoubleType())]
+            + (rank_fields(rank) if rank else []))
         task = Score(self._broadcast(dataset.sparkSession), names, u, i, given,
-                      self._value("predictionCol"))
-        return scored.mapInArrow(task, schema)
+                      self._value("predictionCol"), rank)
+        return cold_start(scored.mapInArrow(task, schema), self)
 
     def recommendForAllUsers(self, numItems: int) -> DataFrame:
         """The top `numItems` for every user with training interactions, best first, as
@@ -251,7 +246,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         ctx = ctx if ctx in dataset.columns and self._has_context else None
         flt = flt if flt in dataset.columns else None
         n_users = self.state.space_.n_users
-        key = F.col(u).cast("long")
+        key = int_id(u, "FMPairModel.recommendForUserSubset")
         asked = dataset.where(key.isNotNull() & (key >= 0) & (key < n_users))
         aggs = [F.lit(1).alias("_one")]
         if ctx:
@@ -265,17 +260,54 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
     def _recommend(self, users: DataFrame, numItems, *, given: bool, blocked: bool
                    ) -> DataFrame:
-        if (isinstance(numItems, bool) or not isinstance(numItems, numbers.Integral)
-                or numItems < 1):  # numpy integers too
-            raise ConfigError(f"numItems must be a positive integer, got {numItems!r}")
+        n = need_count(numItems, "numItems")
         u, i = self._value("userCol"), self._value("itemCol")
-        schema = T.StructType([
-            T.StructField(u, T.LongType()),
-            T.StructField("recommendations", T.ArrayType(T.StructType([
-                T.StructField(i, T.LongType()), T.StructField("rating", T.FloatType())])))])
-        task = Recommend(self._broadcast(users.sparkSession), int(numItems), (u, i),
-                          given=given, blocked=blocked)
-        return users.mapInArrow(task, schema)
+        task = Recommend(self._broadcast(users.sparkSession), n, (u, i), given=given,
+                         blocked=blocked)
+        return users.mapInArrow(task, recommendations_schema(u, i))
+
+    def recommendForAllItems(self, numUsers: int) -> DataFrame:
+        """The top `numUsers` users for every item, best first, as ALS: (itemCol,
+        recommendations: array<struct<userCol, rating>>). The candidates are the users
+        with training interactions, scored with the context fit saw; an item's own
+        training users (and those whose filterItemsCol held it) are left out."""
+        from pyspark.sql import SparkSession
+        spark = SparkSession.active()
+        return self._recommend_users(spark.range(self.state.space_.n_items), numUsers)
+
+    def recommendForItemSubset(self, dataset: DataFrame, numUsers: int) -> DataFrame:
+        """The top `numUsers` users for each distinct item of `dataset` (its itemCol), as
+        recommendForAllItems; unknown items get no row."""
+        self._check_columns(dataset.schema, training=False, key="itemCol")
+        key = int_id(self._value("itemCol"), "FMPairModel.recommendForItemSubset")
+        return self._recommend_users(
+            dataset.select(key.alias("id")).where("id IS NOT NULL").distinct(), numUsers)
+
+    def _recommend_users(self, items: DataFrame, numUsers) -> DataFrame:
+        """`items` (id) to their top users (`TopK`): the items' vectors and biases are the
+        queries, the training users' representations (collected to the driver: what the
+        model already holds per user) the targets."""
+        n = need_count(numUsers, "numUsers")
+        u, i = self._value("userCol"), self._value("itemCol")
+        me, spark = self.state, items.sparkSession
+        pin_local_interpreter(spark.sparkContext)
+        factors = self._user_factors(self.users.select("id")).toArrow()
+        ids = arrow.ids(factors.column("id"))
+        targets = np.zeros((me.space_.n_users, self.rank), np.float32)
+        flat = factors.column("features").combine_chunks().values
+        targets[ids] = flat.to_numpy(zero_copy_only=False).reshape(ids.size, self.rank)
+        target_bias = np.full(me.space_.n_users, -np.inf, np.float32)
+        target_bias[ids] = 0  # only users fit saw are recommended
+        vectors, bias = me.item_representations()
+        scoring = spark.sparkContext.broadcast(
+            (vectors, targets, bias.astype(np.float32), target_bias,
+             np.ones(me.space_.n_items, bool)))
+        # per item, the users to leave out: those whose `exclude` holds it
+        left_out = (self.users.select("id", F.explode("exclude").alias("item"))
+                    .groupBy("item").agg(F.collect_list("id").alias("exclude")))
+        asked = items.join(left_out, items["id"] == left_out["item"], "left").drop("item")
+        return asked.mapInArrow(TopK(scoring, n, (i, u), exclude=True),
+                                recommendations_schema(i, u))
 
     @property
     def userFactors(self) -> DataFrame:
@@ -283,9 +315,14 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         userctxfeaturesCol: the context fit saw for the user)."""
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
-        users = self._with_fit_context(spark.range(self.state.space_.n_users), F.col("id"))
-        return users.mapInArrow(Factors(self._broadcast(spark), "user"),
-                                "id long, features array<float>")
+        return self._user_factors(spark.range(self.state.space_.n_users))
+
+    def _user_factors(self, ids: DataFrame) -> DataFrame:
+        """userFactors of the users `ids` (id)."""
+        users = self._with_fit_context(ids, F.col("id"))
+        return users.mapInArrow(Factors(self._broadcast(ids.sparkSession), "user"),
+                                "id long, features array<float>").withColumn(
+            "id", F.col("id").cast("int"))
 
     @property
     def itemFactors(self) -> DataFrame:
@@ -293,7 +330,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
         return spark.range(self.state.space_.n_items).mapInArrow(
-            Factors(self._broadcast(spark), "item"), "id long, features array<float>, bias float")
+            Factors(self._broadcast(spark), "item"), "id long, features array<float>, bias float"
+        ).withColumn("id", F.col("id").cast("int"))
 
     def destroy(self) -> bool:
         """Free the model on the parameter server it was trained on (separate mode; in
@@ -308,19 +346,18 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
     # -- persistence -----------------------------------------------------------------------
     def write(self) -> MLWriter:
-        return ml.ModelWriter(self, _save, {"ps_master": self.ps_master,
-                                            "ps_model": self.ps_model, "history": self.history})
+        return model_writer(self, _save, ps_master=self.ps_master, ps_model=self.ps_model)
 
     @classmethod
     def read(cls) -> MLReader:
-        return ml.ModelReader(cls, lambda meta, data, reader: _build(cls, meta, data, reader))
+        return model_reader(cls, lambda meta, data, reader: _build(cls, meta, data, reader))
 
 
 ml.declare(_FMPairParams, SPEC)
 ml.keyword_init(FMPair)
 # what changes how a fitted model reads its input, as ALSModel allows
 ml.copy_setters(FMPairModel, FMPair, ("userCol", "itemCol", "userctxfeaturesCol",
-                                      "filterItemsCol", "predictionCol"))
+                                      "filterItemsCol", "predictionCol", "rankCol"))
 
 
 def _save(m: FMPairModel, data: Path) -> None:
@@ -331,6 +368,5 @@ def _save(m: FMPairModel, data: Path) -> None:
 
 def _build(cls: type, meta: dict, data: Path, reader) -> FMPairModel:
     state = LocalFMPair.load(data / "fmpair.npz")
-    state.history_ = meta.get("history", [])
     users = reader.sparkSession.read.parquet(data.resolve().as_uri() + "/users")
     return cls(state, users, meta.get("ps_master"), meta.get("ps_model"))

@@ -1,5 +1,6 @@
-"""The Spark side of `FMPair.fit`: what it learns of the data by aggregations before
-training (`Metadata`), the task that trains one partition for a run of epochs
+"""The Spark side of `FMPair.fit`: which rows are positives and what each weighs
+(`positives`: ratingCol, threshold, weightCol), what it learns of them by aggregations
+before training (`Metadata`), the task that trains one partition for a run of epochs
 (`EpochsTask`, one task of a barrier stage) through its executor's client with the FMPair
 worker loop, and the driver's view of the epochs while that job runs (`EpochLog`)."""
 
@@ -20,14 +21,50 @@ from models.fmpair.features import FeatureSpace
 from models.fmpair.sampling import NegativeSampler
 from models.fmpair.worker import Trainer
 from models.memory import ensure_memory, size
+from models.spark_estimator import id_ranges
 
-__all__ = ["EpochLog", "EpochsTask", "Metadata", "PROGRESS_COLUMNS", "users_frame"]
+__all__ = ["EpochLog", "EpochsTask", "Metadata", "PROGRESS_COLUMNS", "positives",
+           "positives_matrix", "users_frame"]
 
 log = logging.getLogger("models.fmpair")
 
 
 PROGRESS_COLUMNS = 5  # a progress row: tasks reported, Σ loss, pairs counted, pairs, Σ seconds
 BYTES_PER_POSITIVE = 96  # a task's numpy/scipy copies of one interaction (82 measured)
+
+
+def positives(df: DataFrame, params: ml.ParamValues) -> DataFrame:
+    """The rows of `df` that are positives: all of them without ratingCol; with it, those
+    whose rating is >= threshold, or > 0 when threshold is unset (null and NaN ratings
+    never are). Every other part of fit (ids, popularity, the items left out of a user's
+    recommendations, training) sees only these rows."""
+    rating, threshold = params._value("ratingCol"), params._value("threshold")
+    if rating is None:
+        if threshold is not None:
+            raise ConfigError("FMPair param threshold needs ratingCol: the column whose "
+                              "values it compares")
+        return df
+    r = F.col(rating).cast("double")
+    return df.where(r.isNotNull() & ~F.isnan(r)
+                    & (r >= threshold if threshold is not None else r > 0))
+
+
+def positives_matrix(users: np.ndarray, items: np.ndarray, weights: np.ndarray | None,
+                     n_users: int, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(train, first): one positive per distinct (user, item) in row-major order, as the
+    users × items CSR the Trainer takes — its value is the positive's weight in the loss:
+    1 without `weights`, else the sum of its rows' weights (LightFM's sample_weight,
+    duplicates summed as scipy does) — and `first`, each positive's first row (for the
+    context, which follows the same order)."""
+    key, first = np.unique(users * n_items + items, return_index=True)
+    if weights is None:
+        values = np.ones(key.size, np.float32)
+    else:
+        values = np.zeros(key.size, np.float64)
+        np.add.at(values, np.searchsorted(key, users * n_items + items), weights)
+        values = values.astype(np.float32)
+    train = sp.csr_matrix((values, (users[first], items[first])), shape=(n_users, n_items))
+    return train, first
 
 
 class EpochsTask:
@@ -69,11 +106,10 @@ class EpochsTask:
                       "repartition the interactions into more partitions "
                       "(spark.default.parallelism) or give executors more memory")
         users, items = arrow.ids(table.column("user")), arrow.ids(table.column("item"))
-        # one positive per (user, item), in the row-major order the context must follow
-        _, first = np.unique(users * meta["n_items"] + items, return_index=True)
-        users, items = users[first], items[first]
-        train = sp.csr_matrix((np.ones(first.size, np.float32), (users, items)),
-                              shape=(meta["n_users"], meta["n_items"]))
+        weights = (table.column("weight").to_numpy().astype(np.float64)
+                   if "weight" in table.column_names else None)
+        train, first = positives_matrix(users, items, weights, meta["n_users"],
+                                        meta["n_items"])
         if meta["context_width"]:
             context = arrow.vectors_to_csr(table.column("context").take(pa.array(first)),
                                            meta["context_width"],
@@ -96,17 +132,19 @@ class EpochLog(TableProgress):
     """While fit's job runs: log each epoch of the progress matrix once every task has
     reported it (loss, pairs/s over the tasks' mean seconds); `history` after."""
 
-    def __init__(self, client, progress: str, epochs: int, tasks: int, first: int) -> None:
+    def __init__(self, client, name: str, progress: str, epochs: int, tasks: int,
+                 first: int) -> None:
         # a resumed fit starts at `first`: the epochs before were logged by the first fit
-        super().__init__(client, progress, "values", epochs, tasks, self._epoch, first=first)
+        super().__init__(client, progress, "values", epochs, tasks, self._epoch, first=first,
+                         logger=log, report_as=name)
 
     def _epoch(self, epoch: int, row: np.ndarray) -> dict:
         _, loss, counted, pairs, seconds = row
         entry = {"epoch": epoch, "loss": float(loss / max(counted, 1)), "pairs": int(pairs),
                  "seconds": float(seconds) / self.tasks}
+        entry["pairs_per_s"] = entry["pairs"] / max(entry["seconds"], 1e-9)
         log.info("FMPair epoch %d/%d: loss %.4f, %d pairs, %.0f pairs/s", epoch + 1,
-                 self.rows, entry["loss"], entry["pairs"],
-                 entry["pairs"] / max(entry["seconds"], 1e-9))
+                 self.rows, entry["loss"], entry["pairs"], entry["pairs_per_s"])
         return entry
 
 
@@ -119,18 +157,25 @@ class Metadata:
 
     @classmethod
     def compute(cls, params: ml.ParamValues, df: DataFrame) -> "Metadata":
+        """From `df`'s positives (`positives`); ids checked by `id_ranges`, weights here."""
         m = cls()
         u, i = params._value("userCol"), params._value("itemCol")
-        row = df.agg(F.min(u), F.max(u), F.min(i), F.max(i), F.count(F.lit(1)),
-                     F.count(u), F.count(i)).first()
-        if row[4] == 0:
-            raise ConfigError("FMPair.fit: the DataFrame has no rows to train on")
-        if row[5] != row[4] or row[6] != row[4]:
-            raise ConfigError(f"FMPair.fit: columns {u!r} and {i!r} must not hold nulls")
-        if row[0] < 0 or row[2] < 0:
-            raise ConfigError(f"FMPair.fit: ids in {u!r} and {i!r} must be >= 0 (found "
-                              f"{min(row[0], row[2])}); index them first, e.g. StringIndexer")
-        m.n_users, m.n_items, m.rows = int(row[1]) + 1, int(row[3]) + 1, int(row[4])
+        ids = {"userCol": u, "itemCol": i}
+        if params._value("samplingCol"):
+            ids["samplingCol"] = params._value("samplingCol")
+        rows, ranges = id_ranges(df, ids, "FMPair.fit", nullable=("samplingCol",))
+        if rows == 0:
+            raise ConfigError("FMPair.fit: the DataFrame has no rows to train on"
+                              + (" (no row is a positive: see ratingCol and threshold)"
+                                 if params._value("ratingCol") else ""))
+        weight = params._value("weightCol")
+        if weight:
+            w = F.col(weight).cast("double")
+            bad = df.where(w.isNull() | F.isnan(w) | (w <= 0)).select(weight).first()
+            if bad is not None:
+                raise ConfigError(f"FMPair param weightCol: column {weight!r} must hold a "
+                                  f"number > 0 for every positive, found {bad[0]!r}")
+        m.n_users, m.n_items, m.rows = ranges["userCol"][1] + 1, ranges["itemCol"][1] + 1, rows
         ensure_memory((m.n_users + m.n_items) * 16 * 2,
                       f"FMPair.fit's feature space for ids up to {m.n_users - 1:,} (users) and "
                       f"{m.n_items - 1:,} (items)", "ids must be indices 0..n-1 with no big "

@@ -56,7 +56,7 @@ class Score:
     """mapInArrow: rows to the same rows with the predicted score (NaN for an unknown
     user or item, as ALS's coldStartStrategy "nan") and, with `rank` (the rankCol),
     the item's rank among the user's candidates and their number
-    (`models.evaluation.candidate_ranks`): each user of a batch is scored against every
+    (`models.spark_evaluation.candidate_ranks`): each user of a batch is scored against every
     item once, with the context fit saw, as recommendForAllUsers does. The rows then
     carry `_fit_id` (null for a user fit did not see) and `_exclude` from `users`."""
 
@@ -72,7 +72,7 @@ class Score:
         item_side = me.item_representations()  # once per task, not per batch
         names = self.names + [self.prediction]
         if self.rank:
-            from models.evaluation import candidates_column
+            from models.spark_evaluation import candidates_column
             names += [self.rank, candidates_column(self.rank)]
         for batch in batches:
             users = arrow.ids(batch.column(self.user))
@@ -96,7 +96,7 @@ def _ranks(me, batch: pa.RecordBatch, users: np.ndarray, items: np.ndarray,
            item_side: tuple[np.ndarray, np.ndarray]) -> list[pa.Array]:
     """The rank and candidates columns of a batch: its distinct users that fit saw are
     scored once each, their `_exclude` items left out."""
-    from models.evaluation import candidate_ranks, rank_arrays
+    from models.spark_evaluation import candidate_ranks, rank_arrays
     fitted = np.flatnonzero(np.asarray(batch.column("_fit_id").is_valid(), bool))
     distinct, first, inverse = np.unique(users[fitted], return_index=True,
                                          return_inverse=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from psframework import Hyper, HyperSpec, hyper
 from models.fmpair.losses import LOSSES
 from models.fmpair.sampling import SAMPLERS
+from models.frames import COLD_START
 
 __all__ = ["SPEC", "OPTIMIZERS"]
 
@@ -69,6 +70,12 @@ SPEC = HyperSpec(
     _column("filter_items_col", None, "optional array<int> column of items never to "
             "recommend to the row's user"),
     _column("prediction_col", "prediction", "score column added by transform"),
+    _column("rank_col", None, "optional: transform adds each row's item rank among the "
+            "user's candidates (items other than its training items; null for those and "
+            "unknown ids) in this column, and their number in <rankCol>Candidates; unset: "
+            "neither (for models.spark_evaluation.RecommendationEvaluator)"),
+    Hyper("cold_start_strategy", str, "nan", "unknown ids in transform: 'nan' predicts "
+          "NaN, 'drop' drops the row (as ALS)", choices=COLD_START, local=False),
     Hyper("checkpoint_interval", int, None, "checkpoint the model every this many epochs, "
           "to the SparkContext's checkpoint directory (integrated mode) or the master's "
           "checkpoint_dir; unset: never", low=1, optional=True, local=False),

@@ -20,150 +20,70 @@ factors; the item side is pulled from the server.
 
 from __future__ import annotations
 
-import numbers
-import uuid
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
-from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
     DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import (
-    SparkParameterServer, Training, arrow, ml, pin_local_interpreter,
-)
-from models.frames import recommendations
+from psframework.spark import arrow, ml, pin_local_interpreter
+from models.spark_evaluation import candidate_ranks, candidates_column, rank_arrays, rank_fields
 from models.mf_sgd.local import LocalMFSGD
-from models.mf_sgd.plugin import SCHEDULES
 from models.mf_sgd.spark_job import USERS_SCHEMA, EpochLog, Train, id_column, metadata
+from models.mf_sgd.spec import SPEC
 from models.mf_sgd.worker import pull_item_side, push_item_side
+from models.spark_estimator import (
+    spark_jobs,
+    TopK, check_columns, cold_start, int_ids, model_reader, model_writer, need_count,
+    recommendations_schema, start_parameter_server, training,
+)
 
 __all__ = ["MFSGD", "MFSGDModel"]
 
-NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
-           T.DecimalType)
-COLD_START = ("nan", "drop")
 
 
 class _MFSGDParams(ml.ParamValues):
-    userCol = ml.param("userCol", "column of user ids (integers >= 0, or integral doubles)",
-                       TypeConverters.toString)
-    itemCol = ml.param("itemCol", "column of item ids (integers >= 0, or integral doubles)",
-                       TypeConverters.toString)
-    ratingCol = ml.param("ratingCol", "column of ratings", TypeConverters.toString)
-    validationIndicatorCol = ml.param(
-        "validationIndicatorCol", "boolean column: rows where it is true are not trained on "
-        "but scored after every epoch (validation RMSE)", TypeConverters.toString)
-    predictionCol = ml.param("predictionCol", "prediction column", TypeConverters.toString)
-    rank = ml.param("rank", "latent dimensions", TypeConverters.toInt)
-    maxIter = ml.param("maxIter", "epochs", TypeConverters.toInt)
-    regParam = ml.param("regParam", "L2 regularization of factors and biases",
-                        TypeConverters.toFloat)
-    stepSize = ml.param("stepSize", "SGD learning rate", TypeConverters.toFloat)
-    decay = ml.param("decay", "the learning rate of epoch e is stepSize * decay^e",
-                     TypeConverters.toFloat)
-    biases = ml.param("biases", "model mu + b_u + b_i besides the factors",
-                      TypeConverters.toBoolean)
-    schedule = ml.param("schedule", f"one of {SCHEDULES}", TypeConverters.toString)
-    seed = ml.param("seed", "random seed", TypeConverters.toInt)
-    coldStartStrategy = ml.param("coldStartStrategy", "unknown ids in transform: 'nan' "
-                                 "predicts NaN, 'drop' drops the row", TypeConverters.toString)
-    batchSize = ml.param("batchSize", "async schedule: ratings per mini-batch",
-                         TypeConverters.toInt)
-    numConcurrentBatches = ml.param("numConcurrentBatches", "async schedule: mini-batches in "
-                                    "flight per task", TypeConverters.toInt)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._setDefault(userCol="user", itemCol="item", ratingCol="rating",
-                         predictionCol="prediction", rank=10, maxIter=10, regParam=0.02,
-                         stepSize=0.005, decay=1.0, biases=True, schedule="rotation", seed=0,
-                         coldStartStrategy="nan", batchSize=1024, numConcurrentBatches=2,
-                         numParameterServers=2, replicas=1)
-
-    def _check(self) -> None:
-        self._need_counts(("rank", "maxIter", "batchSize", "numConcurrentBatches",
-                           "numParameterServers", "replicas"))
-        self._need(self._value("stepSize") > 0, "stepSize", "> 0")
-        self._need(self._value("regParam") >= 0, "regParam", ">= 0")
-        self._need(0 < self._value("decay") <= 1, "decay", "in (0, 1]")
-        self._need(self._value("schedule") in SCHEDULES, "schedule", f"one of {SCHEDULES}")
-        self._need(self._value("coldStartStrategy") in COLD_START, "coldStartStrategy",
-                   f"one of {COLD_START}")
-        self._need_host()
+    """The params of MFSGD and MFSGDModel: from `models.mf_sgd.spec.SPEC` (ALS's names
+    and defaults)."""
 
     def _check_columns(self, schema: T.StructType, names: Iterable[str]) -> None:
-        fields = {f.name: f.dataType for f in schema.fields}
-        for name in names:
-            column = self._value(name)
-            if column not in fields:
-                raise ConfigError(f"MFSGD param {name}: column {column!r} is not in the "
-                                  f"DataFrame (it has {sorted(fields)})")
-            boolean = name == "validationIndicatorCol"
-            if not isinstance(fields[column], T.BooleanType if boolean else NUMERIC):
-                raise ConfigError(f"MFSGD param {name}: column {column!r} must be "
-                                  f"{'boolean' if boolean else 'numeric'}, not "
-                                  f"{fields[column].simpleString()}")
+        kinds = {"userCol": "id", "itemCol": "id", "ratingCol": "number",
+                 "validationIndicatorCol": "boolean"}
+        check_columns(self, schema, {n: kinds[n] for n in names}, "MFSGD")
 
 
 class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadable):
     """Matrix factorization by SGD on the parameter server (docs/mf_sgd.md)."""
 
-    @keyword_only
-    def __init__(self, *, userCol: str = "user", itemCol: str = "item",
-                 ratingCol: str = "rating", validationIndicatorCol: str | None = None,
-                 predictionCol: str = "prediction", rank: int = 10,
-                 maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
-                 decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
-                 seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
-                 numConcurrentBatches: int = 2, numParameterServers: int = 2,
-                 parameterServerHost: str | None = None, replicas: int = 1) -> None:
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, userCol: str = "user", itemCol: str = "item",
-                  ratingCol: str = "rating", validationIndicatorCol: str | None = None,
-                  predictionCol: str = "prediction", rank: int = 10,
-                  maxIter: int = 10, regParam: float = 0.02, stepSize: float = 0.005,
-                  decay: float = 1.0, biases: bool = True, schedule: str = "rotation",
-                  seed: int = 0, coldStartStrategy: str = "nan", batchSize: int = 1024,
-                  numConcurrentBatches: int = 2, numParameterServers: int = 2,
-                  parameterServerHost: str | None = None, replicas: int = 1) -> "MFSGD":
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-
     def _fit(self, dataset: DataFrame) -> "MFSGDModel":
-        self._check()
+        self._check_spec()
         valid = self._value("validationIndicatorCol")
         self._check_columns(dataset.schema, ("userCol", "itemCol", "ratingCol")
                             + (("validationIndicatorCol",) if valid else ()))
         sc = dataset.sparkSession.sparkContext
         pin_local_interpreter(sc)
         user, item, rating = (self._value(n) for n in ("userCol", "itemCol", "ratingCol"))
-        meta = metadata(dataset, user, item, rating, valid, self._value("biases"))
-        host = self._value("parameterServerHost")
+        with spark_jobs(sc, "MFSGD.fit reading its ratings"):
+            meta = metadata(dataset, user, item, rating, valid, self._value("biases"))
         parts = max(sc.defaultParallelism, 1)
         epochs, rank = self._value("maxIter"), self._value("rank")
         state = LocalMFSGD(rank=rank, epochs=epochs, step_size=self._value("stepSize"),
                            decay=self._value("decay"), reg=self._value("regParam"),
                            biases=self._value("biases"), schedule=self._value("schedule"),
                            seed=self._value("seed"), show_progress=False)
-        with SparkParameterServer(dataset.sparkSession, None if host else
-                                  self._value("numParameterServers"), host=host) as ps:
-            name = f"mf_sgd-{uuid.uuid4().hex[:12]}"
+        with start_parameter_server(self, dataset.sparkSession) as ps:
             client = ps.client()
             config = {"n_items": meta["n_items"], "rank": rank,
                       "schedule": self._value("schedule"), "epochs": epochs}
             rated = sc.broadcast(meta["rated_items"]) if meta["valid_ratings"] else None
             try:  # a failed fit leaves the model (separate mode), and says so
-                with Training(ps, name, "mf_sgd", config, replicas=self._value("replicas"),
-                              what="MFSGD.fit"):
+                with training(self, ps, "mf_sgd", config, "MFSGD.fit") as run:
+                    name = run.name
                     rng = np.random.default_rng(self._value("seed"))
                     every = np.arange(meta["n_items"])
                     client.run(push_item_side(
@@ -200,7 +120,13 @@ class MFSGD(Estimator, _MFSGDParams, DefaultParamsWritable, DefaultParamsReadabl
         state.global_mean_, state.train_ = meta["mu"], None
         rated_users = np.zeros(meta["n_users"], bool)
         rated_users[user_ids] = True
-        return self._copyValues(MFSGDModel(state, rated_users, meta["rated_items"]))
+        # per rated user, the items it rated (for rankCol): computed when used, as FMPair's
+        trained = dataset.where(~F.col(valid)) if valid else dataset
+        rated_by = trained.groupBy(id_column(user).alias("id")).agg(
+            F.collect_set(id_column(item)).alias("exclude"))
+        model = MFSGDModel(state, rated_users, meta["rated_items"], rated_by)
+        model.history = state.history_
+        return self._copyValues(model)
 
 
 class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
@@ -209,15 +135,25 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
     are known: the others are cold-start (coldStartStrategy) and never recommended."""
 
     def __init__(self, state: LocalMFSGD | None = None, rated_users=None,
-                 rated_items=None) -> None:
+                 rated_items=None, users: DataFrame | None = None) -> None:
         super().__init__()
         self.state, self.rated_users, self.rated_items = state, rated_users, rated_items
+        self.users = users  # (id, exclude): each rated user's training items, for rankCol
+        # per epoch of fit: epoch, train_rmse, valid_rmse (None without a
+        # validationIndicatorCol), seconds, updates
+        self.history: list[dict] = []
 
-    @property
-    def history(self) -> list[dict]:
-        """Per epoch of fit: epoch, train_rmse, valid_rmse (None without a
-        validationIndicatorCol), seconds, updates."""
-        return getattr(self.state, "history_", [])
+    def __getstate__(self) -> dict:
+        """What the scoring tasks get (by broadcast): not the DataFrame `users`."""
+        return {**self.__dict__, "users": None}
+
+    @property  # type: ignore[override]
+    def rank(self) -> int:
+        """The latent dimensions, as ALSModel.rank (MFSGD's param `rank`)."""
+        return int(self.state.item_factors_.shape[1])
+
+    def getRank(self) -> int:
+        return self.rank
 
     def _shipped(self, spark):
         pin_local_interpreter(spark.sparkContext)
@@ -225,16 +161,26 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self._check_columns(dataset.schema, ("userCol", "itemCol"))
+        dataset = int_ids(dataset, (self._value("userCol"), self._value("itemCol")),
+                          "MFSGDModel.transform")  # as ALS gives them
         names = dataset.columns
-        prediction = self._value("predictionCol")
+        prediction, rank = self._value("predictionCol"), self._value("rankCol")
         schema = T.StructType(dataset.schema.fields + [T.StructField(prediction,
-                                                                     T.FloatType())])
+                                                                     T.FloatType())]
+                              + (rank_fields(rank) if rank else []))
+        if rank:  # each row's user's training items, and whether fit saw the user
+            if self.users is None:
+                raise ConfigError("MFSGDModel.transform with rankCol needs each user's "
+                                  "training items, which this model does not have (saved "
+                                  "before they were kept): fit it again")
+            known = self.users.select(F.col("id").alias("_fit_id"),
+                                      F.col("exclude").alias("_exclude"))
+            dataset = dataset.join(known, id_column(self._value("userCol"))
+                                   == known["_fit_id"], "left")
         out = dataset.mapInArrow(_Predict(self._shipped(dataset.sparkSession), names,
                                           self._value("userCol"), self._value("itemCol"),
-                                          prediction), schema)
-        if self._value("coldStartStrategy") == "drop":
-            out = out.where(~F.isnan(prediction))
-        return out
+                                          prediction, rank), schema)
+        return cold_start(out, self)
 
     def _scores(self, side: str) -> tuple[np.ndarray, ...]:
         """(queries, targets, query bias, target bias, rated queries) for recommending on
@@ -246,16 +192,13 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
         return q, t, qb, np.where(known, tb, -np.inf).astype(np.float32), rated
 
     def _recommend(self, ids: DataFrame, side: str, n) -> DataFrame:
-        if (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
-            raise ConfigError(f"the number of recommendations must be a positive integer, "
-                              f"got {n!r}")
+        n = need_count(n, "numItems" if side == "user" else "numUsers")
         this, other = ((self._value("userCol"), self._value("itemCol")) if side == "user"
                        else (self._value("itemCol"), self._value("userCol")))
-        schema = T.StructType([T.StructField(this, T.LongType()), T.StructField(
-            "recommendations", T.ArrayType(T.StructType([
-                T.StructField(other, T.LongType()), T.StructField("rating", T.FloatType())])))])
-        return ids.mapInArrow(_Recommend(self._shipped(ids.sparkSession), side, int(n),
-                                         (this, other)), schema)
+        pin_local_interpreter(ids.sparkSession.sparkContext)
+        scoring = ids.sparkSession.sparkContext.broadcast(self._scores(side))
+        return ids.mapInArrow(TopK(scoring, n, (this, other)),
+                              recommendations_schema(this, other))
 
     def _rated(self, side: str) -> DataFrame:
         from pyspark.sql import SparkSession
@@ -291,7 +234,7 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
         bias = s.user_bias_ if side == "user" else s.item_bias_
         ids = np.flatnonzero(known)
         return SparkSession.active().createDataFrame(pa.table({
-            "id": pa.array(ids), "features": arrow.rows_to_lists(factors[ids]),
+            "id": pa.array(ids.astype(np.int32)), "features": arrow.rows_to_lists(factors[ids]),
             "bias": pa.array(bias[ids].astype(np.float32))}))
 
     @property
@@ -305,23 +248,36 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
         return self._factors("item")
 
     def write(self) -> MLWriter:
-        return ml.ModelWriter(self, _save, {"history": self.history})
+        return model_writer(self, _save)
 
     @classmethod
     def read(cls) -> MLReader:
         def build(meta: dict, data, reader) -> "MFSGDModel":
+            users = None
+            if (data / "users").exists():
+                users = reader.sparkSession.read.parquet(data.resolve().as_uri() + "/users")
             with np.load(data / "rated.npz") as f:
-                return cls(LocalMFSGD.load(data / "mf_sgd.npz"), f["users"], f["items"])
-        return ml.ModelReader(cls, build)
+                return cls(LocalMFSGD.load(data / "mf_sgd.npz"), f["users"], f["items"],
+                           users)
+        return model_reader(cls, build)
 
 
 class _Predict:
-    def __init__(self, model, names: list[str], user: str, item: str, prediction: str) -> None:
+    """mapInArrow: rows with the predicted rating and, with `rank` (the rankCol), the
+    item's rank among the user's candidates, rated items but its own
+    (`models.spark_evaluation.candidate_ranks`, each user of a batch scored once): the rows
+    then carry `_fit_id` (null for a user not rated in training) and `_exclude`."""
+
+    def __init__(self, model, names: list[str], user: str, item: str, prediction: str,
+                 rank: str | None = None) -> None:
         self.model, self.names, self.user, self.item = model, names, user, item
-        self.prediction = prediction
+        self.prediction, self.rank = prediction, rank
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         me = self.model.value
+        names = self.names + [self.prediction]
+        if self.rank:
+            names += [self.rank, candidates_column(self.rank)]
         for batch in batches:
             users, items = arrow.ids(batch.column(self.user)), arrow.ids(batch.column(self.item))
             known = ((users >= 0) & (users < me.rated_users.size) & (items >= 0)
@@ -330,38 +286,39 @@ class _Predict:
             out = np.full(batch.num_rows, np.nan, np.float32)
             if known.any():
                 out[known] = me.state.predict(users[known], items[known])
-            yield pa.RecordBatch.from_arrays([batch.column(n) for n in self.names]
-                                             + [pa.array(out)],
-                                             names=self.names + [self.prediction])
+            arrays = [batch.column(n) for n in self.names] + [pa.array(out)]
+            if self.rank:
+                arrays += self._ranks(me, batch, users, items)
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    @staticmethod
+    def _ranks(me: "MFSGDModel", batch: pa.RecordBatch, users: np.ndarray,
+               items: np.ndarray) -> list[pa.Array]:
+        s = me.state
+        fitted = np.flatnonzero(np.asarray(batch.column("_fit_id").is_valid(), bool))
+        distinct, first, inverse = np.unique(users[fitted], return_index=True,
+                                             return_inverse=True)
+        row_query = np.full(batch.num_rows, -1, np.int64)
+        row_query[fitted] = inverse.ravel()
+        n_items = s.item_factors_.shape[0]
+        exclude = arrow.lists_to_csr(batch.take(pa.array(fitted[first])).column("_exclude"),
+                                     n_items)
+        # μ + b_u is the same for all of a user's items: the order needs b_i + ⟨w_u, h_i⟩
+        return rank_arrays(*candidate_ranks(
+            s.user_factors_[distinct], s.item_factors_, s.item_bias_, exclude, row_query,
+            items, known=me.rated_items))
 
 
-class _Recommend:
-    def __init__(self, model, side: str, n: int, names: tuple[str, str]) -> None:
-        self.model, self.side, self.n, self.names = model, side, n, names
-
-    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from models.recommend import top_k
-        me = self.model.value
-        queries, targets, qb, tb, rated = me._scores(self.side)
-        for batch in batches:
-            ids = arrow.ids(batch.column("id"))
-            ids = ids[(ids >= 0) & (ids < len(queries))]
-            ids = ids[rated[ids]]  # only ids rated in training are in the model, as ALS
-            if not ids.size:
-                continue
-            top, scores = top_k(queries[ids], targets, self.n, query_bias=qb[ids],
-                                target_bias=tb)
-            yield recommendations(ids, top, scores, self.names)
-
-
-PARAMS = ml.param_names(_MFSGDParams)
-ml.add_accessors(_MFSGDParams, PARAMS, setters=False)
-ml.add_accessors(MFSGD, PARAMS, setters=True)
-ml.copy_setters(MFSGDModel, MFSGD, ("userCol", "itemCol", "predictionCol", "coldStartStrategy"))
+ml.declare(_MFSGDParams, SPEC)
+ml.keyword_init(MFSGD)
+ml.copy_setters(MFSGDModel, MFSGD, ("userCol", "itemCol", "predictionCol", "coldStartStrategy",
+                                    "rankCol"))
 
 
 def _save(m: MFSGDModel, data) -> None:
     m.state.save(data / "mf_sgd.npz")
     with open(data / "rated.npz", "wb") as f:
         np.savez(f, users=m.rated_users, items=m.rated_items)
+    if m.users is not None:  # written by the executors
+        m.users.write.mode("overwrite").parquet(data.resolve().as_uri() + "/users")
 

@@ -27,6 +27,7 @@ from psframework import ConfigError
 from psframework.spark import TableProgress, arrow, executor_client
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.worker import Worker, block_edges, pull_item_side
+from models.spark_estimator import id_ranges
 
 __all__ = ["metadata", "Train", "EpochLog", "id_column", "TRAIN_SCHEMA", "USERS_SCHEMA"]
 
@@ -47,32 +48,23 @@ def metadata(df: DataFrame, user: str, item: str, rating: str, valid: str | None
              biases: bool) -> dict:
     """μ over the training rows, the id ranges, the rated items and the counts, by
     aggregations; a ConfigError for nulls, NaN ratings and ids that are not integers
-    >= 0. Rows whose `valid` column is true are validation rows (none without it)."""
+    >= 0 (`models.spark_estimator.id_ranges`). Rows whose `valid` column is true are
+    validation rows (none without it)."""
+    id_ranges(df, {"userCol": user, "itemCol": item}, "MFSGD.fit")
     is_valid = F.col(valid) if valid else F.lit(False)
     train = F.when(~is_valid, F.lit(1))
-    integral = lambda c: F.sum((F.col(c) != F.floor(F.col(c))).cast("long"))
     row = df.agg(
-        F.min(user).alias("min_user"), F.max(user).alias("max_user"),
-        F.min(item).alias("min_item"), F.max(F.when(~is_valid, F.col(item))).alias("max_item"),
+        F.max(user).alias("max_user"), F.max(F.when(~is_valid, F.col(item))).alias("max_item"),
         F.count(F.lit(1)).alias("rows"), F.count(train).alias("ratings"),
-        F.count(user).alias("users"), F.count(item).alias("items"),
         F.count(rating).alias("values"), F.count(is_valid).alias("flags"),
         F.avg(F.when(~is_valid, F.col(rating))).alias("mu"),
-        integral(user).alias("fractional_users"), integral(item).alias("fractional_items"),
         F.sum(F.isnan(F.col(rating).cast("double")).cast("long")).alias("nan")).first()
-    columns = f"{user!r}, {item!r}, {rating!r}" + (f" and {valid!r}" if valid else "")
-    if not row.rows == row.users == row.items == row.values == row.flags:
+    columns = f"{rating!r}" + (f" and {valid!r}" if valid else "")
+    if not row.rows == row.values == row.flags:
         raise ConfigError(f"MFSGD.fit: columns {columns} must not hold nulls")
     if row.ratings == 0:
         raise ConfigError("MFSGD.fit: the DataFrame has no ratings to train on"
                           + (f" (every row is marked by {valid!r})" if row.rows else ""))
-    if row.fractional_users or row.fractional_items:
-        raise ConfigError(f"MFSGD.fit: ids in {user!r} and {item!r} must be integers "
-                          "(integral doubles such as StringIndexer's are fine)")
-    if row.min_user < 0 or row.min_item < 0:
-        raise ConfigError(f"MFSGD.fit: ids must be >= 0 (found "
-                          f"{min(row.min_user, row.min_item)}); index them first, e.g. "
-                          "with StringIndexer")
     if row.nan:
         raise ConfigError(f"MFSGD.fit: {rating!r} holds NaN ratings")
     n_items = int(row.max_item) + 1
@@ -169,7 +161,8 @@ class EpochLog(TableProgress):
     has reported it (train RMSE, validation RMSE, updates/s); `history` after."""
 
     def __init__(self, client, name: str, epochs: int, parts: int, validating: bool) -> None:
-        super().__init__(client, name, "epoch_errors", epochs, parts, self._epoch)
+        super().__init__(client, name, "epoch_errors", epochs, parts, self._epoch, logger=log,
+                         report_as=name)
         self.validating = validating
 
     def _epoch(self, epoch: int, row: np.ndarray) -> dict:

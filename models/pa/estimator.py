@@ -19,85 +19,44 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from typing import Any
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.linalg import DenseMatrix, DenseVector
-from pyspark.ml.param import TypeConverters
 from pyspark.ml.util import (
     DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLReader, MLWritable, MLWriter,
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import (
-    SparkParameterServer, TableProgress, Training, ml, pin_local_interpreter,
-)
+from psframework.spark import TableProgress, ml, pin_local_interpreter
 from models.pa.data import Classes
-from models.pa.kernels import VARIANTS
 from models.pa.local import LocalPA
 from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, Score, features_kind
-from models.pa.worker import MIXINGS, delta_scale
+from models.pa.spec import SPEC
+from models.pa.worker import delta_scale
+from models.spark_estimator import (
+    spark_jobs,
+    check_columns, model_reader, model_writer, start_parameter_server, training,
+)
 
 __all__ = ["PassiveAggressive", "PassiveAggressiveModel"]
 
 log = logging.getLogger("models.pa")
 
-NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
-           T.DecimalType)
-
 
 class PAParams(ml.ParamValues):
-    """The params of the estimator, its model and the streaming trainer."""
-
-    featuresCol = ml.param("featuresCol", "features: a Vector, or an array<string> of raw "
-                           "features to hash", TypeConverters.toString)
-    labelCol = ml.param("labelCol", "label column (numbers)", TypeConverters.toString)
-    predictionCol = ml.param("predictionCol", "predicted label", TypeConverters.toString)
-    rawPredictionCol = ml.param("rawPredictionCol", "margins: [-m, m] for two classes, "
-                                "one per class otherwise", TypeConverters.toString)
-    variant = ml.param("variant", f"one of {VARIANTS}: PA, PA-I, PA-II",
-                       TypeConverters.toString)
-    C = ml.param("C", "aggressiveness of PA-I and PA-II (> 0)", TypeConverters.toFloat)
-    maxIter = ml.param("maxIter", "passes over the data", TypeConverters.toInt)
-    hashBits = ml.param("hashBits", "array<string> features are hashed into 2^hashBits "
-                        "buckets", TypeConverters.toInt)
-    fitIntercept = ml.param("fitIntercept", "learn a bias", TypeConverters.toBoolean)
-    batchSize = ml.param("batchSize", "examples per pull and push (1: the exact online "
-                         "algorithm within a task)", TypeConverters.toInt)
-    mixing = ml.param("mixing", f"how the pushes of tasks learning at once combine: one of "
-                      f"{MIXINGS} ('average' divides each delta by the tasks)",
-                      TypeConverters.toString)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._setDefault(featuresCol="features", labelCol="label", predictionCol="prediction",
-                         rawPredictionCol="rawPrediction", variant="pa1", C=1.0, maxIter=5,
-                         hashBits=18, fitIntercept=True, batchSize=64, mixing="average",
-                         numParameterServers=2, replicas=1)
+    """The params of the estimator, its model and the streaming trainer: from
+    `models.pa.spec.SPEC`."""
 
     def _check(self) -> None:
-        self._need_counts(("maxIter", "batchSize", "numParameterServers", "replicas"))
-        self._need(1 <= self._value("hashBits") <= 31, "hashBits", "between 1 and 31")
-        self._need(self._value("variant") in VARIANTS, "variant", f"one of {VARIANTS}")
-        self._need(self._value("C") > 0, "C", "> 0")
-        self._need(self._value("mixing") in MIXINGS, "mixing", f"one of {MIXINGS}")
-        self._need_host()
+        self._check_spec()
 
     def _check_label(self, schema: T.StructType) -> str:
-        label = self._value("labelCol")
-        fields = {f.name: f.dataType for f in schema.fields}
-        if label not in fields:
-            raise ConfigError(f"labelCol {label!r} is not in the DataFrame (it has "
-                              f"{sorted(fields)})")
-        if not isinstance(fields[label], NUMERIC):
-            raise ConfigError(f"labelCol {label!r} must be numeric (index string labels "
-                              f"with StringIndexer), not {fields[label].simpleString()}")
-        return label
+        check_columns(self, schema, {"labelCol": "number"}, "PassiveAggressive")
+        return self._value("labelCol")
 
     def _job(self, master: str, name: str, layout: Layout, epochs: int, progress: bool,
              data: DataFrame, tasks: int) -> dict:
@@ -129,32 +88,14 @@ def vector_width(df: DataFrame, column: str) -> int | None:
 class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParamsReadable):
     """Online passive-aggressive classification on the parameter server (docs/pa.md)."""
 
-    @keyword_only
-    def __init__(self, *, featuresCol: str = "features", labelCol: str = "label",
-                 predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
-                 variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
-                 fitIntercept: bool = True, batchSize: int = 64, mixing: str = "average",
-                 numParameterServers: int = 2, parameterServerHost: str | None = None,
-                 replicas: int = 1) -> None:
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol: str = "features", labelCol: str = "label",
-                  predictionCol: str = "prediction", rawPredictionCol: str = "rawPrediction",
-                  variant: str = "pa1", C: float = 1.0, maxIter: int = 5, hashBits: int = 18,
-                  fitIntercept: bool = True, batchSize: int = 64, mixing: str = "average",
-                  numParameterServers: int = 2, parameterServerHost: str | None = None,
-                  replicas: int = 1) -> "PassiveAggressive":
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-
     def _fit(self, dataset: DataFrame) -> "PassiveAggressiveModel":
         self._check()
         label, features = self._check_label(dataset.schema), self._value("featuresCol")
         features_kind(dataset.schema, features)
         sc = dataset.sparkSession.sparkContext
         pin_local_interpreter(sc)
-        found = dataset.select(F.col(label).cast("double").alias("y")).distinct().toArrow()
+        with spark_jobs(sc, "PassiveAggressive.fit reading its labels"):
+            found = dataset.select(F.col(label).cast("double").alias("y")).distinct().toArrow()
         values = found.column("y").to_numpy(zero_copy_only=False)
         if found.column("y").null_count or np.isnan(values).any():
             raise ConfigError(f"labelCol {label!r} holds nulls or NaN; every example needs "
@@ -164,7 +105,7 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
                            vector_width(dataset, features), classes.to_wire(), label)
         data = dataset.select(features, F.col(label).cast("double").alias(label))
         tasks = data.rdd.getNumPartitions()
-        epochs, host = self._value("maxIter"), self._value("parameterServerHost")
+        epochs = self._value("maxIter")
 
         def on_epoch(epoch: int, row: np.ndarray) -> dict:
             _, mistakes, n, seconds = row
@@ -174,17 +115,15 @@ class PassiveAggressive(Estimator, PAParams, DefaultParamsWritable, DefaultParam
             log.info("PA epoch %d/%d: progressive accuracy %.4f, %.0f examples/s",
                      epoch + 1, epochs, entry["accuracy"], entry["examples_per_s"])
             return entry
-        with SparkParameterServer(dataset.sparkSession, None if host else
-                                  self._value("numParameterServers"), host=host) as ps:
-            name = f"pa-{uuid.uuid4().hex[:12]}"
+        with start_parameter_server(self, dataset.sparkSession) as ps:
             client = ps.client()
             config = {"n_features": layout.n_features, "n_weights": classes.n_weights,
                       "classes": classes.to_wire(), "epochs": epochs}
             # a failed fit leaves the model (separate mode), and says so
-            with Training(ps, name, "pa", config, replicas=self._value("replicas"),
-                          what="PassiveAggressive.fit"):
-                with TableProgress(client, name, "progress", epochs, tasks,
-                                   on_epoch) as progress:
+            with training(self, ps, "pa", config, "PassiveAggressive.fit") as run:
+                name = run.name
+                with TableProgress(client, name, "progress", epochs, tasks, on_epoch,
+                                   logger=log, report_as=name) as progress:
                     data.mapInArrow(Learn(self._job(ps.master, name, layout, epochs, True,
                                                     data, tasks)), LEARN_SCHEMA).collect()
                 weights = client.pull_rows(name, "weights", np.arange(layout.n_features + 1))
@@ -244,18 +183,15 @@ class PassiveAggressiveModel(Model, PAParams, MLWritable, MLReadable):
 
     def write(self) -> MLWriter:
         layout = {**dataclasses.asdict(self.layout), "classes": list(self.layout.classes)}
-        return ml.ModelWriter(self, lambda m, data: m.state.save(data / "pa.npz"),
-                              {"history": self.history, "layout": layout})
+        return model_writer(self, lambda m, data: m.state.save(data / "pa.npz"), layout=layout)
 
     @classmethod
     def read(cls) -> MLReader:
         def build(meta: dict, data, reader) -> "PassiveAggressiveModel":
             layout = meta["layout"]
-            model = cls(LocalPA.load(data / "pa.npz"),
-                        Layout(**{**layout, "classes": tuple(layout["classes"])}))
-            model.history = meta.get("history", [])
-            return model
-        return ml.ModelReader(cls, build)
+            return cls(LocalPA.load(data / "pa.npz"),
+                       Layout(**{**layout, "classes": tuple(layout["classes"])}))
+        return model_reader(cls, build)
 
 
 def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
@@ -274,8 +210,7 @@ def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
     return out.withColumn(raw, array_to_vector(raw))
 
 
-PARAMS = ml.param_names(PAParams)
-ml.add_accessors(PAParams, PARAMS, setters=False)
-ml.add_accessors(PassiveAggressive, PARAMS, setters=True)
+ml.declare(PAParams, SPEC)
+ml.keyword_init(PassiveAggressive)
 ml.copy_setters(PassiveAggressiveModel, PassiveAggressive,
                 ("featuresCol", "predictionCol", "rawPredictionCol"))

@@ -37,6 +37,7 @@ from psframework.spark import SparkParameterServer, pin_local_interpreter
 from models.pa.data import Classes
 from models.pa.estimator import PAParams, PassiveAggressiveModel, score, vector_width
 from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, features_kind
+from models.spark_estimator import spark_jobs
 
 __all__ = ["StreamingPassiveAggressive"]
 
@@ -163,8 +164,9 @@ class StreamingPassiveAggressive(PAParams):
         job = self._job(self._ps.master, self._name, self._layout, 1, False, df,
                         df.rdd.getNumPartitions())
         label = self.getLabelCol()
-        rows = df.select(self.getFeaturesCol(), F.col(label).cast("double").alias(label)) \
-                 .mapInArrow(Learn(job), LEARN_SCHEMA).collect()
+        with spark_jobs(df.sparkSession.sparkContext, f"learning micro-batch {batch_id}"):
+            rows = df.select(self.getFeaturesCol(), F.col(label).cast("double").alias(label)) \
+                     .mapInArrow(Learn(job), LEARN_SCHEMA).collect()
         client.push_rows(self._name, "batches", [0], [batch_id + 1.0])
         n, wrong = sum(r.examples for r in rows), sum(r.mistakes for r in rows)
         if n == 0:

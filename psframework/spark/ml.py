@@ -69,10 +69,11 @@ def keyword_init(cls: type, setters: bool = True) -> None:
 
 
 class ParamValues(Params):
-    """Params with `_value(name)`: the value, or None when an optional one is unset, and
-    checks whose errors name the param; and the three that every PS estimator has: where
-    its parameter server runs (numParameterServers, parameterServerHost) and how many
-    copies of each partition it keeps (replicas)."""
+    """Params declared from a model's spec (`declare`; every PS estimator's spec has
+    `psframework.hyper.parameter_server()`: numParameterServers, parameterServerHost,
+    replicas), with `_value(name)`: the value, or None when an optional one is unset,
+    and checks whose errors name the param. A subclass may hide a declared Param under
+    another attribute (a fitted model's read-only `rank`): that one is not its param."""
 
     _spec: HyperSpec | None = None  # set by `declare`
 
@@ -80,7 +81,7 @@ class ParamValues(Params):
         super().__init__(*args)
         if self._spec is not None:
             self._setDefault(**{h.spark: h.spark_value for h in self._spec.spark
-                                if h.spark_value is not None})
+                                if h.spark_value is not None and self.hasParam(h.spark)})
 
     def _value(self, name: str) -> Any:
         p = self.getParam(name)
@@ -89,7 +90,7 @@ class ParamValues(Params):
     def _check_spec(self) -> None:
         """Every param the spec declares holds a valid value; errors name the param."""
         for h in self._spec or ():
-            if h.spark:
+            if h.spark and self.hasParam(h.spark):
                 h.check(self._value(h.spark), f"{type(self).__name__} param {h.spark}")
         self._need_host()
 
@@ -98,20 +99,6 @@ class ParamValues(Params):
         if not ok:
             raise ConfigError(f"{type(self).__name__} param {name} must be {what}, got "
                               f"{self._value(name)!r}")
-
-    def _need_counts(self, names: Iterable[str]) -> None:
-        for name in names:
-            self._need(self._value(name) >= 1, name, "a positive integer")
-
-    numParameterServers = param("numParameterServers", "shards started on the executors "
-                                "(integrated mode)", TypeConverters.toInt)
-    parameterServerHost = param("parameterServerHost", "HOST:PORT of a running psframework "
-                                "master (separate mode); unset: integrated mode",
-                                TypeConverters.toString)
-
-    replicas = param("replicas", "copies of every partition on the parameter server (2: a "
-                     "backup on another shard, so that fit survives the loss of a shard)",
-                     TypeConverters.toInt)
 
     def _need_host(self) -> None:
         """parameterServerHost, if set, is HOST:PORT."""
@@ -180,7 +167,9 @@ class ModelWriter(MLWriter):
 
 class ModelReader(MLReader):
     """Reads what `ModelWriter` wrote: `build(metadata, data_dir, reader)` makes the
-    model from its arrays, then its uid and params are those saved."""
+    model from its arrays, then its uid and params are those saved (but a param the
+    class no longer has, such as MFSGDModel's `rank`, now a read-only property, which
+    models saved before kept)."""
 
     def __init__(self, cls: type, build: Callable[[dict, Path, MLReader], Any]) -> None:
         super().__init__()
@@ -190,5 +179,8 @@ class ModelReader(MLReader):
         meta = DefaultParamsReader.loadMetadata(path, self.sc)
         model = self.build(meta, data_dir(path, self.cls.__name__), self)
         model._resetUid(meta["uid"])  # as DefaultParamsReader does: params keep their owner
+        for section in ("paramMap", "defaultParamMap"):
+            meta[section] = {k: v for k, v in meta.get(section, {}).items()
+                             if model.hasParam(k)}
         DefaultParamsReader.getAndSetParams(model, meta)
         return model

@@ -18,11 +18,16 @@ stderr, but only while nobody configured logging (neither the logger nor the roo
 handler, and the logger has no level of its own); once logging is configured (e.g.
 `logging.basicConfig`), that configuration decides, and the handler stays quiet.
 `logging.getLogger("models.fmpair").setLevel(logging.WARNING)` silences a model's epochs.
+
+With `report_as`, each entry's numbers are also reported to the master as that model's
+training gauges (`AsyncClient.report`), for `psframework status` and the metrics endpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import sys
 import threading
 from typing import Any, Callable
@@ -73,15 +78,18 @@ class TableProgress:
     `on_row(index, row)` once per row from `first` on, in order, when row[0] reaches
     `tasks`, keeping what it returns (unless None) in `history`; a last poll when the
     block ends without an error. (`first` > 0: a resumed job, whose earlier rows were
-    reported by the one before.) `logger`: where `on_row` logs, made `visible`."""
+    reported by the one before.) `logger`: where `on_row` logs, made `visible`.
+    `report_as`: the model whose training gauges the entries' numbers become."""
 
     def __init__(self, client: Any, model: str, table: str, rows: int, tasks: int,
                  on_row: Callable[[int, np.ndarray], Any], interval: float = 0.5, *,
-                 first: int = 0, logger: logging.Logger | None = None) -> None:
+                 first: int = 0, logger: logging.Logger | None = None,
+                 report_as: str | None = None) -> None:
         if logger is not None:
             visible(logger)
         self.client, self.model, self.table = client, model, table
         self.rows, self.tasks, self.on_row, self.interval = rows, tasks, on_row, interval
+        self.report_as = report_as
         self.done = first
         self.history: list = []
         self._stop = threading.Event()
@@ -94,7 +102,21 @@ class TableProgress:
             entry = self.on_row(self.done, values[self.done])
             if entry is not None:
                 self.history.append(entry)
+                self._report(entry)
             self.done += 1
+
+    def _report(self, entry: Any) -> None:
+        """An entry's finite numbers, as training gauges of `report_as`."""
+        if self.report_as is None or not isinstance(entry, dict):
+            return
+        gauges = {k: float(v) for k, v in entry.items() if isinstance(v, numbers.Real)
+                  and not isinstance(v, bool) and math.isfinite(v)}
+        if "epoch" in gauges:
+            gauges["epoch"] += 1  # epochs done, as the local APIs report them
+        try:
+            self.client.report(self.report_as, **gauges)
+        except PSError as e:  # gauges are for watching: a fit never fails on them
+            log.debug("training gauges of %s not reported: %s", self.report_as, e)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

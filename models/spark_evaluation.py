@@ -1,7 +1,7 @@
 """Ranking metrics for recommenders inside pyspark.ml tuning (`CrossValidator`,
 `TrainValidationSplit`), computed from the ranks the model puts in `transform`'s output.
 
-    from models.evaluation import RecommendationEvaluator
+    from models.spark_evaluation import RecommendationEvaluator
     fmpair = FMPair(numDims=16, rankCol="rank")             # the model's transform ranks
     grid = ParamGridBuilder().addGrid(fmpair.numDims, [8, 32]).build()
     cv = CrossValidator(estimator=fmpair, estimatorParamMaps=grid, numFolds=3,
