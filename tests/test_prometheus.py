@@ -236,8 +236,8 @@ def test_a_taken_metrics_port_is_refused_by_name():
 
 
 @pytest.mark.parametrize("bad", [{"loss": float("nan")}, {"bad name": 1.0}])
-def test_bad_training_values_are_refused(cluster, bad):
-    c = cluster.client()
+def test_bad_training_values_are_refused(client, bad):
+    c = client
     c.create_vector("reported", 4, exists_ok=True)
     with pytest.raises(ConfigError, match="training values"):
         c.run(c.aio.report("reported", **bad))
