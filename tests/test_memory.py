@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from psframework import ConfigError
 from models.fmpair import FMPair
 from models.memory import NotEnoughMemoryError, available_memory, ensure_memory, from_job_failure
 
@@ -74,7 +75,11 @@ def test_a_worker_killed_outright_is_reported_as_likely_out_of_memory(spark):
 
 
 def test_fmpair_fit_on_sparse_ids_fails_before_allocating_for_them(spark):
-    """A user id of 10^11 would mean a feature space of 10^11 users on the driver."""
-    df = spark.createDataFrame([(0, 0), (10**11, 1)], "user long, item long")
+    """A user id of 2^31 - 2 would mean a feature space of 2^31 users on the driver; one
+    of 10^11 is not even a Spark int id, as ALS's are."""
+    df = spark.createDataFrame([(0, 0), (2**31 - 2, 1)], "user long, item long")
     with pytest.raises(NotEnoughMemoryError, match="StringIndexer"):
+        FMPair(numParameterServers=1, maxIter=1).fit(df)
+    df = spark.createDataFrame([(0, 0), (10**11, 1)], "user long, item long")
+    with pytest.raises(ConfigError, match="< 2\\^31.*StringIndexer"):
         FMPair(numParameterServers=1, maxIter=1).fit(df)
