@@ -465,6 +465,27 @@ def test_saved_model_recommends_the_same_without_any_parameter_server(integrated
     assert left_out(loaded) == left_out(model)
 
 
+
+def test_models_saved_before_the_model_moved_to_spark_model_still_load(integrated, session,
+                                                                       tmp_path):
+    """pyspark.ml's metadata names the class by its dotted path, which loaders of
+    pipelines (DefaultParamsReader.loadParamsInstance) import: FMPairModel lived in
+    models.fmpair.estimator until it moved to models.fmpair.spark_model."""
+    import json
+    from pyspark.ml.util import DefaultParamsReader
+    path = tmp_path / "model"
+    integrated.model.save(str(path))
+    [part] = (path / "metadata").glob("part-*")
+    meta = json.loads(part.read_text())
+    assert meta["class"] == "models.fmpair.spark_model.FMPairModel"
+    meta["class"] = "models.fmpair.estimator.FMPairModel"  # as saved before the move
+    part.write_text(json.dumps(meta) + "\n")
+    for crc in (path / "metadata").glob(".*.crc"):  # Hadoop would check the old checksum
+        crc.unlink()
+    loaded = DefaultParamsReader.loadParamsInstance(str(path), session)
+    assert type(loaded) is FMPairModel and loaded.uid == integrated.model.uid
+    np.testing.assert_array_equal(loaded.state.factors_, integrated.model.state.factors_)
+
 def test_every_param_round_trips_through_persistence(integrated, tmp_path):
     params = [p.name for p in FMPair().params]
     assert sorted(NON_DEFAULT) == sorted(params)

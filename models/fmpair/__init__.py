@@ -11,7 +11,10 @@ __all__ = ["LocalFMPair", "FMPair", "FMPairModel"]
 
 
 def __getattr__(name: str):
-    if name in ("FMPair", "FMPairModel"):
-        from models.fmpair import estimator
-        return getattr(estimator, name)
+    if name == "FMPair":
+        from models.fmpair.estimator import FMPair
+        return FMPair
+    if name == "FMPairModel":
+        from models.fmpair.spark_model import FMPairModel
+        return FMPairModel
     raise AttributeError(f"module 'models.fmpair' has no attribute {name!r}")
