@@ -96,14 +96,13 @@ class LocalEstimator:
 
     def _on_cluster(self, train: Callable[[str], Awaitable[T]]) -> T:
         """Run `train(master address)` on `master`, or on an embedded cluster."""
-        cluster = None
-        if self.master is None:
-            cluster = self._embedded()
+        if self.master is not None:
+            return run(train(self.master))
+        cluster = self._embedded()
         try:
-            return run(train(cluster.address if cluster is not None else self.master))
+            return run(train(cluster.address))
         finally:
-            if cluster is not None:
-                cluster.stop()
+            cluster.stop()
 
     def _bar(self, total: int, unit: str, desc: str) -> Any:
         """A tqdm bar when show_progress, else None."""

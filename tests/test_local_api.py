@@ -6,6 +6,7 @@ here or runs whose answer is known."""
 from __future__ import annotations
 
 import inspect
+import typing
 
 import numpy as np
 import pandas as pd
@@ -254,6 +255,18 @@ def test_signature_lists_the_spec_and_params_round_trip(cls):
     with pytest.raises(ConfigError, match="no parameter"):
         model.set_params(nope=1)
 
+
+
+@pytest.mark.parametrize("cls", [LocalFMPair, LocalMFSGD, LocalPA])
+def test_annotations_declare_exactly_the_specs_hyper_parameters(cls):
+    """LocalEstimator.__init__ sets the hyper-parameters from SPEC, so type checkers see
+    them only through the classes' annotations: these must not drift from the spec."""
+    hints = typing.get_type_hints(cls)
+    declared = {name: hint for name, hint in hints.items()
+                if not name.startswith("_") and not name.endswith("_")
+                and name not in ("SPEC", "show_progress", "callback")}
+    assert declared == {h.name: h.kind | None if h.optional else h.kind
+                        for h in cls.SPEC.local}
 
 def test_training_gauges_reach_the_master_while_fmpair_trains():
     """After each epoch the loop reports its loss to the master, which status shows: the

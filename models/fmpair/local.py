@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,7 +46,8 @@ def positives(data: Interactions, threshold: float | None, sample_weight: Any = 
     threshold, else 1. A weight-0 positive is left out; a pair given twice adds its
     weights."""
     values, n = data.values, data.users.size
-    weights = None
+    weights: np.ndarray | None = None
+    keep: np.ndarray
     if sample_weight is not None:
         weights = _sample_weight(sample_weight, n, matrix, frame)
     if threshold is not None:
@@ -56,6 +57,7 @@ def positives(data: Interactions, threshold: float | None, sample_weight: Any = 
                               "matrix, or a DataFrame with value_col=; or threshold=None")
         keep = values >= threshold
     elif matrix is not None:
+        assert values is not None  # a matrix's stored entries are its values
         negative = np.flatnonzero(values < 0)
         if negative.size:
             t = negative[0]
@@ -130,7 +132,7 @@ async def _assign(client: AsyncClient, name: str, table: str, rows: np.ndarray,
     await client.push_rows(name, table, rows, values)
 
 
-def _state(model: "LocalFMPair") -> dict[str, np.ndarray]:
+def _state(model: "LocalFMPair") -> dict[str, Any]:
     """What save keeps beside the parameters, when the model has it: its ids, AdaGrad
     accumulators and random generator (for fit_partial)."""
     out = {name: getattr(model, name + "_") for name in ("factors_acc", "linear_acc")
@@ -153,6 +155,31 @@ class LocalFMPair(LocalRecommender):
     """
 
     SPEC = SPEC
+    # the hyper-parameters, set from SPEC by LocalEstimator.__init__ (tests/test_local_api.py
+    # checks these annotations against SPEC.local)
+    dims: int
+    loss: str
+    sampler: str
+    rho: float
+    step_size: float
+    linear_reg: float
+    factors_reg: float
+    optimizer: str
+    epochs: int
+    batch_size: int
+    num_negatives: int
+    concurrent_batches: int
+    filter_seen: bool
+    threshold: float | None
+    seed: int
+    # fitted state (absent until fit or load)
+    factors_: np.ndarray
+    linear_: np.ndarray
+    factors_acc_: np.ndarray
+    linear_acc_: np.ndarray
+    rng_state_: Mapping[str, Any]  # numpy's bit_generator.state
+    space_: FeatureSpace
+    history_: list[EpochStats]
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, user_features=None, item_features=None,
@@ -172,7 +199,8 @@ class LocalFMPair(LocalRecommender):
         data = self._read(interactions, False, "fit", user_col=user_col, item_col=item_col,
                           value_col=value_col)
         train = self._positives(data, sample_weight, interactions)
-        space = FeatureSpace.build(*train.shape, user_features, item_features,
+        n_users, n_items = train.shape
+        space = FeatureSpace.build(n_users, n_items, user_features, item_features,
                                    context_features, train.nnz)
         for name in ("factors_", "linear_", "factors_acc_", "linear_acc_", "rng_state_"):
             self.__dict__.pop(name, None)
@@ -199,7 +227,8 @@ class LocalFMPair(LocalRecommender):
                           item_col=item_col, value_col=value_col)
         train = self._positives(data, sample_weight, interactions)
         old = self.space_
-        space = FeatureSpace.build(*train.shape, old.user, old.item, context_features,
+        n_users, n_items = train.shape
+        space = FeatureSpace.build(n_users, n_items, old.user, old.item, context_features,
                                    train.nnz)
         if space.n_features != self.factors_.shape[0] or self.dims != self.factors_.shape[1]:
             raise ConfigError(f"fit_partial continues a model of {self.factors_.shape[0]} "
@@ -292,7 +321,10 @@ class LocalFMPair(LocalRecommender):
     def _shape(self) -> tuple[int, int]:
         return self.space_.n_users, self.space_.n_items
 
-    def _user_side(self, rows, context=None) -> tuple[np.ndarray, None]:
+    # context is this model's one side input (LocalRecommender's **side): the override
+    # narrows it on purpose, so that any other keyword is a TypeError
+    def _user_side(self, rows, context=None  # type: ignore[override]
+                   ) -> tuple[np.ndarray, None]:
         return self.user_representations(rows, context), None
 
     def _item_side(self) -> tuple[np.ndarray, np.ndarray]:
@@ -321,7 +353,8 @@ class LocalFMPair(LocalRecommender):
         item = self.space_.item
         return np.asarray(item @ self.factors_[own]), np.asarray(item @ self.linear_[own]).ravel()
 
-    def predict(self, users, items, context=None) -> np.ndarray:
+    def predict(self, users, items, context=None  # type: ignore[override]  # as _user_side
+                ) -> np.ndarray:
         """score(users[t], items[t]) for each t (ids; with context row t, if given)."""
         return super().predict(users, items, context=context)
 
@@ -332,9 +365,9 @@ class LocalFMPair(LocalRecommender):
         (callers scoring many batches reuse them)."""
         return (reps * vectors[items]).sum(axis=1) + bias[items]
 
-    def recommend(self, users=None, k: int = 10, *, filter_seen: bool = True,
-                  filter_items=None, exclude=None, items=None, context=None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(  # type: ignore[override]  # context is the side input, as _user_side
+            self, users=None, k: int = 10, *, filter_seen: bool = True, filter_items=None,
+            exclude=None, items=None, context=None) -> tuple[np.ndarray, np.ndarray]:
         """`LocalRecommender.recommend`, each user's representation with its row of
         `context` when given (len(users) × n_context_features)."""
         return super().recommend(users, k, filter_seen=filter_seen, filter_items=filter_items,
@@ -352,7 +385,7 @@ class LocalFMPair(LocalRecommender):
                 "context": context}  # the context's width is what scoring needs
         if self.train_ is not None:
             mats["train"] = self.train_
-        arrays = {f"{n}_{part}": getattr(m, part) for n, m in mats.items()
+        arrays: dict[str, Any] = {f"{n}_{part}": getattr(m, part) for n, m in mats.items()
                   for part in ("data", "indices", "indptr")}
         arrays.update({f"{n}_shape": np.array(m.shape) for n, m in mats.items()})
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name

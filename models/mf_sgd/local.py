@@ -22,6 +22,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +57,27 @@ class LocalMFSGD(LocalRecommender):
     the entry appended to `history_` (epoch, train_rmse, valid_rmse, seconds, updates)."""
 
     SPEC = SPEC
+    # the hyper-parameters, set from SPEC by LocalEstimator.__init__ (tests/test_local_api.py
+    # checks these annotations against SPEC.local)
+    rank: int
+    epochs: int
+    step_size: float
+    reg: float
+    biases: bool
+    schedule: str
+    num_workers: int
+    batch_size: int
+    concurrent_batches: int
+    decay: float
+    init_std: float
+    seed: int
+    # fitted state (absent until fit or load)
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
+    user_bias_: np.ndarray
+    item_bias_: np.ndarray
+    global_mean_: float
+    history_: list[dict[str, Any]]
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, items=None, ratings=None, *, valid=None,
@@ -141,19 +163,21 @@ class LocalMFSGD(LocalRecommender):
                 _, updates = await self._epoch(workers, epoch)
                 H, bi = await pull_item_side(client, name, every)
                 sse = sum(await asyncio.gather(*(w.squared_errors(H, bi) for w in workers)))
-                entry = {"epoch": epoch, "train_rmse": float(np.sqrt(sse / train[0].size)),
-                         "valid_rmse": None if valid is None else self._rmse(valid, H, bi),
-                         "seconds": time.perf_counter() - began, "updates": updates}
+                train_rmse = float(np.sqrt(sse / train[0].size))
+                valid_rmse = None if valid is None else self._rmse(valid, H, bi)
+                seconds = time.perf_counter() - began
+                entry = {"epoch": epoch, "train_rmse": train_rmse, "valid_rmse": valid_rmse,
+                         "seconds": seconds, "updates": updates}
                 self.history_.append(entry)
-                await client.report(name, epoch=epoch + 1, train_rmse=entry["train_rmse"],
-                                    updates_per_s=updates / max(entry["seconds"], 1e-9))
+                await client.report(name, epoch=epoch + 1, train_rmse=train_rmse,
+                                    updates_per_s=updates / max(seconds, 1e-9))
                 if bar is not None:
                     bar.update(updates)
                     rate = sum(h["updates"] for h in self.history_) / (
                         time.perf_counter() - started)
-                    bar.set_postfix(train_rmse=f"{entry['train_rmse']:.4f}",
-                                    valid_rmse="-" if valid is None else
-                                    f"{entry['valid_rmse']:.4f}", updates_s=f"{rate:,.0f}")
+                    bar.set_postfix(train_rmse=f"{train_rmse:.4f}",
+                                    valid_rmse="-" if valid_rmse is None else
+                                    f"{valid_rmse:.4f}", updates_s=f"{rate:,.0f}")
                 if self.callback is not None:
                     self.callback(epoch, entry)
         finally:
@@ -180,7 +204,10 @@ class LocalMFSGD(LocalRecommender):
     def _shape(self) -> tuple[int, int]:
         return self.user_factors_.shape[0], self.item_factors_.shape[0]
 
-    def _user_side(self, rows) -> tuple[np.ndarray, np.ndarray]:
+    # no side inputs (LocalRecommender's **side): the override narrows them on purpose,
+    # so that any keyword is a TypeError
+    def _user_side(self, rows  # type: ignore[override]
+                   ) -> tuple[np.ndarray, np.ndarray]:
         return (self.user_factors_[rows],
                 self.user_bias_[rows].astype(np.float64) + self.global_mean_)
 
@@ -196,7 +223,7 @@ class LocalMFSGD(LocalRecommender):
             out[ki] += bi[items[ki]]
         return out
 
-    def predict(self, users, items) -> np.ndarray:
+    def predict(self, users, items) -> np.ndarray:  # type: ignore[override]  # no side
         """The rating predicted for each (users[t], items[t]) (ids); an id fit did not
         see gets μ plus the biases that are known, as Surprise does (recommend and
         similar_* raise UnknownIdError instead)."""
@@ -217,16 +244,17 @@ class LocalMFSGD(LocalRecommender):
         """Parameters, hyper-parameters and the rated pairs (if it holds them) in one
         .npz file."""
         self._fitted()
+        held: dict[str, Any] = {}  # what the model holds only when fit gave it
+        if self.ids_ is not None:
+            held["ids"] = np.array(json.dumps(self.ids_.to_lists()))
+        if self.train_ is not None:
+            held.update(train_indptr=self.train_.indptr, train_indices=self.train_.indices)
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, user_factors=self.user_factors_, item_factors=self.item_factors_,
                      user_bias=self.user_bias_, item_bias=self.item_bias_,
                      global_mean=np.array(self.global_mean_),
                      params=np.array(json.dumps(self.get_params())),
-                     history=np.array(json.dumps(self.history_)),
-                     **({} if self.ids_ is None else
-                        {"ids": np.array(json.dumps(self.ids_.to_lists()))}),
-                     **({} if self.train_ is None else {"train_indptr": self.train_.indptr,
-                                                        "train_indices": self.train_.indices}))
+                     history=np.array(json.dumps(self.history_)), **held)
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalMFSGD":

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from psframework import Client, ConfigError
+from psframework import Client, ConfigError, LocalCluster
 from models.local_estimator import LocalEstimator
 from models.pa.data import Classes, as_csr
 from models.pa.kernels import margins
@@ -46,6 +46,21 @@ class LocalPA(LocalEstimator):
     is called after every epoch of `fit`."""
 
     SPEC = SPEC
+    # the hyper-parameters, set from SPEC by LocalEstimator.__init__ (tests/test_local_api.py
+    # checks these annotations against SPEC.local)
+    variant: str
+    C: float
+    hash_bits: int
+    fit_intercept: bool
+    batch_size: int
+    num_workers: int
+    mixing: str
+    max_iter: int
+    shuffle: bool
+    seed: int
+    name: str | None
+    _classes: Classes  # absent until something is learned or loaded
+    history_: list[dict[str, Any]]
     _ps: dict | None = None  # client, cluster, model name, learner while attached
     _weights: np.ndarray | None = None  # (n_features + 1, n_weights) when detached
 
@@ -61,9 +76,14 @@ class LocalPA(LocalEstimator):
         if self._ps is not None:
             return self._ps["learner"]
         self._validate()
-        cluster = self._embedded() if self.master is None else None
+        cluster: LocalCluster | None = None
+        if self.master is None:
+            cluster = self._embedded()
+            address = cluster.address
+        else:
+            address = self.master
         stop = weakref.finalize(self, cluster.stop) if cluster else None
-        client = Client(cluster.address if cluster else self.master)
+        client = Client(address)
         try:
             name = self.name or f"pa-{uuid.uuid4().hex[:12]}"
             if fresh and self.name is not None:
@@ -122,6 +142,7 @@ class LocalPA(LocalEstimator):
     # -- learning ------------------------------------------------------------------------
     def _learn(self, X: sp.csr_matrix, labels: np.ndarray) -> int:
         learner = self._attach()
+        assert self._ps is not None  # attached
         client = self._ps["client"]
         n_batches = -(-X.shape[0] // self.batch_size)
         workers = min(self.num_workers, max(n_batches, 1))
@@ -170,6 +191,8 @@ class LocalPA(LocalEstimator):
         self._forget()
         self._classes = found
         self._attach(explicit=True, fresh=True)
+        ps = self._ps
+        assert ps is not None  # attached
         self.history_ = []
         bar = self._bar(self.max_iter * X.shape[0], "examples", "pa")
         try:
@@ -182,9 +205,8 @@ class LocalPA(LocalEstimator):
                 entry = {"epoch": epoch, "accuracy": 1 - mistakes / max(X.shape[0], 1),
                          "seconds": seconds, "examples_per_s": X.shape[0] / max(seconds, 1e-9)}
                 self.history_.append(entry)
-                self._ps["client"].report(self._ps["name"], epoch=epoch + 1,
-                                          accuracy=entry["accuracy"],
-                                          examples_per_s=entry["examples_per_s"])
+                ps["client"].report(ps["name"], epoch=epoch + 1, accuracy=entry["accuracy"],
+                                    examples_per_s=entry["examples_per_s"])
                 if bar is not None:
                     bar.update(X.shape[0])
                     bar.set_postfix(accuracy=f"{entry['accuracy']:.4f}",
@@ -256,6 +278,9 @@ class LocalPA(LocalEstimator):
         if self._ps is not None:
             return self._ps["client"].pull_rows(self._ps["name"], TABLE,
                                                 np.arange(self.n_features + 1))
+        if self._weights is None:  # _fitted: learned, so attached or holding weights
+            raise ConfigError("this LocalPA holds no weights; call partial_fit(), fit() or "
+                              "load()")
         return self._weights
 
     @property
