@@ -200,8 +200,25 @@ def spark_session(tmp_path_factory):
         current["session"].stop()
 
 
+SECRET_CONF = {"spark.psframework.secret": SPARK_SECRET,
+               "spark.executorEnv.PSF_SECRET": SPARK_SECRET}
+
+
 @pytest.fixture
 def spark(spark_session):
     """local[4] whose driver and executors share SPARK_SECRET through Spark configuration."""
-    return spark_session("local[4]", {"spark.psframework.secret": SPARK_SECRET,
-                                      "spark.executorEnv.PSF_SECRET": SPARK_SECRET})
+    return spark_session("local[4]", SECRET_CONF)
+
+
+@pytest.fixture(scope="module")
+def secret_spark(spark_session):
+    """`spark`, for a module's fixtures."""
+    return spark_session("local[4]", SECRET_CONF)
+
+
+@pytest.fixture(scope="module")
+def secret_cluster():
+    """A cluster of 2 shards with SPARK_SECRET, for a module's estimators in separate
+    mode (parameterServerHost=secret_cluster.address)."""
+    with LocalCluster(shards=2, secret=SPARK_SECRET, **FAST) as c:
+        yield c

@@ -20,36 +20,22 @@ import scipy.sparse as sp
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import types as T
 
-from psframework import ConfigError, LocalCluster
+from psframework import ConfigError
 from models.spark_evaluation import METRICS, RecommendationEvaluator
 from models.fmpair import FMPair, FMPairModel
 from models.metrics import evaluate
 from models.mf_sgd import MFSGD, MFSGDModel
 from models.synthetic import make_synthetic
 from models.synthetic_ratings import make_ratings
-from conftest import FAST, SPARK_SECRET
 
-SECRET_CONF = {"spark.psframework.secret": SPARK_SECRET,
-               "spark.executorEnv.PSF_SECRET": SPARK_SECRET}
 K = 5
 PAIRS = T.StructType([T.StructField("user", T.LongType()), T.StructField("item", T.LongType())])
 
 
-@pytest.fixture(scope="module")
-def session(spark_session):
-    return spark_session("local[4]", SECRET_CONF)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(shards=2, secret=SPARK_SECRET, **FAST) as c:
-        yield c
-
-
-def pairs_frame(session, matrix: sp.spmatrix, extra=()):
+def pairs_frame(secret_spark, matrix: sp.spmatrix, extra=()):
     coo = matrix.tocoo()
     rows = list(zip(coo.row.tolist(), coo.col.tolist())) + list(extra)
-    return session.createDataFrame(rows, PAIRS)
+    return secret_spark.createDataFrame(rows, PAIRS)
 
 
 def strict_ranks(scores: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -101,9 +87,10 @@ def implicit():
 
 
 @pytest.fixture(scope="module")
-def fmpair(session, cluster, implicit):
+def fmpair(secret_spark, secret_cluster, implicit):
     model = FMPair(numDims=8, maxIter=5, loss="warp", seed=3, rankCol="rank",
-                   parameterServerHost=cluster.address).fit(pairs_frame(session, implicit.train))
+                   parameterServerHost=secret_cluster.address,
+                   ).fit(pairs_frame(secret_spark, implicit.train))
     state = model.state
     n_users = implicit.n_users
     users = state.factors_[:n_users].astype(np.float64)
@@ -112,13 +99,13 @@ def fmpair(session, cluster, implicit):
     return SimpleNamespace(model=model, scores=scores)
 
 
-def test_fmpair_metrics_equal_numpy_references(session, implicit, fmpair):
+def test_fmpair_metrics_equal_numpy_references(secret_spark, implicit, fmpair):
     n_users, n_items = implicit.n_users, implicit.n_items
     train_pair = tuple(int(x) for x in np.argwhere(implicit.train.toarray())[0])
     odd = [train_pair,                  # a training item: no rank, not a positive
            (n_users + 3, 0),            # a user fit never saw (cold start)
            (0, n_items + 7)]            # an item the model does not know
-    scored = fmpair.model.transform(pairs_frame(session, implicit.test, odd)).cache()
+    scored = fmpair.model.transform(pairs_frame(secret_spark, implicit.test, odd)).cache()
     got = spark_metrics(scored)
     want = reference_metrics(fmpair.scores, implicit.test.tocsr(), implicit.train.tocsr(), K)
     for name in METRICS:
@@ -131,13 +118,13 @@ def test_fmpair_metrics_equal_numpy_references(session, implicit, fmpair):
     assert odd_rows[odd[2]] == (None, n_items - implicit.train[0].nnz)
 
 
-def test_labels_below_the_threshold_are_not_positives(session, implicit, fmpair):
+def test_labels_below_the_threshold_are_not_positives(secret_spark, implicit, fmpair):
     """labelCol + threshold: only rows labelled >= threshold count, the rest stay
     candidates (negatives), as an explicit zero would in models.metrics."""
     coo = implicit.test.tocoo()
     keep = np.arange(coo.nnz) % 2 == 0
     rows = [(int(u), int(i), float(k)) for u, i, k in zip(coo.row, coo.col, keep)]
-    df = session.createDataFrame(rows, "user long, item long, label double")
+    df = secret_spark.createDataFrame(rows, "user long, item long, label double")
     scored = fmpair.model.transform(df).cache()
     got = spark_metrics(scored, labelCol="label", threshold=0.5)
     half = sp.csr_matrix((np.ones(keep.sum()), (coo.row[keep], coo.col[keep])),
@@ -148,7 +135,7 @@ def test_labels_below_the_threshold_are_not_positives(session, implicit, fmpair)
 
 
 def test_rank_column_equals_numpy_with_ties_training_items_and_unknown_ids(
-        session, implicit, fmpair):
+        secret_spark, implicit, fmpair):
     """Items 10, 11 and 12 get item 10's parameters, so they tie for every user: their
     ranks must follow their ids."""
     state = copy.deepcopy(fmpair.model.state)
@@ -168,7 +155,7 @@ def test_rank_column_equals_numpy_with_ties_training_items_and_unknown_ids(
         seen = int(np.flatnonzero(train[u])[0])
         asked += [(u, 10), (u, 11), (u, 12), (u, seen), (u, 99), (u, 3)]
     asked = list(dict.fromkeys(asked + [(n_users + 1, 10), (-1, 10), (5, -2)]))
-    out = tied.transform(session.createDataFrame(asked, PAIRS)).collect()
+    out = tied.transform(secret_spark.createDataFrame(asked, PAIRS)).collect()
     assert sorted((r.user, r.item) for r in out) == sorted(asked)
     for r in out:
         u, i = r.user, r.item
@@ -187,9 +174,9 @@ def test_rank_column_equals_numpy_with_ties_training_items_and_unknown_ids(
             assert live[2] - live[0] == 2  # consecutive: nothing can sit between ties
 
 
-def test_without_rank_col_transform_adds_only_the_prediction(session, implicit, fmpair):
+def test_without_rank_col_transform_adds_only_the_prediction(secret_spark, implicit, fmpair):
     model = FMPairModel(fmpair.model.state, fmpair.model.users)
-    df = pairs_frame(session, implicit.test)
+    df = pairs_frame(secret_spark, implicit.test)
     assert model.transform(df).columns == ["user", "item", "prediction"]
     with pytest.raises(ConfigError, match=r"set rankCol on the estimator, e\.g\. "
                                           r"FMPair\(rankCol='rank'\)"):
@@ -198,7 +185,7 @@ def test_without_rank_col_transform_adds_only_the_prediction(session, implicit, 
         RecommendationEvaluator(metricName="auc").evaluate(fmpair.model.transform(df))
 
 
-def test_the_evaluator_round_trips_through_persistence(session, tmp_path):
+def test_the_evaluator_round_trips_through_persistence(secret_spark, tmp_path):
     evaluator = RecommendationEvaluator(metricName="recallAtK", k=3, userCol="u",
                                         rankCol="r", labelCol="rating", threshold=4.0)
     evaluator.save(str(tmp_path / "evaluator"))
@@ -210,16 +197,16 @@ def test_the_evaluator_round_trips_through_persistence(session, tmp_path):
 
 
 # -- MF-SGD --------------------------------------------------------------------------------
-def test_mf_sgd_metrics_equal_numpy_references(session, cluster, tmp_path):
+def test_mf_sgd_metrics_equal_numpy_references(secret_spark, secret_cluster, tmp_path):
     """Ratings >= 3.5 are the positives; candidates are the items rated in training but
     not by the user, so the reference leaves out the user's items and unrated ones. A
     saved and loaded model ranks as the fitted one (it keeps the users' rated items)."""
     data = make_ratings(80, 60, 12, rank=3, test_fraction=0.3, seed=5)
-    train_df = session.createDataFrame(
+    train_df = secret_spark.createDataFrame(
         [(int(u), int(i), float(r)) for u, i, r in zip(*data.train)],
         "user long, item long, rating double")
     model = MFSGD(rank=3, maxIter=5, stepSize=0.02, seed=1, rankCol="rank",
-                  parameterServerHost=cluster.address).fit(train_df)
+                  parameterServerHost=secret_cluster.address).fit(train_df)
     s = model.state
     n_users, n_items = s.user_factors_.shape[0], s.item_factors_.shape[0]
     scores = (s.user_factors_.astype(np.float64) @ s.item_factors_.astype(np.float64).T
@@ -233,7 +220,7 @@ def test_mf_sgd_metrics_equal_numpy_references(session, cluster, tmp_path):
     positive = inside & (tr >= 3.5)
     test = sp.csr_matrix((np.ones(positive.sum()), (tu[positive], ti[positive])),
                          shape=(n_users, n_items))
-    scored = model.transform(session.createDataFrame(
+    scored = model.transform(secret_spark.createDataFrame(
         [(int(a), int(b), float(c)) for a, b, c in zip(tu, ti, tr)],
         "user long, item long, rating double")).cache()
     got = spark_metrics(scored, labelCol="rating", threshold=3.5)
@@ -250,15 +237,15 @@ def test_mf_sgd_metrics_equal_numpy_references(session, cluster, tmp_path):
 
 
 # -- tuning --------------------------------------------------------------------------------
-def test_cross_validator_picks_the_numdims_that_fits_the_clusters(session, cluster):
+def test_cross_validator_picks_the_numdims_that_fits_the_clusters(secret_spark, secret_cluster):
     """Eight clusters of users and items with no popularity to fall back on: one latent
     dimension cannot tell them apart, sixteen can."""
     data = make_synthetic(n_users=200, n_items=120, n_clusters=8, n_artists=8,
                           interactions_per_user=12, popularity_exponent=0.0, noise=0.05,
                           test_fraction=0.0, seed=11)
-    df = pairs_frame(session, data.interactions)
+    df = pairs_frame(secret_spark, data.interactions)
     fmpair = FMPair(maxIter=8, loss="warp", seed=2, rankCol="rank",
-                    parameterServerHost=cluster.address)
+                    parameterServerHost=secret_cluster.address)
     grid = ParamGridBuilder().addGrid(fmpair.numDims, [1, 16]).build()
     cv = CrossValidator(estimator=fmpair, estimatorParamMaps=grid, numFolds=2, seed=7,
                         evaluator=RecommendationEvaluator(metricName="ndcgAtK", k=10))

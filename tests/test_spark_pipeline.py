@@ -22,27 +22,12 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import StringIndexer
 from pyspark.sql import functions as F
 
-from psframework import LocalCluster
 from psframework.spark.progress import visible
 from models.fmpair import FMPair
 from models.fmpair.spark_job import positives_matrix
-from conftest import FAST, SPARK_SECRET
 
-SECRET_CONF = {"spark.psframework.secret": SPARK_SECRET,
-               "spark.executorEnv.PSF_SECRET": SPARK_SECRET}
 SMALL = {"numDims": 8, "maxIter": 2, "stepSize": 0.1, "seed": 3, "batchSize": 32,
          "numConcurrentBatches": 1}
-
-
-@pytest.fixture(scope="module")
-def session(spark_session):
-    return spark_session("local[4]", SECRET_CONF)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(shards=2, secret=SPARK_SECRET, **FAST) as c:
-        yield c
 
 
 def collect(df, key: str, other: str) -> dict:
@@ -50,16 +35,16 @@ def collect(df, key: str, other: str) -> dict:
 
 
 # -- the StringIndexer pipeline ------------------------------------------------------------
-def test_string_ids_through_string_indexers_fit_save_load_and_recommend(session, cluster,
-                                                                        tmp_path):
+def test_string_ids_through_string_indexers_fit_save_load_and_recommend(
+        secret_spark, secret_cluster, tmp_path):
     rng = np.random.default_rng(1)
     users = [f"u{k}" for k in rng.integers(0, 40, 400)]
     items = [f"song-{k}" for k in rng.integers(0, 30, 400)]
-    df = session.createDataFrame(pa.table({"user_str": users, "item_str": items}))
+    df = secret_spark.createDataFrame(pa.table({"user_str": users, "item_str": items}))
     pipeline = Pipeline(stages=[
         StringIndexer(inputCol="user_str", outputCol="user"),
         StringIndexer(inputCol="item_str", outputCol="item"),
-        FMPair(**SMALL, parameterServerHost=cluster.address)])
+        FMPair(**SMALL, parameterServerHost=secret_cluster.address)])
     fitted = pipeline.fit(df)
     fmpair = fitted.stages[-1]
     recs = fmpair.recommendForAllUsers(5)
@@ -85,16 +70,16 @@ def test_string_ids_through_string_indexers_fit_save_load_and_recommend(session,
 
 # -- which rows are positives, and their weights -------------------------------------------
 @pytest.fixture(scope="module")
-def one_partition_users(session):
+def one_partition_users(secret_spark):
     """Users that fit's repartition by user (into defaultParallelism partitions) puts in
     one partition, so that one task trains them all."""
-    parts = session.sparkContext.defaultParallelism
-    rows = session.range(400).where(F.expr(f"pmod(hash(id), {parts}) = 0")).collect()
+    parts = secret_spark.sparkContext.defaultParallelism
+    rows = secret_spark.range(400).where(F.expr(f"pmod(hash(id), {parts}) = 0")).collect()
     return np.array([r.id for r in rows][:60])
 
 
 @pytest.fixture(scope="module")
-def rated(session, one_partition_users):
+def rated(secret_spark, one_partition_users):
     """(user, item, rating 1-5, plays) rows, each (user, item) once."""
     rng = np.random.default_rng(2)
     users = np.repeat(one_partition_users, 8)
@@ -104,35 +89,35 @@ def rated(session, one_partition_users):
                      "plays": rng.integers(1, 4, users.size).astype(np.float64)})
 
 
-def fit(session, cluster, table: pa.Table, **params):
-    return FMPair(**SMALL, parameterServerHost=cluster.address, **params).fit(
-        session.createDataFrame(table))
+def fit(secret_spark, secret_cluster, table: pa.Table, **params):
+    return FMPair(**SMALL, parameterServerHost=secret_cluster.address, **params).fit(
+        secret_spark.createDataFrame(table))
 
 
-def test_rows_below_the_threshold_are_not_trained_on(session, cluster, rated):
+def test_rows_below_the_threshold_are_not_trained_on(secret_spark, secret_cluster, rated):
     """ratingCol + threshold 3 trains exactly what a fit on the rows rated >= 3 trains;
     without threshold, rating > 0 is the rule (here: every row)."""
     kept = rated.filter(pc.greater_equal(rated.column("rating"), 3.0))
     assert 0 < kept.num_rows < rated.num_rows
-    reference = fit(session, cluster, kept.drop(["rating"]))
-    chosen = fit(session, cluster, rated, ratingCol="rating", threshold=3.0)
+    reference = fit(secret_spark, secret_cluster, kept.drop(["rating"]))
+    chosen = fit(secret_spark, secret_cluster, rated, ratingCol="rating", threshold=3.0)
     np.testing.assert_array_equal(chosen.state.factors_, reference.state.factors_)
     np.testing.assert_array_equal(chosen.state.linear_, reference.state.linear_)
     assert [h["pairs"] for h in chosen.history] == [kept.num_rows] * 2
     # the items left out of recommendations are the positives' only
     assert ({r.id: sorted(r.exclude) for r in chosen.users.collect()}
             == {r.id: sorted(r.exclude) for r in reference.users.collect()})
-    everything = fit(session, cluster, rated, ratingCol="rating")
+    everything = fit(secret_spark, secret_cluster, rated, ratingCol="rating")
     assert [h["pairs"] for h in everything.history] == [rated.num_rows] * 2
 
 
-def test_weights_reach_the_loss(session, cluster, rated):
+def test_weights_reach_the_loss(secret_spark, secret_cluster, rated):
     """Weights of 1 train what no weights train; other weights train something else."""
-    plain = fit(session, cluster, rated)
+    plain = fit(secret_spark, secret_cluster, rated)
     ones = rated.set_column(3, "plays", pa.array(np.ones(rated.num_rows)))
-    np.testing.assert_array_equal(fit(session, cluster, ones, weightCol="plays").state.factors_,
-                                  plain.state.factors_)
-    weighted = fit(session, cluster, rated, weightCol="plays")
+    unit = fit(secret_spark, secret_cluster, ones, weightCol="plays")
+    np.testing.assert_array_equal(unit.state.factors_, plain.state.factors_)
+    weighted = fit(secret_spark, secret_cluster, rated, weightCol="plays")
     assert np.abs(weighted.state.factors_ - plain.state.factors_).max() > 1e-3
 
 
@@ -175,14 +160,14 @@ def unconfigured_logging(name: str):
         logger.setLevel(before[1])
 
 
-def test_a_fit_prints_one_line_per_epoch_to_stderr_by_default(session, cluster, rated,
+def test_a_fit_prints_one_line_per_epoch_to_stderr_by_default(secret_spark, secret_cluster, rated,
                                                               capsys):
     with unconfigured_logging("models.fmpair"):
-        fit(session, cluster, rated)
+        fit(secret_spark, secret_cluster, rated)
         printed = capsys.readouterr().err
         # once the application configures logging, its configuration decides
         logging.getLogger().addHandler(logging.NullHandler())
-        fit(session, cluster, rated)
+        fit(secret_spark, secret_cluster, rated)
         assert "FMPair epoch" not in capsys.readouterr().err
     lines = [line for line in printed.splitlines() if "FMPair epoch" in line]
     assert len(lines) == 2, lines
