@@ -98,6 +98,7 @@ def id_ranges(df: DataFrame, columns: Mapping[str, str], who: str, *,
         aggs += [F.min(c), F.max(c), F.count(c), F.count(F.when(fractional, 1)),
                  F.first(F.when(fractional, F.col(column)), ignorenulls=True)]
     row = df.agg(*aggs).first()
+    assert row is not None  # an aggregation has one row
     rows, out = int(row[0]), {}
     for k, (name, column) in enumerate(columns.items()):
         low, high, present, fractions, example = row[1 + 5 * k: 6 + 5 * k]

@@ -146,6 +146,7 @@ class RecommendationEvaluator(Evaluator, DefaultParamsWritable, DefaultParamsRea
                         TypeConverters.toString)
     threshold = ml.param("threshold", "rows whose labelCol >= threshold are positives",
                          TypeConverters.toFloat)
+    _input_kwargs: dict[str, Any]  # set by pyspark's @keyword_only, as its own classes declare
 
     @keyword_only
     def __init__(self, *, metricName: str = "ndcgAtK", k: int = 10, userCol: str = "user",
@@ -234,7 +235,9 @@ class RecommendationEvaluator(Evaluator, DefaultParamsWritable, DefaultParamsRea
             negatives = c - p
             metric = F.when(negatives > 0,
                             1.0 - (s - p * (p + 1) / 2.0) / (p * negatives))
-        value = users.select(F.avg(metric)).first()[0]
+        row = users.select(F.avg(metric)).first()
+        assert row is not None  # an aggregation has one row
+        value = row[0]
         return math.nan if value is None else float(value)
 
 

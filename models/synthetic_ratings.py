@@ -44,15 +44,18 @@ def make_ratings(n_users: int, n_items: int, ratings_per_user: int, *, rank: int
     Q = rng.normal(0, factor_std, (n_items, rank))
     bu, bi = rng.normal(0, bias_std, n_users), rng.normal(0, bias_std, n_items)
     counts = rng.integers(ratings_per_user // 2, ratings_per_user * 3 // 2 + 1, n_users)
-    users, items, test = [], [], []
+    user_rows: list[np.ndarray] = []
+    item_rows: list[np.ndarray] = []
+    test_rows: list[np.ndarray] = []
     for u, k in enumerate(counts):
         chosen = rng.choice(n_items, size=k, replace=False)  # in random order
         held = np.zeros(k, bool)
         held[:max(1, int(round(test_fraction * k)))] = True
-        users.append(np.full(k, u))
-        items.append(chosen)
-        test.append(held)
-    users, items, test = np.concatenate(users), np.concatenate(items), np.concatenate(test)
+        user_rows.append(np.full(k, u))
+        item_rows.append(chosen)
+        test_rows.append(held)
+    users, items = np.concatenate(user_rows), np.concatenate(item_rows)
+    test = np.concatenate(test_rows)
     biases = offset + bu[users] + bi[items]
     true = biases + np.einsum("nd,nd->n", P[users], Q[items])
     ratings = np.clip(true + rng.normal(0, sigma, true.size), *clip)

@@ -179,7 +179,7 @@ class LocalFMPair(LocalRecommender):
     linear_acc_: np.ndarray
     rng_state_: Mapping[str, Any]  # numpy's bit_generator.state
     space_: FeatureSpace
-    history_: list[EpochStats]
+    history_: list[Any]  # EpochStats per epoch (dicts when the Spark FMPair trained it)
 
     # -- training ------------------------------------------------------------------------
     def fit(self, interactions, user_features=None, item_features=None,

@@ -47,6 +47,8 @@ def _config(config: dict) -> dict:
     return c
 
 
+Bags = tuple[np.ndarray, np.ndarray, np.ndarray]  # indptr, indices, weights
+
 class FMPairPlugin(Model):
     def __init__(self, config: dict) -> None:
         super().__init__(_config(config))
@@ -93,7 +95,7 @@ class FMPairPlugin(Model):
                                   "requests with once=True, each key once")
 
     # -- ops -------------------------------------------------------------------------------
-    def _bags(self, arrays: tuple, at: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _bags(self, arrays: tuple, at: int, what: str) -> Bags:
         """CSR bags (indptr, indices, weights), int32 or int64 indices; an empty indptr
         means one feature per bag and empty weights mean weight 1 (the compact form)."""
         indptr, indices, weights = arrays[at:at + 3]
@@ -112,7 +114,7 @@ class FMPairPlugin(Model):
             raise ShapeError(f"{what} feature index out of range (model has {n} features)")
         return indptr, indices, weights
 
-    def _batch(self, arrays: tuple):
+    def _batch(self, arrays: tuple) -> tuple[Bags, Bags, np.ndarray]:
         users = self._bags(arrays, 0, "user")
         items = self._bags(arrays, 3, "item")
         b, n_items = users[0].size - 1, items[0].size - 1
@@ -174,7 +176,8 @@ class FMPairPlugin(Model):
             self._step(view, "linear", [(items, d_lin[:, None], item_on)])
         return touched
 
-    def _step(self, view, table: str, sources: list) -> int:
+    def _step(self, view, table: str, sources: list[tuple[Bags, np.ndarray, np.ndarray]]
+              ) -> int:
         """Spread ascent directions of bag sums — (bags, directions, active) per source —
         to the bags' features in `table` and take one optimizer step; returns how many
         features were touched."""
@@ -216,7 +219,7 @@ class FMPairPlugin(Model):
         """Sums of bags over this partition's dims (+ their linear terms on partition 0):
         what recommendation and prediction score with."""
         bags = self._bags(arrays, 0, "feature")
-        out = (kernels.bag_sums(*bags, view.table("factors").data),)
+        out: tuple[np.ndarray, ...] = (kernels.bag_sums(*bags, view.table("factors").data),)
         if view.part == 0:
             out += (kernels.bag_linear(*bags, view.table("linear").data),)
         return {}, out

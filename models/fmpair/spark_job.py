@@ -155,6 +155,15 @@ class Metadata:
     per user, the items to leave out of recommendations and the context fit saw stay in
     Spark as `users` (id, exclude[, context]), a DataFrame the model keeps."""
 
+    n_users: int
+    n_items: int
+    rows: int  # positives
+    popularity: np.ndarray  # users per item
+    attribute: np.ndarray | None  # per item, with samplingCol
+    context_width: int
+    space: FeatureSpace
+    users: DataFrame  # id, exclude[, context]
+
     @classmethod
     def compute(cls, params: ml.ParamValues, df: DataFrame) -> "Metadata":
         """From `df`'s positives (`positives`); ids checked by `id_ranges`, weights here."""
@@ -175,7 +184,9 @@ class Metadata:
             if bad is not None:
                 raise ConfigError(f"FMPair param weightCol: column {weight!r} must hold a "
                                   f"number > 0 for every positive, found {bad[0]!r}")
-        m.n_users, m.n_items, m.rows = ranges["userCol"][1] + 1, ranges["itemCol"][1] + 1, rows
+        user_ids, item_ids = ranges["userCol"], ranges["itemCol"]
+        assert user_ids is not None and item_ids is not None  # not nullable, and rows > 0
+        m.n_users, m.n_items, m.rows = user_ids[1] + 1, item_ids[1] + 1, rows
         ensure_memory((m.n_users + m.n_items) * 16 * 2,
                       f"FMPair.fit's feature space for ids up to {m.n_users - 1:,} (users) and "
                       f"{m.n_items - 1:,} (items)", "ids must be indices 0..n-1 with no big "
@@ -202,8 +213,8 @@ class Metadata:
         m.context_width = 0
         ctx = params._value("userctxfeaturesCol")
         if ctx:
-            first = df.where(F.col(ctx).isNotNull()).select(ctx).first()
-            m.context_width = first[0].size if first is not None else 0
+            row = df.where(F.col(ctx).isNotNull()).select(ctx).first()
+            m.context_width = row[0].size if row is not None else 0
             m.space = FeatureSpace(sp.csr_matrix((m.n_users, 0), dtype=np.float32),
                                    item_features,
                                    sp.csr_matrix((0, m.context_width), dtype=np.float32))

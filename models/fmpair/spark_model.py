@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from pyspark.ml import Model
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
-from pyspark.sql import DataFrame, functions as F, types as T
+from pyspark.sql import Column, DataFrame, functions as F, types as T
 
 from psframework import ConfigError
 from psframework.spark import SparkParameterServer, arrow, ml, pin_local_interpreter
@@ -41,25 +41,41 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         self.history: list[dict] = []  # per epoch of fit: epoch, loss, pairs, seconds
 
     @property
+    def _state(self) -> LocalFMPair:
+        """`state`, which a model made by FMPair.fit or FMPairModel.load holds."""
+        if self.state is None:
+            raise ConfigError("this FMPairModel holds no parameters: FMPair.fit or "
+                              "FMPairModel.load makes one")
+        return self.state
+
+    @property
+    def _users(self) -> DataFrame:
+        """`users`, which a model made by FMPair.fit or FMPairModel.load holds."""
+        if self.users is None:
+            raise ConfigError("this FMPairModel holds no users: FMPair.fit or "
+                              "FMPairModel.load makes one")
+        return self.users
+
+    @property
     def rank(self) -> int:
         """The latent dimensions (numDims), as ALSModel.rank."""
-        return int(self.state.factors_.shape[1])
+        return int(self._state.factors_.shape[1])
 
     @property
     def _has_context(self) -> bool:
-        return self.state.space_.n_context_features > 0
+        return self._state.space_.n_context_features > 0
 
     def _broadcast(self, spark):
         """The parameters, for this model's Python tasks (which must run an interpreter
         that has psframework: see pin_local_interpreter)."""
         pin_local_interpreter(spark.sparkContext)
-        return spark.sparkContext.broadcast(self.state)
+        return spark.sparkContext.broadcast(self._state)
 
-    def _known_users(self, *columns: str) -> DataFrame:
+    def _known_users(self, *columns: str | Column) -> DataFrame:
         """`users` with `columns` and, if the model has context, the context fit saw as
         `_fit_context`."""
         fit = [F.col("context").alias("_fit_context")] if self._has_context else []
-        return self.users.select(*columns, *fit)
+        return self._users.select(*columns, *fit)
 
     def _with_fit_context(self, df: DataFrame, key) -> DataFrame:
         """`df` with the context fit saw for its user (key) as `_fit_context`, if any."""
@@ -108,7 +124,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         ctx, flt = self._value("userctxfeaturesCol"), self._value("filterItemsCol")
         ctx = ctx if ctx in dataset.columns and self._has_context else None
         flt = flt if flt in dataset.columns else None
-        n_users = self.state.space_.n_users
+        n_users = self._state.space_.n_users
         key = int_id(u, "FMPairModel.recommendForUserSubset")
         asked = dataset.where(key.isNotNull() & (key >= 0) & (key < n_users))
         aggs = [F.lit(1).alias("_one")]
@@ -136,7 +152,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         training users (and those whose filterItemsCol held it) are left out."""
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
-        return self._recommend_users(spark.range(self.state.space_.n_items), numUsers)
+        return self._recommend_users(spark.range(self._state.space_.n_items), numUsers)
 
     def recommendForItemSubset(self, dataset: DataFrame, numUsers: int) -> DataFrame:
         """The top `numUsers` users for each distinct item of `dataset` (its itemCol), as
@@ -152,9 +168,9 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         model already holds per user) the targets."""
         n = need_count(numUsers, "numUsers")
         u, i = self._value("userCol"), self._value("itemCol")
-        me, spark = self.state, items.sparkSession
+        me, spark = self._state, items.sparkSession
         pin_local_interpreter(spark.sparkContext)
-        factors = self._user_factors(self.users.select("id")).toArrow()
+        factors = self._user_factors(self._users.select("id")).toArrow()
         ids = arrow.ids(factors.column("id"))
         targets = np.zeros((me.space_.n_users, self.rank), np.float32)
         flat = factors.column("features").combine_chunks().values
@@ -166,7 +182,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
             (vectors, targets, bias.astype(np.float32), target_bias,
              np.ones(me.space_.n_items, bool)))
         # per item, the users to leave out: those whose `exclude` holds it
-        left_out = (self.users.select("id", F.explode("exclude").alias("item"))
+        left_out = (self._users.select("id", F.explode("exclude").alias("item"))
                     .groupBy("item").agg(F.collect_list("id").alias("exclude")))
         asked = items.join(left_out, items["id"] == left_out["item"], "left").drop("item")
         return asked.mapInArrow(TopK(scoring, n, (i, u), exclude=True),
@@ -178,7 +194,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         userctxfeaturesCol: the context fit saw for the user)."""
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
-        return self._user_factors(spark.range(self.state.space_.n_users))
+        return self._user_factors(spark.range(self._state.space_.n_users))
 
     def _user_factors(self, ids: DataFrame) -> DataFrame:
         """userFactors of the users `ids` (id)."""
@@ -192,7 +208,7 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
         """(id, features, bias): each item's Σ x_f v_f and Σ x_f w_f."""
         from pyspark.sql import SparkSession
         spark = SparkSession.active()
-        return spark.range(self.state.space_.n_items).mapInArrow(
+        return spark.range(self._state.space_.n_items).mapInArrow(
             Factors(self._broadcast(spark), "item"), "id long, features array<float>, bias float"
         ).withColumn("id", F.col("id").cast("int"))
 
@@ -224,9 +240,9 @@ ml.copy_setters(FMPairModel, FMPair, ("userCol", "itemCol", "userctxfeaturesCol"
 
 
 def _save(m: FMPairModel, data: Path) -> None:
-    m.state.save(data / "fmpair.npz")
+    m._state.save(data / "fmpair.npz")
     # per user, written by the executors: nothing per user passes the driver
-    m.users.write.mode("overwrite").parquet(data.resolve().as_uri() + "/users")
+    m._users.write.mode("overwrite").parquet(data.resolve().as_uri() + "/users")
 
 
 def _build(cls: type, meta: dict, data: Path, reader) -> FMPairModel:

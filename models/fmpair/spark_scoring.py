@@ -118,7 +118,7 @@ class Factors:
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         me = self.state.value
-        vectors = bias = None
+        items: tuple[np.ndarray, np.ndarray] | None = None  # item_representations, once
         for batch in batches:
             rows = arrow.ids(batch.column("id"))
             if self.side == "user":
@@ -126,8 +126,9 @@ class Factors:
                 context = _context(batch, width, None) if width else None
                 out = [me.user_representations(rows, context)]
             else:
-                if vectors is None:
-                    vectors, bias = me.item_representations()
+                if items is None:
+                    items = me.item_representations()
+                vectors, bias = items
                 out = [vectors[rows], bias[rows]]
             arrays = [pa.array(rows), arrow.rows_to_lists(out[0])] + [pa.array(b) for b in out[1:]]
             names = ["id", "features", "bias"][:len(arrays)]

@@ -6,6 +6,8 @@ so a run with one batch in flight is deterministic."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import os
 import time
 from dataclasses import dataclass
@@ -82,7 +84,8 @@ class Trainer:
             self.dropped += len(earlier)
             replies = await self.client.call(self.model, "dotprod", {"key": key, "adjust": []},
                                              batch.arrays, idempotent=True)
-        x = sum(out[0] for _, out in replies)  # each shard: its part of the differences
+        # each shard: its part of the differences
+        x: np.ndarray = functools.reduce(operator.add, (out[0] for _, out in replies))
         coef, total, counted = losses.coefficients(self.loss, x, batch.valid,
                                                    self.space.n_items, weights)
         return key, coef, total, counted

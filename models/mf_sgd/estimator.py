@@ -147,10 +147,18 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
         """What the scoring tasks get (by broadcast): not the DataFrame `users`."""
         return {**self.__dict__, "users": None}
 
-    @property  # type: ignore[override]
+    @property
+    def _state(self) -> LocalMFSGD:
+        """`state`, which a model made by MFSGD.fit or MFSGDModel.load holds."""
+        if self.state is None:
+            raise ConfigError("this MFSGDModel holds no parameters: MFSGD.fit or "
+                              "MFSGDModel.load makes one")
+        return self.state
+
+    @property
     def rank(self) -> int:
         """The latent dimensions, as ALSModel.rank (MFSGD's param `rank`)."""
-        return int(self.state.item_factors_.shape[1])
+        return int(self._state.item_factors_.shape[1])
 
     def getRank(self) -> int:
         return self.rank
@@ -185,7 +193,7 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
     def _scores(self, side: str) -> tuple[np.ndarray, ...]:
         """(queries, targets, query bias, target bias, rated queries) for recommending on
         `side`; targets never rated get -inf."""
-        s = self.state
+        s = self._state
         users = (s.user_factors_, s.user_bias_ + np.float32(s.global_mean_), self.rated_users)
         items = (s.item_factors_, s.item_bias_.astype(np.float32), self.rated_items)
         (q, qb, rated), (t, tb, known) = (users, items) if side == "user" else (items, users)
@@ -228,7 +236,7 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
 
     def _factors(self, side: str) -> DataFrame:
         from pyspark.sql import SparkSession
-        s = self.state
+        s = self._state
         known = self.rated_users if side == "user" else self.rated_items
         factors = s.user_factors_ if side == "user" else s.item_factors_
         bias = s.user_bias_ if side == "user" else s.item_bias_
@@ -285,7 +293,7 @@ class _Predict:
             known[known] &= me.rated_users[users[known]] & me.rated_items[items[known]]
             out = np.full(batch.num_rows, np.nan, np.float32)
             if known.any():
-                out[known] = me.state.predict(users[known], items[known])
+                out[known] = me._state.predict(users[known], items[known])
             arrays = [batch.column(n) for n in self.names] + [pa.array(out)]
             if self.rank:
                 arrays += self._ranks(me, batch, users, items)
@@ -294,7 +302,7 @@ class _Predict:
     @staticmethod
     def _ranks(me: "MFSGDModel", batch: pa.RecordBatch, users: np.ndarray,
                items: np.ndarray) -> list[pa.Array]:
-        s = me.state
+        s = me._state
         fitted = np.flatnonzero(np.asarray(batch.column("_fit_id").is_valid(), bool))
         distinct, first, inverse = np.unique(users[fitted], return_index=True,
                                              return_inverse=True)
@@ -316,7 +324,7 @@ ml.copy_setters(MFSGDModel, MFSGD, ("userCol", "itemCol", "predictionCol", "cold
 
 
 def _save(m: MFSGDModel, data) -> None:
-    m.state.save(data / "mf_sgd.npz")
+    m._state.save(data / "mf_sgd.npz")
     with open(data / "rated.npz", "wb") as f:
         np.savez(f, users=m.rated_users, items=m.rated_items)
     if m.users is not None:  # written by the executors

@@ -59,6 +59,7 @@ def metadata(df: DataFrame, user: str, item: str, rating: str, valid: str | None
         F.count(rating).alias("values"), F.count(is_valid).alias("flags"),
         F.avg(F.when(~is_valid, F.col(rating))).alias("mu"),
         F.sum(F.isnan(F.col(rating).cast("double")).cast("long")).alias("nan")).first()
+    assert row is not None  # an aggregation has one row
     columns = f"{rating!r}" + (f" and {valid!r}" if valid else "")
     if not row.rows == row.values == row.flags:
         raise ConfigError(f"MFSGD.fit: columns {columns} must not hold nulls")
@@ -167,13 +168,12 @@ class EpochLog(TableProgress):
 
     def _epoch(self, epoch: int, row: np.ndarray) -> dict:
         _, sse, n, seconds, v_sse, v_n = row
-        entry = {"epoch": epoch, "train_rmse": float(np.sqrt(sse / n)),
-                 "valid_rmse": (float(np.sqrt(v_sse / v_n)) if self.validating and v_n
-                                else None),
-                 "seconds": float(seconds) / self.tasks,  # the tasks' mean
-                 "updates": int(n)}
-        valid = "" if entry["valid_rmse"] is None else (
-            f", validation RMSE {entry['valid_rmse']:.4f}")
+        train_rmse = float(np.sqrt(sse / n))
+        valid_rmse = float(np.sqrt(v_sse / v_n)) if self.validating and v_n else None
+        mean_seconds = float(seconds) / self.tasks  # the tasks' mean
+        entry = {"epoch": epoch, "train_rmse": train_rmse, "valid_rmse": valid_rmse,
+                 "seconds": mean_seconds, "updates": int(n)}
+        valid = "" if valid_rmse is None else f", validation RMSE {valid_rmse:.4f}"
         log.info("MF-SGD epoch %d/%d: train RMSE %.4f%s, %.0f updates/s", epoch + 1,
-                 self.rows, entry["train_rmse"], valid, n / max(entry["seconds"], 1e-9))
+                 self.rows, train_rmse, valid, n / max(mean_seconds, 1e-9))
         return entry

@@ -63,8 +63,8 @@ class Worker:
         users' rows). edges: the item blocks of rotation (`block_edges`); with them the
         worker keeps its ratings grouped by block, in input order within each."""
         self.client, self.model, self.index = client, model, index
-        self.users = users.astype(ids_dtype(W.shape[0]))
-        self.items = items.astype(ids_dtype(int(items.max(initial=0)) + 1))
+        self.users: np.ndarray = users.astype(ids_dtype(W.shape[0]))
+        self.items: np.ndarray = items.astype(ids_dtype(int(items.max(initial=0)) + 1))
         self.ratings = ratings.astype(np.float32)
         self.W, self.bu = W, bu
         self.mu, self.reg, self.biases, self.seed = float(mu), float(reg), biases, seed
@@ -76,6 +76,13 @@ class Worker:
             self.ratings = self.ratings[grouped]
             counts = np.bincount(block, minlength=edges.size - 1)  # block b's ratings are
             self.starts = np.concatenate([[0], np.cumsum(counts)])  # [starts[b], starts[b + 1])
+
+    @property
+    def _edges(self) -> np.ndarray:
+        """The item blocks, which rotation's workers are given."""
+        if self.edges is None:
+            raise ConfigError("rotation needs the workers' item blocks (edges)")
+        return self.edges
 
     def _sgd(self, picked: np.ndarray, items: np.ndarray, first: int, H: np.ndarray,
              bi: np.ndarray, lr: float) -> float:
@@ -101,16 +108,17 @@ class Worker:
         start, stop = int(self.starts[b]), int(self.starts[b + 1])
         rng = np.random.default_rng([self.seed, self.index, epoch, b])
         picked = start + rng.permutation(stop - start)
-        return self._sgd(picked, self.items.take(picked), int(self.edges[b]), H, bi, lr)
+        return self._sgd(picked, self.items.take(picked), int(self._edges[b]), H, bi, lr)
 
     async def sub_epoch(self, epoch: int, s: int, lr: float) -> tuple[float, int]:
         """Rotation: train item block (index + s) mod P on one pull and one push.
         Returns (sum of squared errors, ratings)."""
-        b = (self.index + s) % (self.edges.size - 1)
+        edges = self._edges
+        b = (self.index + s) % (edges.size - 1)
         count = int(self.starts[b + 1] - self.starts[b])
         if count == 0:
             return 0.0, 0
-        ids = np.arange(self.edges[b], self.edges[b + 1])
+        ids = np.arange(edges[b], edges[b + 1])
         H, bi = await pull_item_side(self.client, self.model, ids)
         sse = await self._thread(self.train_block, epoch, b, H, bi, lr)
         await push_item_side(self.client, self.model, ids, H, bi)

@@ -26,10 +26,11 @@ def _index_pairs(rows: list, n_features: int) -> sp.csr_matrix:
                     and isinstance(item[1], numbers.Real)):
                 raise ConfigError(f"example {r}: with (index, value) pairs every feature must "
                                   f"be one, got {item!r}")
-            if not 0 <= item[0] < n_features:
+            index = int(item[0])
+            if not 0 <= index < n_features:
                 raise ConfigError(f"example {r}: feature index {item[0]} is outside [0, "
                                   f"{n_features}); raise hash_bits")
-            cols.append(int(item[0]))
+            cols.append(index)
             values.append(float(item[1]))
         starts.append(len(cols))
     X = sp.csr_matrix((np.array(values, np.float32), np.array(cols, np.int64),

@@ -126,9 +126,9 @@ def hash_features(rows: Iterable, hash_bits: int) -> sp.csr_matrix:
         except TypeError:
             names = None
         if names is not None and len(names) == sum(len(row) for row in rows):
-            starts = np.zeros(len(rows) + 1, np.int64)
-            np.cumsum([len(row) for row in rows], out=starts[1:])
-            return hash_strings(names, np.ones(len(names), np.float32), starts, hash_bits)
+            row_starts = np.zeros(len(rows) + 1, np.int64)
+            np.cumsum([len(row) for row in rows], out=row_starts[1:])
+            return hash_strings(names, np.ones(len(names), np.float32), row_starts, hash_bits)
     names = []
     values: list[float] = []
     starts = [0]

@@ -33,7 +33,8 @@ MIXINGS = ("average", "add")
 INLINE_NNZ = 4096  # smaller batches run on the event loop: a thread hand-off costs more
 
 
-def _slice(X: sp.csr_matrix, start: int, stop: int) -> tuple[np.ndarray, ...]:
+def _slice(X: sp.csr_matrix, start: int, stop: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows start..stop of X as (indptr from 0, indices, data), without copies."""
     lo, hi = X.indptr[start], X.indptr[stop]
     return X.indptr[start:stop + 1] - lo, X.indices[lo:hi], X.data[lo:hi]

@@ -13,7 +13,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from psframework.errors import ConfigError
-from psframework.hyper import HyperSpec
+from psframework.hyper import Hyper, HyperSpec
 
 __all__ = ["param", "ParamValues", "add_accessors", "copy_setters", "data_dir", "param_names",
            "ModelWriter", "ModelReader", "declare", "keyword_init"]
@@ -27,27 +27,34 @@ def param(name: str, doc: str, converter: Callable) -> Param:
     return Param(Params._dummy(), name, doc, typeConverter=converter)
 
 
-def declare(cls: type, spec: HyperSpec) -> None:
+def spark_params(spec: HyperSpec) -> list[tuple[str, Hyper]]:
+    """(Param name, hyper-parameter) of each of `spec`'s Spark params."""
+    return [(h.spark, h) for h in spec.spark if h.spark]
+
+
+def declare(cls: type[ParamValues], spec: HyperSpec) -> None:
     """A Param on `cls` (a ParamValues subclass) for every Spark hyper-parameter of
     `spec`, documented with what is valid, and its getter; the defaults are set and the
     values checked by ParamValues from the same spec."""
     cls._spec = spec
-    for h in spec.spark:
-        setattr(cls, h.spark, param(h.spark, f"{h.doc} ({h.what()})", _CONVERTERS[h.kind]))
-    add_accessors(cls, [h.spark for h in spec.spark], setters=False)
+    for name, h in spark_params(spec):
+        setattr(cls, name, param(name, f"{h.doc} ({h.what()})", _CONVERTERS[h.kind]))
+    add_accessors(cls, [name for name, _ in spark_params(spec)], setters=False)
 
 
-def keyword_init(cls: type, setters: bool = True) -> None:
+def keyword_init(cls: type[ParamValues], setters: bool = True) -> None:
     """pyspark.ml's keyword-only `__init__(**params)` and `setParams(**params)` (and
     setX for every param, if `setters`) on an Estimator whose Params come from a spec:
     their signatures list every Spark hyper-parameter with its default, for help() and
     IDEs."""
-    spec: HyperSpec = cls._spec
+    spec = cls._spec
+    if spec is None:
+        raise TypeError(f"{cls.__name__}: declare() its spec before keyword_init()")
     signature = inspect.Signature(
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
-        + [inspect.Parameter(h.spark, inspect.Parameter.KEYWORD_ONLY, default=h.spark_value,
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=h.spark_value,
                              annotation=h.kind if not h.optional else f"{h.kind.__name__} | None")
-           for h in spec.spark])
+           for name, h in spark_params(spec)])
 
     @keyword_only
     def __init__(self, **params: Any) -> None:
@@ -59,13 +66,15 @@ def keyword_init(cls: type, setters: bool = True) -> None:
         """Set params by keyword; returns self."""
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
     for f in (__init__, setParams):
-        f.__signature__ = signature  # type: ignore[attr-defined]
+        setattr(f, "__signature__", signature)
         f.__qualname__ = f"{cls.__name__}.{f.__name__}"
     __init__.__doc__ = f"{cls.__doc__ or cls.__name__}\n\nParams:\n" + "\n".join(
-        f"    {h.spark} (default {h.spark_value!r}; {h.what()}): {h.doc}" for h in spec.spark)
-    cls.__init__, cls.setParams = __init__, setParams
+        f"    {name} (default {h.spark_value!r}; {h.what()}): {h.doc}"
+        for name, h in spark_params(spec))
+    setattr(cls, "__init__", __init__)
+    setattr(cls, "setParams", setParams)
     if setters:
-        add_accessors(cls, [h.spark for h in spec.spark], setters=True)
+        add_accessors(cls, [name for name, _ in spark_params(spec)], setters=True)
 
 
 class ParamValues(Params):
@@ -80,8 +89,8 @@ class ParamValues(Params):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         if self._spec is not None:
-            self._setDefault(**{h.spark: h.spark_value for h in self._spec.spark
-                                if h.spark_value is not None and self.hasParam(h.spark)})
+            self._setDefault(**{name: h.spark_value for name, h in spark_params(self._spec)
+                                if h.spark_value is not None and self.hasParam(name)})
 
     def _value(self, name: str) -> Any:
         p = self.getParam(name)

@@ -79,6 +79,11 @@ class SparkParameterServer:
     def integrated(self) -> bool:
         return self.host is None
 
+    @property
+    def _wanted(self) -> int:
+        """The shards integrated mode keeps alive: num_shards (`_validate` defaults it)."""
+        return DEFAULT_SHARDS if self.num_shards is None else self.num_shards
+
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> "SparkParameterServer":
         """Start (integrated) or connect to (separate) the cluster; validate arguments."""
@@ -86,7 +91,7 @@ class SparkParameterServer:
         pin_local_interpreter(self.spark.sparkContext)
         self.secret = application_secret(self.spark)
         try:
-            if self.integrated:
+            if self.host is None:  # integrated
                 self._start_integrated()
             else:
                 host, port = parse_address(self.host)
@@ -137,7 +142,7 @@ class SparkParameterServer:
         every = max(load_settings(**self.settings).heartbeat_interval * 2, 0.5)
         while not self._closing.wait(every):
             try:
-                missing = self.num_shards - self._alive()
+                missing = self._wanted - self._alive()
                 if missing > 0:
                     log.warning("%d psframework shard(s) died; starting replacements",
                                 missing)
@@ -148,7 +153,7 @@ class SparkParameterServer:
                     log.warning("could not replace dead psframework shards: %s", e)
 
     def _start_shards(self, deadline: float, count: int | None = None) -> None:
-        n = self.num_shards if count is None else count
+        n = self._wanted if count is None else count
         sc = self.spark.sparkContext
         task = functools.partial(start_shard_task, master=self.master, settings=self.settings,
                                  log_level=self.log_level,
@@ -181,10 +186,10 @@ class SparkParameterServer:
                 + "\n".join(failed))
 
     def _await_shards(self, deadline: float) -> None:
-        while (alive := self._alive()) < self.num_shards:
+        while (alive := self._alive()) < self._wanted:
             if time.monotonic() > deadline:
                 raise ConnectionLostError(
-                    f"only {alive} of {self.num_shards} psframework shards are alive at master "
+                    f"only {alive} of {self._wanted} psframework shards are alive at master "
                     f"{self.master} after {self.timeout:g}s; their logs are "
                     f"{[s.log for s in self.shards]} on the executors")
             time.sleep(0.05)
@@ -212,7 +217,8 @@ class SparkParameterServer:
             stop_servers([self._master_process])
             self._master_process = None
         if stopping and self._client is not None:
-            self._shut_down(shards)  # else they would wait master_grace seconds to go
+            # else they would wait master_grace seconds to go
+            self._shut_down(self._client, shards)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -220,16 +226,16 @@ class SparkParameterServer:
             self._await_gone(shards)
         self.shards = []
 
-    def _shut_down(self, addresses: set[str]) -> None:
+    def _shut_down(self, client: Client, shards: set[str]) -> None:
         """Ask the shards this object started to stop now; those that cannot be reached
         still stop by themselves once the master is gone."""
-        addresses = sorted(addresses)
-        aio = self._client.aio
+        addresses = sorted(shards)
+        aio = client.aio
 
         async def shutdown() -> list:
             return await asyncio.gather(*(aio.request(a, "shutdown", retry=False)
                                           for a in addresses), return_exceptions=True)
-        for address, outcome in zip(addresses, self._client.run(shutdown())):
+        for address, outcome in zip(addresses, client.run(shutdown())):
             if isinstance(outcome, PSError):
                 log.info("psframework shard %s did not take the shutdown: %s", address, outcome)
 

@@ -50,7 +50,7 @@ class _UntilConfigured(logging.StreamHandler):
         super().__init__()
         self.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 

@@ -16,6 +16,7 @@ fit — what every PS estimator shares about faults:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,15 @@ from psframework.storage import files
 __all__ = ["Training", "checkpoint_settings", "EPOCHS_FILE"]
 
 EPOCHS_FILE = "epochs.json"  # beside a checkpoint's manifest: how many epochs it holds
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """`error.add_note(note)` on Python 3.11+; on 3.10, which has no add_note, the note is
+    kept in `__notes__` as 3.11 keeps it (where 3.10's traceback does not print it)."""
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:
+        setattr(error, "__notes__", [*getattr(error, "__notes__", []), note])
 
 
 def checkpoint_settings(spark: Any, interval: int | None) -> dict:
@@ -115,6 +125,6 @@ class Training:
         if spark is not None and not isinstance(error, (PSError, MemoryError)):
             environment = executor_environment_error(error, spark.sparkContext, self.what)
             if environment is not None:  # what it is, rather than Spark's traceback
-                environment.add_note(note)
+                add_note(environment, note)
                 raise environment from error
-        error.add_note(note)
+        add_note(error, note)
