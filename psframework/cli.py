@@ -126,27 +126,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_local(args: argparse.Namespace, settings: Settings) -> int:
     from psframework.cluster import LocalCluster
 
-    class MeteredCluster(LocalCluster):
-        """Each server its own metrics port: the master `metrics_port`, shard i
-        metrics_port + 1 + i (all 0: each any free port)."""
-
-        shards_launched = 0
-
-        def _launch(self, role: str, *rest: str, pass_fds: tuple[int, ...] = ()):
-            port = settings.metrics_port or 0
-            if role == "shard" and port:
-                port += 1 + self.shards_launched
-            if role == "shard":
-                self.shards_launched += 1
-            return super()._launch(role, *rest, "--metrics-port", str(port), pass_fds=pass_fds)
-
     secret = settings.secret.get_secret_value() if settings.secret else None
     port = DEFAULT_MASTER_PORT if settings.port is None else settings.port
     # everything else that was set (by file or flag) reaches the servers as PSF_* variables
-    rest = settings.model_dump(exclude={"host", "port", "secret", "log_level", "master",
-                                        "metrics_port"}, exclude_defaults=True)
-    cls = LocalCluster if settings.metrics_port is None else MeteredCluster
-    with cls(args.shards, secret=secret, host=settings.host, port=port,
+    rest = settings.model_dump(exclude={"host", "port", "secret", "log_level", "master"},
+                               exclude_defaults=True)
+    with LocalCluster(args.shards, secret=secret, host=settings.host, port=port,
              log_level=settings.log_level, **rest) as cluster:
         print(f"psframework cluster ready: master at {cluster.address} with {args.shards} "
               "shards (Ctrl-C or `psframework stop` stops it)", flush=True)

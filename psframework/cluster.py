@@ -111,6 +111,8 @@ class LocalCluster:
                  **settings: Any) -> None:
         """`settings` are extra server settings (e.g. heartbeat_timeout=1), passed as
         PSF_* variables; `env` adds environment variables for the server processes.
+        `metrics_port=P` gives every server a Prometheus endpoint: the master on P, shard
+        i on P + 1 + i (P = 0: each on a free port; `status` lists them).
         `processes=False`: the servers are threads of this process (see the module
         docstring); `log_level` and `env` are then this process's own business."""
         if shards < 1:
@@ -119,13 +121,15 @@ class LocalCluster:
             raise ConfigError("env sets the server processes' environment; with "
                               "processes=False there are none (set os.environ instead)")
         self.processes = processes
+        self.metrics_port = settings.pop("metrics_port", None)
         self.settings = settings
         self.num_shards = shards
         self.host = host
         self.port = port
         self.log_level = log_level
         self.startup_timeout = startup_timeout
-        load_settings(**settings)  # a misspelt or invalid setting fails here, by name
+        # a misspelt or invalid setting fails here, by name
+        load_settings(None, **settings, **self._metrics("master"))
         # like every other setting, the secret defaults to PSF_SECRET, so that clients
         # configured from the environment can talk to the cluster
         self.secret = secret if secret is not None else os.environ.get("PSF_SECRET")
@@ -135,6 +139,17 @@ class LocalCluster:
         self.threads: list = []  # ServerThreads with processes=False, the master first
         self.address = ""
         self._clients: list = []
+
+    def _metrics(self, role: str, shard: int = 0) -> dict[str, int]:
+        """The metrics_port setting of the master or of shard number `shard`, if any."""
+        if self.metrics_port is None:
+            return {}
+        offset = 0 if role == "master" or not self.metrics_port else 1 + shard
+        return {"metrics_port": self.metrics_port + offset}
+
+    @staticmethod
+    def _flags(setting: dict[str, int]) -> tuple[str, ...]:
+        return tuple(f for port in setting.values() for f in ("--metrics-port", str(port)))
 
     # -- processes -------------------------------------------------------------------
     def _launch(self, role: str, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
@@ -151,8 +166,9 @@ class LocalCluster:
         try:
             with self._listener() as listener:
                 fd = listener.fileno()
-                self.master_process = self._launch("master", "--port", str(self.port),
-                                                   "--listen-fd", str(fd), pass_fds=(fd,))
+                self.master_process = self._launch(
+                    "master", "--port", str(self.port), "--listen-fd", str(fd),
+                    *self._flags(self._metrics("master")), pass_fds=(fd,))
                 port = listener.getsockname()[1]
             wildcard = self.host in ("0.0.0.0", "::", "")
             shards = self._start_shards(self.num_shards,
@@ -166,7 +182,8 @@ class LocalCluster:
 
     def _start_threads(self) -> "LocalCluster":
         try:
-            self.address = self._thread("master", host=self.host, port=self.port)
+            self.address = self._thread("master", host=self.host, port=self.port,
+                                        **self._metrics("master"))
             self.add_shards(self.num_shards)
         except BaseException:
             self.stop()
@@ -200,12 +217,16 @@ class LocalCluster:
         milliseconds.)"""
         if not self.processes:
             for _ in range(n):
-                self._thread("shard", host=self.host, master=self.address)
+                self._thread("shard", host=self.host, master=self.address,
+                             **self._metrics("shard", len(self.threads) - 1))
             return self.threads[-n:]
         return self._registered(self._start_shards(n, self.address))
 
     def _start_shards(self, n: int, master: str) -> list[subprocess.Popen]:
-        procs = [self._launch("shard", "--master", master) for _ in range(n)]
+        first = len(self.shard_processes)
+        procs = [self._launch("shard", "--master", master,
+                              *self._flags(self._metrics("shard", first + i)))
+                 for i in range(n)]
         self.shard_processes.extend(procs)
         return procs
 
@@ -236,7 +257,8 @@ class LocalCluster:
         self._processes_only("restart_master")
         stop_servers([self.master_process])
         port = self.address.rsplit(":", 1)[1]
-        self.master_process = self._launch("master", "--port", port)
+        self.master_process = self._launch("master", "--port", port,
+                                           *self._flags(self._metrics("master")))
         listening_address(self.master_process, self.startup_timeout)
 
     def _processes_only(self, what: str) -> None:
