@@ -143,47 +143,64 @@ class PassiveAggressiveModel(Model, PAParams, MLWritable, MLReadable):
         self.history: list[dict] = []  # per epoch of fit: accuracy (progressive), ...
 
     @property
+    def _local(self) -> LocalPA:
+        """`state`, which a model made by fit or load holds."""
+        if self.state is None:
+            raise ConfigError("this PassiveAggressiveModel holds no weights: "
+                              "PassiveAggressive.fit or PassiveAggressiveModel.load makes one")
+        return self.state
+
+    @property
+    def _layout(self) -> Layout:
+        """`layout`, which a model made by fit or load holds."""
+        if self.layout is None:
+            raise ConfigError("this PassiveAggressiveModel holds no layout: "
+                              "PassiveAggressive.fit or PassiveAggressiveModel.load makes one")
+        return self.layout
+
+    @property
     def classes(self) -> list:
-        return list(self.layout.classes)
+        return list(self._layout.classes)
 
     @property
     def numClasses(self) -> int:
-        return len(self.layout.classes)
+        return len(self._layout.classes)
 
     @property
     def numFeatures(self) -> int:
-        return self.layout.width
+        return self._layout.width
 
     @property
     def coefficients(self) -> DenseVector:
         """Binary labels: the weight vector (as LinearSVC's)."""
         if self.numClasses != 2:
             raise ConfigError("coefficients is for binary labels; use coefficientMatrix")
-        return DenseVector(self.state.coef_[0, :self.numFeatures].astype(np.float64))
+        return DenseVector(self._local.coef_[0, :self.numFeatures].astype(np.float64))
 
     @property
     def coefficientMatrix(self) -> DenseMatrix:
         """One row per weight vector (1 for binary labels, else one per class)."""
-        coef = self.state.coef_[:, :self.numFeatures].astype(np.float64)
+        coef = self._local.coef_[:, :self.numFeatures].astype(np.float64)
         return DenseMatrix(coef.shape[0], coef.shape[1], coef.ravel(order="F").tolist())
 
     @property
     def intercept(self) -> float:
-        return float(self.state.intercept_[0])
+        return float(self._local.intercept_[0])
 
     @property
     def interceptVector(self) -> DenseVector:
-        return DenseVector(self.state.intercept_.astype(np.float64))
+        return DenseVector(self._local.intercept_.astype(np.float64))
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         spark = dataset.sparkSession
         pin_local_interpreter(spark.sparkContext)
-        weights = spark.sparkContext.broadcast(self.state.weights_)
-        return score(self, dataset, weights=weights)
+        weights = spark.sparkContext.broadcast(self._local.weights_)
+        return score(self, dataset, self._layout, weights=weights)
 
     def write(self) -> MLWriter:
-        layout = {**dataclasses.asdict(self.layout), "classes": list(self.layout.classes)}
-        return model_writer(self, lambda m, data: m.state.save(data / "pa.npz"), layout=layout)
+        layout = {**dataclasses.asdict(self._layout), "classes": list(self._layout.classes)}
+        return model_writer(self, lambda m, data: m._local.save(data / "pa.npz"),
+                            layout=layout)
 
     @classmethod
     def read(cls) -> MLReader:
@@ -194,11 +211,9 @@ class PassiveAggressiveModel(Model, PAParams, MLWritable, MLReadable):
         return model_reader(cls, build)
 
 
-def score(params: PAParams, dataset: DataFrame, layout: Layout | None = None,
-          **weights: Any) -> DataFrame:
+def score(params: PAParams, dataset: DataFrame, layout: Layout, **weights: Any) -> DataFrame:
     """dataset with rawPredictionCol (a Vector) and predictionCol added by `Score`
     (weights: a broadcast `weights=`, or `master=` and `name=` of a live model)."""
-    layout = layout or params.layout
     features_kind(dataset.schema, layout.features)
     names = dataset.columns
     raw, prediction = params._value("rawPredictionCol"), params._value("predictionCol")

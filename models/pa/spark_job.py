@@ -156,6 +156,8 @@ class Score:
     def _margins(self, X: sp.csr_matrix) -> np.ndarray:
         if self.weights is not None:
             return margins(X.indptr, X.indices, X.data, self.weights.value, self.fit_intercept)
+        if self.master is None or self.name is None:
+            raise ConfigError("Score needs the weights, or the master and name of a live model")
         client = executor_client(self.master)
         return client.run(pull_margins(client.aio, self.name, self.layout.n_features, X,
                                        self.fit_intercept))

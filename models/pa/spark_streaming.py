@@ -60,8 +60,8 @@ class StreamingPassiveAggressive(PAParams):
                 raise ConfigError(f"StreamingPassiveAggressive has no param {key!r}")
             self._set(**{key: value})
         if initialModel is not None:
-            self._set(hashBits=initialModel.getHashBits(),
-                      fitIntercept=initialModel.getFitIntercept())
+            self._set(hashBits=initialModel._value("hashBits"),
+                      fitIntercept=initialModel._value("fitIntercept"))
         self._check()
         self.spark, self.classes = spark, Classes.of(classes)
         self.modelName, self.initialModel, self.callback = modelName, initialModel, callback
@@ -85,11 +85,11 @@ class StreamingPassiveAggressive(PAParams):
         if self.query is not None:
             raise ConfigError("this StreamingPassiveAggressive is already running a query")
         self._check_label(stream.schema)
-        features_kind(stream.schema, self.getFeaturesCol())
+        features_kind(stream.schema, self._value("featuresCol"))
         pin_local_interpreter(self.spark.sparkContext)
-        host = self.getParameterServerHost()
+        host = self._value("parameterServerHost")
         self._ps = SparkParameterServer(self.spark, None if host else
-                                        self.getNumParameterServers(), host=host).start()
+                                        self._value("numParameterServers"), host=host).start()
         try:
             writer = stream.writeStream.foreachBatch(self._learn_batch)
             if trigger:
@@ -111,7 +111,7 @@ class StreamingPassiveAggressive(PAParams):
             if self._ps is not None:
                 try:
                     if self._layout is not None and not (self.modelName
-                                                          and self.getParameterServerHost()):
+                                                          and self._value("parameterServerHost")):
                         self._ps.client().destroy(self._name)
                 finally:
                     self._ps.close()
@@ -127,19 +127,19 @@ class StreamingPassiveAggressive(PAParams):
     def _create(self, df: DataFrame) -> bool:
         """The model on the server, on the first micro-batch with rows (a Vector
         column's size is read from it); False while there is nothing to size it by."""
-        features = self.getFeaturesCol()
-        width = (self.initialModel.layout.width if self.initialModel is not None
+        features = self._value("featuresCol")
+        width = (self.initialModel._layout.width if self.initialModel is not None
                  else vector_width(df, features))
         if width is None and features_kind(df.schema, features) == "vector":
             return False
-        layout = Layout.of(df.schema, features, self.getHashBits(), width,
-                           self.classes.to_wire(), self.getLabelCol())
-        client = self._ps.client()
+        layout = Layout.of(df.schema, features, self._value("hashBits"), width,
+                           self.classes.to_wire(), self._value("labelCol"))
+        client = self._server().client()
         info = client.create_model(self._name, "pa", {
             "n_features": layout.n_features, "n_weights": self.classes.n_weights,
             "classes": self.classes.to_wire(), "stream": True},
             exists_ok=self.modelName is not None and self.initialModel is None,
-            replicas=self.getReplicas())
+            replicas=self._value("replicas"))
         if info.config["classes"] != self.classes.to_wire() or (
                 info.config["n_features"] != layout.n_features):
             raise ConfigError(f"model {self._name!r} on the server has classes "
@@ -148,24 +148,25 @@ class StreamingPassiveAggressive(PAParams):
                               f"{layout.n_features}")
         if self.initialModel is not None:
             client.push_rows(self._name, "weights", np.arange(layout.n_features + 1),
-                             self.initialModel.state.weights_)
+                             self.initialModel._local.weights_)
         self._layout = layout
         return True
 
     def _learn_batch(self, df: DataFrame, batch_id: int) -> None:
         if self._layout is None and not self._create(df):
             return
-        client = self._ps.client()
+        ps, layout = self._live()
+        client = ps.client()
         if batch_id < client.pull_rows(self._name, "batches", [0])[0]:
             log.info("PA stream: micro-batch %d was learned before; skipped", batch_id)
             self.skipped.append(batch_id)
             return
         began = time.perf_counter()
-        job = self._job(self._ps.master, self._name, self._layout, 1, False, df,
+        job = self._job(ps.master, self._name, layout, 1, False, df,
                         df.rdd.getNumPartitions())
-        label = self.getLabelCol()
+        label = self._value("labelCol")
         with spark_jobs(df.sparkSession.sparkContext, f"learning micro-batch {batch_id}"):
-            rows = df.select(self.getFeaturesCol(), F.col(label).cast("double").alias(label)) \
+            rows = df.select(self._value("featuresCol"), F.col(label).cast("double").alias(label)) \
                      .mapInArrow(Learn(job), LEARN_SCHEMA).collect()
         client.push_rows(self._name, "batches", [0], [batch_id + 1.0])
         n, wrong = sum(r.examples for r in rows), sum(r.mistakes for r in rows)
@@ -184,24 +185,29 @@ class StreamingPassiveAggressive(PAParams):
             self.callback(entry)
 
     # -- scoring -------------------------------------------------------------------------
-    def _live(self) -> Layout:
+    def _server(self) -> SparkParameterServer:
+        if self._ps is None:
+            raise ConfigError("the stream has no parameter server: start() it first")
+        return self._ps
+
+    def _live(self) -> tuple[SparkParameterServer, Layout]:
         if self._ps is None or self._layout is None:
             raise ConfigError("the stream has no model on the server yet: start() it and "
                               "wait for a first micro-batch with rows")
-        return self._layout
+        return self._ps, self._layout
 
     def transform(self, dataset: DataFrame) -> DataFrame:
         """dataset with rawPredictionCol and predictionCol by the weights on the server
         when each batch is scored (a streaming dataset: every micro-batch sees the
         weights of its time)."""
-        layout = self._live()
-        return score(self, dataset, layout, master=self._ps.master, name=self._name)
+        ps, layout = self._live()
+        return score(self, dataset, layout, master=ps.master, name=self._name)
 
     def model(self) -> PassiveAggressiveModel:
         """A snapshot of the current weights as a PassiveAggressiveModel (to save, or to
         score without the server)."""
-        layout = self._live()
-        weights = self._ps.client().pull_rows(self._name, "weights",
+        ps, layout = self._live()
+        weights = ps.client().pull_rows(self._name, "weights",
                                               np.arange(layout.n_features + 1))
         model = PassiveAggressiveModel(self._state(layout, weights), layout)
         model.history = list(self.history)
