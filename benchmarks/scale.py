@@ -53,7 +53,7 @@ import scipy.sparse as sp
 from common import arguments, log, machine
 from procs import MB, Peaks, own_rss, tree_rss
 from models.fmpair import FMPair, LocalFMPair
-from models.fmpair.estimator import FMPairModel
+from models.fmpair import FMPairModel
 from models.fmpair.features import FeatureSpace
 from models.recommend import DEFAULT_MEMORY, block_rows
 
