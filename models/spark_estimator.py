@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import uuid
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +35,19 @@ from models.memory import from_job_failure
 
 __all__ = ["spark_jobs", "check_columns", "id_ranges", "int_ids", "start_parameter_server", "training",
            "recommendations_schema", "TopK", "need_count", "cold_start", "model_writer",
-           "model_reader", "MAX_ID", "ID_TYPE"]
+           "model_reader", "held", "MAX_ID", "ID_TYPE"]
+
+V = TypeVar("V")
+
+
+def held(value: V | None, model: Any, what: str) -> V:
+    """`value`, a part of a fitted `model` that its estimator's fit or its load makes; a
+    ConfigError saying so for a model built empty."""
+    if value is None:
+        name = type(model).__name__
+        raise ConfigError(f"this {name} holds no {what}: {name.removesuffix('Model')}.fit "
+                          f"or {name}.load makes one")
+    return value
 
 @contextlib.contextmanager
 def spark_jobs(sc: Any, step: str) -> Iterator[None]:

@@ -23,7 +23,10 @@ from pyspark.ml.feature import StringIndexer
 from pyspark.sql import functions as F
 
 from psframework.spark.progress import visible
-from models.fmpair import FMPair
+from psframework import ConfigError
+from models.fmpair import FMPair, FMPairModel
+from models.mf_sgd import MFSGDModel
+from models.pa import PassiveAggressiveModel
 from models.fmpair.spark_job import positives_matrix
 
 SMALL = {"numDims": 8, "maxIter": 2, "stepSize": 0.1, "seed": 3, "batchSize": 32,
@@ -179,3 +182,21 @@ def test_visible_leaves_configured_logging_alone():
     assert logging.getLogger().handlers  # pytest's: logging is configured
     visible(logger)
     assert not logger.handlers and logger.level == logging.NOTSET
+
+
+# -- fitted models built empty -------------------------------------------------------------
+@pytest.mark.parametrize("make, ask, said", [
+    (FMPairModel, lambda m: m.rank,
+     "this FMPairModel holds no parameters: FMPair.fit or FMPairModel.load makes one"),
+    (MFSGDModel, lambda m: m.rank,
+     "this MFSGDModel holds no parameters: MFSGD.fit or MFSGDModel.load makes one"),
+    (PassiveAggressiveModel, lambda m: m.coefficients,
+     "this PassiveAggressiveModel holds no layout: "
+     "PassiveAggressive.fit or PassiveAggressiveModel.load makes one"),
+])
+def test_a_model_built_empty_says_what_makes_one(make, ask, said):
+    """pyspark.ml builds models with no arguments (e.g. to copy them): asking one for what
+    only fit or load gives it is a ConfigError saying so, not an AttributeError on None."""
+    with pytest.raises(ConfigError) as e:
+        ask(make())
+    assert str(e.value) == said

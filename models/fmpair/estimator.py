@@ -42,7 +42,7 @@ from models.fmpair.spec import SPEC
 from models.fmpair.spark_job import PROGRESS_COLUMNS, EpochLog, EpochsTask, Metadata, positives
 from models.memory import ensure_memory
 from models.spark_estimator import (
-    spark_jobs, check_columns, start_parameter_server, training,
+    check_columns, spark_jobs, start_parameter_server, training,
 )
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from models.fmpair.local import LocalFMPair
 from models.fmpair.spark_scoring import Factors, Recommend, Score
 from models.spark_evaluation import rank_fields
 from models.spark_estimator import (
-    TopK, cold_start, int_id, int_ids, model_reader, model_writer, need_count,
+    TopK, cold_start, held, int_id, int_ids, model_reader, model_writer, need_count,
     recommendations_schema,
 )
 
@@ -42,19 +42,11 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
     @property
     def _state(self) -> LocalFMPair:
-        """`state`, which a model made by FMPair.fit or FMPairModel.load holds."""
-        if self.state is None:
-            raise ConfigError("this FMPairModel holds no parameters: FMPair.fit or "
-                              "FMPairModel.load makes one")
-        return self.state
+        return held(self.state, self, "parameters")
 
     @property
     def _users(self) -> DataFrame:
-        """`users`, which a model made by FMPair.fit or FMPairModel.load holds."""
-        if self.users is None:
-            raise ConfigError("this FMPairModel holds no users: FMPair.fit or "
-                              "FMPairModel.load makes one")
-        return self.users
+        return held(self.users, self, "users")
 
     @property
     def rank(self) -> int:

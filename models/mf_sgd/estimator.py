@@ -38,9 +38,8 @@ from models.mf_sgd.spark_job import USERS_SCHEMA, EpochLog, Train, id_column, me
 from models.mf_sgd.spec import SPEC
 from models.mf_sgd.worker import pull_item_side, push_item_side
 from models.spark_estimator import (
-    spark_jobs,
-    TopK, check_columns, cold_start, int_ids, model_reader, model_writer, need_count,
-    recommendations_schema, start_parameter_server, training,
+    TopK, check_columns, cold_start, held, int_ids, model_reader, model_writer, need_count,
+    recommendations_schema, spark_jobs, start_parameter_server, training,
 )
 
 __all__ = ["MFSGD", "MFSGDModel"]
@@ -149,11 +148,7 @@ class MFSGDModel(Model, _MFSGDParams, MLWritable, MLReadable):
 
     @property
     def _state(self) -> LocalMFSGD:
-        """`state`, which a model made by MFSGD.fit or MFSGDModel.load holds."""
-        if self.state is None:
-            raise ConfigError("this MFSGDModel holds no parameters: MFSGD.fit or "
-                              "MFSGDModel.load makes one")
-        return self.state
+        return held(self.state, self, "parameters")
 
     @property
     def rank(self) -> int:

@@ -38,8 +38,8 @@ from models.pa.spark_job import LEARN_SCHEMA, Layout, Learn, Score, features_kin
 from models.pa.spec import SPEC
 from models.pa.worker import delta_scale
 from models.spark_estimator import (
-    spark_jobs,
-    check_columns, model_reader, model_writer, start_parameter_server, training,
+    check_columns, held, model_reader, model_writer, spark_jobs, start_parameter_server,
+    training,
 )
 
 __all__ = ["PassiveAggressive", "PassiveAggressiveModel"]
@@ -144,19 +144,11 @@ class PassiveAggressiveModel(Model, PAParams, MLWritable, MLReadable):
 
     @property
     def _local(self) -> LocalPA:
-        """`state`, which a model made by fit or load holds."""
-        if self.state is None:
-            raise ConfigError("this PassiveAggressiveModel holds no weights: "
-                              "PassiveAggressive.fit or PassiveAggressiveModel.load makes one")
-        return self.state
+        return held(self.state, self, "weights")
 
     @property
     def _layout(self) -> Layout:
-        """`layout`, which a model made by fit or load holds."""
-        if self.layout is None:
-            raise ConfigError("this PassiveAggressiveModel holds no layout: "
-                              "PassiveAggressive.fit or PassiveAggressiveModel.load makes one")
-        return self.layout
+        return held(self.layout, self, "layout")
 
     @property
     def classes(self) -> list:
