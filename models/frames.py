@@ -7,9 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ranked_lists", "recommendations", "COLD_START"]
-
-COLD_START = ("nan", "drop")  # ALS's coldStartStrategy: unknown ids predict NaN, or go
+__all__ = ["ranked_lists", "recommendations"]
 
 
 def ranked_lists(targets: np.ndarray, scores: np.ndarray, names: tuple[str, str]) -> pa.Array:

@@ -25,7 +25,7 @@ import numpy as np
 
 from psframework.errors import ConfigError
 
-__all__ = ["Hyper", "HyperSpec", "parameter_server", "local_cluster"]
+__all__ = ["Hyper", "HyperSpec", "column", "parameter_server", "local_cluster"]
 
 _SAME = object()  # spark_default: the same as default
 _KINDS = (int, float, str, bool)
@@ -179,6 +179,11 @@ class HyperSpec:
         """One line per hyper-parameter: name, default, what is valid and its doc."""
         return "\n".join(f"    {h.name} (default {h.default!r}; {h.what()}): {h.doc}"
                          for h in (self.local if hypers is None else hypers))
+
+
+def column(name: str, default: str | None, doc: str) -> Hyper:
+    """A Spark-only param naming a DataFrame column (optional when it has no default)."""
+    return Hyper(name, str, default, doc, optional=default is None, local=False)
 
 
 def parameter_server(servers: int = 2) -> tuple[Hyper, ...]:

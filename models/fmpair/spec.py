@@ -8,16 +8,12 @@ from __future__ import annotations
 from psframework import Hyper, HyperSpec, hyper
 from models.fmpair.losses import LOSSES
 from models.fmpair.sampling import SAMPLERS
-from models.frames import COLD_START
+from models.recommender_spec import scoring
 
 __all__ = ["SPEC", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adagrad", "adabatch")
 
-
-def _column(name: str, default: str | None, doc: str) -> Hyper:
-    """A Spark-only param naming a DataFrame column."""
-    return Hyper(name, str, default, doc, optional=default is None, local=False)
 
 
 SPEC = HyperSpec(
@@ -53,29 +49,24 @@ SPEC = HyperSpec(
     Hyper("cache_ttl", float, 60.0, "seconds a shard keeps a batch's sums for its adjust",
           low=0, open_low=True, local=False, spark=None, plugin=True),
     *hyper.local_cluster(),
-    _column("user_col", "user", "column of user ids (integers >= 0, or integral doubles "
+    hyper.column("user_col", "user", "column of user ids (integers >= 0, or integral doubles "
             "as StringIndexer makes)"),
-    _column("item_col", "item", "column of item ids (integers >= 0, or integral doubles)"),
-    _column("rating_col", None, "optional column of ratings or counts: which rows are "
+    hyper.column("item_col", "item", "column of item ids (integers >= 0, or integral doubles)"),
+    hyper.column("rating_col", None, "optional column of ratings or counts: which rows are "
             "positives (see threshold)"),
-    _column("weight_col", None, "optional column of each positive's weight in the loss "
+    hyper.column("weight_col", None, "optional column of each positive's weight in the loss "
             "(LightFM's sample_weight); default 1"),
     Hyper("userctxfeatures_col", str, None, "optional column of user and context features "
           "per interaction (Vector); default: one-hot user ids", optional=True, local=False,
           spark="userctxfeaturesCol"),
     Hyper("itemfeatures_col", str, None, "optional column of the item's features (Vector); "
           "default: one-hot item ids", optional=True, local=False, spark="itemfeaturesCol"),
-    _column("sampling_col", None, "optional integer item attribute (e.g. artist): negatives "
+    hyper.column("sampling_col", None, "optional integer item attribute (e.g. artist): negatives "
             "sharing it with a user's positives are rejected"),
-    _column("filter_items_col", None, "optional array<int> column of items never to "
+    hyper.column("filter_items_col", None, "optional array<int> column of items never to "
             "recommend to the row's user"),
-    _column("prediction_col", "prediction", "score column added by transform"),
-    _column("rank_col", None, "optional: transform adds each row's item rank among the "
-            "user's candidates (items other than its training items; null for those and "
-            "unknown ids) in this column, and their number in <rankCol>Candidates; unset: "
-            "neither (for models.spark_evaluation.RecommendationEvaluator)"),
-    Hyper("cold_start_strategy", str, "nan", "unknown ids in transform: 'nan' predicts "
-          "NaN, 'drop' drops the row (as ALS)", choices=COLD_START, local=False),
+    hyper.column("prediction_col", "prediction", "score column added by transform"),
+    *scoring("items"),
     Hyper("checkpoint_interval", int, None, "checkpoint the model every this many epochs, "
           "to the SparkContext's checkpoint directory (integrated mode) or the master's "
           "checkpoint_dir; unset: never", low=1, optional=True, local=False),

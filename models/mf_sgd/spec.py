@@ -6,16 +6,12 @@ where they differ (`spark_default`)."""
 from __future__ import annotations
 
 from psframework import Hyper, HyperSpec, hyper
+from models.recommender_spec import scoring
 
-__all__ = ["SPEC", "SCHEDULES", "COLD_START"]
+__all__ = ["SPEC", "SCHEDULES"]
 
 SCHEDULES = ("rotation", "async")
-COLD_START = ("nan", "drop")
 
-
-def _column(name: str, default: str | None, doc: str) -> Hyper:
-    """A Spark-only param naming a DataFrame column."""
-    return Hyper(name, str, default, doc, optional=default is None, local=False)
 
 
 SPEC = HyperSpec(
@@ -42,16 +38,12 @@ SPEC = HyperSpec(
     Hyper("init_std", float, 0.1, "factors start N(0, init_std)", low=0, spark=None),
     Hyper("seed", int, 0, "random seed"),
     *hyper.local_cluster(),
-    _column("user_col", "user", "column of user ids (integers >= 0, or integral doubles)"),
-    _column("item_col", "item", "column of item ids (integers >= 0, or integral doubles)"),
-    _column("rating_col", "rating", "column of ratings"),
-    _column("validation_indicator_col", None, "boolean column: rows where it is true are "
+    hyper.column("user_col", "user", "column of user ids (integers >= 0, or integral doubles)"),
+    hyper.column("item_col", "item", "column of item ids (integers >= 0, or integral doubles)"),
+    hyper.column("rating_col", "rating", "column of ratings"),
+    hyper.column("validation_indicator_col", None, "boolean column: rows where it is true are "
             "not trained on but scored after every epoch (validation RMSE)"),
-    _column("prediction_col", "prediction", "prediction column"),
-    Hyper("cold_start_strategy", str, "nan", "unknown ids in transform: 'nan' predicts "
-          "NaN, 'drop' drops the row", choices=COLD_START, local=False),
-    _column("rank_col", None, "optional: transform adds each row's item rank among the "
-            "user's candidates (rated items other than its own; null for those and unknown "
-            "ids) in this column, and their number in <rankCol>Candidates; unset: neither"),
+    hyper.column("prediction_col", "prediction", "prediction column"),
+    *scoring("rated items"),
     *hyper.parameter_server(servers=2),
 )

@@ -11,10 +11,6 @@ from models.pa.worker import MIXINGS
 __all__ = ["SPEC"]
 
 
-def _column(name: str, default: str, doc: str) -> Hyper:
-    """A Spark-only param naming a DataFrame column."""
-    return Hyper(name, str, default, doc, local=False)
-
 
 SPEC = HyperSpec(
     "pa",
@@ -39,11 +35,11 @@ SPEC = HyperSpec(
           "model on an external cluster outlives close() and is joined by a LocalPA of "
           "the same name", optional=True, spark=None),
     *hyper.local_cluster(),
-    _column("features_col", "features", "features: a Vector, or an array<string> of raw "
+    hyper.column("features_col", "features", "features: a Vector, or an array<string> of raw "
             "features to hash"),
-    _column("label_col", "label", "label column (numbers)"),
-    _column("prediction_col", "prediction", "predicted label"),
-    _column("raw_prediction_col", "rawPrediction", "margins: [-m, m] for two classes, one "
+    hyper.column("label_col", "label", "label column (numbers)"),
+    hyper.column("prediction_col", "prediction", "predicted label"),
+    hyper.column("raw_prediction_col", "rawPrediction", "margins: [-m, m] for two classes, one "
             "per class otherwise"),
     *hyper.parameter_server(servers=2),
 )
