@@ -42,9 +42,10 @@ SPEC = HyperSpec(
           low=1, spark="numConcurrentBatches"),
     Hyper("filter_seen", bool, True, "never sample a user's own items as negatives",
           spark=None),
-    Hyper("threshold", float, None, "which rows are positives: those whose rating is >= "
-          "threshold; None: every stored (nonzero) entry, or with ratingCol every row whose "
-          "rating is > 0", optional=True),
+    Hyper("threshold", float, None, "which interactions are positives: those whose value "
+          "(rating, count) is >= threshold; None: every stored entry of a matrix (negative "
+          "ones are refused: set a threshold), every (user, item[, weight]) row with a "
+          "weight > 0, or with ratingCol every row whose rating is > 0", optional=True),
     Hyper("seed", int, 0, "random seed", spark_default=1, plugin=True),
     Hyper("cache_ttl", float, 60.0, "seconds a shard keeps a batch's sums for its adjust",
           low=0, open_low=True, local=False, spark=None, plugin=True),
