@@ -1,6 +1,7 @@
-"""pyspark.ml plumbing that every PS model's estimator needs: params with getters and
-setters as pyspark.ml classes have them, and a fitted model's arrays saved beside
-pyspark.ml's metadata (`ModelWriter`, `ModelReader`)."""
+"""pyspark.ml plumbing that every PS model's estimator needs: Params, with getters and
+setters as pyspark.ml classes have them, derived from the model's `HyperSpec` (`declare`;
+`keyword_init` makes the keyword-only `__init__`/`setParams`), and a fitted model's
+arrays saved beside pyspark.ml's metadata (`ModelWriter`, `ModelReader`)."""
 
 from __future__ import annotations
 
