@@ -51,7 +51,7 @@ def test_a_shard_and_its_master_count_what_they_served(cli):
         at_master, (server,) = st["master"]["metrics"], st["servers"]
         at_shard = server["metrics"]
         v = c.create_vector("v", 10_000, parts=2, init=init.uniform(-1, 1, seed=3))
-        w = c.create_vector("w", 100, parts=2)
+        c.create_vector("w", 100, parts=2)  # a second model: counted by the master
         assert value(scrape(at_shard), "psframework_server_info", role="shard",
                      name=server["name"], address=shard.address, version="0.1.0") == 1
 
@@ -244,3 +244,48 @@ def test_bad_training_values_are_refused(client, bad):
         c.run(c.aio.report("reported", **bad))
     with pytest.raises(UnknownModelError, match="no model named"):
         c.run(c.aio.report("never-created", loss=1.0))
+
+
+def documented() -> dict[str, set[str]]:
+    """docs/metrics.md's metric names: {"every": ..., "shard": ..., "master": ...}, from
+    its three tables (every server's, then the shards', then the master's)."""
+    text = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    tables, rows = [], None
+    for line in text.splitlines():
+        if line.startswith("| Metric |"):
+            rows = set()
+            tables.append(rows)
+        elif rows is not None and line.startswith("| `psframework_"):
+            rows.add(line.split("`")[1])
+        elif not line.startswith("|"):
+            rows = None
+    every, shard, master = tables
+    return {"every": every, "shard": shard, "master": master}
+
+
+def served(address: str) -> set[str]:
+    """The metric names an endpoint serves: its samples' names without the suffixes
+    Prometheus adds (_bucket, _count, _sum of histograms; _created of counters)."""
+    names = set()
+    for name, _ in scrape(address):
+        for suffix in ("_bucket", "_count", "_sum", "_created"):
+            if name.endswith(suffix) and not name.endswith("_total" + suffix):
+                name = name.removesuffix(suffix)
+                break
+        names.add(name.removesuffix("_created"))
+    return names
+
+
+def test_each_server_serves_exactly_the_documented_metrics():
+    """Every metric docs/metrics.md lists for a role is served, and nothing else (with a
+    model placed and a training gauge reported, so the labelled series exist)."""
+    docs = documented()
+    with LocalCluster(shards=1, processes=False, metrics_port=0) as cluster:
+        c = cluster.client()
+        c.create_vector("v", 100, parts=1).pull([1])
+        c.report("v", loss=0.5)
+        st = wait_until(lambda: (s := c.status())["servers"][0]["metrics"] and s)
+        assert served(st["master"]["metrics"]) == docs["every"] | docs["master"]
+        # UDF CPU time is labelled by op: it has no series before a model op has run
+        shard = served(st["servers"][0]["metrics"])
+        assert shard == docs["every"] | docs["shard"] - {"psframework_udf_cpu_seconds_total"}
