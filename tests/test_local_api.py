@@ -139,7 +139,7 @@ def test_a_weight_zero_positive_trains_as_if_absent():
 def test_weights_reach_the_training_matrix_and_the_model():
     """The training matrix holds each positive's weight (what the Trainer scales the loss
     by), and a weighted fit differs from the unweighted one."""
-    from models.fmpair.local import positives
+    from models.fmpair.positives import positives
     users, items = pairs()
     weights = np.arange(users.size) % 3 + 1.0
     want = sp.csr_matrix((weights, (users, items)), shape=(N_USERS, N_ITEMS)).toarray()
