@@ -20,9 +20,8 @@ What it guarantees about its own state:
   catalog is kept in `state_dir` for a restart (master.state).
 - `shutdown` stops the whole cluster: every live shard is told to stop, then the master
   stops (`psframework stop`).
-- Training loops `report` gauges per model (loss, pairs/s, ...); the master keeps the
-  latest value of each, at most MAX_TRAINING_VALUES per model, until the model is
-  destroyed, and shows them in `status` and on its metrics endpoint (psframework.metrics).
+- What it shows of the cluster — `status`, its metrics endpoint, the training gauges
+  loops `report` per model — is master.observe's.
 """
 
 from __future__ import annotations
@@ -44,12 +43,11 @@ from psframework.master.catalog import (
 )
 from psframework.master.checkpoints import Checkpoints
 from psframework.master.failover import Failover
-from psframework.master.messages import (
-    MAX_TRAINING_VALUES, Heartbeat, Registration, TrainingReport, parse,
-)
+from psframework.master.messages import Heartbeat, Registration, parse
+from psframework.master.observe import Observer
 from psframework.master.saves import Saves, partitions
 from psframework.master.state import read_state, write_state
-from psframework.metrics import MetricsEndpoint, RequestTimes, resident_bytes
+from psframework.metrics import RequestTimes
 from psframework.model import model_type
 from psframework.protocol import Message
 from psframework.storage import files
@@ -84,6 +82,7 @@ class Master:
         self.failover = Failover(self)
         self.checkpoints = Checkpoints(self)
         self.saves = Saves(self)
+        self.observe = Observer(self)  # status, the metrics endpoint, training gauges
         self.lock = asyncio.Lock()  # catalog changes one at a time
         self._installing: set[str] = set()  # uids being created or loaded right now
         self._admitting = asyncio.Semaphore(16)  # registrations checked at once
@@ -91,16 +90,13 @@ class Master:
         self._ops = {
             "ping": self._ping, "register": self._register, "heartbeat": self._heartbeat,
             "create_model": self._create_model, "lookup": self._lookup, "destroy": self._destroy,
-            "save": self._save, "load": self._load, "status": self._status,
-            "checkpoint": self._checkpoint_op, "report": self._report,
+            "save": self._save, "load": self._load, "status": self.observe.status,
+            "checkpoint": self._checkpoint_op, "report": self.observe.report,
             "shutdown": self._shutdown,
         }
         self.requests = RequestTimes()
         self.handle = self.requests.timed(self.once.wrap(self._dispatch), self._ops)
         self.traffic = Traffic()
-        self.metrics: MetricsEndpoint | None = None
-        # model -> (its training gauges by name, time.time() of the latest report)
-        self.training: dict[str, tuple[dict[str, float], float]] = {}
         self._stopping = False  # told to shut down: shards leaving are not failures
         self._stopped = asyncio.Event()
 
@@ -120,10 +116,7 @@ class Master:
             self.spawn(self._reach_again(name))
         self._watch = asyncio.ensure_future(self._death_watch())
         self.spawn(self.checkpoints.run())
-        if s.metrics_port is not None:
-            self.metrics = MetricsEndpoint("master", self._metrics_snapshot,
-                                           asyncio.get_running_loop())
-            self.metrics.start(s.metrics_host, s.metrics_port)
+        self.observe.start()
         return self.address
 
     def spawn(self, coro) -> asyncio.Task:
@@ -161,8 +154,7 @@ class Master:
             self._server.close()
         for conn in self._conns.values():
             conn.close()
-        if self.metrics is not None:
-            self.metrics.close()
+        self.observe.close()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -378,7 +370,7 @@ class Master:
                 for p in range(parts)]
 
     # -- catalog -------------------------------------------------------------------------
-    def _entry(self, name: str) -> ModelEntry:
+    def entry(self, name: str) -> ModelEntry:
         try:
             return self.models[name]
         except KeyError:
@@ -466,12 +458,12 @@ class Master:
             return entry.describe(self.servers), ()
 
     def _lookup(self, msg: Message):
-        return self._entry(msg.model).describe(self.servers), ()
+        return self.entry(msg.model).describe(self.servers), ()
 
     async def _destroy(self, msg: Message):
         async with self.lock:
             entry = self.models.pop(msg.model, None)
-            self.training.pop(msg.model, None)
+            self.observe.forget(msg.model)
             if entry is None:
                 return {"destroyed": False}, ()
             self.persist()
@@ -480,12 +472,12 @@ class Master:
 
     async def _save(self, msg: Message):
         directory = save_directory(msg.args.get("path"))
-        entry = self._entry(msg.model)
+        entry = self.entry(msg.model)
         save_id, _ = await self.saves.write(entry, directory)
         return {"path": str(directory), "save_id": save_id}, ()
 
     async def _checkpoint_op(self, msg: Message):
-        return await self.checkpoints.take(self._entry(msg.model)), ()
+        return await self.checkpoints.take(self.entry(msg.model)), ()
 
     async def _load(self, msg: Message):
         directory = save_directory(msg.args.get("path"))
@@ -511,65 +503,6 @@ class Master:
                 return {"files": [r.model_dump() for r in manifest.files if r.part in parts]}
             await self._install(entry, "load", {"path": str(directory)}, records_for)
             return entry.describe(self.servers), ()
-
-    def _report(self, msg: Message):
-        """Keep the latest training gauges of a model (see the module docstring)."""
-        entry = self._entry(msg.model)
-        try:
-            values = parse(TrainingReport, msg.args, "report").values
-        except PSError as e:
-            raise ConfigError(f"training values must be finite numbers named by 1-64 "
-                              f"letters, digits or _.:- ({e.message})", model=entry.name) from None
-        kept = {**self.training.get(entry.name, ({}, 0.0))[0], **values}
-        if len(kept) > MAX_TRAINING_VALUES:
-            raise ConfigError(f"model {entry.name!r} would have {len(kept)} training values; "
-                              f"at most {MAX_TRAINING_VALUES} are kept per model: report "
-                              "fewer names", model=entry.name)
-        self.training[entry.name] = (kept, time.time())
-        return {}, ()
-
-    def _training(self, model: str) -> dict:
-        values, at = self.training.get(model, ({}, None))
-        return {"values": dict(values), "age": None if at is None else round(time.time() - at, 3)}
-
-    def _own_stats(self) -> dict:
-        """The master's own numbers, as a shard reports its own."""
-        return {"name": "master", "address": self.address, "ops": dict(self.requests.arrivals),
-                "requests": self.requests.summary(), "bytes_in": self.traffic.bytes_in,
-                "bytes_out": self.traffic.bytes_out, "connections": self.traffic.connections,
-                "once": {"entries": len(self.once), "bytes": self.once.nbytes},
-                "duplicates": self.once.duplicates, "rss": resident_bytes(),
-                "metrics": self.metrics.address if self.metrics is not None else None}
-
-    def _metrics_snapshot(self) -> dict:
-        """What a scrape of the metrics endpoint shows (see psframework.metrics)."""
-        alive = len(self.alive())
-        return {**self._own_stats(), "latency": self.requests.histograms(),
-                "shards": {"alive": alive, "dead": len(self.servers) - alive},
-                "models": [{"name": m.name, "parts": len(m.placement),
-                            "degraded": len(m.degraded()), "lost": len(m.lost),
-                            "training": self.training.get(m.name, ({}, 0.0))[0]}
-                           for m in self.models.values()]}
-
-    def _status(self, msg: Message):
-        now = time.monotonic()
-        return {
-            "address": self.address,
-            "checkpoint_dir": None if self.settings.checkpoint_dir is None else
-            str(self.settings.checkpoint_dir),
-            "master": self._own_stats(),
-            "servers": [{"name": s.name, "address": s.address, "alive": s.alive,
-                         "last_seen": round(now - s.last_seen, 3), "bytes": s.stats.bytes,
-                         "pid": s.stats.pid, "ops": dict(s.stats.ops),
-                         "connections": s.stats.connections,
-                         "requests": {op: o.model_dump() for op, o in s.stats.requests.items()},
-                         "bytes_in": s.stats.bytes_in, "bytes_out": s.stats.bytes_out,
-                         "once": s.stats.once.model_dump(), "rss": s.stats.rss,
-                         "metrics": s.stats.metrics}
-                        for s in self.servers.values()],
-            "models": [{**m.describe(self.servers), "training": self._training(m.name)}
-                       for m in self.models.values()],
-        }, ()
 
 
 def _interval(value: object, model: str) -> float | None:
