@@ -141,9 +141,9 @@ class HyperSpec:
         return tuple(h for h in self if h.local)
 
     @property
-    def spark(self) -> tuple[Hyper, ...]:
-        """The hyper-parameters that are pyspark.ml Params."""
-        return tuple(h for h in self if h.spark)
+    def spark(self) -> dict[str, Hyper]:
+        """The hyper-parameters that are pyspark.ml Params, by Param name."""
+        return {h.spark: h for h in self if h.spark}
 
     def defaults(self) -> dict[str, Any]:
         """The local API's defaults, by Python name."""
@@ -175,10 +175,13 @@ class HyperSpec:
         """The plugin's share of `values` (by Python name)."""
         return {h.name: values[h.name] for h in self if h.plugin and h.name in values}
 
-    def signature_doc(self, hypers: tuple[Hyper, ...] | None = None) -> str:
-        """One line per hyper-parameter: name, default, what is valid and its doc."""
-        return "\n".join(f"    {h.name} (default {h.default!r}; {h.what()}): {h.doc}"
-                         for h in (self.local if hypers is None else hypers))
+    def signature_doc(self, spark: bool = False) -> str:
+        """One line per hyper-parameter of the local API (or, with `spark`, per Spark
+        Param): name, default, what is valid and its doc."""
+        named = ({n: (h, h.spark_value) for n, h in self.spark.items()} if spark
+                 else {h.name: (h, h.default) for h in self.local})
+        return "\n".join(f"    {name} (default {default!r}; {h.what()}): {h.doc}"
+                         for name, (h, default) in named.items())
 
 
 def column(name: str, default: str | None, doc: str) -> Hyper:

@@ -95,7 +95,8 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
         with start_parameter_server(self, spark, every) as ps:
             client = ps.client()
             config = {"n_features": meta.space.n_features,
-                      **{h.name: self._value(h.spark) for h in SPEC if h.plugin and h.spark}}
+                      **{h.name: self._value(name) for name, h in SPEC.spark.items()
+                         if h.plugin}}
             # a failed fit leaves the model (separate mode) and its checkpoints, and says so
             with training(self, ps, "fmpair", config, "FMPair.fit", every=every,
                           resume_from=self._value("resumeFrom")) as run:

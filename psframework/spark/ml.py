@@ -14,7 +14,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, MLWriter
 
 from psframework.errors import ConfigError
-from psframework.hyper import Hyper, HyperSpec
+from psframework.hyper import HyperSpec
 
 __all__ = ["param", "ParamValues", "add_accessors", "copy_setters", "data_dir", "param_names",
            "ModelWriter", "ModelReader", "declare", "keyword_init"]
@@ -28,19 +28,14 @@ def param(name: str, doc: str, converter: Callable) -> Param:
     return Param(Params._dummy(), name, doc, typeConverter=converter)
 
 
-def spark_params(spec: HyperSpec) -> list[tuple[str, Hyper]]:
-    """(Param name, hyper-parameter) of each of `spec`'s Spark params."""
-    return [(h.spark, h) for h in spec.spark if h.spark]
-
-
 def declare(cls: type[ParamValues], spec: HyperSpec) -> None:
     """A Param on `cls` (a ParamValues subclass) for every Spark hyper-parameter of
     `spec`, documented with what is valid, and its getter; the defaults are set and the
     values checked by ParamValues from the same spec."""
     cls._spec = spec
-    for name, h in spark_params(spec):
+    for name, h in spec.spark.items():
         setattr(cls, name, param(name, f"{h.doc} ({h.what()})", _CONVERTERS[h.kind]))
-    add_accessors(cls, [name for name, _ in spark_params(spec)], setters=False)
+    add_accessors(cls, spec.spark, setters=False)
 
 
 def keyword_init(cls: type[ParamValues], setters: bool = True) -> None:
@@ -55,7 +50,7 @@ def keyword_init(cls: type[ParamValues], setters: bool = True) -> None:
         [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
         + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=h.spark_value,
                              annotation=h.kind if not h.optional else f"{h.kind.__name__} | None")
-           for name, h in spark_params(spec)])
+           for name, h in spec.spark.items()])
 
     @keyword_only
     def __init__(self, **params: Any) -> None:
@@ -69,13 +64,12 @@ def keyword_init(cls: type[ParamValues], setters: bool = True) -> None:
     for f in (__init__, setParams):
         setattr(f, "__signature__", signature)
         f.__qualname__ = f"{cls.__name__}.{f.__name__}"
-    __init__.__doc__ = f"{cls.__doc__ or cls.__name__}\n\nParams:\n" + "\n".join(
-        f"    {name} (default {h.spark_value!r}; {h.what()}): {h.doc}"
-        for name, h in spark_params(spec))
+    __init__.__doc__ = (f"{cls.__doc__ or cls.__name__}\n\nParams:\n"
+                        + spec.signature_doc(spark=True))
     setattr(cls, "__init__", __init__)
     setattr(cls, "setParams", setParams)
     if setters:
-        add_accessors(cls, [name for name, _ in spark_params(spec)], setters=True)
+        add_accessors(cls, spec.spark, setters=True)
 
 
 class ParamValues(Params):
@@ -90,7 +84,7 @@ class ParamValues(Params):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         if self._spec is not None:
-            self._setDefault(**{name: h.spark_value for name, h in spark_params(self._spec)
+            self._setDefault(**{name: h.spark_value for name, h in self._spec.spark.items()
                                 if h.spark_value is not None and self.hasParam(name)})
 
     def _value(self, name: str) -> Any:
@@ -99,9 +93,9 @@ class ParamValues(Params):
 
     def _check_spec(self) -> None:
         """Every param the spec declares holds a valid value; errors name the param."""
-        for h in self._spec or ():
-            if h.spark and self.hasParam(h.spark):
-                h.check(self._value(h.spark), f"{type(self).__name__} param {h.spark}")
+        for name, h in (self._spec.spark if self._spec else {}).items():
+            if self.hasParam(name):
+                h.check(self._value(name), f"{type(self).__name__} param {name}")
         self._need_host()
 
     def _need(self, ok: bool, name: str, what: str) -> None:
