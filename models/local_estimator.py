@@ -82,13 +82,6 @@ class LocalEstimator:
         for name, value in self.SPEC.check(self.get_params(), type(self).__name__).items():
             setattr(self, name, value)
 
-    def _need(self, ok: bool, name: str, what: str) -> None:
-        """ConfigError naming the hyper-parameter, unless `ok` (for the checks that
-        relate several of them)."""
-        if not ok:
-            raise ConfigError(f"{type(self).__name__} param {name} must be {what}, got "
-                              f"{getattr(self, name)!r}")
-
     def _embedded(self) -> LocalCluster:
         """The cluster a local estimator starts when it has no `master`: its servers are
         threads of this process (milliseconds to start, this process's kernels)."""
