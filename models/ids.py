@@ -15,6 +15,7 @@ their own indices. `fit_partial` numbers ids it has not seen after the known one
 
 from __future__ import annotations
 
+import json
 import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -191,15 +192,19 @@ class IdMap:
         kind = "identity" if self.is_identity else "labelled"
         return f"IdMap({self.n_users} users, {self.n_items} items, {kind})"
 
-    # -- persistence: ids as JSON-able lists (None for identity) -------------------------
-    def to_lists(self) -> dict:
-        return {side.kind: [side.n, None if side.labels is None else
-                            [x.item() if isinstance(x, np.generic) else x
-                             for x in side.labels]]
-                for side in (self._users, self._items)}
+    # -- persistence: the ids as one JSON string array, for np.savez --------------------
+    def to_array(self) -> np.ndarray:
+        """Both sides as JSON (each its size and its ids, None for identity) in a 0-d
+        array, which np.savez stores without pickling."""
+        return np.array(json.dumps({
+            side.kind: [side.n, None if side.labels is None else
+                        [x.item() if isinstance(x, np.generic) else x for x in side.labels]]
+            for side in (self._users, self._items)}))
 
     @classmethod
-    def from_lists(cls, saved: dict) -> "IdMap":
+    def from_array(cls, array: np.ndarray) -> "IdMap":
+        """The map `to_array` saved."""
+        saved = json.loads(str(array))
         out = cls()
         out._users, out._items = (_Side(kind, n, None if labels is None else
                                         pd.Index(labels, dtype=object))

@@ -48,7 +48,7 @@ def _state(model: "LocalFMPair") -> dict[str, Any]:
     out = {name: getattr(model, name + "_") for name in ("factors_acc", "linear_acc")
            if getattr(model, name + "_", None) is not None}
     if model.ids_ is not None:
-        out["ids"] = np.array(json.dumps(model.ids_.to_lists()))
+        out["ids"] = model.ids_.to_array()
     if getattr(model, "rng_state_", None) is not None:
         out["rng_state"] = np.array(json.dumps(model.rng_state_))
     return out
@@ -315,7 +315,7 @@ class LocalFMPair(LocalRecommender):
                 if name in f:
                     setattr(model, name + "_", f[name])
             if "ids" in f:
-                model.ids_ = IdMap.from_lists(json.loads(str(f["ids"])))
+                model.ids_ = IdMap.from_array(f["ids"])
             if "rng_state" in f:
                 model.rng_state_ = json.loads(str(f["rng_state"]))
         context = mats["context"] if mats["context"].shape[1] else None

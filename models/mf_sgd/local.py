@@ -246,7 +246,7 @@ class LocalMFSGD(LocalRecommender):
         self._fitted()
         held: dict[str, Any] = {}  # what the model holds only when fit gave it
         if self.ids_ is not None:
-            held["ids"] = np.array(json.dumps(self.ids_.to_lists()))
+            held["ids"] = self.ids_.to_array()
         if self.train_ is not None:
             held.update(train_indptr=self.train_.indptr, train_indices=self.train_.indices)
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
@@ -271,5 +271,5 @@ class LocalMFSGD(LocalRecommender):
                                               f["train_indptr"]), shape=shape)
             model.history_ = json.loads(str(f["history"]))
             if "ids" in f:
-                model.ids_ = IdMap.from_lists(json.loads(str(f["ids"])))
+                model.ids_ = IdMap.from_array(f["ids"])
         return model
