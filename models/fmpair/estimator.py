@@ -1,6 +1,6 @@
-"""`FMPair`: FMPair as a pyspark.ml Estimator, and the params it shares with
-`FMPairModel`; Spark executors train it on the parameter server (the Glint-FMPair way),
-and the `FMPairModel` it returns recommends without one.
+"""`FMPair`: FMPair as a pyspark.ml Estimator (its params, shared with `FMPairModel`, are
+`models.fmpair.spark_params`); Spark executors train it on the parameter server (the
+Glint-FMPair way), and the `FMPairModel` it returns recommends without one.
 
     from models.fmpair import FMPair
     model = FMPair(numDims=64, maxIter=10).fit(interactions)      # integrated mode
@@ -28,61 +28,34 @@ The fitted model, its recommending and scoring (on the executors in Arrow blocks
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
-from pyspark.sql import DataFrame, functions as F, types as T
+from pyspark.sql import DataFrame, functions as F
 
 from psframework import PSError
 from psframework.spark import Training, ml, pin_local_interpreter
 from models.fmpair.local import LocalFMPair
 from models.fmpair.spec import SPEC
+from models.fmpair.spark_model import FMPairModel
+from models.fmpair.spark_params import FMPairParams
 from models.fmpair.spark_job import PROGRESS_COLUMNS, EpochLog, EpochsTask, Metadata, positives
 from models.memory import ensure_memory
 from models.spark_estimator import (
-    check_columns, spark_jobs, start_parameter_server, training,
+    spark_jobs, start_parameter_server, training,
 )
-
-if TYPE_CHECKING:
-    from models.fmpair.spark_model import FMPairModel
 
 __all__ = ["FMPair"]
 
 log = logging.getLogger("models.fmpair")
 
-# the kind of each column param (models.spark_estimator.check_columns)
-COLUMNS = {"userCol": "id", "itemCol": "id", "ratingCol": "number", "weightCol": "number",
-           "userctxfeaturesCol": "vector", "itemfeaturesCol": "vector", "samplingCol": "id",
-           "filterItemsCol": "id array"}
-
-
-class _FMPairParams(ml.ParamValues):
-    """The params of FMPair and FMPairModel: from `models.fmpair.spec.SPEC` (defaults as
-    in the Glint fork)."""
-
-    def _check(self) -> None:
-        """Every param, before anything starts; errors name the param."""
-        self._check_spec()
-
-    def _check_columns(self, schema: T.StructType, *, training: bool,
-                       key: str = "userCol") -> None:
-        """Columns exist with the right types. Training needs userCol and itemCol and the
-        optional columns set; scoring only the `key` column and the others it finds."""
-        names = set(schema.fieldNames())
-        check_columns(self, schema, {
-            name: kind for name, kind in COLUMNS.items() if self._value(name) is not None
-            and (training or name == key or self._value(name) in names)}, "FMPair")
-
-
-class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReadable):
+class FMPair(Estimator, FMPairParams, DefaultParamsWritable, DefaultParamsReadable):
     """Pairwise factorization machine (the LightFM model) trained on the parameter server
     from Spark executors. Params: see `explainParams()`; docs/fmpair-spark.md."""
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, dataset: DataFrame) -> FMPairModel:
-        from models.fmpair.spark_model import FMPairModel  # which imports this module
         self._check()
         self._check_columns(dataset.schema, training=True)
         sc = dataset.sparkSession.sparkContext
@@ -164,14 +137,4 @@ class FMPair(Estimator, _FMPairParams, DefaultParamsWritable, DefaultParamsReada
                             progress, e)
 
 
-ml.declare(_FMPairParams, SPEC)
 ml.keyword_init(FMPair)
-
-
-def __getattr__(name: str) -> Any:
-    """`FMPairModel`, which lives in `models.fmpair.spark_model`, also here: models saved
-    before it moved name it `models.fmpair.estimator.FMPairModel` in their metadata."""
-    if name == "FMPairModel":
-        from models.fmpair.spark_model import FMPairModel
-        return FMPairModel
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

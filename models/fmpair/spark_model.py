@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, functions as F, types as T
 
 from psframework import ConfigError
 from psframework.spark import SparkParameterServer, arrow, ml, pin_local_interpreter
-from models.fmpair.estimator import FMPair, _FMPairParams
+from models.fmpair.spark_params import FMPairParams
 from models.fmpair.local import LocalFMPair
 from models.fmpair.spark_scoring import Factors, Recommend, Score
 from models.spark_evaluation import rank_fields
@@ -27,7 +27,7 @@ from models.spark_estimator import (
 __all__ = ["FMPairModel"]
 
 
-class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
+class FMPairModel(Model, FMPairParams, MLWritable, MLReadable):
     """A fitted FMPair. Its parameters live in the driver and travel to executors by
     broadcast (O(features × numDims)); what it knows per user (the items to leave out,
     the context fit saw) is the DataFrame `users`, so it recommends and scores on the
@@ -226,8 +226,8 @@ class FMPairModel(Model, _FMPairParams, MLWritable, MLReadable):
 
 
 # what changes how a fitted model reads its input, as ALSModel allows
-ml.copy_setters(FMPairModel, FMPair, ("userCol", "itemCol", "userctxfeaturesCol",
-                                      "filterItemsCol", "predictionCol", "rankCol"))
+ml.add_accessors(FMPairModel, ("userCol", "itemCol", "userctxfeaturesCol", "filterItemsCol",
+                               "predictionCol", "rankCol"), setters=True)
 
 
 

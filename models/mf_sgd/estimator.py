@@ -314,8 +314,8 @@ class _Predict:
 
 ml.declare(_MFSGDParams, SPEC)
 ml.keyword_init(MFSGD)
-ml.copy_setters(MFSGDModel, MFSGD, ("userCol", "itemCol", "predictionCol", "coldStartStrategy",
-                                    "rankCol"))
+ml.add_accessors(MFSGDModel, ("userCol", "itemCol", "predictionCol", "coldStartStrategy",
+                             "rankCol"), setters=True)
 
 
 def _save(m: MFSGDModel, data) -> None:

@@ -219,5 +219,5 @@ def score(params: PAParams, dataset: DataFrame, layout: Layout, **weights: Any) 
 
 ml.declare(PAParams, SPEC)
 ml.keyword_init(PassiveAggressive)
-ml.copy_setters(PassiveAggressiveModel, PassiveAggressive,
-                ("featuresCol", "predictionCol", "rawPredictionCol"))
+ml.add_accessors(PassiveAggressiveModel, ("featuresCol", "predictionCol", "rawPredictionCol"),
+                 setters=True)

@@ -16,7 +16,7 @@ from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReader, 
 from psframework.errors import ConfigError
 from psframework.hyper import HyperSpec
 
-__all__ = ["param", "ParamValues", "add_accessors", "copy_setters", "data_dir", "param_names",
+__all__ = ["param", "ParamValues", "add_accessors", "data_dir", "param_names",
            "ModelWriter", "ModelReader", "declare", "keyword_init"]
 
 _CONVERTERS = {int: TypeConverters.toInt, float: TypeConverters.toFloat,
@@ -134,14 +134,6 @@ def add_accessors(cls: type, names: Iterable[str], setters: bool) -> None:
         setattr(cls, get.__name__, get)
         if setters:
             setattr(cls, set_.__name__, set_)
-
-
-def copy_setters(target: type, source: type, names: Iterable[str]) -> None:
-    """source's setX for each of `names`, on target too (a fitted model keeps the
-    setters of its output columns)."""
-    for name in names:
-        setter = f"set{name[0].upper()}{name[1:]}"
-        setattr(target, setter, getattr(source, setter))
 
 
 def data_dir(path: str, what: str) -> Path:
