@@ -200,3 +200,20 @@ def test_a_model_built_empty_says_what_makes_one(make, ask, said):
     with pytest.raises(ConfigError) as e:
         ask(make())
     assert str(e.value) == said
+
+
+@pytest.mark.parametrize("model, columns", [
+    (FMPairModel, ("userCol", "itemCol", "userctxfeaturesCol", "filterItemsCol",
+                   "predictionCol", "rankCol")),
+    (MFSGDModel, ("userCol", "itemCol", "predictionCol", "coldStartStrategy", "rankCol")),
+    (PassiveAggressiveModel, ("featuresCol", "predictionCol", "rawPredictionCol")),
+])
+def test_a_fitted_model_sets_the_columns_it_reads_and_writes(model, columns):
+    """As ALSModel.setPredictionCol: a fitted model's setters of its columns (and only
+    those: its hyper-parameters are what fit used)."""
+    m = model()
+    for name in columns:
+        cap = name[0].upper() + name[1:]
+        assert getattr(m, f"set{cap}")("chosen") is m
+        assert getattr(m, f"get{cap}")() == "chosen"
+    assert not hasattr(m, "setMaxIter")
