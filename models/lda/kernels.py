@@ -1,0 +1,412 @@
+"""The LDA sampler's numba kernels: one call samples a block of documents.
+
+A block's view of the model (what the worker pulled before sampling it):
+- `row_ptr`, `row_topics`, `row_counts`: the nonzero word-topic counts n̂_wk of the block's
+  words, word `lw` (an index into the block's vocabulary) in row_ptr[lw]..row_ptr[lw+1];
+- `nt`: the topic totals n̂_k, updated in place while the block samples.
+
+`sample_block` turns these into its working state: a hash table of the counts keyed by
+(word, topic), with the pulled (stale) value beside the current one, so a lookup costs
+O(1) whatever K is; per word an alias table over its nonzero topics, plus one shared alias
+table over all K topics for the smoothing mass β / (n̂_k + Vβ) (Li et al.'s "sparse +
+dense" split of the word proposal), built once per block.
+
+Per token, after removing it from the counts (the "-di" counts), `mh_steps` Metropolis-
+Hastings steps alternate the two proposals of LightLDA (Yuan et al. 2015), as Glint's LDA:
+- word proposal q_w(t) ∝ (n̂_tw + β) / (n̂_t + Vβ), from the pulled counts; accepted with
+  min(1, p(t) q_w(s) / (p(s) q_w(t))), p the exact collapsed conditional
+  p(t) ∝ (n_td + α)(n_tw + β) / (n_t + Vβ) on the current counts;
+- doc proposal: a random token of the document (its topic; the current token counts with
+  its current state) with probability L / (L + Kα), else a uniform topic, i.e.
+  q(t | s) ∝ n_td^-di + [t = s] + α; the doc factors cancel and the acceptance is
+  min(1, (n_tw + β)(n_s + Vβ) / ((n_sw + β)(n_t + Vβ))).
+Each step is an exact MH step for p, so p is invariant (tests/test_lda.py checks this
+empirically); the cost per token does not grow with K. `sampler="exact"` draws from p
+directly in O(K), the reference.
+
+Counts that a stale view sees below zero are read as zero. Everything is deterministic
+given the block's seed (numba's generator, seeded per call on the calling thread).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = ["sample_block", "mh_transitions", "count_pairs", "word_log_likelihood",
+           "sparse_rows", "topic_log_likelihood"]
+
+_EMPTY = -1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+# -- a hash table (word, topic) -> (current count, pulled count), open addressing ---------
+@numba.njit(inline="always")
+def _slot(keys, key, mask):
+    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(33)) & mask
+    while keys[h] != _EMPTY and keys[h] != key:
+        h = (h + 1) & mask
+    return h
+
+
+@numba.njit(inline="always")
+def _count(keys, cur, key, mask):
+    h = _slot(keys, key, mask)
+    return cur[h] if keys[h] == key else 0
+
+
+@numba.njit(inline="always")
+def _add(keys, cur, key, mask, delta):
+    h = _slot(keys, key, mask)
+    keys[h] = key
+    cur[h] += delta
+
+
+@numba.njit(nogil=True, cache=True)
+def _table(row_ptr, row_topics, row_counts, K, extra):
+    """The hash table of the pulled counts, with room for `extra` new (word, topic) keys."""
+    nnz = row_topics.size
+    size = 16
+    while size < 2 * (nnz + extra):
+        size *= 2
+    keys = np.full(size, _EMPTY, np.int64)
+    cur = np.zeros(size, np.int64)
+    old = np.zeros(size, np.int64)
+    mask = size - 1
+    for lw in range(row_ptr.size - 1):
+        for j in range(row_ptr[lw], row_ptr[lw + 1]):
+            key = lw * K + row_topics[j]
+            h = _slot(keys, key, mask)
+            keys[h] = key
+            cur[h] += row_counts[j]
+            old[h] += row_counts[j]
+    return keys, cur, old, mask
+
+
+# -- alias tables (Walker / Vose) ---------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def _alias(weights, prob, alias, small, large):
+    """Fill prob/alias (same length as weights, total > 0) for O(1) draws ∝ weights;
+    small/large: scratch of at least that length."""
+    n = weights.size
+    total = 0.0
+    for i in range(n):
+        total += weights[i]
+    ns = 0
+    nl = 0
+    for i in range(n):
+        prob[i] = weights[i] * n / total
+        if prob[i] < 1.0:
+            small[ns] = i
+            ns += 1
+        else:
+            large[nl] = i
+            nl += 1
+    while ns > 0 and nl > 0:
+        ns -= 1
+        s = small[ns]
+        g = large[nl - 1]
+        alias[s] = g
+        prob[g] = prob[g] + prob[s] - 1.0
+        if prob[g] < 1.0:
+            nl -= 1
+            small[ns] = g
+            ns += 1
+    for i in range(nl):
+        prob[large[i]] = 1.0
+        alias[large[i]] = large[i]
+    for i in range(ns):
+        prob[small[i]] = 1.0
+        alias[small[i]] = small[i]
+
+
+@numba.njit(inline="always")
+def _draw(prob, alias, start, n):
+    u = np.random.random() * n
+    i = min(int(u), n - 1)
+    return start + i if u - i < prob[start + i] else start + alias[start + i]
+
+
+# -- the block's proposals ----------------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def _proposals(row_ptr, row_topics, row_counts, nt, K, vbeta, beta):
+    """Alias tables of the word proposal from the pulled counts: per word over its nonzero
+    topics, weights max(n̂_tw, 0) / (n̂_t + Vβ), with their sum S_w; and one over all K
+    topics, weights β / (n̂_t + Vβ), with its sum B."""
+    nnz = row_topics.size
+    sprob = np.empty(nnz, np.float64)
+    salias = np.empty(nnz, np.int64)
+    smass = np.zeros(row_ptr.size - 1, np.float64)
+    most = K
+    for lw in range(row_ptr.size - 1):
+        most = max(most, row_ptr[lw + 1] - row_ptr[lw])
+    weights = np.empty(most, np.float64)
+    small = np.empty(most, np.int64)
+    large = np.empty(most, np.int64)
+    for lw in range(row_ptr.size - 1):
+        a, b = row_ptr[lw], row_ptr[lw + 1]
+        if b == a:
+            continue
+        total = 0.0
+        for j in range(a, b):
+            w = max(row_counts[j], 0) / (max(nt[row_topics[j]], 0) + vbeta)
+            weights[j - a] = w
+            total += w
+        smass[lw] = total
+        if total > 0:
+            _alias(weights[:b - a], sprob[a:b], salias[a:b], small, large)
+    dprob = np.empty(K, np.float64)
+    dalias = np.empty(K, np.int64)
+    dmass = 0.0
+    for k in range(K):
+        weights[k] = beta / (max(nt[k], 0) + vbeta)
+        dmass += weights[k]
+    _alias(weights[:K], dprob, dalias, small, large)
+    return sprob, salias, smass, dprob, dalias, dmass
+
+
+@numba.njit(inline="always")
+def _weight(keys, cur, mask, nt, key_base, t, beta, vbeta):
+    """(n_tw + β) / (n_t + Vβ) on the current counts, negatives read as zero."""
+    return (max(_count(keys, cur, key_base + t, mask), 0) + beta) / (max(nt[t], 0) + vbeta)
+
+
+@numba.njit(inline="always")
+def _stale_weight(keys, old, mask, nt0, key_base, t, beta, vbeta):
+    """The word proposal's unnormalised q_w(t), from the pulled counts."""
+    return (max(_count(keys, old, key_base + t, mask), 0) + beta) / (max(nt0[t], 0) + vbeta)
+
+
+@numba.njit(inline="always")
+def _mh(s, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topics, sprob,
+        salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, steps):
+    """`steps` MH steps for the token at zd[pos], in state s (the counts without it);
+    zd[pos] follows the state, as the doc proposal needs. Returns the new state."""
+    key_base = lw * K
+    L = zd.size
+    for step in range(steps):
+        if step % 2 == 0:  # word proposal
+            if np.random.random() * (smass[lw] + dmass) < smass[lw]:
+                t = row_topics[_draw(sprob, salias, row_ptr[lw], row_ptr[lw + 1] - row_ptr[lw])]
+            else:
+                t = _draw(dprob, dalias, 0, K)
+            if t == s:
+                continue
+            ratio = ((ndk[t] + alpha) * _weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
+                     * _stale_weight(keys, old, mask, nt0, key_base, s, beta, vbeta)) / (
+                (ndk[s] + alpha) * _weight(keys, cur, mask, nt, key_base, s, beta, vbeta)
+                * _stale_weight(keys, old, mask, nt0, key_base, t, beta, vbeta))
+        else:  # doc proposal
+            u = np.random.random() * (L + K * alpha)
+            if u < L:
+                t = zd[min(int(u), L - 1)]
+            else:
+                t = min(int((u - L) / alpha), K - 1)
+            if t == s:
+                continue
+            ratio = (_weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
+                     / _weight(keys, cur, mask, nt, key_base, s, beta, vbeta))
+        if ratio >= 1.0 or np.random.random() < ratio:
+            s = t
+            zd[pos] = t
+    return s
+
+
+@numba.njit(inline="always")
+def _exact(lw, K, ndk, keys, cur, mask, nt, alpha, beta, vbeta, cdf):
+    key_base = lw * K
+    total = 0.0
+    for t in range(K):
+        total += (ndk[t] + alpha) * _weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
+        cdf[t] = total
+    u = np.random.random() * total
+    t = 0
+    while t < K - 1 and cdf[t] <= u:
+        t += 1
+    return t
+
+
+@numba.njit(nogil=True, cache=True)
+def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alpha, beta,
+                 mh_steps, exact, evaluate, seed):
+    """Sample every token of a block once, in order, updating `z` and `nt` in place.
+
+    doc_ptr: the block's documents as token ranges of `words` (the block's word index of
+    each token) and `z` (its topic). Returns (moved_words, moved_from, moved_to,
+    doc_loglik, token_loglik): the tokens whose topic changed (block word index, old,
+    new), the documents' part of the collapsed log-likelihood (Σ_d log Γ(Kα) - log Γ(L_d +
+    Kα) + Σ_k log Γ(n_dk + α) - log Γ(α), after sampling), and, with `evaluate`, Σ log p(w
+    | d) over the block's tokens with θ_d from the doc's counts after sampling and φ from
+    the pulled counts (the training perplexity's numerator; else 0)."""
+    np.random.seed(seed)
+    K = nt.size
+    vbeta = V * beta
+    n_tokens = words.size
+    keys, cur, old, mask = _table(row_ptr, row_topics, row_counts, K, n_tokens)
+    nt0 = nt.copy()
+    sprob, salias, smass, dprob, dalias, dmass = _proposals(row_ptr, row_topics, row_counts,
+                                                            nt0, K, vbeta, beta)
+    ndk = np.zeros(K, np.int64)
+    cdf = np.empty(K if exact else 1, np.float64)
+    seen = np.zeros(K, np.bool_)
+    doc_topics = np.empty(K, np.int64)
+    moved_w = np.empty(n_tokens, np.int64)
+    moved_from = np.empty(n_tokens, np.int64)
+    moved_to = np.empty(n_tokens, np.int64)
+    moved = 0
+    doc_ll = 0.0
+    token_ll = 0.0
+    lg_alpha = math.lgamma(alpha)
+    for d in range(doc_ptr.size - 1):
+        a, b = doc_ptr[d], doc_ptr[d + 1]
+        zd = z[a:b]
+        for i in range(a, b):
+            ndk[z[i]] += 1
+        for i in range(a, b):
+            lw = words[i]
+            s0 = z[i]
+            ndk[s0] -= 1
+            _add(keys, cur, lw * K + s0, mask, -1)
+            nt[s0] -= 1
+            if exact:
+                s = _exact(lw, K, ndk, keys, cur, mask, nt, alpha, beta, vbeta, cdf)
+            else:
+                s = _mh(s0, lw, K, zd, i - a, ndk, keys, cur, old, mask, nt, nt0, row_ptr,
+                        row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta,
+                        vbeta, mh_steps)
+            z[i] = s
+            ndk[s] += 1
+            _add(keys, cur, lw * K + s, mask, 1)
+            nt[s] += 1
+            if s != s0:
+                moved_w[moved] = lw
+                moved_from[moved] = s0
+                moved_to[moved] = s
+                moved += 1
+        L = b - a
+        doc_ll += math.lgamma(K * alpha) - math.lgamma(L + K * alpha)
+        n_topics = 0
+        for i in range(a, b):
+            t = z[i]
+            if not seen[t]:
+                seen[t] = True
+                doc_topics[n_topics] = t
+                n_topics += 1
+        if evaluate:
+            for i in range(a, b):
+                lw = words[i]
+                p = alpha * (smass[lw] + dmass)
+                for j in range(n_topics):
+                    t = doc_topics[j]
+                    p += ndk[t] * _stale_weight(keys, old, mask, nt0, lw * K, t, beta, vbeta)
+                token_ll += math.log(p / (L + K * alpha))
+        for j in range(n_topics):
+            t = doc_topics[j]
+            doc_ll += math.lgamma(ndk[t] + alpha) - lg_alpha
+            ndk[t] = 0
+            seen[t] = False
+    return moved_w[:moved], moved_from[:moved], moved_to[:moved], doc_ll, token_ll
+
+
+@numba.njit(nogil=True, cache=True)
+def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha, beta,
+                   mh_steps, trials, seed):
+    """For tests: the topic of token `pos` of document `zd` (word w) after one transition
+    of `mh_steps` MH steps, `trials` times, each from the state zd[pos] with a fresh draw.
+    word_topic (V × K) and nt are the current counts *without* the token; the proposals
+    come from stale_word_topic / stale_nt. The same `_mh` as `sample_block`. Returns
+    the counts of the end states (K,)."""
+    np.random.seed(seed)
+    V, K = word_topic.shape
+    vbeta = V * beta
+    # the block's view of one word: its row, current and stale
+    row_ptr = np.array([0, K], np.int64)
+    row_topics = np.arange(K).astype(np.int64)
+    keys, cur, old, mask = _table(row_ptr, row_topics, stale_word_topic[w].astype(np.int64),
+                                  K, K)
+    for t in range(K):  # the current counts, which differ from the pulled ones
+        h = _slot(keys, t, mask)
+        keys[h] = t
+        cur[h] = word_topic[w, t]
+    sprob, salias, smass, dprob, dalias, dmass = _proposals(
+        row_ptr, row_topics, stale_word_topic[w].astype(np.int64), stale_nt, K, vbeta, beta)
+    ndk = np.zeros(K, np.int64)
+    for i in range(zd.size):
+        if i != pos:
+            ndk[zd[i]] += 1
+    out = np.zeros(K, np.int64)
+    s0 = zd[pos]
+    work = zd.copy()
+    for _ in range(trials):
+        work[pos] = s0
+        out[_mh(s0, 0, K, work, pos, ndk, keys, cur, old, mask, nt, stale_nt, row_ptr, row_topics,
+                sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, mh_steps)] += 1
+    return out
+
+
+# -- counts, on workers and shards --------------------------------------------------------
+@numba.njit(nogil=True, cache=True)
+def count_pairs(rows, cols, K):
+    """Aggregate (row, col) pairs: the distinct keys row * K + col, sorted, and how often
+    each occurs."""
+    keys = rows * K + cols
+    keys.sort()
+    n = 0
+    for i in range(keys.size):
+        if i == 0 or keys[i] != keys[i - 1]:
+            n += 1
+    out = np.empty(n, np.int64)
+    counts = np.zeros(n, np.int64)
+    j = -1
+    for i in range(keys.size):
+        if i == 0 or keys[i] != keys[i - 1]:
+            j += 1
+            out[j] = keys[i]
+        counts[j] += 1
+    return out, counts
+
+
+@numba.njit(nogil=True, cache=True)
+def sparse_rows(data, rows):
+    """The nonzero entries of data[rows] (a 2-d count array): (indptr, topics, counts)."""
+    indptr = np.zeros(rows.size + 1, np.int64)
+    for i in range(rows.size):
+        n = 0
+        for k in range(data.shape[1]):
+            if data[rows[i], k] != 0:
+                n += 1
+        indptr[i + 1] = indptr[i] + n
+    topics = np.empty(indptr[-1], np.int32)
+    counts = np.empty(indptr[-1], np.int32)
+    for i in range(rows.size):
+        j = indptr[i]
+        for k in range(data.shape[1]):
+            c = data[rows[i], k]
+            if c != 0:
+                topics[j] = k
+                counts[j] = c
+                j += 1
+    return indptr, topics, counts
+
+
+@numba.njit(nogil=True, cache=True)
+def word_log_likelihood(data, beta):
+    """Σ over the entries of a word-topic count array of log Γ(n + β) - log Γ(β) (zero
+    entries add nothing)."""
+    lg = math.lgamma(beta)
+    total = 0.0
+    for i in range(data.shape[0]):
+        for k in range(data.shape[1]):
+            c = data[i, k]
+            if c > 0:
+                total += math.lgamma(c + beta) - lg
+    return total
+
+
+def topic_log_likelihood(nt: np.ndarray, V: int, beta: float) -> float:
+    """The topics' normalisers in the collapsed log-likelihood: Σ_k log Γ(Vβ) -
+    log Γ(n_k + Vβ)."""
+    from scipy.special import gammaln
+    return float(np.sum(gammaln(V * beta) - gammaln(nt + V * beta)))
