@@ -4,9 +4,11 @@ Tables (every count added, never replaced, so any number of workers push deltas 
 - `word_topic`: vocabulary × k, int32, rows dealt cyclically over the shards (a Zipf
   vocabulary's frequent words have the low ids: cycling spreads them), n_wk;
 - `topic_totals`: k, int64, n_k = Σ_w n_wk;
-- with `iterations`, `progress` (iterations × 5, float64): the Spark tasks' sums of (1,
-  tokens, documents' log-likelihood, Σ log p(w | d), seconds) for each iteration, which the
-  estimator's driver reads while training runs.
+- with `iterations` (the Spark estimator's), `progress` (iterations × 5, float64): the
+  tasks' sums of (1, tokens, documents' log-likelihood, Σ log p(w | d), seconds) for each
+  iteration, which the driver reads while training runs; and `arrivals` (1, float64):
+  how many times tasks reached a meeting, so that they can wait for one another between
+  iterations.
 
 Server ops: `sparse_rows` (the nonzero counts of some rows, as CSR: a frequent word's row
 has up to k nonzeros, a rare one's a handful, so a block's pull costs what its words hold,
@@ -22,9 +24,11 @@ import numpy as np
 from psframework import ConfigError, Model, ShapeError, TableSpec, udf
 from models.lda import kernels
 
-__all__ = ["LDAPlugin", "WORD_TOPIC", "TOPIC_TOTALS", "PROGRESS", "PROGRESS_COLUMNS"]
+__all__ = ["LDAPlugin", "WORD_TOPIC", "TOPIC_TOTALS", "PROGRESS", "ARRIVALS",
+           "PROGRESS_COLUMNS"]
 
-WORD_TOPIC, TOPIC_TOTALS, PROGRESS = "word_topic", "topic_totals", "progress"
+WORD_TOPIC, TOPIC_TOTALS, PROGRESS, ARRIVALS = ("word_topic", "topic_totals", "progress",
+                                                "arrivals")
 PROGRESS_COLUMNS = ("tasks", "tokens", "doc_loglik", "token_loglik", "seconds")
 
 
@@ -49,8 +53,9 @@ class LDAPlugin(Model):
         tables = [TableSpec(WORD_TOPIC, (V, K), "int32", partitioner="cyclic", aggregate="add"),
                   TableSpec(TOPIC_TOTALS, (K,), "int64", aggregate="add")]
         if self.config.get("iterations"):
-            tables.append(TableSpec(PROGRESS, (self.config["iterations"],
-                                               len(PROGRESS_COLUMNS)), "float64"))
+            tables.extend([TableSpec(PROGRESS, (self.config["iterations"],
+                                                len(PROGRESS_COLUMNS)), "float64"),
+                           TableSpec(ARRIVALS, (1,), "float64")])
         return tables
 
     def on_partition(self, view) -> None:
