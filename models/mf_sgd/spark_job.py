@@ -24,7 +24,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, functions as F
 
 from psframework import ConfigError
-from psframework.spark import TableProgress, arrow, executor_client
+from psframework.spark import Meeting, TableProgress, arrow, executor_client
 from models.mf_sgd.kernels import squared_errors
 from models.mf_sgd.worker import Worker, block_edges, pull_item_side
 from models.spark_estimator import id_ranges
@@ -106,38 +106,26 @@ class Train:
                         edges=edges)
         scored = self._validation(ids, users[valid], items[valid], ratings[valid])
         every = np.arange(job["n_items"])
-        meetings = 0
-
-        def meet() -> None:
-            """Wait until every task got here (Spark's ctx.barrier() takes ~1 s; the
-            server's count takes a round trip or a few)."""
-            nonlocal meetings
-            meetings += 1
-            client.push_rows(job["name"], "arrivals", [0], [1.0])
-            deadline = time.monotonic() + MEETING_TIMEOUT
-            while client.pull_rows(job["name"], "arrivals", [0])[0] < meetings * parts:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"MF-SGD task {w}: the other tasks did not reach "
-                                       f"meeting {meetings} within {MEETING_TIMEOUT} s")
-                time.sleep(0.0005)
+        meeting = Meeting(client, job["name"], "arrivals", parts, who=f"MF-SGD task {w}",
+                          timeout=MEETING_TIMEOUT)
         for epoch in range(job["maxIter"]):
             began = time.perf_counter()
             lr = job["stepSize"] * job["decay"] ** epoch
             if edges is not None:
                 for s in range(parts):
                     client.run(worker.sub_epoch(epoch, s, lr))
-                    meet()  # no block is trained by two tasks at once
+                    meeting.wait()  # no block is trained by two tasks at once
             else:
                 client.run(worker.batches(epoch, lr, job["batchSize"],
                                           job["numConcurrentBatches"]))
-                meet()
+                meeting.wait()
             H, bi = client.run(pull_item_side(client.aio, job["name"], every))
             sse = client.run(worker.squared_errors(H, bi))
             v_sse = squared_errors(*scored, W, bu, H, bi, job["mu"], job["biases"])
             client.push_rows(job["name"], "epoch_errors", [epoch], np.array(
                 [[1, sse, worker.users.size, time.perf_counter() - began, v_sse,
                   scored[0].size]]))
-            meet()  # every task scored this epoch before any trains the next
+            meeting.wait()  # every task scored this epoch before any trains the next
         yield pa.RecordBatch.from_arrays([pa.array(ids), arrow.rows_to_lists(W), pa.array(bu)],
                                          names=["id", "features", "bias"])
 
