@@ -13,16 +13,20 @@ dense" split of the word proposal), built once per block.
 
 Per token, after removing it from the counts (the "-di" counts), `mh_steps` Metropolis-
 Hastings steps alternate the two proposals of LightLDA (Yuan et al. 2015), as Glint's LDA:
-- word proposal q_w(t) ∝ (n̂_tw + β) / (n̂_t + Vβ), from the pulled counts; accepted with
+- word proposal q_w(t) ∝ (n̂_tw + β) / (n̂_t + Vβ), from the pulled counts without the
+  token itself (its own pulled count taken out by a rejection step: a rare word's proposal
+  would otherwise be mostly its own current topic); accepted with
   min(1, p(t) q_w(s) / (p(s) q_w(t))), p the exact collapsed conditional
   p(t) ∝ (n_td + α)(n_tw + β) / (n_t + Vβ) on the current counts;
 - doc proposal: a random token of the document (its topic; the current token counts with
   its current state) with probability L / (L + Kα), else a uniform topic, i.e.
   q(t | s) ∝ n_td^-di + [t = s] + α; the doc factors cancel and the acceptance is
   min(1, (n_tw + β)(n_s + Vβ) / ((n_sw + β)(n_t + Vβ))).
-Each step is an exact MH step for p, so p is invariant (tests/test_lda.py checks this
-empirically); the cost per token does not grow with K. `sampler="exact"` draws from p
-directly in O(K), the reference.
+Each step is an exact MH step for p whatever the pulled counts are, so p is invariant
+(tests/test_lda.py checks it empirically); the cost per token does not grow with K. What
+is approximate is the sweep: a block's proposals come from counts pulled at its start, so
+later tokens propose from their block's earlier topics (LightLDA's delayed update).
+`sampler="exact"` draws from p directly in O(K), the reference.
 
 Counts that a stale view sees below zero are read as zero. Everything is deterministic
 given the block's seed (numba's generator, seeded per call on the calling thread).
@@ -174,30 +178,62 @@ def _weight(keys, cur, mask, nt, key_base, t, beta, vbeta):
 
 
 @numba.njit(inline="always")
-def _stale_weight(keys, old, mask, nt0, key_base, t, beta, vbeta):
-    """The word proposal's unnormalised q_w(t), from the pulled counts."""
-    return (max(_count(keys, old, key_base + t, mask), 0) + beta) / (max(nt0[t], 0) + vbeta)
+def _stale_weight(keys, old, mask, nt0, key_base, k, s0, beta, vbeta):
+    """The word proposal's unnormalised q_w(k) = (n̂_kw + β) / (n̂_k + Vβ), from the pulled
+    counts without the token (pulled in topic s0; s0 = -1: as pulled)."""
+    own = k == s0
+    return ((max(_count(keys, old, key_base + k, mask) - own, 0) + beta)
+            / (max(nt0[k] - own, 0) + vbeta))
+
+
+@numba.njit(inline="always")
+def _word_draw(lw, K, s0, keys, old, mask, nt0, row_ptr, row_topics, sprob, salias, smass,
+               dprob, dalias, dmass, beta, vbeta):
+    """A draw from the word proposal of a token pulled in topic s0. The alias tables hold
+    the pulled counts, the token included; without it only topic s0 weighs less, so a
+    draw of s0 is kept with probability q_w(s0) / (its weight in the tables), else drawn
+    again. When the token is most of its word's weight (a rare word), an O(K) draw."""
+    total = smass[lw] + dmass
+    key_base = lw * K
+    with_it = _stale_weight(keys, old, mask, nt0, key_base, s0, -1, beta, vbeta)
+    without = _stale_weight(keys, old, mask, nt0, key_base, s0, s0, beta, vbeta)
+    if with_it - without < 0.75 * total:
+        keep = without / with_it
+        for _ in range(64):
+            if np.random.random() * total < smass[lw]:
+                t = row_topics[_draw(sprob, salias, row_ptr[lw], row_ptr[lw + 1] - row_ptr[lw])]
+            else:
+                t = _draw(dprob, dalias, 0, K)
+            if t != s0 or np.random.random() < keep:
+                return t
+    mass = total - with_it + without
+    u = np.random.random() * mass
+    for k in range(K):
+        u -= _stale_weight(keys, old, mask, nt0, key_base, k, s0, beta, vbeta)
+        if u < 0:
+            return k
+    return K - 1
 
 
 @numba.njit(inline="always")
 def _mh(s, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topics, sprob,
         salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, steps):
-    """`steps` MH steps for the token at zd[pos], in state s (the counts without it);
-    zd[pos] follows the state, as the doc proposal needs. Returns the new state."""
+    """`steps` MH steps for the token at zd[pos], pulled (and now) in topic s, with the
+    current counts without it; zd[pos] follows the state, as the doc proposal needs.
+    Returns the new state."""
     key_base = lw * K
     L = zd.size
+    s0 = s
     for step in range(steps):
-        if step % 2 == 0:  # word proposal
-            if np.random.random() * (smass[lw] + dmass) < smass[lw]:
-                t = row_topics[_draw(sprob, salias, row_ptr[lw], row_ptr[lw + 1] - row_ptr[lw])]
-            else:
-                t = _draw(dprob, dalias, 0, K)
+        if step % 2 == 0:  # word proposal: independent of the token's state
+            t = _word_draw(lw, K, s0, keys, old, mask, nt0, row_ptr, row_topics, sprob,
+                           salias, smass, dprob, dalias, dmass, beta, vbeta)
             if t == s:
                 continue
             ratio = ((ndk[t] + alpha) * _weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
-                     * _stale_weight(keys, old, mask, nt0, key_base, s, beta, vbeta)) / (
+                     * _stale_weight(keys, old, mask, nt0, key_base, s, s0, beta, vbeta)) / (
                 (ndk[s] + alpha) * _weight(keys, cur, mask, nt, key_base, s, beta, vbeta)
-                * _stale_weight(keys, old, mask, nt0, key_base, t, beta, vbeta))
+                * _stale_weight(keys, old, mask, nt0, key_base, t, s0, beta, vbeta))
         else:  # doc proposal
             u = np.random.random() * (L + K * alpha)
             if u < L:
@@ -300,7 +336,8 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
                 p = alpha * (smass[lw] + dmass)
                 for j in range(n_topics):
                     t = doc_topics[j]
-                    p += ndk[t] * _stale_weight(keys, old, mask, nt0, lw * K, t, beta, vbeta)
+                    p += ndk[t] * _stale_weight(keys, old, mask, nt0, lw * K, t, -1, beta,
+                                                vbeta)
                 token_ll += math.log(p / (L + K * alpha))
         for j in range(n_topics):
             t = doc_topics[j]
@@ -316,33 +353,36 @@ def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha
     """For tests: the topic of token `pos` of document `zd` (word w) after one transition
     of `mh_steps` MH steps, `trials` times, each from the state zd[pos] with a fresh draw.
     word_topic (V × K) and nt are the current counts *without* the token; the proposals
-    come from stale_word_topic / stale_nt. The same `_mh` as `sample_block`. Returns
-    the counts of the end states (K,)."""
+    come from stale_word_topic / stale_nt (also without it) plus the token in topic
+    zd[pos], as a pulled block holds it. The same `_mh` as `sample_block`. Returns the
+    counts of the end states (K,)."""
     np.random.seed(seed)
     V, K = word_topic.shape
     vbeta = V * beta
-    # the block's view of one word: its row, current and stale
+    s0 = zd[pos]
+    pulled = stale_word_topic[w].astype(np.int64)
+    pulled[s0] += 1
+    pulled_nt = stale_nt.astype(np.int64)
+    pulled_nt[s0] += 1
+    # the block's view of one word: its row, pulled and current
     row_ptr = np.array([0, K], np.int64)
     row_topics = np.arange(K).astype(np.int64)
-    keys, cur, old, mask = _table(row_ptr, row_topics, stale_word_topic[w].astype(np.int64),
-                                  K, K)
-    for t in range(K):  # the current counts, which differ from the pulled ones
-        h = _slot(keys, t, mask)
-        keys[h] = t
-        cur[h] = word_topic[w, t]
-    sprob, salias, smass, dprob, dalias, dmass = _proposals(
-        row_ptr, row_topics, stale_word_topic[w].astype(np.int64), stale_nt, K, vbeta, beta)
+    keys, cur, old, mask = _table(row_ptr, row_topics, pulled, K, K)
+    for t in range(K):
+        cur[_slot(keys, t, mask)] = word_topic[w, t]
+    sprob, salias, smass, dprob, dalias, dmass = _proposals(row_ptr, row_topics, pulled,
+                                                            pulled_nt, K, vbeta, beta)
     ndk = np.zeros(K, np.int64)
     for i in range(zd.size):
         if i != pos:
             ndk[zd[i]] += 1
     out = np.zeros(K, np.int64)
-    s0 = zd[pos]
     work = zd.copy()
     for _ in range(trials):
         work[pos] = s0
-        out[_mh(s0, 0, K, work, pos, ndk, keys, cur, old, mask, nt, stale_nt, row_ptr, row_topics,
-                sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, mh_steps)] += 1
+        out[_mh(s0, 0, K, work, pos, ndk, keys, cur, old, mask, nt, pulled_nt, row_ptr,
+                row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta,
+                mh_steps)] += 1
     return out
 
 
