@@ -113,7 +113,7 @@ class Worker:
 
     def __init__(self, client: AsyncClient, model: str, docs: Tokens, *, k: int,
                  alpha: float, beta: float, mh_steps: int, exact: bool, seed: int,
-                 index: int = 0, block_tokens: int = BLOCK_TOKENS) -> None:
+                 index: int = 0, block_tokens: int | None = None) -> None:
         self.client, self.model, self.docs = client, model, docs
         self.K, self.V = k, docs.vocabulary
         self.alpha, self.beta, self.mh_steps, self.exact = alpha, beta, mh_steps, exact
@@ -123,7 +123,8 @@ class Worker:
         # blocks of whole documents; each with its sorted distinct words and the
         # tokens' indices into them
         self.blocks: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        edges = np.searchsorted(docs.doc_ptr, np.arange(0, docs.words.size, block_tokens),
+        edges = np.searchsorted(docs.doc_ptr, np.arange(0, docs.words.size,
+                                                        block_tokens or BLOCK_TOKENS),
                                 side="right") - 1
         starts = sorted(set(edges.tolist()) | {0})
         for a, b in zip(starts, starts[1:] + [docs.documents]):
@@ -135,6 +136,8 @@ class Worker:
 
     async def initialize(self) -> None:
         """Push the counts of the initial (uniformly drawn) topics."""
+        if self.z.size == 0:
+            return
         keys, n = kernels.count_pairs(self.docs.words, self.z, self.K)
         totals = np.bincount(self.z, minlength=self.K)
         await asyncio.gather(
