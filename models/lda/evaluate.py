@@ -182,7 +182,8 @@ def _blocks(X: sp.csr_matrix, K: int):
         stop = min(max(stop, start + 1), X.shape[0])
         lo, hi = X.indptr[start], X.indptr[stop]
         words, local = np.unique(X.indices[lo:hi], return_inverse=True)
-        yield start, stop, X.indptr[start:stop + 1] - lo, local.astype(np.int64), X.data[lo:hi], words
+        yield (start, stop, X.indptr[start:stop + 1] - lo, local.astype(np.int64),
+               X.data[lo:hi], words)
         start = stop
 
 
