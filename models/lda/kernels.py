@@ -61,23 +61,29 @@ def _count(keys, cur, key, mask):
     return cur[h] if keys[h] == key else 0
 
 
-@numba.njit(inline="always")
-def _add(keys, cur, key, mask, delta):
-    h = _slot(keys, key, mask)
-    keys[h] = key
-    cur[h] += delta
-
-
-@numba.njit(nogil=True, cache=True)
-def _table(row_ptr, row_topics, row_counts, K, extra):
-    """The hash table of the pulled counts, with room for `extra` new (word, topic) keys."""
-    nnz = row_topics.size
+@numba.njit(cache=True)
+def table_rows(nnz, extra):
+    """The slots of the hash table of `nnz` pulled counts with room for `extra` new keys:
+    a power of two, at most half full."""
     size = 16
     while size < 2 * (nnz + extra):
         size *= 2
-    keys = np.full(size, _EMPTY, np.int64)
-    cur = np.zeros(size, np.int64)
-    old = np.zeros(size, np.int64)
+    return size
+
+
+@numba.njit(nogil=True, cache=True)
+def _table(row_ptr, row_topics, row_counts, K, extra, scratch):
+    """The hash table of the pulled counts, with room for `extra` new (word, topic) keys,
+    in `scratch` (table_rows × 4 int64) when it is large enough (reused memory costs no
+    page faults), else in new memory."""
+    size = table_rows(row_topics.size, extra)
+    # one row per slot, so that a lookup's key and both counts share a cache line
+    packed = scratch[:size] if scratch.shape[0] >= size else np.empty((size, 4), np.int64)
+    for h in range(size):
+        packed[h, 0] = _EMPTY
+        packed[h, 1] = 0
+        packed[h, 2] = 0
+    keys, cur, old = packed[:, 0], packed[:, 1], packed[:, 2]
     mask = size - 1
     for lw in range(row_ptr.size - 1):
         for j in range(row_ptr[lw], row_ptr[lw + 1]):
@@ -187,18 +193,26 @@ def _stale_weight(keys, old, mask, nt0, key_base, k, s0, beta, vbeta):
 
 
 @numba.njit(inline="always")
-def _word_draw(lw, K, s0, keys, old, mask, nt0, row_ptr, row_topics, sprob, salias, smass,
-               dprob, dalias, dmass, beta, vbeta):
-    """A draw from the word proposal of a token pulled in topic s0. The alias tables hold
-    the pulled counts, the token included; without it only topic s0 weighs less, so a
-    draw of s0 is kept with probability q_w(s0) / (its weight in the tables), else drawn
-    again. When the token is most of its word's weight (a rare word), an O(K) draw."""
+def _probe(keys, cur, old, mask, key):
+    """(slot, current count, pulled count) of a (word, topic) key; an absent key's slot is
+    the empty one it would take, its counts 0."""
+    h = _slot(keys, key, mask)
+    if keys[h] == key:
+        return h, cur[h], old[h]
+    return h, 0, 0
+
+
+@numba.njit(inline="always")
+def _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr, row_topics,
+               sprob, salias, smass, dprob, dalias, dmass, beta, vbeta):
+    """A draw from the word proposal of a token pulled in topic s0, whose weight in the
+    alias tables is own_with and without the token own_without. Only topic s0 differs
+    between the two, so a draw of s0 is kept with probability own_without / own_with,
+    else drawn again. When the token is most of its word's weight (a rare word), an O(K)
+    draw."""
     total = smass[lw] + dmass
-    key_base = lw * K
-    with_it = _stale_weight(keys, old, mask, nt0, key_base, s0, -1, beta, vbeta)
-    without = _stale_weight(keys, old, mask, nt0, key_base, s0, s0, beta, vbeta)
-    if with_it - without < 0.75 * total:
-        keep = without / with_it
+    if own_with - own_without < 0.75 * total:
+        keep = own_without / own_with
         for _ in range(64):
             if np.random.random() * total < smass[lw]:
                 t = row_topics[_draw(sprob, salias, row_ptr[lw], row_ptr[lw + 1] - row_ptr[lw])]
@@ -206,34 +220,42 @@ def _word_draw(lw, K, s0, keys, old, mask, nt0, row_ptr, row_topics, sprob, sali
                 t = _draw(dprob, dalias, 0, K)
             if t != s0 or np.random.random() < keep:
                 return t
-    mass = total - with_it + without
-    u = np.random.random() * mass
+    u = np.random.random() * (total - own_with + own_without)
     for k in range(K):
-        u -= _stale_weight(keys, old, mask, nt0, key_base, k, s0, beta, vbeta)
+        u -= _stale_weight(keys, old, mask, nt0, lw * K, k, s0, beta, vbeta)
         if u < 0:
             return k
     return K - 1
 
 
 @numba.njit(inline="always")
-def _mh(s, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topics, sprob,
+def _mh(s, h, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topics, sprob,
         salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, steps):
-    """`steps` MH steps for the token at zd[pos], pulled (and now) in topic s, with the
-    current counts without it; zd[pos] follows the state, as the doc proposal needs.
-    Returns the new state."""
+    """`steps` MH steps for the token at zd[pos], pulled (and now) in topic s, whose key
+    sits in slot h, with the current counts without it; zd[pos] follows the state, as the
+    doc proposal needs. Returns the new state and its key's slot. Each topic's counts are
+    probed once: the state's are kept."""
     key_base = lw * K
     L = zd.size
     s0 = s
+    # the state's weights: in p (current counts) and in the word proposal (pulled, without
+    # the token)
+    pulled = old[h]
+    own_with = (max(pulled, 0) + beta) / (max(nt0[s0], 0) + vbeta)
+    own_without = (max(pulled - 1, 0) + beta) / (max(nt0[s0] - 1, 0) + vbeta)
+    p_s = (max(cur[h], 0) + beta) / (max(nt[s], 0) + vbeta)
+    q_s = own_without
     for step in range(steps):
         if step % 2 == 0:  # word proposal: independent of the token's state
-            t = _word_draw(lw, K, s0, keys, old, mask, nt0, row_ptr, row_topics, sprob,
-                           salias, smass, dprob, dalias, dmass, beta, vbeta)
+            t = _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr,
+                           row_topics, sprob, salias, smass, dprob, dalias, dmass, beta, vbeta)
             if t == s:
                 continue
-            ratio = ((ndk[t] + alpha) * _weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
-                     * _stale_weight(keys, old, mask, nt0, key_base, s, s0, beta, vbeta)) / (
-                (ndk[s] + alpha) * _weight(keys, cur, mask, nt, key_base, s, beta, vbeta)
-                * _stale_weight(keys, old, mask, nt0, key_base, t, s0, beta, vbeta))
+            ht, c, o = _probe(keys, cur, old, mask, key_base + t)
+            p_t = (max(c, 0) + beta) / (max(nt[t], 0) + vbeta)
+            own = t == s0
+            q_t = (max(o - own, 0) + beta) / (max(nt0[t] - own, 0) + vbeta)
+            ratio = (ndk[t] + alpha) * p_t * q_s / ((ndk[s] + alpha) * p_s * q_t)
         else:  # doc proposal
             u = np.random.random() * (L + K * alpha)
             if u < L:
@@ -242,12 +264,15 @@ def _mh(s, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topi
                 t = min(int((u - L) / alpha), K - 1)
             if t == s:
                 continue
-            ratio = (_weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
-                     / _weight(keys, cur, mask, nt, key_base, s, beta, vbeta))
+            ht, c, o = _probe(keys, cur, old, mask, key_base + t)
+            p_t = (max(c, 0) + beta) / (max(nt[t], 0) + vbeta)
+            own = t == s0
+            q_t = (max(o - own, 0) + beta) / (max(nt0[t] - own, 0) + vbeta)
+            ratio = p_t / p_s
         if ratio >= 1.0 or np.random.random() < ratio:
-            s = t
+            s, h, p_s, q_s = t, ht, p_t, q_t
             zd[pos] = t
-    return s
+    return s, h
 
 
 @numba.njit(inline="always")
@@ -266,7 +291,7 @@ def _exact(lw, K, ndk, keys, cur, mask, nt, alpha, beta, vbeta, cdf):
 
 @numba.njit(nogil=True, cache=True)
 def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alpha, beta,
-                 mh_steps, exact, evaluate, seed):
+                 mh_steps, exact, evaluate, seed, scratch):
     """Sample every token of a block once, in order, updating `z` and `nt` in place.
 
     doc_ptr: the block's documents as token ranges of `words` (the block's word index of
@@ -275,12 +300,13 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
     new), the documents' part of the collapsed log-likelihood (Σ_d log Γ(Kα) - log Γ(L_d +
     Kα) + Σ_k log Γ(n_dk + α) - log Γ(α), after sampling), and, with `evaluate`, Σ log p(w
     | d) over the block's tokens with θ_d from the doc's counts after sampling and φ from
-    the pulled counts (the training perplexity's numerator; else 0)."""
+    the pulled counts (the training perplexity's numerator; else 0). scratch: memory for
+    the hash table (`_table`)."""
     np.random.seed(seed)
     K = nt.size
     vbeta = V * beta
     n_tokens = words.size
-    keys, cur, old, mask = _table(row_ptr, row_topics, row_counts, K, n_tokens)
+    keys, cur, old, mask = _table(row_ptr, row_topics, row_counts, K, n_tokens, scratch)
     nt0 = nt.copy()
     sprob, salias, smass, dprob, dalias, dmass = _proposals(row_ptr, row_topics, row_counts,
                                                             nt0, K, vbeta, beta)
@@ -304,17 +330,21 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
             lw = words[i]
             s0 = z[i]
             ndk[s0] -= 1
-            _add(keys, cur, lw * K + s0, mask, -1)
+            h = _slot(keys, lw * K + s0, mask)  # present: the pulled counts hold the token
+            keys[h] = lw * K + s0
+            cur[h] -= 1
             nt[s0] -= 1
             if exact:
                 s = _exact(lw, K, ndk, keys, cur, mask, nt, alpha, beta, vbeta, cdf)
+                h = _slot(keys, lw * K + s, mask)
             else:
-                s = _mh(s0, lw, K, zd, i - a, ndk, keys, cur, old, mask, nt, nt0, row_ptr,
-                        row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta,
-                        vbeta, mh_steps)
+                s, h = _mh(s0, h, lw, K, zd, i - a, ndk, keys, cur, old, mask, nt, nt0,
+                           row_ptr, row_topics, sprob, salias, smass, dprob, dalias, dmass,
+                           alpha, beta, vbeta, mh_steps)
             z[i] = s
             ndk[s] += 1
-            _add(keys, cur, lw * K + s, mask, 1)
+            keys[h] = lw * K + s  # the slot _slot found: the key's, or where it goes
+            cur[h] += 1
             nt[s] += 1
             if s != s0:
                 moved_w[moved] = lw
@@ -367,7 +397,8 @@ def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha
     # the block's view of one word: its row, pulled and current
     row_ptr = np.array([0, K], np.int64)
     row_topics = np.arange(K).astype(np.int64)
-    keys, cur, old, mask = _table(row_ptr, row_topics, pulled, K, K)
+    keys, cur, old, mask = _table(row_ptr, row_topics, pulled, K, K,
+                                  np.empty((0, 4), np.int64))
     for t in range(K):
         cur[_slot(keys, t, mask)] = word_topic[w, t]
     sprob, salias, smass, dprob, dalias, dmass = _proposals(row_ptr, row_topics, pulled,
@@ -378,11 +409,13 @@ def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha
             ndk[zd[i]] += 1
     out = np.zeros(K, np.int64)
     work = zd.copy()
+    h = _slot(keys, s0, mask)
     for _ in range(trials):
         work[pos] = s0
-        out[_mh(s0, 0, K, work, pos, ndk, keys, cur, old, mask, nt, pulled_nt, row_ptr,
-                row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta,
-                mh_steps)] += 1
+        s, _ = _mh(s0, h, 0, K, work, pos, ndk, keys, cur, old, mask, nt, pulled_nt, row_ptr,
+                   row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta,
+                   mh_steps)
+        out[s] += 1
     return out
 
 

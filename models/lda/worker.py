@@ -118,6 +118,7 @@ class Worker:
         self.K, self.V = k, docs.vocabulary
         self.alpha, self.beta, self.mh_steps, self.exact = alpha, beta, mh_steps, exact
         self.seed, self.index = seed, index
+        self._scratch = np.empty((0, 4), np.int64)  # the sampler's hash table
         rng = np.random.default_rng([seed, index])
         self.z = rng.integers(0, k, docs.words.size).astype(np.int64)
         # blocks of whole documents; each with its sorted distinct words and the
@@ -161,9 +162,12 @@ class Worker:
         seed = int(np.random.SeedSequence([self.seed, self.index, iteration, b])
                    .generate_state(1)[0])
         z = self.z[t0:t1]
+        rows = kernels.table_rows(row_topics.size, local.size)
+        if self._scratch.shape[0] < rows:  # kept from block to block: no page faults
+            self._scratch = np.empty((rows, 4), np.int64)
         return kernels.sample_block(self.docs.doc_ptr[a:stop + 1] - t0, local, z, row_ptr,
                                     row_topics, row_counts, nt, self.V, self.alpha, self.beta,
-                                    self.mh_steps, self.exact, evaluate, seed)
+                                    self.mh_steps, self.exact, evaluate, seed, self._scratch)
 
     async def sweep(self, iteration: int, evaluate: bool = False) -> Sweep:
         """Sample every token once (iteration `iteration`); returns when every push has
