@@ -53,7 +53,7 @@ def best_cosines(learned, true):
 @pytest.mark.parametrize("steps", [1, 2, 3])
 def test_mh_transition_leaves_the_exact_conditional_invariant(steps):
     """From a state drawn from the exact conditional p, one token's transition of `steps`
-    MH steps (word proposal, then doc, ...) ends in p again, with proposals built from
+    MH cycles (word proposal, then doc) ends in p again, with proposals built from
     counts that differ from the current ones (stale, as a pulled block's are)."""
     rng = np.random.default_rng(7)
     V, K, alpha, beta = 6, 5, 0.3, 0.2
@@ -196,14 +196,14 @@ def test_counts_on_the_server_equal_the_workers_assignments_after_every_iteratio
 def recoverable():
     """Five topics, 500 documents of ~100 tokens: collapsed Gibbs can stall in a local
     optimum (a topic split in two, two merged) on harder corpora; on this one every
-    sampler recovered every topic in 16 of 16 seeds (mh_steps=4: 2 steps mix slower)."""
+    sampler recovered every topic in 16 of 16 seeds."""
     return make_corpus(500, vocabulary=300, topics=5, doc_length=100, alpha=0.5, seed=3)
 
 
 @pytest.mark.parametrize("sampler", ["exact", "mh"])
 def test_topics_drawn_from_known_topics_are_recovered(sampler):
     corpus = recoverable()
-    model = LocalLDA(k=5, iterations=60, sampler=sampler, mh_steps=4, num_workers=1, seed=1,
+    model = LocalLDA(k=5, iterations=60, sampler=sampler, num_workers=1, seed=1,
                      show_progress=False).fit(corpus.docs)
     assert best_cosines(model.topic_word_, corpus.topic_word).min() > 0.95
     # the documents' mixtures too: fold-in recovers θ of the training documents
@@ -214,7 +214,7 @@ def test_topics_drawn_from_known_topics_are_recovered(sampler):
 
 def test_two_workers_recover_the_topics_too():
     corpus = recoverable()
-    model = LocalLDA(k=5, iterations=60, mh_steps=4, num_workers=2, seed=2,
+    model = LocalLDA(k=5, iterations=60, num_workers=2, seed=2,
                      show_progress=False).fit(corpus.docs)
     assert best_cosines(model.topic_word_, corpus.topic_word).min() > 0.95
 

@@ -12,7 +12,8 @@ table over all K topics for the smoothing mass β / (n̂_k + Vβ) (Li et al.'s "
 dense" split of the word proposal), built once per block.
 
 Per token, after removing it from the counts (the "-di" counts), `mh_steps` Metropolis-
-Hastings steps alternate the two proposals of LightLDA (Yuan et al. 2015), as Glint's LDA:
+Hastings cycles of the two proposals of LightLDA (Yuan et al. 2015), as Glint's LDA, each a
+word step then a doc step:
 - word proposal q_w(t) ∝ (n̂_tw + β) / (n̂_t + Vβ), from the pulled counts without the
   token itself (its own pulled count taken out by a rejection step: a rare word's proposal
   would otherwise be mostly its own current topic); accepted with
@@ -231,7 +232,8 @@ def _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr, 
 @numba.njit(inline="always")
 def _mh(s, h, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topics, sprob,
         salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, steps):
-    """`steps` MH steps for the token at zd[pos], pulled (and now) in topic s, whose key
+    """`steps` MH cycles (a word proposal, then a doc proposal: LightLDA's mh_step) for the
+    token at zd[pos], pulled (and now) in topic s, whose key
     sits in slot h, with the current counts without it; zd[pos] follows the state, as the
     doc proposal needs. Returns the new state and its key's slot. Each topic's counts are
     probed once: the state's are kept."""
@@ -245,7 +247,7 @@ def _mh(s, h, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_t
     own_without = (max(pulled - 1, 0) + beta) / (max(nt0[s0] - 1, 0) + vbeta)
     p_s = (max(cur[h], 0) + beta) / (max(nt[s], 0) + vbeta)
     q_s = own_without
-    for step in range(steps):
+    for step in range(2 * steps):
         if step % 2 == 0:  # word proposal: independent of the token's state
             t = _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr,
                            row_topics, sprob, salias, smass, dprob, dalias, dmass, beta, vbeta)
@@ -381,7 +383,7 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
 def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha, beta,
                    mh_steps, trials, seed):
     """For tests: the topic of token `pos` of document `zd` (word w) after one transition
-    of `mh_steps` MH steps, `trials` times, each from the state zd[pos] with a fresh draw.
+    of `mh_steps` MH cycles, `trials` times, each from the state zd[pos] with a fresh draw.
     word_topic (V × K) and nt are the current counts *without* the token; the proposals
     come from stale_word_topic / stale_nt (also without it) plus the token in topic
     zd[pos], as a pulled block holds it. The same `_mh` as `sample_block`. Returns the

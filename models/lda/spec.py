@@ -18,8 +18,8 @@ SPEC = HyperSpec(
     Hyper("beta", float, 0.01, "the topics' symmetric Dirichlet prior on words", low=0,
           open_low=True, spark="topicConcentration"),
     Hyper("iterations", int, 100, "Gibbs sweeps over every token", low=1, spark="maxIter"),
-    Hyper("mh_steps", int, 2, "Metropolis-Hastings steps per token and sweep, word and doc "
-          "proposals alternating (sampler 'mh')", low=1),
+    Hyper("mh_steps", int, 2, "Metropolis-Hastings cycles per token and sweep, each a word "
+          "proposal then a doc proposal (LightLDA's mh_step; sampler 'mh')", low=1),
     Hyper("sampler", str, "mh", "mh: alias-table Metropolis-Hastings, O(1) per token in k "
           "(LightLDA, Glint); exact: the collapsed Gibbs conditional, O(k) per token",
           choices=SAMPLERS),
