@@ -111,8 +111,9 @@ class TableProgress:
             return
         gauges = {k: float(v) for k, v in entry.items() if isinstance(v, numbers.Real)
                   and not isinstance(v, bool) and math.isfinite(v)}
-        if "epoch" in gauges:
-            gauges["epoch"] += 1  # epochs done, as the local APIs report them
+        for step in ("epoch", "iteration"):
+            if step in gauges:
+                gauges[step] += 1  # epochs (iterations) done, as the local APIs report them
         try:
             self.client.report(self.report_as, **gauges)
         except PSError as e:  # gauges are for watching: a fit never fails on them
