@@ -12,7 +12,8 @@ minutes on 2 cores, half of it starting Spark and warming it up; the full run (k
 optional (the `bench` extras): without them their entries say they were skipped, and
 without the `lda` package the Reuters corpus is skipped too (it ships it). Until
 `models.lda.LocalLDA` exists, "psframework" says it was skipped and the ratios and the
-target that need it are null. --scale runs only the scale section below.
+target that need it are null. --scale runs only the scale section below (about 15
+minutes on 2 busy cores; --scale --quick half a minute).
 
 corpora (each split the same way for every system: a seeded HELD_OUT = 20% of the
 documents, by a permutation of seed 0, are held out; the rest are the training corpus):
@@ -85,7 +86,8 @@ synthetic corpus topic_hellinger_mean / _max: `match_topics` against the true to
   (Cython): the reference for what psframework's sampler computes. topics:
   topic_word_; α scored: 0.1. passes = N.
 
-ratios (per corpus, when both sides ran): *_vs_mllib_em_perplexity = the system's
+A baseline that fails says so ("error") and the others go on; psframework's failure
+stops the run. ratios (per corpus, when both sides ran): *_vs_mllib_em_perplexity = the system's
 held-out perplexity / mllib_em's (below 1: better), *_vs_mllib_em_time = its fit_s /
 mllib_em's. target (issue 15): psframework's held-out perplexity <= mllib_em's at <= 1/5
 of its fit time: perplexity_met, time_met, met (both), with the numbers.
@@ -434,18 +436,29 @@ def compare(args, config: dict) -> dict:
     try:
         for name, c in ready.items():
             runs: dict[str, list[dict]] = {system: [] for system in fits}
+            failed: dict[str, dict] = {}
             for rep in range(reps):  # systems take turns
                 for system, fit in fits.items():
+                    if system in failed:
+                        continue
                     log(f"{name}: {system}, rep {rep + 1}/{reps}")
-                    run = fit(c["train"])
+                    try:
+                        run = fit(c["train"])
+                    except Exception as e:  # a baseline's failure is reported, ours raises
+                        if system == "psframework":
+                            raise
+                        failed[system] = {"error": f"{type(e).__name__}: {e}"}
+                        log(f"  failed: {failed[system]['error']}")
+                        continue
                     run.update(score(run, c))
                     runs[system].append(run)
                     log(f"  fit {run['seconds']:.2f} s, held-out perplexity "
                         f"{run['held_out_perplexity']:.1f}")
             train_tokens = int(c["train"].sum())
             systems = {system: summary(rs, train_tokens, iterations, settings[system])
-                       for system, rs in runs.items()}
+                       for system, rs in runs.items() if system not in failed}
             systems.update(skipped)
+            systems.update(failed)
             ratios, target = ratios_and_target(systems)
             out["corpora"][name].update(systems=systems, ratios=ratios, target=target)
             log(f"{name}: target {target}")

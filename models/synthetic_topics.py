@@ -24,9 +24,8 @@ The generative story (all draws from one seed, so the same arguments give the sa
 3. Each of its L_d tokens draws a topic z ~ θ_d, then a word w ~ φ_z.
 
 `docs` counts the words of each document (the bag of words LDA sees); `topic_word` and
-`doc_topic` are the truth it was drawn from, dense float64 (n_docs × topics and
-topics × vocabulary: at 100k documents, 1,000 topics and a 100k vocabulary, 800 MB
-each). `match_topics` pairs learned topics with the true ones to say how well they were
+`doc_topic` are the truth it was drawn from, dense float64 (topics × vocabulary and
+n_docs × topics: at 100k documents, 1,000 topics and a 100k vocabulary, 800 MB each). `match_topics` pairs learned topics with the true ones to say how well they were
 recovered.
 
 Everything is vectorised: 10M tokens over a 100k vocabulary and 1,000 topics take about
