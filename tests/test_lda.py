@@ -111,7 +111,7 @@ def test_sweeps_sample_the_posterior_of_a_tiny_corpus(sampler):
             kernels.sample_block(doc_ptr[a:b + 1] - t0, words[t0:t1], z[t0:t1], row_ptr,
                                  row_topics, nwk.ravel().astype(np.int32), nwk.sum(0), V,
                                  alpha, beta, 2, sampler == "exact", False, seed,
-                                 np.empty((0, 4), np.int64))
+                                 np.empty((0, 4), np.int32))
             seed += 1
         visits[index[tuple(z)]] += 1
     visits /= visits.sum()

@@ -44,56 +44,69 @@ __all__ = ["sample_block", "mh_transitions", "count_pairs", "word_log_likelihood
            "sparse_rows", "topic_log_likelihood"]
 
 _EMPTY = -1
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-# -- a hash table (word, topic) -> (current count, pulled count), open addressing ---------
+# -- the block's counts: per word, a small open-addressing table topic -> (current, pulled)
+# All words' tables live in one int32 array `tab` of rows (topic or _EMPTY, current count,
+# pulled count, unused): 16 bytes a slot. Word lw owns rows start[lw]..start[lw + 1], a
+# power of two at most half full, so a frequent word's slots stay together (and in cache)
+# and a rare word's take a cache line or two; a lookup costs O(1) whatever K is.
 @numba.njit(inline="always")
-def _slot(keys, key, mask):
-    h = np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(33)) & mask
-    while keys[h] != _EMPTY and keys[h] != key:
+def _slot(tab, start, shift, mask, t):
+    """The row of topic t in a word's table (start, shift, mask), or the empty row where
+    it goes."""
+    h = ((t * 0x9E3779B1) & 0xFFFFFFFF) >> shift
+    while tab[start + h, 0] != _EMPTY and tab[start + h, 0] != t:
         h = (h + 1) & mask
-    return h
+    return start + h
 
 
 @numba.njit(inline="always")
-def _count(keys, cur, key, mask):
-    h = _slot(keys, key, mask)
-    return cur[h] if keys[h] == key else 0
+def _probe(tab, start, shift, mask, t):
+    """(row, current count, pulled count) of topic t; an absent topic's counts are 0."""
+    h = _slot(tab, start, shift, mask, t)
+    if tab[h, 0] == t:
+        return h, tab[h, 1], tab[h, 2]
+    return h, 0, 0
 
 
 @numba.njit(cache=True)
-def table_rows(nnz, extra):
-    """The slots of the hash table of `nnz` pulled counts with room for `extra` new keys:
-    a power of two, at most half full."""
-    size = 16
-    while size < 2 * (nnz + extra):
-        size *= 2
-    return size
+def table_layout(row_ptr, word_tokens):
+    """Where each word's table starts (words + 1 int64) and its hash shift: room for its
+    pulled topics and one new topic per token of it in the block, at most half full."""
+    words = row_ptr.size - 1
+    start = np.zeros(words + 1, np.int64)
+    shift = np.empty(words, np.int64)
+    for lw in range(words):
+        need = 2 * (row_ptr[lw + 1] - row_ptr[lw] + word_tokens[lw])
+        bits = 2
+        while (1 << bits) < need:
+            bits += 1
+        start[lw + 1] = start[lw] + (1 << bits)
+        shift[lw] = 32 - bits
+    return start, shift
 
 
 @numba.njit(nogil=True, cache=True)
-def _table(row_ptr, row_topics, row_counts, K, extra, scratch):
-    """The hash table of the pulled counts, with room for `extra` new (word, topic) keys,
-    in `scratch` (table_rows × 4 int64) when it is large enough (reused memory costs no
-    page faults), else in new memory."""
-    size = table_rows(row_topics.size, extra)
-    # one row per slot, so that a lookup's key and both counts share a cache line
-    packed = scratch[:size] if scratch.shape[0] >= size else np.empty((size, 4), np.int64)
+def _table(row_ptr, row_topics, row_counts, word_tokens, scratch):
+    """The block's tables of the pulled counts (`table_layout`), in `scratch` (rows × 4
+    int32) when it is large enough (reused memory costs no page faults), else in new
+    memory. Returns (tab, start, shift)."""
+    start, shift = table_layout(row_ptr, word_tokens)
+    size = start[-1]
+    tab = scratch[:size] if scratch.shape[0] >= size else np.empty((size, 4), np.int32)
     for h in range(size):
-        packed[h, 0] = _EMPTY
-        packed[h, 1] = 0
-        packed[h, 2] = 0
-    keys, cur, old = packed[:, 0], packed[:, 1], packed[:, 2]
-    mask = size - 1
+        tab[h, 0] = _EMPTY
+        tab[h, 1] = 0
+        tab[h, 2] = 0
     for lw in range(row_ptr.size - 1):
+        mask = start[lw + 1] - start[lw] - 1
         for j in range(row_ptr[lw], row_ptr[lw + 1]):
-            key = lw * K + row_topics[j]
-            h = _slot(keys, key, mask)
-            keys[h] = key
-            cur[h] += row_counts[j]
-            old[h] += row_counts[j]
-    return keys, cur, old, mask
+            h = _slot(tab, start[lw], shift[lw], mask, row_topics[j])
+            tab[h, 0] = row_topics[j]
+            tab[h, 1] += row_counts[j]
+            tab[h, 2] += row_counts[j]
+    return tab, start, shift
 
 
 # -- alias tables (Walker / Vose) ---------------------------------------------------------
@@ -179,33 +192,17 @@ def _proposals(row_ptr, row_topics, row_counts, nt, K, vbeta, beta):
 
 
 @numba.njit(inline="always")
-def _weight(keys, cur, mask, nt, key_base, t, beta, vbeta):
-    """(n_tw + β) / (n_t + Vβ) on the current counts, negatives read as zero."""
-    return (max(_count(keys, cur, key_base + t, mask), 0) + beta) / (max(nt[t], 0) + vbeta)
-
-
-@numba.njit(inline="always")
-def _stale_weight(keys, old, mask, nt0, key_base, k, s0, beta, vbeta):
+def _stale_weight(tab, start, shift, mask, nt0, k, s0, beta, vbeta):
     """The word proposal's unnormalised q_w(k) = (n̂_kw + β) / (n̂_k + Vβ), from the pulled
     counts without the token (pulled in topic s0; s0 = -1: as pulled)."""
     own = k == s0
-    return ((max(_count(keys, old, key_base + k, mask) - own, 0) + beta)
-            / (max(nt0[k] - own, 0) + vbeta))
+    _, _, pulled = _probe(tab, start, shift, mask, k)
+    return (max(pulled - own, 0) + beta) / (max(nt0[k] - own, 0) + vbeta)
 
 
 @numba.njit(inline="always")
-def _probe(keys, cur, old, mask, key):
-    """(slot, current count, pulled count) of a (word, topic) key; an absent key's slot is
-    the empty one it would take, its counts 0."""
-    h = _slot(keys, key, mask)
-    if keys[h] == key:
-        return h, cur[h], old[h]
-    return h, 0, 0
-
-
-@numba.njit(inline="always")
-def _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr, row_topics,
-               sprob, salias, smass, dprob, dalias, dmass, beta, vbeta):
+def _word_draw(lw, K, s0, own_with, own_without, tab, start, shift, mask, nt0, row_ptr,
+               row_topics, sprob, salias, smass, dprob, dalias, dmass, beta, vbeta):
     """A draw from the word proposal of a token pulled in topic s0, whose weight in the
     alias tables is own_with and without the token own_without. Only topic s0 differs
     between the two, so a draw of s0 is kept with probability own_without / own_with,
@@ -223,53 +220,49 @@ def _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr, 
                 return t
     u = np.random.random() * (total - own_with + own_without)
     for k in range(K):
-        u -= _stale_weight(keys, old, mask, nt0, lw * K, k, s0, beta, vbeta)
+        u -= _stale_weight(tab, start, shift, mask, nt0, k, s0, beta, vbeta)
         if u < 0:
             return k
     return K - 1
 
 
 @numba.njit(inline="always")
-def _mh(s, h, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_topics, sprob,
-        salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, steps):
+def _mh(s, h, lw, K, zd, pos, ndk, tab, start, shift, mask, nt, nt0, row_ptr, row_topics,
+        sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta, steps):
     """`steps` MH cycles (a word proposal, then a doc proposal: LightLDA's mh_step) for the
-    token at zd[pos], pulled (and now) in topic s, whose key
-    sits in slot h, with the current counts without it; zd[pos] follows the state, as the
-    doc proposal needs. Returns the new state and its key's slot. Each topic's counts are
-    probed once: the state's are kept."""
-    key_base = lw * K
+    token at zd[pos], pulled (and now) in topic s, whose row in its word's table is h,
+    with the current counts without it; zd[pos] follows the state, as the doc proposal
+    needs. Returns the new state and its row. Each topic's counts are probed once: the
+    state's are kept."""
     L = zd.size
     s0 = s
     # the state's weights: in p (current counts) and in the word proposal (pulled, without
     # the token)
-    pulled = old[h]
+    pulled = tab[h, 2]
     own_with = (max(pulled, 0) + beta) / (max(nt0[s0], 0) + vbeta)
     own_without = (max(pulled - 1, 0) + beta) / (max(nt0[s0] - 1, 0) + vbeta)
-    p_s = (max(cur[h], 0) + beta) / (max(nt[s], 0) + vbeta)
+    p_s = (max(tab[h, 1], 0) + beta) / (max(nt[s], 0) + vbeta)
     q_s = own_without
     for step in range(2 * steps):
         if step % 2 == 0:  # word proposal: independent of the token's state
-            t = _word_draw(lw, K, s0, own_with, own_without, keys, old, mask, nt0, row_ptr,
-                           row_topics, sprob, salias, smass, dprob, dalias, dmass, beta, vbeta)
-            if t == s:
-                continue
-            ht, c, o = _probe(keys, cur, old, mask, key_base + t)
-            p_t = (max(c, 0) + beta) / (max(nt[t], 0) + vbeta)
-            own = t == s0
-            q_t = (max(o - own, 0) + beta) / (max(nt0[t] - own, 0) + vbeta)
-            ratio = (ndk[t] + alpha) * p_t * q_s / ((ndk[s] + alpha) * p_s * q_t)
+            t = _word_draw(lw, K, s0, own_with, own_without, tab, start, shift, mask, nt0,
+                           row_ptr, row_topics, sprob, salias, smass, dprob, dalias, dmass,
+                           beta, vbeta)
         else:  # doc proposal
             u = np.random.random() * (L + K * alpha)
             if u < L:
                 t = zd[min(int(u), L - 1)]
             else:
                 t = min(int((u - L) / alpha), K - 1)
-            if t == s:
-                continue
-            ht, c, o = _probe(keys, cur, old, mask, key_base + t)
-            p_t = (max(c, 0) + beta) / (max(nt[t], 0) + vbeta)
-            own = t == s0
-            q_t = (max(o - own, 0) + beta) / (max(nt0[t] - own, 0) + vbeta)
+        if t == s:
+            continue
+        ht, c, o = _probe(tab, start, shift, mask, t)
+        p_t = (max(c, 0) + beta) / (max(nt[t], 0) + vbeta)
+        own = t == s0
+        q_t = (max(o - own, 0) + beta) / (max(nt0[t] - own, 0) + vbeta)
+        if step % 2 == 0:
+            ratio = (ndk[t] + alpha) * p_t * q_s / ((ndk[s] + alpha) * p_s * q_t)
+        else:  # the doc factors cancel with the proposal's
             ratio = p_t / p_s
         if ratio >= 1.0 or np.random.random() < ratio:
             s, h, p_s, q_s = t, ht, p_t, q_t
@@ -278,11 +271,11 @@ def _mh(s, h, lw, K, zd, pos, ndk, keys, cur, old, mask, nt, nt0, row_ptr, row_t
 
 
 @numba.njit(inline="always")
-def _exact(lw, K, ndk, keys, cur, mask, nt, alpha, beta, vbeta, cdf):
-    key_base = lw * K
+def _exact(K, ndk, tab, start, shift, mask, nt, alpha, beta, vbeta, cdf):
     total = 0.0
     for t in range(K):
-        total += (ndk[t] + alpha) * _weight(keys, cur, mask, nt, key_base, t, beta, vbeta)
+        _, c, _ = _probe(tab, start, shift, mask, t)
+        total += (ndk[t] + alpha) * ((max(c, 0) + beta) / (max(nt[t], 0) + vbeta))
         cdf[t] = total
     u = np.random.random() * total
     t = 0
@@ -303,12 +296,15 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
     Kα) + Σ_k log Γ(n_dk + α) - log Γ(α), after sampling), and, with `evaluate`, Σ log p(w
     | d) over the block's tokens with θ_d from the doc's counts after sampling and φ from
     the pulled counts (the training perplexity's numerator; else 0). scratch: memory for
-    the hash table (`_table`)."""
+    the counts' tables (`_table`)."""
     np.random.seed(seed)
     K = nt.size
     vbeta = V * beta
     n_tokens = words.size
-    keys, cur, old, mask = _table(row_ptr, row_topics, row_counts, K, n_tokens, scratch)
+    word_tokens = np.zeros(row_ptr.size - 1, np.int64)
+    for i in range(n_tokens):
+        word_tokens[words[i]] += 1
+    tab, start, shift = _table(row_ptr, row_topics, row_counts, word_tokens, scratch)
     nt0 = nt.copy()
     sprob, salias, smass, dprob, dalias, dmass = _proposals(row_ptr, row_topics, row_counts,
                                                             nt0, K, vbeta, beta)
@@ -330,23 +326,24 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
             ndk[z[i]] += 1
         for i in range(a, b):
             lw = words[i]
+            ws, wshift, wmask = start[lw], shift[lw], start[lw + 1] - start[lw] - 1
             s0 = z[i]
             ndk[s0] -= 1
-            h = _slot(keys, lw * K + s0, mask)  # present: the pulled counts hold the token
-            keys[h] = lw * K + s0
-            cur[h] -= 1
+            h = _slot(tab, ws, wshift, wmask, s0)  # present: the pulled counts hold the token
+            tab[h, 0] = s0
+            tab[h, 1] -= 1
             nt[s0] -= 1
             if exact:
-                s = _exact(lw, K, ndk, keys, cur, mask, nt, alpha, beta, vbeta, cdf)
-                h = _slot(keys, lw * K + s, mask)
+                s = _exact(K, ndk, tab, ws, wshift, wmask, nt, alpha, beta, vbeta, cdf)
+                h = _slot(tab, ws, wshift, wmask, s)
             else:
-                s, h = _mh(s0, h, lw, K, zd, i - a, ndk, keys, cur, old, mask, nt, nt0,
+                s, h = _mh(s0, h, lw, K, zd, i - a, ndk, tab, ws, wshift, wmask, nt, nt0,
                            row_ptr, row_topics, sprob, salias, smass, dprob, dalias, dmass,
                            alpha, beta, vbeta, mh_steps)
             z[i] = s
             ndk[s] += 1
-            keys[h] = lw * K + s  # the slot _slot found: the key's, or where it goes
-            cur[h] += 1
+            tab[h, 0] = s  # the row _slot found: the topic's, or where it goes
+            tab[h, 1] += 1
             nt[s] += 1
             if s != s0:
                 moved_w[moved] = lw
@@ -365,10 +362,11 @@ def sample_block(doc_ptr, words, z, row_ptr, row_topics, row_counts, nt, V, alph
         if evaluate:
             for i in range(a, b):
                 lw = words[i]
+                ws, wshift, wmask = start[lw], shift[lw], start[lw + 1] - start[lw] - 1
                 p = alpha * (smass[lw] + dmass)
                 for j in range(n_topics):
                     t = doc_topics[j]
-                    p += ndk[t] * _stale_weight(keys, old, mask, nt0, lw * K, t, -1, beta,
+                    p += ndk[t] * _stale_weight(tab, ws, wshift, wmask, nt0, t, -1, beta,
                                                 vbeta)
                 token_ll += math.log(p / (L + K * alpha))
         for j in range(n_topics):
@@ -399,10 +397,11 @@ def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha
     # the block's view of one word: its row, pulled and current
     row_ptr = np.array([0, K], np.int64)
     row_topics = np.arange(K).astype(np.int64)
-    keys, cur, old, mask = _table(row_ptr, row_topics, pulled, K, K,
-                                  np.empty((0, 4), np.int64))
+    tab, start, shift = _table(row_ptr, row_topics, pulled, np.zeros(1, np.int64),
+                               np.empty((0, 4), np.int32))
+    mask = start[1] - 1
     for t in range(K):
-        cur[_slot(keys, t, mask)] = word_topic[w, t]
+        tab[_slot(tab, 0, shift[0], mask, t), 1] = word_topic[w, t]
     sprob, salias, smass, dprob, dalias, dmass = _proposals(row_ptr, row_topics, pulled,
                                                             pulled_nt, K, vbeta, beta)
     ndk = np.zeros(K, np.int64)
@@ -411,12 +410,12 @@ def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha
             ndk[zd[i]] += 1
     out = np.zeros(K, np.int64)
     work = zd.copy()
-    h = _slot(keys, s0, mask)
+    h = _slot(tab, 0, shift[0], mask, s0)
     for _ in range(trials):
         work[pos] = s0
-        s, _ = _mh(s0, h, 0, K, work, pos, ndk, keys, cur, old, mask, nt, pulled_nt, row_ptr,
-                   row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta, vbeta,
-                   mh_steps)
+        s, _ = _mh(s0, h, 0, K, work, pos, ndk, tab, 0, shift[0], mask, nt, pulled_nt,
+                   row_ptr, row_topics, sprob, salias, smass, dprob, dalias, dmass, alpha, beta,
+                   vbeta, mh_steps)
         out[s] += 1
     return out
 

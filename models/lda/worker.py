@@ -118,7 +118,7 @@ class Worker:
         self.K, self.V = k, docs.vocabulary
         self.alpha, self.beta, self.mh_steps, self.exact = alpha, beta, mh_steps, exact
         self.seed, self.index = seed, index
-        self._scratch = np.empty((0, 4), np.int64)  # the sampler's hash table
+        self._scratch = np.empty((0, 4), np.int32)  # the sampler's tables of counts
         rng = np.random.default_rng([seed, index])
         self.z = rng.integers(0, k, docs.words.size).astype(np.int64)
         # blocks of whole documents; each with its sorted distinct words and the
@@ -162,9 +162,9 @@ class Worker:
         seed = int(np.random.SeedSequence([self.seed, self.index, iteration, b])
                    .generate_state(1)[0])
         z = self.z[t0:t1]
-        rows = kernels.table_rows(row_topics.size, local.size)
-        if self._scratch.shape[0] < rows:  # kept from block to block: no page faults
-            self._scratch = np.empty((rows, 4), np.int64)
+        starts, _ = kernels.table_layout(row_ptr, np.bincount(local, minlength=row_ptr.size - 1))
+        if self._scratch.shape[0] < starts[-1]:  # kept from block to block: no page faults
+            self._scratch = np.empty((int(starts[-1] * 1.25), 4), np.int32)
         return kernels.sample_block(self.docs.doc_ptr[a:stop + 1] - t0, local, z, row_ptr,
                                     row_topics, row_counts, nt, self.V, self.alpha, self.beta,
                                     self.mh_steps, self.exact, evaluate, seed, self._scratch)
