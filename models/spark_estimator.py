@@ -174,7 +174,8 @@ def training(params: ml.ParamValues, ps: SparkParameterServer, kind: str, config
     """`psframework.spark.Training` of a freshly named `kind` model (`training.name`) with
     the estimator's replicas; `options`: every, resume_from."""
     return Training(ps, f"{kind}-{uuid.uuid4().hex[:12]}", kind, config,
-                    replicas=params._value("replicas"), what=what, **options)
+                    replicas=params._value("replicas"), what=what,
+                    resumable=params.hasParam("checkpointInterval"), **options)
 
 
 def recommendations_schema(this: str, other: str) -> T.StructType:

@@ -200,6 +200,18 @@ def recoverable():
     return make_corpus(500, vocabulary=300, topics=5, doc_length=100, alpha=0.5, seed=3)
 
 
+def test_one_worker_is_deterministic_over_many_blocks(monkeypatch):
+    """Block b's push waits for block b + 1's pull: what each pull sees does not depend on
+    timing, so two fits of one worker agree exactly."""
+    monkeypatch.setattr(worker, "BLOCK_TOKENS", 300)
+    corpus = small_corpus(n_docs=60)
+    fits = [LocalLDA(k=5, iterations=4, num_workers=1, seed=3, show_progress=False)
+            .fit(corpus.docs) for _ in range(2)]
+    assert len(fits[0]._workers[0].blocks) > 5
+    assert np.array_equal(fits[0].word_topic_counts_, fits[1].word_topic_counts_)
+    assert all(np.array_equal(a, b) for a, b in zip(fits[0].assignments_, fits[1].assignments_))
+
+
 @pytest.mark.parametrize("sampler", ["exact", "mh"])
 def test_topics_drawn_from_known_topics_are_recovered(sampler):
     corpus = recoverable()

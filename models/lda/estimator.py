@@ -38,14 +38,11 @@ from pyspark.ml.util import (
 )
 from pyspark.sql import DataFrame, functions as F, types as T
 
-from psframework import Client, ConfigError, PSError
+from psframework import Client, ConfigError
 from psframework.spark import ml, pin_local_interpreter
 from models.lda.local import LocalLDA
 from models.lda.plugin import WORD_TOPIC
-from models.lda.spark_job import (
-    LIKELIHOOD_COLUMNS, TRAIN_SCHEMA, IterationLog, Train, likelihood_table, read_counts,
-    survey,
-)
+from models.lda.spark_job import TRAIN_SCHEMA, IterationLog, Train, read_counts, survey
 from models.lda.spec import SPEC
 from models.memory import ensure_memory
 from models.spark_estimator import (
@@ -107,8 +104,7 @@ class LDA(Estimator, _LDAParams, DefaultParamsWritable, DefaultParamsReadable):
                       "iterations": iterations}
             with training(self, ps, "lda", config, "LDA.fit") as run:  # a failed fit
                 name = run.name  # leaves the model (separate mode), and says so
-                history = _train(docs, client, self._job(ps.master, name, V),
-                                 run.replicas)
+                history = _train(docs, client, self._job(ps.master, name, V))
                 ensure_memory(V * k * 4 * 2, f"LDA.fit pulling the {V:,} × {k} word-topic "
                               "counts to the driver",
                               "give the driver more memory (spark.driver.memory)")
@@ -122,21 +118,17 @@ class LDA(Estimator, _LDAParams, DefaultParamsWritable, DefaultParamsReadable):
 
     def _job(self, master: str, name: str, V: int) -> dict:
         """What the `Train` tasks need."""
-        return {"master": master, "name": name, "likelihood": likelihood_table(name),
-                "vocabulary": V, "k": self._value("k"),
+        return {"master": master, "name": name, "vocabulary": V, "k": self._value("k"),
                 "alpha": self._value("docConcentration"),
                 "beta": self._value("topicConcentration"), "iterations": self._value("maxIter"),
                 "mh_steps": self._value("mhSteps"), "sampler": self._value("sampler"),
                 "evaluate_every": self._value("evaluateEvery"), "seed": self._value("seed")}
 
 
-def _train(docs: DataFrame, client: Client, job: dict, replicas: int) -> list[dict]:
+def _train(docs: DataFrame, client: Client, job: dict) -> list[dict]:
     """The barrier job of `Train` tasks over `docs`, its iterations logged as they end;
     the fit's history."""
     sc = docs.sparkSession.sparkContext
-    table = job["likelihood"]
-    client.create_matrix(table, job["iterations"], LIKELIHOOD_COLUMNS, "float64",
-                         exists_ok=True, replicas=replicas)
     step = f"LDA.fit: {job['iterations']} iterations, k={job['k']}"
     try:
         sc.setJobDescription(step)
@@ -147,10 +139,6 @@ def _train(docs: DataFrame, client: Client, job: dict, replicas: int) -> list[di
         return progress.history
     finally:
         sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it
-        try:
-            client.destroy(table)
-        except PSError as e:  # a failing cluster: the fit's own error is what matters
-            log.warning("LDA.fit could not destroy its matrix %r: %s", table, e)
 
 
 class LDAModel(Model, _LDAParams, MLWritable, MLReadable):
@@ -212,7 +200,7 @@ class LDAModel(Model, _LDAParams, MLWritable, MLReadable):
         this model's Python tasks."""
         pin_local_interpreter(spark.sparkContext)
         s = self._state
-        return spark.sparkContext.broadcast((s._fitted(), s.get_params()))
+        return spark.sparkContext.broadcast((s.word_topic_counts_, s.get_params()))
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         column = self._features(dataset.schema, "LDAModel")

@@ -136,6 +136,12 @@ class LocalLDA(LocalEstimator):
         return self._word_topic
 
     @property
+    def word_topic_counts_(self) -> np.ndarray:
+        """The word-topic counts n_wk as the server held them at the end of fit: V × k,
+        int32 (`from_counts` takes them back)."""
+        return self._fitted()
+
+    @property
     def vocabulary_size(self) -> int:
         return self._fitted().shape[0]
 

@@ -6,9 +6,10 @@ Tables (every count added, never replaced, so any number of workers push deltas 
 - `topic_totals`: k, int64, n_k = Σ_w n_wk;
 - with `iterations` (the Spark estimator's), `progress` (iterations × 5, float64): the
   tasks' sums of (1, tokens, documents' log-likelihood, Σ log p(w | d), seconds) for each
-  iteration, which the driver reads while training runs; and `arrivals` (1, float64):
-  how many times tasks reached a meeting, so that they can wait for one another between
-  iterations.
+  iteration, which the driver reads while training runs; `arrivals` (1, float64): how
+  many times tasks reached a meeting, so that they can wait for one another between
+  iterations; and `log_likelihood` (iterations × 2, float64): (1, the collapsed
+  log-likelihood) once the iteration's is known.
 
 Server ops: `sparse_rows` (the nonzero counts of some rows, as CSR: a frequent word's row
 has up to k nonzeros, a rare one's a handful, so a block's pull costs what its words hold,
@@ -24,11 +25,11 @@ import numpy as np
 from psframework import ConfigError, Model, ShapeError, TableSpec, udf
 from models.lda import kernels
 
-__all__ = ["LDAPlugin", "WORD_TOPIC", "TOPIC_TOTALS", "PROGRESS", "ARRIVALS",
+__all__ = ["LDAPlugin", "WORD_TOPIC", "TOPIC_TOTALS", "PROGRESS", "ARRIVALS", "LIKELIHOOD",
            "PROGRESS_COLUMNS"]
 
-WORD_TOPIC, TOPIC_TOTALS, PROGRESS, ARRIVALS = ("word_topic", "topic_totals", "progress",
-                                                "arrivals")
+WORD_TOPIC, TOPIC_TOTALS, PROGRESS, ARRIVALS, LIKELIHOOD = (
+    "word_topic", "topic_totals", "progress", "arrivals", "log_likelihood")
 PROGRESS_COLUMNS = ("tasks", "tokens", "doc_loglik", "token_loglik", "seconds")
 
 
@@ -55,7 +56,8 @@ class LDAPlugin(Model):
         if self.config.get("iterations"):
             tables.extend([TableSpec(PROGRESS, (self.config["iterations"],
                                                 len(PROGRESS_COLUMNS)), "float64"),
-                           TableSpec(ARRIVALS, (1,), "float64")])
+                           TableSpec(ARRIVALS, (1,), "float64"),
+                           TableSpec(LIKELIHOOD, (self.config["iterations"], 2), "float64")])
         return tables
 
     def on_partition(self, view) -> None:

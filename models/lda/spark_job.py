@@ -12,9 +12,9 @@ that samples, and the driver's view of the iterations while the job runs.
   documents' log-likelihood, Σ log p(w | d), seconds) to the model's `progress` row and
   meets the others (`psframework.spark.Meeting` on the `arrivals` table); then task 0,
   the counts being consistent, computes the collapsed log-likelihood
-  (`worker.log_likelihood`) and writes (1, it) into row `iteration` of the fit's small
-  `<model>-likelihood` matrix, and all meet again before the next sweep.
-- `IterationLog`: polls that matrix on the driver (`TableProgress`) and logs each
+  (`worker.log_likelihood`) and writes (1, it) into row `iteration` of the model's
+  `log_likelihood` table, and all meet again before the next sweep.
+- `IterationLog`: polls that table on the driver (`TableProgress`) and logs each
   iteration once its log-likelihood is in, with the tasks' sums of its `progress` row.
 """
 
@@ -33,11 +33,10 @@ from pyspark.sql import DataFrame
 from psframework import ConfigError
 from psframework.spark import Meeting, TableProgress, arrow, executor_client
 from models.lda.corpus import tokens
-from models.lda.plugin import ARRIVALS, PROGRESS
+from models.lda.plugin import ARRIVALS, LIKELIHOOD, PROGRESS
 from models.lda.worker import Worker, log_likelihood
 
-__all__ = ["Survey", "survey", "read_counts", "Train", "IterationLog", "TRAIN_SCHEMA",
-           "LIKELIHOOD_COLUMNS", "likelihood_table"]
+__all__ = ["Survey", "survey", "read_counts", "Train", "IterationLog", "TRAIN_SCHEMA"]
 
 log = logging.getLogger("models.lda")
 
@@ -45,14 +44,6 @@ MEETING_TIMEOUT = 3600.0  # seconds a task waits for the others to finish an ite
 TRAIN_SCHEMA = "part int, documents long, tokens long"
 SURVEY_SCHEMA = ("rows long, nulls long, tokens double, min_size int, max_size int, "
                  "bad long, example double")
-LIKELIHOOD_COLUMNS = 2  # (written, collapsed log-likelihood) per iteration
-
-
-def likelihood_table(name: str) -> str:
-    """The matrix (iterations × 2) where task 0 writes each iteration's log-likelihood."""
-    return f"{name}-likelihood"
-
-
 def _raw(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(present, size of each vector, every stored value as float64) of a column of
     Vectors, as Arrow gives them (struct: type 0 sparse / 1 dense, size, indices,
@@ -158,7 +149,7 @@ def read_counts(batches: Iterable[pa.RecordBatch], vocabulary: int,
 class Train:
     """The task of the barrier stage (Spark runs all of them at once or none): one
     worker for the whole fit, meeting the others through the server between sweeps.
-    `job`: master, name, likelihood (table), vocabulary, k, alpha, beta, iterations,
+    `job`: master, name, vocabulary, k, alpha, beta, iterations,
     mh_steps, sampler, evaluate_every, seed."""
 
     def __init__(self, job: dict) -> None:
@@ -189,7 +180,7 @@ class Train:
             if p == 0:
                 summed = client.pull_rows(name, PROGRESS, [it])[0]
                 value = client.run(log_likelihood(client.aio, name, V, beta, float(summed[2])))
-                client.push_rows(job["likelihood"], "values", [it], np.array([[1.0, value]]))
+                client.push_rows(name, LIKELIHOOD, [it], np.array([[1.0, value]]))
             meeting.wait()  # nobody samples while task 0 reads the counts
         yield pa.RecordBatch.from_arrays(
             [pa.array([p], pa.int32()), pa.array([docs.documents], pa.int64()),
@@ -205,7 +196,7 @@ class IterationLog(TableProgress):
     model's training gauges too."""
 
     def __init__(self, client, name: str, iterations: int, evaluate_every: int) -> None:
-        super().__init__(client, likelihood_table(name), "values", iterations, 1,
+        super().__init__(client, name, LIKELIHOOD, iterations, 1,
                          self._iteration, logger=log, report_as=name)
         self.name, self.evaluate_every = name, evaluate_every
 

@@ -7,12 +7,13 @@ the topic totals, samples every token of the block on a thread (`kernels.sample_
 which releases the GIL), then pushes the block's count deltas (-1 at (word, old topic),
 +1 at (word, new topic), summed per entry) with add aggregation, exactly once. Transfers
 overlap sampling: while block b samples, block b - 1's push lands and then block b + 1 is
-pulled. So block b + 1 samples with counts that lack its own worker's block b and what the
-other workers have sampled but not pushed yet (at most two blocks each): that is the
-staleness, as in Glint. Documents' counts never leave the worker.
+pulled (block b's push waits for that pull's answer). So block b + 1 samples with counts
+that lack its own worker's block b and what the other workers have sampled but not pushed
+yet (at most two blocks each): that is the staleness, as in Glint. Documents' counts never
+leave the worker.
 
 Everything drawn is seeded: the initial topics by `[seed, index]`, block b of iteration i
-by `[seed, index, i, b]`; one worker alone is deterministic."""
+by `[seed, index, i, b]`; one worker alone is deterministic, however many blocks."""
 
 from __future__ import annotations
 
@@ -146,6 +147,14 @@ class Worker:
                              n.astype(np.int32)),
             self.client.push(self.model, TOPIC_TOTALS, np.arange(self.K), None, totals))
 
+    async def _push(self, after: asyncio.Future | None, words: np.ndarray, old: np.ndarray,
+                    new: np.ndarray) -> None:
+        """Push a block's moves once the next block's pull (`after`) has its answer, so
+        that what that pull sees does not depend on timing."""
+        if after is not None:
+            await after
+        await push_moves(self.client, self.model, self.K, words, old, new)
+
     async def _view(self, b: int, after: asyncio.Task | None):
         if after is not None:
             await after
@@ -193,8 +202,9 @@ class Worker:
                 out.moved += int(moved_w.size)
                 out.doc_loglik += doc_ll
                 out.token_loglik += token_ll
-                push = asyncio.ensure_future(push_moves(
-                    self.client, self.model, self.K, self.blocks[b][2][moved_w], old, new))
+                push = asyncio.ensure_future(self._push(
+                    view if b + 1 < len(self.blocks) else None, self.blocks[b][2][moved_w],
+                    old, new))
                 pending.append(push)
             if push is not None:
                 await push

@@ -55,13 +55,15 @@ def checkpoint_settings(spark: Any, interval: int | None) -> dict:
 
 class Training:
     """`with Training(ps, name, type, config, ...) as t:` — `t.first` is the first epoch
-    to run; call `t.epoch_done(epoch)` after each."""
+    to run; call `t.epoch_done(epoch)` after each. `resumable`: the estimator has a
+    checkpointInterval (a failed fit's note then says to set it)."""
 
     def __init__(self, ps: Any, name: str, type_: str, config: dict, *, replicas: int = 1,
                  every: int | None = None, resume_from: str | None = None,
-                 what: str = "fit") -> None:
+                 what: str = "fit", resumable: bool = False) -> None:
         self.ps, self.name, self.type, self.config = ps, name, type_, config
         self.replicas, self.every, self.resume_from, self.what = replicas, every, resume_from, what
+        self.resumable = resumable or every is not None
         self.first = 0
         self.last: tuple[int, str] | None = None  # (epochs done, directory) of the last checkpoint
 
@@ -117,7 +119,7 @@ class Training:
             where.append(f"its last checkpoint, after epoch {self.last[0]}, is in "
                          f"{self.last[1]}: fit again with resumeFrom={self.last[1]!r} to "
                          "go on from there")
-        elif self.every is None:
+        elif self.every is None and self.resumable:
             where.append("set checkpointInterval (and sc.setCheckpointDir) so that a failed "
                          f"{self.what} can resume")
         note = f"psframework: {self.what} failed; " + "; ".join(where)
