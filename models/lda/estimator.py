@@ -24,7 +24,6 @@ pulls the counts (vocabulary × k int32) into the model.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Iterable, Iterator
 
@@ -51,7 +50,6 @@ from models.spark_estimator import (
 
 __all__ = ["LDA", "LDAModel"]
 
-log = logging.getLogger("models.lda")
 
 
 class _LDAParams(ml.ParamValues):
