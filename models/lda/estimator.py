@@ -51,7 +51,6 @@ from models.spark_estimator import (
 __all__ = ["LDA", "LDAModel"]
 
 
-
 class _LDAParams(ml.ParamValues):
     """The params of LDA and LDAModel: from `models.lda.spec.SPEC` (pyspark.ml.clustering
     LDA's names where it has them)."""
