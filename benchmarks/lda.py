@@ -3,16 +3,14 @@
 
 Run (JSON on stdout, progress on stderr):
 
-    cd benchmarks && python lda.py [--quick] [--shards 2] [--reps R] > lda.json
+    cd benchmarks && python lda.py [--quick] [--shards 2] [--reps R] [--beta B] > lda.json
     cd benchmarks && python lda.py --scale [--quick] > lda_scale.json
 
 --quick (k = 10, 20 iterations, a 1,000-document synthetic corpus) takes about two
 minutes on 2 cores, half of it starting Spark and warming it up; the full run (k = 20,
 100 iterations, 3,000 synthetic documents, R = 1) about ten. gensim and the `lda` package are
 optional (the `bench` extras): without them their entries say they were skipped, and
-without the `lda` package the Reuters corpus is skipped too (it ships it). Until
-`models.lda.LocalLDA` exists, "psframework" says it was skipped and the ratios and the
-target that need it are null. --scale runs only the scale section below (about 15
+without the `lda` package the Reuters corpus is skipped too (it ships it). --scale runs only the scale section below (about 15
 minutes on 2 busy cores; --scale --quick half a minute).
 
 corpora (each split the same way for every system: a seeded HELD_OUT = 20% of the
@@ -26,8 +24,9 @@ documents, by a permutation of seed 0, are held out; the rest are the training c
 data per corpus: documents, vocabulary, train_docs / test_docs, train_tokens,
 held_tokens (what completion scores).
 
-Every system learns k topics with α = ALPHA = 0.1 and β = BETA = 0.01 (in each system's
-own parametrisation, below) for N iterations (full 100, quick 20; --reps R runs each R
+Every system learns k topics with α = ALPHA = 0.1 and β = BETA (--beta, default 0.1:
+MLlib's default topic concentration, 1.1 in EM's parametrisation) (in each system's own
+parametrisation, below) for N iterations (full 100, quick 20; --reps R runs each R
 times, default 1, the systems taking turns, rep 1 of each then rep 2, so a busy moment of
 the machine hits them alike). Its learned topics (k × V, rows normalized) and its own α
 are then scored by `models.lda.evaluate.completion_perplexity(test, topics, α, seed=0)`:
@@ -41,7 +40,7 @@ and held_out_perplexity_reps, alpha_scored (the α given to the fold-in), and on
 synthetic corpus topic_hellinger_mean / _max: `match_topics` against the true topics
 (0: recovered; two true topics are ~0.85 apart).
 
-- psframework: `models.lda.LocalLDA(k, alpha=0.1, beta=0.01, iterations=N,
+- psframework: `models.lda.LocalLDA(k, alpha=0.1, beta=β, iterations=N,
   sampler="mh", mh_steps=2, num_workers=2, num_shards=--shards, seed=0,
   evaluate_every=N)` (the training perplexity only after the last iteration) on its
   embedded cluster (servers as threads, started inside fit). fit_s: the whole `fit`
@@ -50,19 +49,21 @@ synthetic corpus topic_hellinger_mean / _max: `match_topics` against the true to
   median over iterations after the first of history_'s tokens_per_s. training_perplexity
   and log_likelihood: history_'s last. topics: `topic_word_`; α scored: 0.1. passes = N.
   An untimed 2-iteration fit before the first rep compiles its kernels.
+  psframework_exact: the same with sampler="exact" (the O(k) conditional, cheaper than
+  Metropolis-Hastings while k is small).
 - mllib_em: pyspark.ml's `LDA(k, maxIter=N, optimizer="em", docConcentration=[1.1],
-  topicConcentration=1.01, checkpointInterval=10, seed=0)` on local[2] (2 partitions of
+  topicConcentration=1 + β, checkpointInterval=10, seed=0)` on local[2] (2 partitions of
   the cached training DataFrame, UI off, a checkpoint directory set: without one EM's
   lineage overflows the stack). MLlib's EM computes MAP estimates and requires both
   concentrations > 1: its E-step weighs (N_wk + η - 1)(N_dk + α - 1), so α_MLlib = 1 +
-  0.1 and η_MLlib = 1 + 0.01 are our α and β. topicsMatrix() gives EM's expected counts
+  0.1 and η_MLlib = 1 + β are our α and β. topicsMatrix() gives EM's expected counts
   N_wk (V × k); the topics scored are EM's own (N_wk + η_MLlib - 1) / (N_k + V(η_MLlib -
-  1)), i.e. the counts plus 0.01, normalized per topic, and α scored is
+  1)), i.e. the counts plus β, normalized per topic, and α scored is
   docConcentration - 1 = 0.1 (the fold-in's posterior mean (n + 0.1) / (L + 0.1k) is
   EM's MAP θ). passes = N. topics_matrix_sum: the sum of topicsMatrix(), train_tokens
   for EM's counts (a check that they are counts; for online it is Σλ).
 - mllib_online: the same estimator with optimizer="online", docConcentration=[0.1],
-  topicConcentration=0.01, optimizeDocConcentration=False (α stays ours, as for every
+  topicConcentration=β, optimizeDocConcentration=False (α stays ours, as for every
   system), subsamplingRate=1.0 (each iteration one mini-batch of the whole corpus, so N
   iterations are N passes, as ours; MLlib's default 0.05 would see 5% per iteration: on
   Reuters at k = 20 and 100 iterations it scores 2,259 where 1.0 scores 2,026, taking
@@ -75,13 +76,13 @@ synthetic corpus topic_hellinger_mean / _max: `match_topics` against the true to
   training DataFrame (id, features: a SparseVector of counts per document),
   cached and counted before the clock.
 - gensim: `gensim.models.LdaModel(corpus, num_topics=k, passes=N, iterations=50,
-  alpha=0.1, eta=0.01, chunksize=2000, update_every=1, random_state=0)` over
+  alpha=0.1, eta=β, chunksize=2000, update_every=1, random_state=0)` over
   `Sparse2Corpus(train)` (online variational Bayes, a mini-batch of up to 2,000
   documents per update: one update per pass on Reuters and the quick synthetic corpus,
   two on the full one; iterations: per-document E-step rounds, gensim's default),
   id2word of all V words.
   topics: get_topics(); α scored: model.alpha (0.1 per topic). passes = N.
-- lda_package: the `lda` package's `LDA(k, n_iter=N, alpha=0.1, eta=0.01,
+- lda_package: the `lda` package's `LDA(k, n_iter=N, alpha=0.1, eta=β,
   random_state=0)`, collapsed Gibbs sampling with the exact O(k) conditional on one core
   (Cython): the reference for what psframework's sampler computes. topics:
   topic_word_; α scored: 0.1. passes = N.
@@ -131,7 +132,7 @@ from procs import MB, Peaks, tree_rss
 from models.lda.evaluate import completion_perplexity
 from models.synthetic_topics import make_corpus, match_topics
 
-SEED, ALPHA, BETA, HELD_OUT = 0, 0.1, 0.01, 0.2
+SEED, ALPHA, BETA, HELD_OUT = 0, 0.1, 0.1, 0.2
 FULL = {"k": 20, "iterations": 100, "synthetic": {"n_docs": 3000, "vocabulary": 5000}}
 QUICK = {"k": 10, "iterations": 20, "synthetic": {"n_docs": 1000, "vocabulary": 2000}}
 SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
@@ -206,11 +207,11 @@ def normalized(rows: np.ndarray) -> np.ndarray:
     return rows / rows.sum(axis=1, keepdims=True)
 
 
-def psframework_fit(k: int, iterations: int, shards: int) -> Fit:
+def psframework_fit(k: int, iterations: int, shards: int, sampler: str = "mh") -> Fit:
     from models.lda import LocalLDA
 
     def fit(train: sp.csr_matrix) -> dict:
-        model = LocalLDA(k=k, alpha=ALPHA, beta=BETA, iterations=iterations, sampler="mh",
+        model = LocalLDA(k=k, alpha=ALPHA, beta=BETA, iterations=iterations, sampler=sampler,
                          mh_steps=2, num_workers=2, num_shards=shards, seed=SEED,
                          evaluate_every=iterations, show_progress=False)
         began = time.perf_counter()
@@ -387,19 +388,18 @@ def compare(args, config: dict) -> dict:
     settings: dict[str, dict] = {
         "psframework": {"sampler": "mh", "mh_steps": 2, "num_workers": 2,
                         "num_shards": args.shards},
+        "psframework_exact": {"sampler": "exact", "num_workers": 2, "num_shards": args.shards},
         "mllib_em": {"docConcentration": 1 + ALPHA, "topicConcentration": 1 + BETA,
                      "checkpointInterval": 10},
         "mllib_online": {"docConcentration": ALPHA, "topicConcentration": BETA,
                          "subsamplingRate": 1.0, "optimizeDocConcentration": False},
         "gensim": {"iterations": 50, "chunksize": 2000},
         "lda_package": {}}
-    try:
-        fits["psframework"] = psframework_fit(k, iterations, args.shards)
-        log("psframework: a 2-iteration warm-up fit (compiles the kernels)")
-        psframework_fit(k, 2, args.shards)(ready[next(iter(ready))]["train"][:50])
-    except ImportError as e:
-        skipped["psframework"] = {"skipped": f"models.lda.LocalLDA is not importable yet ({e})"}
-        fits.pop("psframework", None)
+    fits["psframework"] = psframework_fit(k, iterations, args.shards)
+    fits["psframework_exact"] = psframework_fit(k, iterations, args.shards, "exact")
+    log("psframework: a 2-iteration warm-up fit (compiles the kernels)")
+    for sampler in ("mh", "exact"):
+        psframework_fit(k, 2, args.shards, sampler)(ready[next(iter(ready))]["train"][:50])
     session, frames, checkpoints = None, {}, None
     try:
         began = time.perf_counter()
@@ -445,7 +445,7 @@ def compare(args, config: dict) -> dict:
                     try:
                         run = fit(c["train"])
                     except Exception as e:  # a baseline's failure is reported, ours raises
-                        if system == "psframework":
+                        if system.startswith("psframework"):
                             raise
                         failed[system] = {"error": f"{type(e).__name__}: {e}"}
                         log(f"  failed: {failed[system]['error']}")
@@ -538,9 +538,14 @@ def scale(args) -> dict:
 
 
 def main() -> int:
+    global BETA
     scale_mode = "--scale" in sys.argv  # common.arguments knows only the shared flags
     if scale_mode:
         sys.argv.remove("--scale")
+    if "--beta" in sys.argv:
+        at = sys.argv.index("--beta")
+        BETA = float(sys.argv[at + 1])
+        del sys.argv[at:at + 2]
     args = arguments(__doc__, "k = 10, 20 iterations, a small synthetic corpus (with "
                      "--scale: 1M tokens), for CI", "runs of every system (default 1)")
     config = QUICK if args.quick else FULL
