@@ -43,6 +43,23 @@ def machine() -> dict:
 
 
 # -- a uvloop echo across processes: the floor of an asyncio request/reply ----------------------
+SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+              "spark.sql.shuffle.partitions": "2"}
+
+
+def spark_session(app: str, **conf: str) -> Any:
+    """A local[2] SparkSession for a benchmark (UI off, 2 shuffle partitions, `conf` on
+    top), its workers running this interpreter, logging only errors."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+    builder = SparkSession.builder.master("local[2]").appName(app)
+    for key, value in {**SPARK_CONF, **conf}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
 def _echo_server(port_pipe) -> None:
     """Child process: an asyncio Protocol on uvloop that writes back whatever it reads;
     exits when its one client disconnects."""

@@ -127,7 +127,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from common import arguments, log, machine
+from common import arguments, log, machine, spark_session
 from procs import MB, Peaks, tree_rss
 from models.lda.evaluate import completion_perplexity
 from models.synthetic_topics import make_corpus, match_topics
@@ -135,8 +135,6 @@ from models.synthetic_topics import make_corpus, match_topics
 SEED, ALPHA, BETA, HELD_OUT = 0, 0.1, 0.1, 0.2
 FULL = {"k": 20, "iterations": 100, "synthetic": {"n_docs": 3000, "vocabulary": 5000}}
 QUICK = {"k": 10, "iterations": 20, "synthetic": {"n_docs": 1000, "vocabulary": 2000}}
-SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-              "spark.sql.shuffle.partitions": "2"}
 SCALE = {False: {"n_docs": 100_000, "vocabulary": 100_000, "topics": 1000, "iterations": 5},
          True: {"n_docs": 10_000, "vocabulary": 20_000, "topics": 100, "iterations": 3}}
 SCALE_KS = (100, 1000)
@@ -229,17 +227,6 @@ def psframework_fit(k: int, iterations: int, shards: int, sampler: str = "mh") -
             model.close()
         return out
     return fit
-
-
-def spark_session():
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    from pyspark.sql import SparkSession
-    builder = SparkSession.builder.master("local[2]").appName("lda-bench")
-    for key, value in SPARK_CONF.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    return session
 
 
 def spark_frame(session, X: sp.csr_matrix):
@@ -403,7 +390,7 @@ def compare(args, config: dict) -> dict:
     session, frames, checkpoints = None, {}, None
     try:
         began = time.perf_counter()
-        session = spark_session()
+        session = spark_session("lda-bench")
         checkpoints = tempfile.TemporaryDirectory(prefix="lda-bench-")
         session.sparkContext.setCheckpointDir(checkpoints.name)
         started = time.perf_counter()

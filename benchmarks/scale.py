@@ -42,7 +42,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import sys
 import time
 from typing import Callable
@@ -50,7 +49,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from common import arguments, log, machine
+from common import SPARK_CONF as SPARK_DEFAULTS, arguments, log, machine, spark_session
 from procs import MB, Peaks, own_rss, tree_rss
 from models.fmpair import FMPair, LocalFMPair
 from models.fmpair import FMPairModel
@@ -58,8 +57,7 @@ from models.fmpair.features import FeatureSpace
 from models.recommend import DEFAULT_MEMORY, block_rows
 
 DIMS, TOP, PER_USER, SAMPLE = 64, 10, 20, 200
-SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-              "spark.sql.shuffle.partitions": "2",
+SPARK_CONF = {**SPARK_DEFAULTS,
               "spark.driver.memory": "4g"}  # local mode: the JVM is driver and executor
 FIT = {"maxIter": 1, "numDims": DIMS, "batchSize": 4096, "numConcurrentBatches": 2,
        "loss": "bpr", "sampler": "uniform"}
@@ -223,17 +221,6 @@ def fit_spark(spark, n_users: int, n_items: int, n: int, shards: int) -> dict:
 
 
 # -- main ---------------------------------------------------------------------------------
-def spark_session():
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers run this venv's interpreter
-    from pyspark.sql import SparkSession
-    builder = SparkSession.builder.master("local[2]").appName("scale-bench")
-    for key, value in SPARK_CONF.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
-
-
 def main() -> int:
     args = arguments(__doc__, "small sizes, under a minute, for CI",
                      "timed runs of the GEMM and of local recommend, the best reported "
@@ -248,7 +235,7 @@ def main() -> int:
     log(f"recommend: {side:,} users × {side:,} items, dims {DIMS}")
     model = build_model(side, side)
     local, gemm_s, ids, scores = recommend_local(model, reps)
-    spark = spark_session()
+    spark = spark_session("scale-bench", **SPARK_CONF)
     try:
         log("spark recommend on local[2]")
         on_spark = recommend_spark(spark, model, gemm_s, ids, scores)
