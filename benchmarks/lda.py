@@ -8,10 +8,11 @@ Run (JSON on stdout, progress on stderr):
 
 --quick (k = 10, 20 iterations, a 1,000-document synthetic corpus) takes about two
 minutes on 2 cores, half of it starting Spark and warming it up; the full run (k = 20,
-100 iterations, 3,000 synthetic documents, R = 1) about ten. gensim and the `lda` package are
-optional (the `bench` extras): without them their entries say they were skipped, and
-without the `lda` package the Reuters corpus is skipped too (it ships it). --scale runs only the scale section below (about 15
-minutes on 2 busy cores; --scale --quick half a minute).
+100 iterations, 3,000 synthetic documents, R = 1) about four. gensim and the `lda`
+package are optional (the `bench` extras): without them their entries say they were
+skipped, and without the `lda` package the Reuters corpus is skipped too (it ships it).
+--scale runs only the scale section below (about 3 minutes on 2 cores; --scale --quick
+half a minute).
 
 corpora (each split the same way for every system: a seeded HELD_OUT = 20% of the
 documents, by a permutation of seed 0, are held out; the rest are the training corpus):
