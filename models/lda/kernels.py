@@ -5,9 +5,9 @@ A block's view of the model (what the worker pulled before sampling it):
   words, word `lw` (an index into the block's vocabulary) in row_ptr[lw]..row_ptr[lw+1];
 - `nt`: the topic totals n̂_k, updated in place while the block samples.
 
-`sample_block` turns these into its working state: a hash table of the counts keyed by
-(word, topic), with the pulled (stale) value beside the current one, so a lookup costs
-O(1) whatever K is; per word an alias table over its nonzero topics, plus one shared alias
+`sample_block` turns these into its working state: per word a small open-addressing table
+of its topics' counts, the pulled (stale) value beside the current one, so a lookup costs
+O(1) whatever K is (`_table`); per word an alias table over its nonzero topics, plus one shared alias
 table over all K topics for the smoothing mass β / (n̂_k + Vβ) (Li et al.'s "sparse +
 dense" split of the word proposal), built once per block.
 
@@ -40,8 +40,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["sample_block", "mh_transitions", "count_pairs", "word_log_likelihood",
-           "sparse_rows", "topic_log_likelihood"]
+__all__ = ["sample_block", "mh_transitions", "table_layout"]
 
 _EMPTY = -1
 
@@ -418,69 +417,3 @@ def mh_transitions(zd, pos, w, word_topic, nt, stale_word_topic, stale_nt, alpha
                    vbeta, mh_steps)
         out[s] += 1
     return out
-
-
-# -- counts, on workers and shards --------------------------------------------------------
-@numba.njit(nogil=True, cache=True)
-def count_pairs(rows, cols, K):
-    """Aggregate (row, col) pairs: the distinct keys row * K + col, sorted, and how often
-    each occurs."""
-    keys = rows * K + cols
-    keys.sort()
-    n = 0
-    for i in range(keys.size):
-        if i == 0 or keys[i] != keys[i - 1]:
-            n += 1
-    out = np.empty(n, np.int64)
-    counts = np.zeros(n, np.int64)
-    j = -1
-    for i in range(keys.size):
-        if i == 0 or keys[i] != keys[i - 1]:
-            j += 1
-            out[j] = keys[i]
-        counts[j] += 1
-    return out, counts
-
-
-@numba.njit(nogil=True, cache=True)
-def sparse_rows(data, rows):
-    """The nonzero entries of data[rows] (a 2-d count array): (indptr, topics, counts)."""
-    indptr = np.zeros(rows.size + 1, np.int64)
-    for i in range(rows.size):
-        n = 0
-        for k in range(data.shape[1]):
-            if data[rows[i], k] != 0:
-                n += 1
-        indptr[i + 1] = indptr[i] + n
-    topics = np.empty(indptr[-1], np.int32)
-    counts = np.empty(indptr[-1], np.int32)
-    for i in range(rows.size):
-        j = indptr[i]
-        for k in range(data.shape[1]):
-            c = data[rows[i], k]
-            if c != 0:
-                topics[j] = k
-                counts[j] = c
-                j += 1
-    return indptr, topics, counts
-
-
-@numba.njit(nogil=True, cache=True)
-def word_log_likelihood(data, beta):
-    """Σ over the entries of a word-topic count array of log Γ(n + β) - log Γ(β) (zero
-    entries add nothing)."""
-    lg = math.lgamma(beta)
-    total = 0.0
-    for i in range(data.shape[0]):
-        for k in range(data.shape[1]):
-            c = data[i, k]
-            if c > 0:
-                total += math.lgamma(c + beta) - lg
-    return total
-
-
-def topic_log_likelihood(nt: np.ndarray, V: int, beta: float) -> float:
-    """The topics' normalisers in the collapsed log-likelihood: Σ_k log Γ(Vβ) -
-    log Γ(n_k + Vβ)."""
-    from scipy.special import gammaln
-    return float(np.sum(gammaln(V * beta) - gammaln(nt + V * beta)))

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from psframework import ConfigError, Model, ShapeError, TableSpec, udf
-from models.lda import kernels
+from models.lda import counts
 
 __all__ = ["LDAPlugin", "WORD_TOPIC", "TOPIC_TOTALS", "PROGRESS", "ARRIVALS", "LIKELIHOOD",
            "PROGRESS_COLUMNS"]
@@ -62,8 +62,8 @@ class LDAPlugin(Model):
 
     def on_partition(self, view) -> None:
         data = view.table(WORD_TOPIC).data
-        kernels.sparse_rows(data, np.zeros(0, np.int64))
-        kernels.word_log_likelihood(data[:0], 1.0)
+        counts.sparse_rows(data, np.zeros(0, np.int64))
+        counts.word_log_likelihood(data[:0], 1.0)
 
     @udf(threaded=True, read=True)
     def sparse_rows(self, view, args, arrays):
@@ -76,10 +76,10 @@ class LDAPlugin(Model):
         if rows.size and (rows.min() < 0 or rows.max() >= data.shape[0]):
             raise ShapeError(f"sparse_rows: rows must be in [0, {data.shape[0]}) on this "
                              "partition")
-        return {}, kernels.sparse_rows(data, rows)
+        return {}, counts.sparse_rows(data, rows)
 
     @udf(threaded=True, read=True)
     def word_log_likelihood(self, view, args, arrays):
         """{"value": Σ over this partition's counts of log Γ(n + β) - log Γ(β)}."""
-        return {"value": float(kernels.word_log_likelihood(view.table(WORD_TOPIC).data,
+        return {"value": float(counts.word_log_likelihood(view.table(WORD_TOPIC).data,
                                                            float(self.config["beta"])))}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from psframework import AsyncClient
-from models.lda import kernels
+from models.lda import counts, kernels
 from models.lda.corpus import Tokens
 from models.lda.plugin import TOPIC_TOTALS, WORD_TOPIC
 
@@ -71,12 +71,12 @@ async def pull_sparse(client: AsyncClient, model: str, rows: np.ndarray
         lengths[at] = np.diff(indptr)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     topics = np.empty(indptr[-1], np.int32)
-    counts = np.empty(indptr[-1], np.int32)
+    values = np.empty(indptr[-1], np.int32)
     for (_, at, _), [(_, (local_ptr, t, n))] in zip(jobs, replies):
         sizes = np.diff(local_ptr)
         dest = np.repeat(indptr[at] - local_ptr[:-1], sizes) + np.arange(t.size)
-        topics[dest], counts[dest] = t, n
-    return indptr, topics, counts
+        topics[dest], values[dest] = t, n
+    return indptr, topics, values
 
 
 async def push_moves(client: AsyncClient, model: str, K: int, words: np.ndarray,
@@ -106,7 +106,7 @@ async def log_likelihood(client: AsyncClient, model: str, V: int, beta: float,
     nt = await client.pull_rows(model, TOPIC_TOTALS, np.arange(
         (await client.model(model)).table(TOPIC_TOTALS).shape[0]))
     words = sum(args["value"] for args, _ in replies)
-    return float(words + kernels.topic_log_likelihood(nt, V, beta) + doc_loglik)
+    return float(words + counts.topic_log_likelihood(nt, V, beta) + doc_loglik)
 
 
 class Worker:
@@ -142,7 +142,7 @@ class Worker:
         """Push the counts of the initial (uniformly drawn) topics."""
         if self.z.size == 0:
             return
-        keys, n = kernels.count_pairs(self.docs.words, self.z, self.K)
+        keys, n = counts.count_pairs(self.docs.words, self.z, self.K)
         totals = np.bincount(self.z, minlength=self.K)
         await asyncio.gather(
             self.client.push(self.model, WORD_TOPIC, keys // self.K, keys % self.K,
