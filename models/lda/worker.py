@@ -112,11 +112,12 @@ async def log_likelihood(client: AsyncClient, model: str, V: int, beta: float,
 class Worker:
     """Samples the topics of `docs` (word ids below the model's vocabulary) for the model
     `model` on the server: k topics, priors alpha and beta, `mh_steps` Metropolis-Hastings
-    steps per token (or the exact O(k) conditional with exact=True)."""
+    cycles per token (or the exact O(k) conditional with exact=True), in blocks of about
+    BLOCK_TOKENS tokens."""
 
     def __init__(self, client: AsyncClient, model: str, docs: Tokens, *, k: int,
                  alpha: float, beta: float, mh_steps: int, exact: bool, seed: int,
-                 index: int = 0, block_tokens: int | None = None) -> None:
+                 index: int = 0) -> None:
         self.client, self.model, self.docs = client, model, docs
         self.K, self.V = k, docs.vocabulary
         self.alpha, self.beta, self.mh_steps, self.exact = alpha, beta, mh_steps, exact
@@ -127,8 +128,7 @@ class Worker:
         # blocks of whole documents; each with its sorted distinct words and the
         # tokens' indices into them
         self.blocks: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        edges = np.searchsorted(docs.doc_ptr, np.arange(0, docs.words.size,
-                                                        block_tokens or BLOCK_TOKENS),
+        edges = np.searchsorted(docs.doc_ptr, np.arange(0, docs.words.size, BLOCK_TOKENS),
                                 side="right") - 1
         starts = sorted(set(edges.tolist()) | {0})
         for a, b in zip(starts, starts[1:] + [docs.documents]):
