@@ -34,23 +34,27 @@ class Tokens:
 
 
 def _integral_counts(values: np.ndarray, what: str) -> np.ndarray:
-    if values.size and (not np.all(np.isfinite(values)) or values.min() < 0
-                        or np.any(values != np.round(values))):
-        raise ConfigError(f"{what} must hold word counts: integers >= 0 (use "
-                          "CountVectorizer's counts, not tf-idf weights)")
+    bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values))
+    if bad.any():
+        raise ConfigError(f"{what} must hold non-negative integer word counts (integers >= "
+                          f"0); found {int(bad.sum())} such value(s), e.g. "
+                          f"{values[bad][0]!r}: pass counts (e.g. from CountVectorizer), not "
+                          "weights such as tf-idf")
     return values.astype(np.int64)
 
 
 def counts(docs: Any, vocabulary: int | None = None) -> sp.csr_matrix:
-    """docs as a CSR count matrix (documents × vocabulary, int64 counts, duplicates summed).
+    """docs as a canonical CSR count matrix (documents × vocabulary, int64 counts,
+    duplicates summed, indices sorted; a new matrix: the caller's is left as it is).
     vocabulary: the number of columns (None: the matrix's, or the largest id + 1)."""
     if sp.issparse(docs) or isinstance(docs, np.ndarray) and docs.ndim == 2:
-        X = sp.csr_matrix(docs)
+        X = sp.csr_matrix(docs, copy=True)
         if vocabulary is not None and X.shape[1] != vocabulary:
             raise ShapeError(f"documents have {X.shape[1]} columns (words), the model "
                              f"{vocabulary}: use the vocabulary the model was fitted on")
         X.sum_duplicates()
-        X.data = _integral_counts(np.asarray(X.data), "the document-term matrix")
+        X.sort_indices()
+        X.data = _integral_counts(np.asarray(X.data, np.float64), "the document-term matrix")
         X.eliminate_zeros()
         return X
     if isinstance(docs, (str, bytes)) or not hasattr(docs, "__iter__"):

@@ -273,22 +273,19 @@ class _FoldIn:
 
 class _Score:
     """mapInArrow over (features): one row (log-likelihood, tokens) per task, its
-    documents folded in and scored by `models.lda.evaluate`."""
+    documents folded in and scored by `LocalLDA.score`."""
 
     def __init__(self, shipped) -> None:
         self.shipped = shipped
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from models.lda.corpus import counts
-        from models.lda.evaluate import fold_in, log_likelihood
         model = _local(self.shipped)
         parts, tokens = [], 0
         for batch in batches:
             if not batch.num_rows:
                 continue
-            X = counts(read_counts([batch], model.vocabulary_size), model.vocabulary_size)
-            theta = fold_in(X, model.topic_word_, model.alpha)
-            parts.append(log_likelihood(X, model.topic_word_, theta))
+            X = read_counts([batch], model.vocabulary_size)
+            parts.append(model.score(X))
             tokens += int(X.sum())
         yield pa.RecordBatch.from_arrays([pa.array([math.fsum(parts)]),
                                           pa.array([tokens], pa.int64())],

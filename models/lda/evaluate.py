@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from psframework import ConfigError, ShapeError
+from models.lda import corpus
 
 __all__ = ["completion_perplexity", "fold_in", "log_likelihood", "split_halves"]
 
@@ -113,8 +114,8 @@ def log_likelihood_kernel(indptr, cols, counts, phi_t, theta, out):
 
 # -- checks -------------------------------------------------------------------------------
 def _docs(docs, who: str) -> sp.csr_matrix:
-    """A canonical float64 CSR copy-or-view of `docs` (sorted, summed duplicates), with
-    counts checked: a document's arithmetic then depends only on its words and counts."""
+    """A canonical float64 CSR copy of `docs` (`corpus.counts`: sorted, summed duplicates,
+    counts checked): a document's arithmetic then depends only on its words and counts."""
     if not sp.issparse(docs):
         raise ConfigError(f"{who}: docs must be a scipy.sparse matrix of word counts (rows "
                           f"documents, columns word ids), got {type(docs).__name__}; build "
@@ -122,21 +123,7 @@ def _docs(docs, who: str) -> sp.csr_matrix:
     if docs.ndim != 2:
         raise ShapeError(f"{who}: docs must be 2-D (documents × vocabulary), got shape "
                          f"{docs.shape}")
-    X = sp.csr_matrix(docs, dtype=np.float64, copy=True)
-    X.sum_duplicates()
-    X.sort_indices()
-    data = X.data
-    if not np.isfinite(data).all() or (data < 0).any() or (data != np.round(data)).any():
-        raise ConfigError(f"{who}: docs must hold non-negative integer word counts; found "
-                          f"{_bad(data)}: pass counts (e.g. from CountVectorizer), not "
-                          "weights such as tf-idf")
-    X.eliminate_zeros()
-    return X
-
-
-def _bad(data: np.ndarray) -> str:
-    bad = data[~np.isfinite(data) | (data < 0) | (data != np.round(data))]
-    return f"{bad.size} such value(s), e.g. {bad[0]!r}"
+    return corpus.counts(docs).astype(np.float64)
 
 
 def _topics(topic_word, n_words: int, who: str) -> np.ndarray:

@@ -7,9 +7,9 @@ A block's view of the model (what the worker pulled before sampling it):
 
 `sample_block` turns these into its working state: per word a small open-addressing table
 of its topics' counts, the pulled (stale) value beside the current one, so a lookup costs
-O(1) whatever K is (`_table`); per word an alias table over its nonzero topics, plus one shared alias
-table over all K topics for the smoothing mass β / (n̂_k + Vβ) (Li et al.'s "sparse +
-dense" split of the word proposal), built once per block.
+O(1) whatever K is (`_table`); per word an alias table over its nonzero topics, plus one
+shared alias table over all K topics for the smoothing mass β / (n̂_k + Vβ) (Li et al.'s
+"sparse + dense" split of the word proposal), built once per block.
 
 Per token, after removing it from the counts (the "-di" counts), `mh_steps` Metropolis-
 Hastings cycles of the two proposals of LightLDA (Yuan et al. 2015), as Glint's LDA, each a

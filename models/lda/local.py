@@ -188,14 +188,17 @@ class LocalLDA(LocalEstimator):
     def fit_transform(self, docs: Any, y: Any = None) -> np.ndarray:
         return self.fit(docs).transform(docs)
 
-    def perplexity(self, docs: Any) -> float:
-        """exp(-Σ log p(w | θ_d, φ) / tokens), θ_d folded in on each whole document (lower
-        is better). For held-out documents, `evaluate.completion_perplexity` scores half of
-        each document with θ from the other half."""
+    def score(self, docs: Any) -> float:
+        """Σ log p(w | θ_d, φ) over the documents' tokens, θ_d folded in on each whole
+        document (scikit-learn's `score`: higher is better)."""
         X = counts(docs, self.vocabulary_size)
-        theta = fold_in(X, self.topic_word_, self.alpha)
-        return float(math.exp(-docs_log_likelihood(X, self.topic_word_, theta)
-                              / max(int(X.sum()), 1)))
+        return docs_log_likelihood(X, self.topic_word_, fold_in(X, self.topic_word_, self.alpha))
+
+    def perplexity(self, docs: Any) -> float:
+        """exp(-score(docs) / tokens) (lower is better). For held-out documents,
+        `evaluate.completion_perplexity` scores half of each document with θ from the
+        other half."""
+        return float(math.exp(-self.score(docs) / max(int(counts(docs).sum()), 1)))
 
     def top_words(self, n: int = 10, vocabulary: Any = None) -> list[list]:
         """Each topic's n most probable words, most probable first: word ids, or
