@@ -79,6 +79,26 @@ class LocalRecommender(LocalEstimator):
     def _columns(self, items: Any) -> np.ndarray:
         return np.arange(self._shape()[1]) if items is None else self.ids.item_index(items)
 
+    # -- persistence -----------------------------------------------------------------------
+    def _held_arrays(self) -> dict[str, np.ndarray]:
+        """What save keeps of the ids and the training pairs, when fit gave them."""
+        held: dict[str, np.ndarray] = {}
+        if self.ids_ is not None:
+            held["ids"] = self.ids_.to_array()
+        if self.train_ is not None:
+            held.update(train_indptr=self.train_.indptr, train_indices=self.train_.indices)
+        return held
+
+    def _restore_held(self, saved: Any) -> None:
+        """The ids and training pairs back from `_held_arrays`'s keys of a loaded .npz
+        (None where it holds none); after the parameters, so that `_shape` is known."""
+        self.train_ = None
+        if "train_indices" in saved:
+            indices = saved["train_indices"]
+            self.train_ = sp.csr_matrix((np.ones(indices.size, np.float32), indices,
+                                         saved["train_indptr"]), shape=self._shape())
+        self.ids_ = IdMap.from_array(saved["ids"]) if "ids" in saved else None
+
     # -- scoring ---------------------------------------------------------------------------
     def _top_k(self, queries, targets, k: int, unit: str, **kwargs
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -244,17 +244,12 @@ class LocalMFSGD(LocalRecommender):
         """Parameters, hyper-parameters and the rated pairs (if it holds them) in one
         .npz file."""
         self._fitted()
-        held: dict[str, Any] = {}  # what the model holds only when fit gave it
-        if self.ids_ is not None:
-            held["ids"] = self.ids_.to_array()
-        if self.train_ is not None:
-            held.update(train_indptr=self.train_.indptr, train_indices=self.train_.indices)
         with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, user_factors=self.user_factors_, item_factors=self.item_factors_,
                      user_bias=self.user_bias_, item_bias=self.item_bias_,
                      global_mean=np.array(self.global_mean_),
                      params=np.array(json.dumps(self.get_params())),
-                     history=np.array(json.dumps(self.history_)), **held)
+                     history=np.array(json.dumps(self.history_)), **self._held_arrays())
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalMFSGD":
@@ -263,13 +258,6 @@ class LocalMFSGD(LocalRecommender):
             model.user_factors_, model.item_factors_ = f["user_factors"], f["item_factors"]
             model.user_bias_, model.item_bias_ = f["user_bias"], f["item_bias"]
             model.global_mean_ = float(f["global_mean"])
-            shape = (model.user_factors_.shape[0], model.item_factors_.shape[0])
-            model.train_ = None
-            if "train_indices" in f:
-                indices = f["train_indices"]
-                model.train_ = sp.csr_matrix((np.ones(indices.size, np.float32), indices,
-                                              f["train_indptr"]), shape=shape)
             model.history_ = json.loads(str(f["history"]))
-            if "ids" in f:
-                model.ids_ = IdMap.from_array(f["ids"])
+            model._restore_held(f)
         return model
