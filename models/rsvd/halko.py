@@ -1,0 +1,103 @@
+"""Halko, Martinsson and Tropp's randomized SVD (Algorithm 4.4 with 5.1) over the
+`rsvd` model's tables: the one sequence of steps that the local API and the Spark job
+both run. Only its passes over A differ (`Passes`: threads over slices of a local
+matrix, or a Spark job over the row blocks); everything else is small.
+
+    Y = A·Ω, Q = qr(Y)                                  (Ω: the `right` table's start)
+    q times: Q_n = qr(Aᵀ·Q), Q = qr(A·Q_n)              (power iterations)
+    Aᵀ·Q = Q_n·R  ⇒  B = Qᵀ·A = Rᵀ·Q_nᵀ;  Rᵀ = Ũ·Σ·Ṽᵀ  ⇒  A ≈ (Q·Ũ)·Σ·(Q_n·Ṽ)ᵀ
+
+Orthonormalization is TSQR (`models.rsvd.tsqr`): every partition of a table QR-factors
+its rows where they live (`qr`), the stacked R factors (partitions × width rows) are
+factored here, and each partition multiplies its Q by its block of that small Q
+(`multiply`). R's diagonal is made non-negative, which makes the QR of a full-rank Y
+unique: so the result does not depend on how many shards or row blocks there are, beyond
+rounding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable, Protocol
+
+import numpy as np
+
+from psframework import AsyncClient
+from models.rsvd import tsqr
+from models.rsvd.plugin import LEFT, RIGHT
+
+__all__ = ["Passes", "decompose", "orthonormalize", "passes"]
+
+
+class Passes(Protocol):
+    """The two multiplications by A, each over every row block of A at once."""
+
+    async def forward(self) -> None:
+        """`left`[block's rows] = A_block · `right`[block's columns], for every block."""
+
+    async def backward(self) -> None:
+        """`right`[block's columns] += A_blockᵀ · `left`[block's rows], for every block."""
+
+
+def passes(power_iter: int) -> int:
+    """The passes over A a decomposition makes: 2 (q + 1)."""
+    return 2 * (power_iter + 1)
+
+
+async def orthonormalize(client: AsyncClient, name: str, table: str) -> np.ndarray:
+    """Replace `table` (rows × width) by its Q; return R (width × width) with a
+    non-negative diagonal, so that table = Q·R (TSQR)."""
+    replies = await client.call(name, "qr", {"table": table}, once=True)
+    factors = [arrays[0] for _, arrays in replies]
+    blocks, r = tsqr.combine(factors, factors[0].shape[1])
+    await asyncio.gather(*(client.call(name, "multiply", {"table": table}, (block,),
+                                       parts=[p], once=True)
+                           for p, block in enumerate(blocks)))
+    return r
+
+
+async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_iter: int,
+                    *, left: bool = True, right: bool = True,
+                    on_pass: Callable[[str, float], Awaitable[None] | None] | None = None
+                    ) -> np.ndarray:
+    """The top k singular values of A, with U (`left`) and V (`right`) left in the first
+    k columns of those tables when asked for. on_pass(what, seconds) after each pass
+    over A ("A·Ω", "Aᵀ·Q", "A·Q_n")."""
+    async def step(what: str, run: Callable[[], Awaitable[None]]) -> None:
+        began = time.perf_counter()
+        await run()
+        if on_pass is not None:
+            done = on_pass(what, time.perf_counter() - began)
+            if done is not None:
+                await done
+
+    async def forward() -> None:  # a row without entries must read 0, not what was there
+        await client.call(name, "zero", {"table": LEFT}, once=True)
+        await over.forward()
+
+    async def backward() -> None:
+        await client.call(name, "zero", {"table": RIGHT}, once=True)
+        await over.backward()
+
+    await step("A·Ω", over.forward)
+    await orthonormalize(client, name, LEFT)
+    for _ in range(power_iter):
+        await step("Aᵀ·Q", backward)
+        await orthonormalize(client, name, RIGHT)
+        await step("A·Q_n", forward)
+        await orthonormalize(client, name, LEFT)
+    await step("Aᵀ·Q", backward)
+    r = await orthonormalize(client, name, RIGHT)  # right: Q_n, Aᵀ·Q = Q_n·R
+    u, s, vt = np.linalg.svd(r.T)  # B = Qᵀ·A = Rᵀ·Q_nᵀ
+    signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])  # sklearn's svd_flip
+    signs[signs == 0] = 1.0
+    u, vt = u * signs, vt * signs[:, None]
+    rotations = []
+    if left:
+        rotations.append(client.call(name, "multiply", {"table": LEFT}, (u,), once=True))
+    if right:
+        rotations.append(client.call(name, "multiply", {"table": RIGHT},
+                                     (np.ascontiguousarray(vt.T),), once=True))
+    await asyncio.gather(*rotations)
+    return s[:k]
