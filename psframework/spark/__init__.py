@@ -20,9 +20,9 @@ from psframework.spark.interpreter import executor_environment_error, pin_local_
 from psframework.spark.launch import ShardProcess
 from psframework.spark.meeting import Meeting
 from psframework.spark.parameter_server import SparkParameterServer
-from psframework.spark.progress import TableProgress
+from psframework.spark.progress import TableProgress, visible
 from psframework.spark.training import Training, checkpoint_settings
 
 __all__ = ["SparkParameterServer", "ShardProcess", "executor_client", "arrow", "ml",
            "pin_local_interpreter", "executor_environment_error", "TableProgress", "Training",
-           "checkpoint_settings", "Meeting"]
+           "checkpoint_settings", "Meeting", "visible"]

@@ -1,0 +1,197 @@
+"""The Spark side of the randomized SVD: the matrix in row blocks where Spark holds it,
+the passes over it as Spark jobs, and the singular vectors as DataFrames.
+
+- `read_entries`: the input (entries, or a vector per row) as (row, col, value) entries
+  and the matrix's shape, checked in one aggregation (ids as `models.spark_estimator`
+  checks them: nulls, fractions and negative indices are ConfigErrors naming the column);
+- `row_blocks`: the entries repartitioned once into blocks of consecutive rows
+  (rows_per_block) and materialized where they land (localCheckpoint), so every pass
+  reads each block from the executor that holds it; nothing is shuffled afterwards;
+- `SparkPasses` (`models.rsvd.halko.Passes`): a pass is one Spark job whose task per
+  block builds its `RowBlock` and multiplies it against the parameter server's tables,
+  returning the bytes it moved;
+- `vectors_frame`: the first k columns of a table as a DataFrame of (id, vector),
+  written by executors that pull their range of rows (no collect), and materialized
+  before the parameter server goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame, functions as F
+
+from psframework import ConfigError
+from psframework.spark import arrow, executor_client
+from models.rsvd.blocks import RowBlock
+from models.spark_estimator import id_ranges, spark_jobs
+
+__all__ = ["read_entries", "row_blocks", "SparkPasses", "vectors_frame", "STATS"]
+
+log = logging.getLogger("models.rsvd")
+
+STATS = ("rows", "cols", "entries", "bytes_pulled", "bytes_pushed", "seconds")
+STATS_SCHEMA = ", ".join(f"{s} {'double' if s == 'seconds' else 'long'}" for s in STATS)
+ENTRIES_SCHEMA = "row long, col long, value double"
+
+
+def read_entries(df: DataFrame, row: str, col: str | None, value: str | None,
+                 features: str | None, shape: tuple[int | None, int | None], who: str
+                 ) -> tuple[DataFrame, int, int]:
+    """(entries (row, col, value), m, n) of `df`: entries in columns row/col/value, or,
+    with `features`, a Vector per row (row index in `row`). The shape is `shape` where
+    given, else 1 + the largest index (a vector's size for n); indices beyond it are a
+    ConfigError."""
+    if features is not None:
+        size = df.select(F.col(features)).where(F.col(features).isNotNull()).first()
+        if size is None:
+            raise ConfigError(f"{who}: column {features!r} holds no vectors")
+        n = shape[1] or int(size[0].size)
+        entries = df.select(F.col(row).cast("long").alias("row"),
+                            F.col(features).alias("vector")).mapInArrow(
+            VectorEntries(n, who, features), ENTRIES_SCHEMA)
+        columns = {"row": "row"}
+    else:
+        entries = df.select(F.col(row).alias("row"), F.col(col).alias("col"),
+                            F.col(value).cast("double").alias("value"))
+        n = shape[1]
+        columns = {"row": "row", "col": "col"}
+    _, ranges = id_ranges(entries, columns, who)
+    said = {"row": row, "col": col}
+    found = {}
+    for name, given in (("row", shape[0]), ("col", n)):
+        high = ranges.get(name)
+        needed = 0 if high is None else high[1] + 1
+        if given is not None and needed > given:
+            raise ConfigError(f"{who}: column {said[name]!r} holds index {needed - 1}, beyond "
+                              f"the {given} {'rows' if name == 'row' else 'columns'} set; "
+                              "unset numRows/numCols or set them larger")
+        found[name] = given or needed
+    if not found["row"] or not found["col"]:
+        raise ConfigError(f"{who}: the matrix has no entries")
+    v = F.col("value")
+    bad = entries.where(v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))).first()
+    if bad is not None:
+        raise ConfigError(f"{who}: the matrix holds a null, NaN or infinite value (at row "
+                          f"{bad['row']}); drop or replace those entries")
+    entries = entries.select("row", F.col("col").cast("long"), "value").where(
+        F.col("value") != 0)
+    return entries, found["row"], found["col"]
+
+
+class VectorEntries:
+    """mapInArrow: (row, vector) rows to (row, col, value) entries of their nonzeros."""
+
+    def __init__(self, width: int, who: str, column: str) -> None:
+        self.width, self.who, self.column = width, who, column
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            csr = arrow.vectors_to_csr(batch.column(1), self.width,
+                                       what=f"{self.who}: a vector of column {self.column!r}")
+            rows = arrow.ids(batch.column(0))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(np.repeat(rows, np.diff(csr.indptr))),
+                 pa.array(csr.indices.astype(np.int64)), pa.array(csr.data.astype(np.float64))],
+                names=["row", "col", "value"])
+
+
+def row_blocks(entries: DataFrame, m: int, rows_per_block: int | None, parallelism: int
+               ) -> tuple[DataFrame, int]:
+    """(entries in blocks of `rows_per_block` consecutive rows, one block per partition,
+    materialized; the number of blocks). Default: m / parallelism rows a block."""
+    per = rows_per_block or -(-m // max(parallelism, 1))
+    count = -(-m // per)
+    blocks = entries.withColumn("block", F.floor(F.col("row") / per)).repartitionByRange(
+        count, "block").drop("block")
+    return blocks.localCheckpoint(), count
+
+
+class Pass:
+    """mapInArrow task of one pass: this partition's entries as a `RowBlock`, multiplied
+    `direction` ("forward" or "backward") against model `name`; yields one STATS row."""
+
+    def __init__(self, master: str, name: str, direction: str) -> None:
+        self.master, self.name, self.direction = master, name, direction
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        began = time.perf_counter()
+        table = pa.Table.from_batches(list(batches), schema=pa.schema(
+            [("row", pa.int64()), ("col", pa.int64()), ("value", pa.float64())]))
+        if table.num_rows == 0:
+            return
+        block = RowBlock.from_entries(*(table.column(c).to_numpy() for c in
+                                        ("row", "col", "value")))
+        client = executor_client(self.master)
+        client.run(getattr(block, self.direction)(client.aio, self.name))
+        yield pa.RecordBatch.from_pydict({
+            "rows": [block.rows.size], "cols": [block.cols.size], "entries": [block.nnz],
+            "bytes_pulled": [block.pulled], "bytes_pushed": [block.pushed],
+            "seconds": [time.perf_counter() - began]})
+
+
+class SparkPasses:
+    """`halko.Passes` over the row blocks of a Spark DataFrame (`row_blocks`): each pass
+    one Spark job, one task per block. `moved`: the bytes pulled and pushed so far."""
+
+    def __init__(self, blocks: DataFrame, master: str, name: str, who: str) -> None:
+        self.blocks, self.master, self.name, self.who = blocks, master, name, who
+        self.pulled = self.pushed = 0
+
+    def _run(self, direction: str) -> None:
+        sc = self.blocks.sparkSession.sparkContext
+        step = f"{self.who}: a {direction} pass over the matrix"
+        sc.setJobDescription(step)
+        try:
+            with spark_jobs(sc, step):
+                stats = self.blocks.mapInArrow(Pass(self.master, self.name, direction),
+                                               STATS_SCHEMA).collect()
+        finally:
+            sc.setJobDescription(None)  # type: ignore[arg-type]  # None clears it
+        self.pulled += sum(r["bytes_pulled"] for r in stats)
+        self.pushed += sum(r["bytes_pushed"] for r in stats)
+
+    async def forward(self) -> None:
+        await asyncio.to_thread(self._run, "forward")
+
+    async def backward(self) -> None:
+        await asyncio.to_thread(self._run, "backward")
+
+    @property
+    def moved(self) -> tuple[int, int]:
+        return self.pulled, self.pushed
+
+
+class PullRows:
+    """mapInArrow over (id) ranges: each id's row of `table`, its first k columns."""
+
+    def __init__(self, master: str, name: str, table: str, k: int) -> None:
+        self.master, self.name, self.table, self.k = master, name, table, k
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        client = executor_client(self.master)
+        for batch in batches:
+            ids = arrow.ids(batch.column(0))
+            if not ids.size:
+                continue
+            rows = client.pull_rows(self.name, self.table, ids)[:, :self.k]
+            offsets = np.arange(ids.size + 1, dtype=np.int32) * self.k
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(ids), pa.ListArray.from_arrays(pa.array(offsets),
+                                                         pa.array(rows.ravel()))],
+                names=["id", "vector"])
+
+
+def vectors_frame(spark, master: str, name: str, table: str, count: int, k: int,
+                  parts: int) -> DataFrame:
+    """Rows 0..count-1 of `table` (first k columns) as a materialized DataFrame of (id
+    long, vector), pulled by `parts` tasks."""
+    pulled = spark.range(count, numPartitions=max(1, min(parts, count))).mapInArrow(
+        PullRows(master, name, table, k), "id long, vector array<double>")
+    return pulled.select("id", array_to_vector("vector").alias("vector")).localCheckpoint()
