@@ -39,6 +39,10 @@ class Passes(Protocol):
     async def backward(self) -> None:
         """`right`[block's columns] += A_blockᵀ · `left`[block's rows], for every block."""
 
+    @property
+    def moved(self) -> tuple[int, int]:
+        """(bytes pulled, bytes pushed) by the passes so far."""
+
 
 def passes(power_iter: int) -> int:
     """The passes over A a decomposition makes: 2 (q + 1)."""
@@ -59,16 +63,18 @@ async def orthonormalize(client: AsyncClient, name: str, table: str) -> np.ndarr
 
 async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_iter: int,
                     *, left: bool = True, right: bool = True,
-                    on_pass: Callable[[str, float], Awaitable[None] | None] | None = None
+                    on_pass: Callable[[dict], Awaitable[None] | None] | None = None
                     ) -> np.ndarray:
     """The top k singular values of A, with U (`left`) and V (`right`) left in the first
-    k columns of those tables when asked for. on_pass(what, seconds) after each pass
-    over A ("A·Ω", "Aᵀ·Q", "A·Q_n")."""
+    k columns of those tables when asked for. on_pass(entry) after each pass over A:
+    {"pass": "A·Ω", "Aᵀ·Q" or "A·Q_n", "seconds", "bytes_pulled", "bytes_pushed"}."""
     async def step(what: str, run: Callable[[], Awaitable[None]]) -> None:
-        began = time.perf_counter()
+        began, before = time.perf_counter(), over.moved
         await run()
+        pulled, pushed = (now - then for now, then in zip(over.moved, before))
         if on_pass is not None:
-            done = on_pass(what, time.perf_counter() - began)
+            done = on_pass({"pass": what, "seconds": time.perf_counter() - began,
+                            "bytes_pulled": pulled, "bytes_pushed": pushed})
             if done is not None:
                 await done
 

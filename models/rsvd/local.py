@@ -98,17 +98,12 @@ class LocalRandomizedSVD(LocalEstimator):
             try:
                 over = Blocks.split(client, name, A, self.num_workers)
 
-                def on_pass(what: str, seconds: float) -> None:
-                    pulled, pushed = over.moved
-                    entry = {"pass": what, "seconds": seconds, "bytes_pulled": pulled,
-                             "bytes_pushed": pushed}
-                    entry.update({key: value - sum(h[key] for h in self.history_)
-                                  for key, value in (("bytes_pulled", pulled),
-                                                     ("bytes_pushed", pushed))})
+                def on_pass(entry: dict) -> None:
                     self.history_.append(entry)
                     if bar is not None:
+                        moved = sum(h["bytes_pulled"] + h["bytes_pushed"] for h in self.history_)
                         bar.update(1)
-                        bar.set_postfix(step=what, MB_moved=f"{(pulled + pushed) / 1e6:,.0f}")
+                        bar.set_postfix(step=entry["pass"], MB_moved=f"{moved / 1e6:,.0f}")
                     if self.callback is not None:
                         self.callback(len(self.history_) - 1, entry)
 

@@ -100,26 +100,17 @@ class SparkDecomposition:
         total = passes(self.power_iter)
         visible(log)
 
-        async def on_pass(what: str, seconds: float) -> None:
-            pulled, pushed = self.over.moved
-            before = self.history[-1] if self.history else {"moved_pulled": 0, "moved_pushed": 0}
-            entry = {"pass": what, "seconds": seconds,
-                     "bytes_pulled": pulled - before["moved_pulled"],
-                     "bytes_pushed": pushed - before["moved_pushed"],
-                     "moved_pulled": pulled, "moved_pushed": pushed}
+        async def on_pass(entry: dict) -> None:
             self.history.append(entry)
             log.info("%s: pass %d/%d (%s) in %.1f s, %.1f MB pulled, %.1f MB pushed",
-                     self.who, len(self.history), total, what, seconds,
+                     self.who, len(self.history), total, entry["pass"], entry["seconds"],
                      entry["bytes_pulled"] / 1e6, entry["bytes_pushed"] / 1e6)
             await self.client.aio.report(self.name, passes=len(self.history),
-                                         pass_seconds=seconds)
+                                         pass_seconds=entry["seconds"])
 
-        s = self.client.run(decompose(self.client.aio, self.name, self.over, self.k,
-                                      self.power_iter, left=left, right=right,
-                                      on_pass=on_pass))
-        for entry in self.history:
-            del entry["moved_pulled"], entry["moved_pushed"]
-        return s
+        return self.client.run(decompose(self.client.aio, self.name, self.over, self.k,
+                                         self.power_iter, left=left, right=right,
+                                         on_pass=on_pass))
 
     def forward(self) -> None:
         """`left` = A · `right` (one more pass)."""
