@@ -19,6 +19,7 @@ from models.ids import UnknownIdError, interactions
 from models.lda import LocalLDA
 from models.mf_sgd import LocalMFSGD
 from models.pa import LocalPA
+from models.rsvd import LocalPureSVD, LocalRandomizedSVD
 
 N_USERS, N_ITEMS = 12, 9
 
@@ -239,7 +240,8 @@ def test_mf_sgd_takes_string_ids_and_recommends_them():
 
 
 # -- hyper-parameters ------------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [LocalFMPair, LocalMFSGD, LocalPA, LocalLDA])
+@pytest.mark.parametrize("cls", [LocalFMPair, LocalMFSGD, LocalPA, LocalLDA,
+                                 LocalRandomizedSVD, LocalPureSVD])
 def test_signature_lists_the_spec_and_params_round_trip(cls):
     from sklearn.base import clone
     signature = inspect.signature(cls.__init__)
@@ -258,7 +260,8 @@ def test_signature_lists_the_spec_and_params_round_trip(cls):
 
 
 
-@pytest.mark.parametrize("cls", [LocalFMPair, LocalMFSGD, LocalPA, LocalLDA])
+@pytest.mark.parametrize("cls", [LocalFMPair, LocalMFSGD, LocalPA, LocalLDA,
+                                 LocalRandomizedSVD, LocalPureSVD])
 def test_annotations_declare_exactly_the_specs_hyper_parameters(cls):
     """LocalEstimator.__init__ sets the hyper-parameters from SPEC, so type checkers see
     them only through the classes' annotations: these must not drift from the spec."""

@@ -27,7 +27,7 @@ from psframework import AsyncClient
 from models.rsvd import tsqr
 from models.rsvd.plugin import LEFT, RIGHT
 
-__all__ = ["Passes", "decompose", "orthonormalize", "passes"]
+__all__ = ["Passes", "decompose", "orthonormalize", "passes", "on_table", "flip_signs"]
 
 
 class Passes(Protocol):
@@ -49,10 +49,29 @@ def passes(power_iter: int) -> int:
     return 2 * (power_iter + 1)
 
 
+async def on_table(client: AsyncClient, name: str, table: str, op: str,
+                   arrays: tuple = ()) -> list:
+    """Run `op` on every partition of `table` (the model's other table may have more)."""
+    parts = (await client.model(name)).table(table).parts
+    return await client.call(name, op, {"table": table}, arrays, parts=range(parts),
+                             once=op != "extremes", idempotent=op == "extremes")
+
+
+async def flip_signs(client: AsyncClient, name: str, table: str) -> None:
+    """scikit-learn's svd_flip: the entry of largest magnitude of each column of `table`
+    made positive, and the same columns of the other table negated with it."""
+    found = np.vstack([arrays[0] for _, arrays in await on_table(client, name, table,
+                                                                 "extremes")])
+    signs = np.sign(found[np.abs(found).argmax(axis=0), np.arange(found.shape[1])])
+    signs[signs == 0] = 1.0
+    await asyncio.gather(*(on_table(client, name, t, "multiply", (np.diag(signs),))
+                           for t in (LEFT, RIGHT)))
+
+
 async def orthonormalize(client: AsyncClient, name: str, table: str) -> np.ndarray:
     """Replace `table` (rows × width) by its Q; return R (width × width) with a
     non-negative diagonal, so that table = Q·R (TSQR)."""
-    replies = await client.call(name, "qr", {"table": table}, once=True)
+    replies = await on_table(client, name, table, "qr")
     factors = [arrays[0] for _, arrays in replies]
     blocks, r = tsqr.combine(factors, factors[0].shape[1])
     await asyncio.gather(*(client.call(name, "multiply", {"table": table}, (block,),
@@ -62,11 +81,11 @@ async def orthonormalize(client: AsyncClient, name: str, table: str) -> np.ndarr
 
 
 async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_iter: int,
-                    *, left: bool = True, right: bool = True,
-                    on_pass: Callable[[dict], Awaitable[None] | None] | None = None
+                    *, on_pass: Callable[[dict], Awaitable[None] | None] | None = None
                     ) -> np.ndarray:
-    """The top k singular values of A, with U (`left`) and V (`right`) left in the first
-    k columns of those tables when asked for. on_pass(entry) after each pass over A:
+    """The top k singular values of A, with U (`left`) and V (`right`) in the first k
+    columns of those tables, signs as scikit-learn's randomized_svd gives them
+    (svd_flip: by U, or by V when m < n). on_pass(entry) after each pass over A:
     {"pass": "A·Ω", "Aᵀ·Q" or "A·Q_n", "seconds", "bytes_pulled", "bytes_pushed"}."""
     async def step(what: str, run: Callable[[], Awaitable[None]]) -> None:
         began, before = time.perf_counter(), over.moved
@@ -79,11 +98,11 @@ async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_
                 await done
 
     async def forward() -> None:  # a row without entries must read 0, not what was there
-        await client.call(name, "zero", {"table": LEFT}, once=True)
+        await on_table(client, name, LEFT, "zero")
         await over.forward()
 
     async def backward() -> None:
-        await client.call(name, "zero", {"table": RIGHT}, once=True)
+        await on_table(client, name, RIGHT, "zero")
         await over.backward()
 
     await step("A·Ω", over.forward)
@@ -96,14 +115,9 @@ async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_
     await step("Aᵀ·Q", backward)
     r = await orthonormalize(client, name, RIGHT)  # right: Q_n, Aᵀ·Q = Q_n·R
     u, s, vt = np.linalg.svd(r.T)  # B = Qᵀ·A = Rᵀ·Q_nᵀ
-    signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])  # sklearn's svd_flip
-    signs[signs == 0] = 1.0
-    u, vt = u * signs, vt * signs[:, None]
-    rotations = []
-    if left:
-        rotations.append(client.call(name, "multiply", {"table": LEFT}, (u,), once=True))
-    if right:
-        rotations.append(client.call(name, "multiply", {"table": RIGHT},
-                                     (np.ascontiguousarray(vt.T),), once=True))
-    await asyncio.gather(*rotations)
+    await asyncio.gather(on_table(client, name, LEFT, "multiply", (u,)),
+                         on_table(client, name, RIGHT, "multiply", (np.ascontiguousarray(vt.T),)))
+    info = await client.model(name)
+    m, n = info.table(LEFT).shape[0], info.table(RIGHT).shape[0]
+    await flip_signs(client, name, LEFT if m >= n else RIGHT)  # as randomized_svd's default
     return s[:k]

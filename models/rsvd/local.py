@@ -42,6 +42,7 @@ def as_matrix(X: Any, what: str = "X") -> sp.csr_matrix:
     if min(X.shape) < 1:
         raise ConfigError(f"{what} is empty: shape {X.shape}")
     X.sum_duplicates()
+    X.eliminate_zeros()  # a stored zero is no entry: its row and column are not touched
     if not np.isfinite(X.data).all():
         raise ConfigError(f"{what} holds NaN or infinite values; drop or replace them")
     return X
@@ -107,15 +108,12 @@ class LocalRandomizedSVD(LocalEstimator):
                     if self.callback is not None:
                         self.callback(len(self.history_) - 1, entry)
 
-                left, right = (self.compute_left_singular_vectors,
-                               self.compute_right_singular_vectors)
                 self.singular_values_ = await decompose(client, name, over, k, self.power_iter,
-                                                        left=left, right=right,
                                                         on_pass=on_pass)
                 self.U_ = (await client.pull_rows(name, LEFT, np.arange(m)))[:, :k].copy() \
-                    if left else None
+                    if self.compute_left_singular_vectors else None
                 self.components_ = (await client.pull_rows(name, RIGHT, np.arange(n)))[
-                    :, :k].T.copy() if right else None
+                    :, :k].T.copy() if self.compute_right_singular_vectors else None
             finally:
                 if bar is not None:
                     bar.close()

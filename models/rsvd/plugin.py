@@ -15,7 +15,8 @@ input, to the same result):
   keep Q in place and return the small R (TSQR's first level);
 - `multiply`: replace this partition's rows X by X·M for a small M (TSQR's update of the
   Q blocks; the final rotation into singular vectors);
-- `zero`: every value 0 (before a pass of Aᵀ adds into `right`).
+- `zero`: every value 0 (before a pass of Aᵀ adds into `right`);
+- `extremes` (a read): per column, the partition's entry of largest magnitude.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ class RSVDPlugin(Model):
             chunk = data[first:first + tsqr.CHUNK_ROWS]
             chunk[:] = chunk[:, :m.shape[0]] @ m
         return {}, ()
+
+    @udf(threaded=True, read=True)
+    def extremes(self, view, args, arrays):
+        """Per column, this partition's entry of largest magnitude (its sign decides
+        scikit-learn's svd_flip)."""
+        data = self._data(view, args)
+        return {}, (data[np.abs(data).argmax(axis=0), np.arange(data.shape[1])],)
 
     @udf
     def zero(self, view, args, arrays):

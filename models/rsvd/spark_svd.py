@@ -95,7 +95,7 @@ class SparkDecomposition:
         finally:
             self._ps.__exit__(kind, error, tb)
 
-    def decompose(self, left: bool, right: bool) -> np.ndarray:
+    def decompose(self) -> np.ndarray:
         """The k singular values; U in `left`'s and V in `right`'s first k columns."""
         total = passes(self.power_iter)
         visible(log)
@@ -109,8 +109,7 @@ class SparkDecomposition:
                                          pass_seconds=entry["seconds"])
 
         return self.client.run(decompose(self.client.aio, self.name, self.over, self.k,
-                                         self.power_iter, left=left, right=right,
-                                         on_pass=on_pass))
+                                         self.power_iter, on_pass=on_pass))
 
     def forward(self) -> None:
         """`left` = A · `right` (one more pass)."""
@@ -160,7 +159,7 @@ class RandomizedSVD(ml.ParamValues):
         left = self._value("computeLeftSingularVectors")
         right = self._value("computeRightSingularVectors")
         with SparkDecomposition(self, blocks, count, m, n, self._value("k"), who) as run:
-            s = run.decompose(left, right)
+            s = run.decompose()
             U = run.frame(LEFT) if left else None
             V = run.frame(RIGHT) if right else None
         blocks.unpersist()
