@@ -14,6 +14,8 @@ indices, values); `vectors_to_csr` turns a batch of them into one CSR matrix.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,13 +50,13 @@ def _list_parts(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 
 def vectors_to_csr(column, width: int, *, nulls: str = "error",
-                   what: str = "a feature vector") -> sp.csr_matrix:
-    """Vectors (sparse or dense) as a float32 CSR with `width` columns. A null vector is
-    an error (nulls="error") or an empty row (nulls="empty")."""
+                   what: str = "a feature vector", dtype: Any = np.float32) -> sp.csr_matrix:
+    """Vectors (sparse or dense) as a CSR of `dtype` (float32 unless given) with `width`
+    columns. A null vector is an error (nulls="error") or an empty row (nulls="empty")."""
     column = _flat(column)
     n = len(column)
     if n == 0:
-        return sp.csr_matrix((0, width), dtype=np.float32)
+        return sp.csr_matrix((0, width), dtype=dtype)
     if column.null_count and nulls == "error":
         raise ConfigError(f"{what} is null; every row needs one")
     kind, size, indices, values = column.flatten()  # nulls: null children
@@ -67,7 +69,7 @@ def vectors_to_csr(column, width: int, *, nulls: str = "error",
     if (sizes[present] != width).any():
         bad = int(sizes[present][sizes[present] != width][0])
         raise ConfigError(f"{what} must have size {width}, found one of size {bad}")
-    data = v_flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    data = np.array(v_flat.to_numpy(zero_copy_only=False), dtype=dtype)  # writable: summed below
     row = np.repeat(np.arange(n), lengths)
     within = np.arange(data.size) - np.repeat(v_off[:-1], lengths)
     cols = within.copy()
@@ -75,7 +77,7 @@ def vectors_to_csr(column, width: int, *, nulls: str = "error",
     if sparse_entries.any():
         positions = i_off[:-1][row[sparse_entries]] + within[sparse_entries]
         cols[sparse_entries] = i_flat.to_numpy(zero_copy_only=False)[positions]
-    out = sp.csr_matrix((data, cols, v_off), shape=(n, width), dtype=np.float32)
+    out = sp.csr_matrix((data, cols, v_off), shape=(n, width), dtype=dtype)
     out.sum_duplicates()
     out.eliminate_zeros()  # a dense vector's zeros
     return out
