@@ -27,7 +27,8 @@ from psframework import AsyncClient
 from models.rsvd import tsqr
 from models.rsvd.plugin import LEFT, RIGHT
 
-__all__ = ["Passes", "decompose", "orthonormalize", "passes", "on_table", "flip_signs"]
+__all__ = ["Passes", "decompose", "forward", "backward", "measured", "orthonormalize",
+           "passes", "on_table", "flip_signs"]
 
 
 class Passes(Protocol):
@@ -80,32 +81,41 @@ async def orthonormalize(client: AsyncClient, name: str, table: str) -> np.ndarr
     return r
 
 
+async def forward(client: AsyncClient, name: str, over: Passes) -> None:
+    """`left` = A · `right` (zeroed first: a row without entries must read 0)."""
+    await on_table(client, name, LEFT, "zero")
+    await over.forward()
+
+
+async def backward(client: AsyncClient, name: str, over: Passes) -> None:
+    """`right` = Aᵀ · `left` (zeroed first: the blocks add their products into it)."""
+    await on_table(client, name, RIGHT, "zero")
+    await over.backward()
+
+
+async def measured(what: str, over: Passes, run: Awaitable[None]) -> dict:
+    """Run the pass `run`: {"pass": what, "seconds", "bytes_pulled", "bytes_pushed"}."""
+    began, before = time.perf_counter(), over.moved
+    await run
+    pulled, pushed = (now - then for now, then in zip(over.moved, before))
+    return {"pass": what, "seconds": time.perf_counter() - began, "bytes_pulled": pulled,
+            "bytes_pushed": pushed}
+
+
 async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_iter: int,
                     *, on_pass: Callable[[dict], Awaitable[None] | None] | None = None
                     ) -> np.ndarray:
     """The top k singular values of A, with U (`left`) and V (`right`) in the first k
     columns of those tables, signs as scikit-learn's randomized_svd gives them
-    (svd_flip: by U, or by V when m < n). on_pass(entry) after each pass over A:
-    {"pass": "A·Ω", "Aᵀ·Q" or "A·Q_n", "seconds", "bytes_pulled", "bytes_pushed"}."""
-    async def step(what: str, run: Callable[[], Awaitable[None]]) -> None:
-        began, before = time.perf_counter(), over.moved
-        await run()
-        pulled, pushed = (now - then for now, then in zip(over.moved, before))
-        if on_pass is not None:
-            done = on_pass({"pass": what, "seconds": time.perf_counter() - began,
-                            "bytes_pulled": pulled, "bytes_pushed": pushed})
-            if done is not None:
-                await done
+    (svd_flip: by U, or by V when m < n). on_pass(entry) after each pass over A, with
+    `measured`'s entry ("A·Ω", "Aᵀ·Q" or "A·Q_n")."""
+    async def step(what: str, direction: Callable) -> None:
+        entry = await measured(what, over, direction(client, name, over))
+        done = None if on_pass is None else on_pass(entry)
+        if done is not None:
+            await done
 
-    async def forward() -> None:  # a row without entries must read 0, not what was there
-        await on_table(client, name, LEFT, "zero")
-        await over.forward()
-
-    async def backward() -> None:
-        await on_table(client, name, RIGHT, "zero")
-        await over.backward()
-
-    await step("A·Ω", over.forward)
+    await step("A·Ω", forward)
     await orthonormalize(client, name, LEFT)
     for _ in range(power_iter):
         await step("Aᵀ·Q", backward)

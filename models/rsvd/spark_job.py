@@ -2,11 +2,11 @@
 the passes over it as Spark jobs, and the singular vectors as DataFrames.
 
 - `read_entries`: the input (entries, or a vector per row) as (row, col, value) entries
-  and the matrix's shape, checked in one aggregation (ids as `models.spark_estimator`
-  checks them: nulls, fractions and negative indices are ConfigErrors naming the column);
-- `row_blocks`: the entries repartitioned once into blocks of consecutive rows
-  (rows_per_block) and materialized where they land (localCheckpoint), so every pass
-  reads each block from the executor that holds it; nothing is shuffled afterwards;
+  and the matrix's shape, checked on the driver (ids as `models.spark_estimator` checks
+  them, values, the vectors' sizes: ConfigErrors naming the column);
+- `row_blocks`: the entries repartitioned once into numBlocks blocks of consecutive rows
+  and materialized where they land (localCheckpoint), so every pass reads each block
+  from the executor that holds it; nothing is shuffled afterwards;
 - `SparkPasses` (`models.rsvd.halko.Passes`): a pass is one Spark job whose task per
   block builds its `RowBlock` and multiplies it against the parameter server's tables,
   returning the bytes it moved;
@@ -44,45 +44,85 @@ ENTRIES_SCHEMA = "row long, col long, value double"
 def read_entries(df: DataFrame, row: str, col: str | None, value: str | None,
                  features: str | None, shape: tuple[int | None, int | None], who: str
                  ) -> tuple[DataFrame, int, int]:
-    """(entries (row, col, value), m, n) of `df`: entries in columns row/col/value, or,
-    with `features`, a Vector per row (row index in `row`). The shape is `shape` where
-    given, else 1 + the largest index (a vector's size for n); indices beyond it are a
-    ConfigError."""
+    """(entries (row long, col long, value double, zeros left out), m, n) of `df`:
+    entries in columns row/col/value, or, with `features`, a Vector per row (its index in
+    `row`). The shape is `shape` where given, else 1 + the largest index (the vectors'
+    size for n). Ids as `id_ranges` checks them, values that are null, NaN or infinite,
+    vectors of several sizes and indices beyond the shape are ConfigErrors naming the
+    column."""
     if features is not None:
-        size = df.select(F.col(features)).where(F.col(features).isNotNull()).first()
-        if size is None:
-            raise ConfigError(f"{who}: column {features!r} holds no vectors")
-        n = shape[1] or int(size[0].size)
+        _, ranges = id_ranges(df, {"rowCol": row}, who)
+        n = vector_size(df, features, shape[1], who)
         entries = df.select(F.col(row).cast("long").alias("row"),
                             F.col(features).alias("vector")).mapInArrow(
             VectorEntries(n, who, features), ENTRIES_SCHEMA)
-        columns = {"row": "row"}
+        ranges["colCol"] = (0, n - 1)
     else:
-        entries = df.select(F.col(row).alias("row"), F.col(col).alias("col"),
+        _, ranges = id_ranges(df, {"rowCol": row, "colCol": col}, who)
+        entries = df.select(F.col(row).cast("long").alias("row"),
+                            F.col(col).cast("long").alias("col"),
                             F.col(value).cast("double").alias("value"))
-        n = shape[1]
-        columns = {"row": "row", "col": "col"}
-    _, ranges = id_ranges(entries, columns, who)
-    said = {"row": row, "col": col}
-    found = {}
-    for name, given in (("row", shape[0]), ("col", n)):
+        v = F.col("value")
+        bad = entries.where(v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))).first()
+        if bad is not None:
+            raise ConfigError(f"{who}: column {value!r} holds a null, NaN or infinite value "
+                              f"(at row {bad['row']}); drop or replace those entries")
+    said = {"rowCol": row, "colCol": col or features}
+    found = []
+    for name, given in (("rowCol", shape[0]), ("colCol", shape[1])):
         high = ranges.get(name)
         needed = 0 if high is None else high[1] + 1
         if given is not None and needed > given:
             raise ConfigError(f"{who}: column {said[name]!r} holds index {needed - 1}, beyond "
-                              f"the {given} {'rows' if name == 'row' else 'columns'} set; "
+                              f"the {given} {'rows' if name == 'rowCol' else 'columns'} set; "
                               "unset numRows/numCols or set them larger")
-        found[name] = given or needed
-    if not found["row"] or not found["col"]:
+        found.append(given or needed)
+    if not all(found):
         raise ConfigError(f"{who}: the matrix has no entries")
-    v = F.col("value")
-    bad = entries.where(v.isNull() | F.isnan(v) | (F.abs(v) == float("inf"))).first()
-    if bad is not None:
-        raise ConfigError(f"{who}: the matrix holds a null, NaN or infinite value (at row "
-                          f"{bad['row']}); drop or replace those entries")
-    entries = entries.select("row", F.col("col").cast("long"), "value").where(
-        F.col("value") != 0)
-    return entries, found["row"], found["col"]
+    return entries.where(F.col("value") != 0), found[0], found[1]
+
+
+def vector_size(df: DataFrame, column: str, given: int | None, who: str) -> int:
+    """The one size of the Vectors in `column` (one pass, a row per partition back); a
+    ConfigError for nulls, NaN or infinite values, several sizes, or a size other than
+    `given`."""
+    found = df.select(column).mapInArrow(vector_survey, VECTOR_SURVEY).collect()
+    nulls, bad = sum(r["nulls"] for r in found), sum(r["nonfinite"] for r in found)
+    sizes = {s for r in found if r["vectors"] for s in (r["min_size"], r["max_size"])}
+    where = f"{who}: column {column!r}"
+    if nulls or bad:
+        raise ConfigError(f"{where} holds {nulls} null vector(s) and {bad} NaN or infinite "
+                          "value(s); drop or replace them")
+    if not sizes:
+        raise ConfigError(f"{where} holds no vectors")
+    if len(sizes) > 1 or (given is not None and sizes != {given}):
+        raise ConfigError(f"{where} holds vectors of sizes {sorted(sizes)}"
+                          + (f", not the {given} columns set (numCols)" if given else "")
+                          + "; every row needs one size")
+    return sizes.pop()
+
+
+VECTOR_SURVEY = "vectors long, nulls long, nonfinite long, min_size long, max_size long"
+
+
+def vector_survey(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """mapInArrow over one column of Vectors: one row of VECTOR_SURVEY per partition."""
+    vectors = nulls = bad = 0
+    low, high = np.iinfo(np.int64).max, -1
+    for batch in batches:
+        column = batch.column(0)
+        kind, size, _, values = column.flatten()
+        present = np.asarray(column.is_valid(), bool)
+        lengths = np.diff(values.offsets.to_numpy(zero_copy_only=False))
+        sizes = np.where(arrow.ids(kind, 0) == 1, lengths, arrow.ids(size, -1))[present]
+        flat = values.flatten().to_numpy(zero_copy_only=False)
+        vectors, nulls = vectors + sizes.size, nulls + int((~present).sum())
+        bad += int((~np.isfinite(flat)).sum())
+        if sizes.size:
+            low, high = min(low, int(sizes.min())), max(high, int(sizes.max()))
+    yield pa.RecordBatch.from_pydict({"vectors": [vectors], "nulls": [nulls],
+                                      "nonfinite": [bad], "min_size": [low],
+                                      "max_size": [high]})
 
 
 class VectorEntries:
@@ -93,24 +133,20 @@ class VectorEntries:
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            csr = arrow.vectors_to_csr(batch.column(1), self.width,
+            csr = arrow.vectors_to_csr(batch.column(1), self.width, dtype=np.float64,
                                        what=f"{self.who}: a vector of column {self.column!r}")
             rows = arrow.ids(batch.column(0))
             yield pa.RecordBatch.from_arrays(
                 [pa.array(np.repeat(rows, np.diff(csr.indptr))),
-                 pa.array(csr.indices.astype(np.int64)), pa.array(csr.data.astype(np.float64))],
+                 pa.array(csr.indices.astype(np.int64)), pa.array(csr.data)],
                 names=["row", "col", "value"])
 
 
-def row_blocks(entries: DataFrame, m: int, rows_per_block: int | None, parallelism: int
-               ) -> tuple[DataFrame, int]:
-    """(entries in blocks of `rows_per_block` consecutive rows, one block per partition,
-    materialized; the number of blocks). Default: m / parallelism rows a block."""
-    per = rows_per_block or -(-m // max(parallelism, 1))
-    count = -(-m // per)
-    blocks = entries.withColumn("block", F.floor(F.col("row") / per)).repartitionByRange(
-        count, "block").drop("block")
-    return blocks.localCheckpoint(), count
+def row_blocks(entries: DataFrame, count: int) -> DataFrame:
+    """`entries` in `count` blocks of consecutive rows, a block per partition, with
+    about equal numbers of entries (Spark's range partitioning of the rows, by a sample
+    of the entries: a block's work is its entries), materialized where they land."""
+    return entries.repartitionByRange(count, "row").localCheckpoint()
 
 
 class Pass:
@@ -122,10 +158,10 @@ class Pass:
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         began = time.perf_counter()
-        table = pa.Table.from_batches(list(batches), schema=pa.schema(
-            [("row", pa.int64()), ("col", pa.int64()), ("value", pa.float64())]))
-        if table.num_rows == 0:
+        batches = [b for b in batches if b.num_rows]
+        if not batches:
             return
+        table = pa.Table.from_batches(batches)
         block = RowBlock.from_entries(*(table.column(c).to_numpy() for c in
                                         ("row", "col", "value")))
         client = executor_client(self.master)

@@ -13,7 +13,7 @@ its params are still pyspark.ml Params (Spark-RSVD's `RSVDConfig`, camelCased:
 `explainParams()`). The pipeline stage built on it is `PureSVD`.
 
 What `run` does (`SparkDecomposition`, which `PureSVD.fit` uses too): the entries go once
-into blocks of consecutive rows, materialized where they land; a parameter server is
+into numBlocks blocks of consecutive rows, materialized where they land; a parameter server is
 started on the executors (or the one at parameterServerHost is used); the driver runs
 `models.rsvd.halko.decompose`, each pass over A a Spark job whose tasks pull the rows of
 the tall-and-skinny matrix their block touches and write or add their products, nothing
@@ -28,12 +28,12 @@ import numpy as np
 from pyspark.sql import DataFrame
 
 from psframework.spark import ml, pin_local_interpreter, visible
-from models.rsvd.halko import decompose, passes
+from models.rsvd.halko import decompose, forward, measured, passes
 from models.rsvd.local import width
 from models.rsvd.plugin import LEFT, RIGHT
 from models.rsvd.spark_job import SparkPasses, read_entries, row_blocks, vectors_frame
 from models.rsvd.spec import SPEC
-from models.spark_estimator import spark_jobs, start_parameter_server, training
+from models.spark_estimator import check_columns, spark_jobs, start_parameter_server, training
 
 __all__ = ["RandomizedSVD", "SingularValueDecomposition", "SparkDecomposition"]
 
@@ -112,8 +112,9 @@ class SparkDecomposition:
                                          self.power_iter, on_pass=on_pass))
 
     def forward(self) -> None:
-        """`left` = A · `right` (one more pass)."""
-        self.client.run(self.over.forward())
+        """`left` = A · `right`: one more pass, kept in `history` as "A·V"."""
+        self.history.append(self.client.run(measured(
+            "A·V", self.over, forward(self.client.aio, self.name, self.over))))
 
     def frame(self, table: str) -> DataFrame:
         """`table`'s first k columns as a DataFrame of (id, vector), written by executors."""
@@ -131,15 +132,17 @@ class SparkDecomposition:
 def blocks_of(params: ml.ParamValues, dataset: DataFrame, who: str, *, row: str,
               col: str | None, value: str | None, features: str | None = None
               ) -> tuple[DataFrame, int, int, int]:
-    """(row blocks, their number, m, n) of `dataset`'s matrix, read and materialized."""
+    """(row blocks, their number, m, n) of `dataset`'s matrix, read and materialized:
+    numBlocks blocks (default: the default parallelism)."""
     sc = dataset.sparkSession.sparkContext
     pin_local_interpreter(sc)
     shape = (params._value("numRows") if params.hasParam("numRows") else None,
              params._value("numCols") if params.hasParam("numCols") else None)
+    count = (params._value("numBlocks") if params.hasParam("numBlocks") else None
+             ) or max(sc.defaultParallelism, 1)
     with spark_jobs(sc, f"{who} reading its matrix"):
         entries, m, n = read_entries(dataset, row, col, value, features, shape, who)
-        rows_per_block = params._value("rowsPerBlock") if params.hasParam("rowsPerBlock") else None
-        blocks, count = row_blocks(entries, m, rows_per_block, sc.defaultParallelism)
+        blocks = row_blocks(entries, count)
     return blocks, count, m, n
 
 
@@ -153,6 +156,9 @@ class RandomizedSVD(ml.ParamValues):
         with its row index in rowCol)."""
         self._check_spec()
         who = "RandomizedSVD"
+        features = self._value("featuresCol")
+        check_columns(self, dataset.schema, {"rowCol": "id", "featuresCol": "vector"} if features
+                      else {"rowCol": "id", "colCol": "id", "valueCol": "number"}, who)
         blocks, count, m, n = blocks_of(
             self, dataset, who, row=self._value("rowCol"), col=self._value("colCol"),
             value=self._value("valueCol"), features=self._value("featuresCol"))

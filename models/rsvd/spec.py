@@ -35,9 +35,9 @@ SPEC = HyperSpec(
           local=False),
     Hyper("num_cols", int, None, "n; None: 1 + the largest column index (entries), or the "
           "vectors' size (row vectors)", low=1, optional=True, local=False),
-    Hyper("rows_per_block", int, None, "rows of the matrix per Spark partition (a block "
-          "of rows is multiplied where it lives); None: the rows split evenly over the "
-          "default parallelism", low=1, optional=True, local=False),
+    Hyper("num_blocks", int, None, "blocks of consecutive rows of the matrix, one per "
+          "Spark partition, each multiplied where it lives, with about equal entries; "
+          "None: Spark's default parallelism", low=1, optional=True, local=False),
     *hyper.local_cluster(),
     hyper.column("row_col", "row", "entries: column of row indices (integers >= 0)"),
     hyper.column("col_col", "col", "entries: column of column indices (integers >= 0)"),
