@@ -23,6 +23,18 @@ from models.rsvd.plugin import LEFT, RIGHT
 __all__ = ["RowBlock", "Blocks"]
 
 
+def _distinct(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids, sorted; each id's position among them), as np.unique's
+    return_inverse, by a mask over [0, max] when that is at most 16 times as long as
+    `ids` (20 times faster than sorting 5 M ids), else by sorting."""
+    top = int(ids.max()) + 1 if ids.size else 0
+    if top > 16 * ids.size:
+        return np.unique(ids, return_inverse=True)
+    present = np.zeros(top, bool)
+    present[ids] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[ids]
+
+
 @dataclass
 class RowBlock:
     rows: np.ndarray   # global row indices, sorted, int64
@@ -39,8 +51,8 @@ class RowBlock:
         values = np.asarray(values, np.float64)
         if not np.isfinite(values).all():
             raise ConfigError("the matrix holds NaN or infinite values; drop or replace them")
-        row_ids, r = np.unique(np.asarray(rows, np.int64), return_inverse=True)
-        col_ids, c = np.unique(np.asarray(cols, np.int64), return_inverse=True)
+        row_ids, r = _distinct(np.asarray(rows, np.int64))
+        col_ids, c = _distinct(np.asarray(cols, np.int64))
         matrix = sp.csr_matrix((values, (r, c)), shape=(row_ids.size, col_ids.size))
         matrix.sum_duplicates()
         return cls(row_ids, col_ids, matrix)
