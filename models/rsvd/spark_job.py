@@ -9,7 +9,9 @@ the passes over it as Spark jobs, and the singular vectors as DataFrames.
   from the executor that holds it; nothing is shuffled afterwards;
 - `SparkPasses` (`models.rsvd.halko.Passes`): a pass is one Spark job whose task per
   block builds its `RowBlock` and multiplies it against the parameter server's tables,
-  returning the bytes it moved;
+  returning the bytes it moved. A forward pass writes (a retried task writes the same);
+  a backward pass adds, so its tasks refuse to run as a retry: the run fails instead
+  of adding a block's product twice;
 - `vectors_frame`: the first k columns of a table as a DataFrame of (id, vector),
   written by executors that pull their range of rows (no collect), and materialized
   before the parameter server goes away.
@@ -24,10 +26,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+from pyspark import TaskContext
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame, functions as F
 
-from psframework import ConfigError
+from psframework import ConfigError, PSError
 from psframework.spark import arrow, executor_client
 from models.rsvd.blocks import RowBlock
 from models.spark_estimator import id_ranges, spark_jobs
@@ -158,6 +161,11 @@ class Pass:
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         began = time.perf_counter()
+        context = TaskContext.get()
+        if self.direction == "backward" and context is not None and context.attemptNumber():
+            raise PSError("a retried Aᵀ·Q task (or a speculative copy) would add its block's "
+                          "product into the sum a second time; the decomposition stops rather "
+                          "than answer wrongly: run it again (and keep spark.speculation off)")
         batches = [b for b in batches if b.num_rows]
         if not batches:
             return
