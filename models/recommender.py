@@ -80,9 +80,9 @@ class LocalRecommender(LocalEstimator):
         return np.arange(self._shape()[1]) if items is None else self.ids.item_index(items)
 
     # -- persistence -----------------------------------------------------------------------
-    def _held_arrays(self) -> dict[str, np.ndarray]:
+    def _held_arrays(self) -> dict[str, Any]:
         """What save keeps of the ids and the training pairs, when fit gave them."""
-        held: dict[str, np.ndarray] = {}
+        held: dict[str, Any] = {}
         if self.ids_ is not None:
             held["ids"] = self.ids_.to_array()
         if self.train_ is not None:

@@ -23,7 +23,7 @@ users out of the item's. Subclasses name their state's class and file (`LOCAL`,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, cast
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,7 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql import DataFrame, SparkSession, functions as F, types as T
 
 from psframework import ConfigError
-from psframework.spark import arrow, pin_local_interpreter
+from psframework.spark import arrow, ml, pin_local_interpreter
 from models.recommender import LocalRecommender
 from models.spark_estimator import (
     TopK, cold_start, held, int_ids, model_reader, model_writer, need_count,
@@ -48,10 +48,14 @@ class FactorModel(Model, MLWritable, MLReadable):
     docstring). `history`: per step of fit (an epoch, a pass), what the estimator
     logged; saved and loaded with the model."""
 
-    LOCAL: type[LocalRecommender]  # the state's class: its save/load write STATE_FILE
+    LOCAL: Any  # the state's LocalRecommender class: its save/load write STATE_FILE
     STATE_FILE: str
     EXCLUDE_SEEN = False  # recommendations leave out the training pairs
     BIAS_COLUMN = True  # userFactors/itemFactors carry the state's user_bias_/item_bias_
+
+    if TYPE_CHECKING:  # from the Params a subclass mixes in (an ml.ParamValues)
+        def _value(self, name: str) -> Any: ...
+        def _check_columns(self, schema: T.StructType, names: Iterable[str]) -> None: ...
 
     def __init__(self, state: LocalRecommender | None = None, rated_users=None,
                  rated_items=None, users: DataFrame | None = None) -> None:
@@ -103,7 +107,7 @@ class FactorModel(Model, MLWritable, MLReadable):
                                    "left")
         out = dataset.mapInArrow(Predict(self._shipped(dataset.sparkSession), names, user,
                                          item, prediction, rank), schema)
-        return cold_start(out, self)
+        return cold_start(out, cast(ml.ParamValues, self))
 
     # -- recommendations -------------------------------------------------------------------
     def _scoring(self, side: str) -> tuple[np.ndarray, ...]:

@@ -67,9 +67,10 @@ class PureSVD(Estimator, _PureSVDParams, DefaultParamsWritable, DefaultParamsRea
             rows, ranges = id_ranges(dataset, {"userCol": user, "itemCol": item}, WHO)
             if rating:
                 _check_ratings(dataset, rating)
-        if not rows:
+        user_ids, item_ids = ranges["userCol"], ranges["itemCol"]
+        if not rows or user_ids is None or item_ids is None:
             raise ConfigError(f"{WHO}: the DataFrame has no interactions to train on")
-        m, n = ranges["userCol"][1] + 1, ranges["itemCol"][1] + 1
+        m, n = user_ids[1] + 1, item_ids[1] + 1
         width(rank, self._value("oversample"), (m, n), "rank")  # before any pass
         # one entry per pair seen: implicit 1, or its ratings' sum
         value = F.sum(F.col(rating).cast("double")) if rating else F.lit(1.0)

@@ -147,6 +147,7 @@ def randomized_svd(matrix: Any, k: int, *, oversample: int = 10, power_iter: int
     svd = LocalRandomizedSVD(k=k, oversample=oversample, power_iter=power_iter, seed=seed,
                              master=master, num_shards=num_shards, num_workers=num_workers,
                              show_progress=show_progress).fit(matrix)
+    assert svd.U_ is not None and svd.components_ is not None  # both asked for
     return svd.U_, svd.singular_values_, svd.components_
 
 
@@ -197,6 +198,7 @@ class LocalPureSVD(LocalRecommender):
             seed=self.seed, compute_left_singular_vectors=False, num_workers=self.num_workers,
             master=self.master, num_shards=self.num_shards, show_progress=self.show_progress,
             callback=self.callback).fit(R)
+        assert svd.components_ is not None  # compute_right_singular_vectors
         self.item_factors_ = svd.components_.T.copy()
         self.user_factors_ = np.asarray(R @ self.item_factors_)
         self.singular_values_, self.history_ = svd.singular_values_, svd.history_

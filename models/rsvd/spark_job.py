@@ -61,6 +61,7 @@ def read_entries(df: DataFrame, row: str, col: str | None, value: str | None,
             VectorEntries(n, who, features), ENTRIES_SCHEMA)
         ranges["colCol"] = (0, n - 1)
     else:
+        assert col is not None and value is not None  # entries: the spec's defaults
         _, ranges = id_ranges(df, {"rowCol": row, "colCol": col}, who)
         entries = df.select(F.col(row).cast("long").alias("row"),
                             F.col(col).cast("long").alias("col"),
@@ -238,4 +239,4 @@ def vectors_frame(spark, master: str, name: str, table: str, count: int, k: int,
     long, vector), pulled by `parts` tasks."""
     pulled = spark.range(count, numPartitions=max(1, min(parts, count))).mapInArrow(
         PullRows(master, name, table, k), "id long, vector array<double>")
-    return pulled.select("id", array_to_vector("vector").alias("vector")).localCheckpoint()
+    return pulled.select("id", array_to_vector(F.col("vector")).alias("vector")).localCheckpoint()

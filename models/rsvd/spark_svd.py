@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+
 import numpy as np
 from pyspark.sql import DataFrame
 

@@ -12,10 +12,10 @@ from models.recommender_spec import scoring
 __all__ = ["SPEC", "PURESVD_SPEC", "algorithm"]
 
 
-def algorithm(rank: str, rank_doc: str, **spark_default: int) -> tuple[Hyper, ...]:
+def algorithm(rank: str, rank_doc: str) -> tuple[Hyper, ...]:
     """Halko et al.'s parameters, with the rank under the name `rank`."""
     return (
-        Hyper(rank, int, 10, rank_doc, low=1, **spark_default),
+        Hyper(rank, int, 10, rank_doc, low=1),
         Hyper("oversample", int, 10, "extra random vectors p: the sketch has rank + p "
               "columns (Halko et al. suggest 5-10)", low=0),
         Hyper("power_iter", int, 2, "power iterations q (each one pass of A and one of "
