@@ -17,7 +17,7 @@ from scipy.linalg import subspace_angles
 
 from conftest import FAST
 from planted_matrices import grouped, one_blas_thread, planted  # noqa: F401  (a fixture)
-from psframework import ConfigError, LocalCluster
+from psframework import Client, ConfigError, LocalCluster
 from models.rsvd import LocalRandomizedSVD, randomized_svd
 
 ORTHO = 1e-10  # UᵀU = I and VᵀV = I to this (a QR in float64 gives ~1e-15)
@@ -419,3 +419,23 @@ def test_history_counts_the_bytes_each_pass_moves(cluster, workers):
             assert cols_moved == cols * row
         else:
             assert cols * row < cols_moved <= workers * cols * row
+
+
+def test_progress_gauges_reach_the_master_after_every_pass():
+    """After each pass the driver reports it to the master, which status shows: read
+    there from the callback, the count is the pass's and the seconds and MB moved are the
+    history entry's."""
+    seen = []
+    with LocalCluster(1, processes=False, **FAST) as cluster, \
+            Client(cluster.address) as client:
+        def on_pass(index, entry):
+            (model,) = client.status()["models"]
+            seen.append((index, entry, model["training"]["values"]))
+        LocalRandomizedSVD(k=3, power_iter=1, master=cluster.address, show_progress=False,
+                           callback=on_pass).fit(planted(60, 40))
+    assert [i for i, _, _ in seen] == [0, 1, 2, 3]
+    for index, entry, values in seen:
+        assert values["passes"] == index + 1
+        assert values["pass_seconds"] == pytest.approx(entry["seconds"])
+        assert values["pass_mb_moved"] == pytest.approx(
+            (entry["bytes_pulled"] + entry["bytes_pushed"]) / 1e6)

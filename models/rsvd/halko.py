@@ -109,8 +109,14 @@ async def decompose(client: AsyncClient, name: str, over: Passes, k: int, power_
     columns of those tables, signs as scikit-learn's randomized_svd gives them
     (svd_flip: by U, or by V when m < n). on_pass(entry) after each pass over A, with
     `measured`'s entry ("A·Ω", "Aᵀ·Q" or "A·Q_n")."""
+    done_passes = 0
+
     async def step(what: str, direction: Callable) -> None:
+        nonlocal done_passes
         entry = await measured(what, over, direction(client, name, over))
+        done_passes += 1  # the master's gauges (`psframework status`) show the progress
+        await client.report(name, passes=done_passes, pass_seconds=entry["seconds"],
+                            pass_mb_moved=(entry["bytes_pulled"] + entry["bytes_pushed"]) / 1e6)
         done = None if on_pass is None else on_pass(entry)
         if done is not None:
             await done

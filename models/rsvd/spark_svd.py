@@ -101,13 +101,11 @@ class SparkDecomposition:
         total = passes(self.power_iter)
         visible(log)
 
-        async def on_pass(entry: dict) -> None:
+        def on_pass(entry: dict) -> None:
             self.history.append(entry)
             log.info("%s: pass %d/%d (%s) in %.1f s, %.1f MB pulled, %.1f MB pushed",
                      self.who, len(self.history), total, entry["pass"], entry["seconds"],
                      entry["bytes_pulled"] / 1e6, entry["bytes_pushed"] / 1e6)
-            await self.client.aio.report(self.name, passes=len(self.history),
-                                         pass_seconds=entry["seconds"])
 
         return self.client.run(decompose(self.client.aio, self.name, self.over, self.k,
                                          self.power_iter, on_pass=on_pass))
