@@ -44,20 +44,6 @@ MEETING_TIMEOUT = 3600.0  # seconds a task waits for the others to finish an ite
 TRAIN_SCHEMA = "part int, documents long, tokens long"
 SURVEY_SCHEMA = ("rows long, nulls long, tokens double, min_size int, max_size int, "
                  "bad long, example double")
-def _raw(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(present, size of each vector, every stored value as float64) of a column of
-    Vectors, as Arrow gives them (struct: type 0 sparse / 1 dense, size, indices,
-    values), before any cast."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    kind, size, _, values = column.flatten()
-    present = np.asarray(column.is_valid(), bool)
-    offsets = values.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
-    lengths = np.diff(offsets)
-    sizes = np.where(arrow.ids(kind, 0) == 1, lengths, arrow.ids(size, -1))
-    flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-    return present, sizes, flat
-
-
 class Survey:
     """mapInArrow over (features): one SURVEY_SCHEMA row per partition (an empty one
     too): rows, null vectors, tokens, the smallest and largest vector size, and how many
@@ -70,7 +56,7 @@ class Survey:
         for batch in batches:
             if not batch.num_rows:
                 continue
-            present, sizes, values = _raw(batch.column(0))
+            present, sizes, values = arrow.vector_parts(batch.column(0))
             rows += batch.num_rows
             nulls += int((~present).sum())
             if present.any():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from psframework import AsyncClient, ConfigError
+from psframework import AsyncClient
 from models.rsvd.plugin import LEFT, RIGHT
 
 __all__ = ["RowBlock", "Blocks"]
@@ -47,10 +47,9 @@ class RowBlock:
     def from_entries(cls, rows: np.ndarray, cols: np.ndarray, values: np.ndarray
                      ) -> "RowBlock":
         """The block of these (row, col, value) entries; entries at one (row, col) add
-        up, as in scipy's coo → csr. Non-finite values are a ConfigError."""
+        up, as in scipy's coo → csr. The values are finite: the callers check them once,
+        where the matrix is read (`local.as_matrix`, `spark_job.read_entries`)."""
         values = np.asarray(values, np.float64)
-        if not np.isfinite(values).all():
-            raise ConfigError("the matrix holds NaN or infinite values; drop or replace them")
         row_ids, r = _distinct(np.asarray(rows, np.int64))
         col_ids, c = _distinct(np.asarray(cols, np.int64))
         matrix = sp.csr_matrix((values, (r, c)), shape=(row_ids.size, col_ids.size))

@@ -12,8 +12,8 @@ R is the user × item matrix, missing entries 0: without ratingCol, implicit dat
 pair add up. R ≈ U·Σ·Vᵀ, and a user's scores are r_u·V·Vᵀ: item factors V (items × rank),
 user factors r_u·V, no biases. `fit` checks the params and columns (ids as ALS takes
 them, by one aggregation), collapses the rows into one entry per pair, cuts R into row
-blocks where Spark holds them (`blocks_of`), runs Halko's algorithm over them
-(`SparkDecomposition`: V only, U is never needed) and one more pass A·V, which gives the
+blocks where Spark holds them (`spark_job.row_blocks`), runs Halko's algorithm over them
+(`SparkDecomposition`; U is never read) and one more pass A·V, which gives the
 user factors R·V; both come to the driver, as ALSModel's factors do (users × rank and
 items × rank floats). The model then needs no parameter server
 (`models.spark_recommender.FactorModel`).
@@ -32,7 +32,8 @@ from psframework import ConfigError
 from psframework.spark import arrow, ml, pin_local_interpreter
 from models.rsvd.local import LocalPureSVD, width
 from models.rsvd.plugin import LEFT, RIGHT
-from models.rsvd.spark_svd import SparkDecomposition, blocks_of
+from models.rsvd.spark_job import row_blocks
+from models.rsvd.spark_svd import SparkDecomposition
 from models.rsvd.spec import PURESVD_SPEC
 from models.spark_estimator import check_columns, id_ranges, spark_jobs
 from models.spark_recommender import FactorModel
@@ -78,10 +79,11 @@ class PureSVD(Estimator, _PureSVDParams, DefaultParamsWritable, DefaultParamsRea
                                 F.col(item).cast("long").alias("col")).agg(
             value.alias("value")).persist()
         try:
+            count = max(sc.defaultParallelism, 1)
             with spark_jobs(sc, f"{WHO} reading its interactions"):
                 rated_users, rated_items = _seen(pairs, m, n)
-            blocks, count, m, n = blocks_of(self, pairs, WHO, row="row", col="col",
-                                            value="value")
+                # ids and ratings are checked: the pairs go straight into row blocks
+                blocks = row_blocks(pairs.where(F.col("value") != 0), count)
             with SparkDecomposition(self, blocks, count, m, n, rank, WHO) as run:
                 s = run.decompose()
                 V = run.pull(RIGHT)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -35,12 +34,11 @@ from psframework.spark import arrow, executor_client
 from models.rsvd.blocks import RowBlock
 from models.spark_estimator import id_ranges, spark_jobs
 
-__all__ = ["read_entries", "row_blocks", "SparkPasses", "vectors_frame", "STATS"]
+__all__ = ["read_entries", "row_blocks", "SparkPasses", "vectors_frame"]
 
 log = logging.getLogger("models.rsvd")
 
-STATS = ("rows", "cols", "entries", "bytes_pulled", "bytes_pushed", "seconds")
-STATS_SCHEMA = ", ".join(f"{s} {'double' if s == 'seconds' else 'long'}" for s in STATS)
+STATS_SCHEMA = "bytes_pulled long, bytes_pushed long"
 ENTRIES_SCHEMA = "row long, col long, value double"
 
 
@@ -114,12 +112,8 @@ def vector_survey(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
     vectors = nulls = bad = 0
     low, high = np.iinfo(np.int64).max, -1
     for batch in batches:
-        column = batch.column(0)
-        kind, size, _, values = column.flatten()
-        present = np.asarray(column.is_valid(), bool)
-        lengths = np.diff(values.offsets.to_numpy(zero_copy_only=False))
-        sizes = np.where(arrow.ids(kind, 0) == 1, lengths, arrow.ids(size, -1))[present]
-        flat = values.flatten().to_numpy(zero_copy_only=False)
+        present, sizes, flat = arrow.vector_parts(batch.column(0))
+        sizes = sizes[present]
         vectors, nulls = vectors + sizes.size, nulls + int((~present).sum())
         bad += int((~np.isfinite(flat)).sum())
         if sizes.size:
@@ -155,13 +149,13 @@ def row_blocks(entries: DataFrame, count: int) -> DataFrame:
 
 class Pass:
     """mapInArrow task of one pass: this partition's entries as a `RowBlock`, multiplied
-    `direction` ("forward" or "backward") against model `name`; yields one STATS row."""
+    `direction` ("forward" or "backward") against model `name`; yields one STATS_SCHEMA
+    row: the bytes it moved."""
 
     def __init__(self, master: str, name: str, direction: str) -> None:
         self.master, self.name, self.direction = master, name, direction
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        began = time.perf_counter()
         context = TaskContext.get()
         if self.direction == "backward" and context is not None and context.attemptNumber():
             raise PSError("a retried Aᵀ·Q task (or a speculative copy) would add its block's "
@@ -175,10 +169,8 @@ class Pass:
                                         ("row", "col", "value")))
         client = executor_client(self.master)
         client.run(getattr(block, self.direction)(client.aio, self.name))
-        yield pa.RecordBatch.from_pydict({
-            "rows": [block.rows.size], "cols": [block.cols.size], "entries": [block.nnz],
-            "bytes_pulled": [block.pulled], "bytes_pushed": [block.pushed],
-            "seconds": [time.perf_counter() - began]})
+        yield pa.RecordBatch.from_pydict({"bytes_pulled": [block.pulled],
+                                          "bytes_pushed": [block.pushed]})
 
 
 class SparkPasses:
@@ -226,11 +218,8 @@ class PullRows:
             if not ids.size:
                 continue
             rows = client.pull_rows(self.name, self.table, ids)[:, :self.k]
-            offsets = np.arange(ids.size + 1, dtype=np.int32) * self.k
             yield pa.RecordBatch.from_arrays(
-                [pa.array(ids), pa.ListArray.from_arrays(pa.array(offsets),
-                                                         pa.array(rows.ravel()))],
-                names=["id", "vector"])
+                [pa.array(ids), arrow.rows_to_lists(rows, np.float64)], names=["id", "vector"])
 
 
 def vectors_frame(spark, master: str, name: str, table: str, count: int, k: int,

@@ -22,6 +22,7 @@ rows, then the model is destroyed. The driver logs every pass (seconds, bytes mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -72,29 +73,22 @@ class SparkDecomposition:
         self.history: list[dict] = []
 
     def __enter__(self) -> "SparkDecomposition":
-        spark = self.blocks.sparkSession
-        self._ps = start_parameter_server(self.params, spark)
-        self._ps.__enter__()
-        try:
-            self.client = self._ps.client()
+        with contextlib.ExitStack() as stack:  # a failure on the way in undoes the rest
+            ps = stack.enter_context(start_parameter_server(self.params,
+                                                            self.blocks.sparkSession))
+            self.client, self.master = ps.client(), ps.master
             config = {"rows": self.m, "cols": self.n, "width": self.width,
                       "seed": self.params._value("seed")}
-            self._training = training(self.params, self._ps, "rsvd", config, self.who)
-            self._training.__enter__()
-            self.name = self._training.name
-            self.over = SparkPasses(self.blocks, self._ps.master, self.name, self.who)
-        except BaseException as e:
-            self._ps.__exit__(type(e), e, e.__traceback__)
-            raise
+            self.name = stack.enter_context(
+                training(self.params, ps, "rsvd", config, self.who)).name
+            self.over = SparkPasses(self.blocks, self.master, self.name, self.who)
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, kind, error, tb) -> None:
-        try:
-            self._training.__exit__(kind, error, tb)
-            if error is None:
-                self.client.destroy(self.name)  # what is kept was read: nothing stays
-        finally:
-            self._ps.__exit__(kind, error, tb)
+        if error is None:
+            self.client.destroy(self.name)  # what is kept was read: nothing stays
+        self._stack.__exit__(kind, error, tb)
 
     def decompose(self) -> np.ndarray:
         """The k singular values; U in `left`'s and V in `right`'s first k columns."""
@@ -119,30 +113,13 @@ class SparkDecomposition:
         """`table`'s first k columns as a DataFrame of (id, vector), written by executors."""
         count = self.m if table == LEFT else self.n
         with spark_jobs(self.blocks.sparkSession.sparkContext, f"{self.who} writing {table}"):
-            return vectors_frame(self.blocks.sparkSession, self._ps.master, self.name, table,
+            return vectors_frame(self.blocks.sparkSession, self.master, self.name, table,
                                  count, self.k, self.parts)
 
     def pull(self, table: str) -> np.ndarray:
         """`table`'s first k columns, on the driver."""
         count = self.m if table == LEFT else self.n
         return self.client.pull_rows(self.name, table, np.arange(count))[:, :self.k].copy()
-
-
-def blocks_of(params: ml.ParamValues, dataset: DataFrame, who: str, *, row: str,
-              col: str | None, value: str | None, features: str | None = None
-              ) -> tuple[DataFrame, int, int, int]:
-    """(row blocks, their number, m, n) of `dataset`'s matrix, read and materialized:
-    numBlocks blocks (default: the default parallelism)."""
-    sc = dataset.sparkSession.sparkContext
-    pin_local_interpreter(sc)
-    shape = (params._value("numRows") if params.hasParam("numRows") else None,
-             params._value("numCols") if params.hasParam("numCols") else None)
-    count = (params._value("numBlocks") if params.hasParam("numBlocks") else None
-             ) or max(sc.defaultParallelism, 1)
-    with spark_jobs(sc, f"{who} reading its matrix"):
-        entries, m, n = read_entries(dataset, row, col, value, features, shape, who)
-        blocks = row_blocks(entries, count)
-    return blocks, count, m, n
 
 
 class RandomizedSVD(ml.ParamValues):
@@ -158,9 +135,14 @@ class RandomizedSVD(ml.ParamValues):
         features = self._value("featuresCol")
         check_columns(self, dataset.schema, {"rowCol": "id", "featuresCol": "vector"} if features
                       else {"rowCol": "id", "colCol": "id", "valueCol": "number"}, who)
-        blocks, count, m, n = blocks_of(
-            self, dataset, who, row=self._value("rowCol"), col=self._value("colCol"),
-            value=self._value("valueCol"), features=self._value("featuresCol"))
+        sc = dataset.sparkSession.sparkContext
+        pin_local_interpreter(sc)
+        count = self._value("numBlocks") or max(sc.defaultParallelism, 1)
+        with spark_jobs(sc, f"{who} reading its matrix"):
+            entries, m, n = read_entries(
+                dataset, self._value("rowCol"), self._value("colCol"), self._value("valueCol"),
+                features, (self._value("numRows"), self._value("numCols")), who)
+            blocks = row_blocks(entries, count)
         left = self._value("computeLeftSingularVectors")
         right = self._value("computeRightSingularVectors")
         with SparkDecomposition(self, blocks, count, m, n, self._value("k"), who) as run:

@@ -23,7 +23,8 @@ import scipy.sparse as sp
 
 from psframework.errors import ConfigError
 
-__all__ = ["ids", "vectors_to_csr", "lists_to_csr", "rows_to_lists", "sparse_parts",
+__all__ = ["ids", "vectors_to_csr", "vector_parts", "lists_to_csr", "rows_to_lists",
+           "sparse_parts",
            "per_id_csr", "SPARSE_PARTS"]
 
 SPARSE_PARTS = "id long, size int, indices array<int>, values array<float>"
@@ -98,9 +99,21 @@ def lists_to_csr(column, n_cols: int) -> sp.csr_matrix:
     return out
 
 
-def rows_to_lists(matrix: np.ndarray) -> pa.Array:
-    """A float32 matrix as a column of its rows (`array<float>`), without copying per row."""
-    matrix = np.ascontiguousarray(matrix, np.float32)
+def vector_parts(column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(present, each vector's size (-1 where null), every stored value as float64) of a
+    column of Vectors, before any check or cast."""
+    column = _flat(column)
+    kind, size, _, values = column.flatten()  # nulls: null children
+    offsets, flat = _list_parts(values)
+    sizes = np.where(ids(kind, 0) == 1, np.diff(offsets), ids(size, -1))
+    return (np.asarray(column.is_valid(), bool), sizes,
+            flat.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
+
+
+def rows_to_lists(matrix: np.ndarray, dtype: Any = np.float32) -> pa.Array:
+    """A matrix as a column of its rows (`array<float>`; float64: `array<double>`),
+    without copying per row."""
+    matrix = np.ascontiguousarray(matrix, dtype)
     offsets = np.arange(matrix.shape[0] + 1, dtype=np.int32) * matrix.shape[1]
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
 
@@ -112,9 +125,7 @@ def sparse_parts(batches):
         if batch.num_rows == 0:
             continue
         vectors = batch.column(1)
-        kind, size, _, values = vectors.flatten()
-        present = np.asarray(vectors.is_valid())
-        sizes = np.where(ids(kind, 0) == 1, np.diff(_list_parts(values)[0]), ids(size, -1))
+        present, sizes, _ = vector_parts(vectors)
         for w in np.unique(sizes[present]):  # one CSR per width: sizes are checked later
             rows = np.flatnonzero(present & (sizes == w))
             csr = vectors_to_csr(vectors.take(pa.array(rows)), int(w))
